@@ -1,0 +1,10 @@
+"""Command-line interface: one thin module per command group, wired up here."""
+
+from __future__ import annotations
+
+from nixos_azure_publish.cli import config_cmd
+from nixos_azure_publish.cli.app import cli, main
+
+cli.add_command(config_cmd.config_group)
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,119 @@
+"""The error hierarchy: every expected failure is a :class:`PublishError`.
+
+Each class has its own documented exit code (see README "Exit codes"). The
+message says what went wrong; the hint says what to do next. Both pass
+through :func:`nixos_azure_publish.redact.redact` before they are shown.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import ClassVar
+
+from nixos_azure_publish.redact import redact
+
+
+class ExitCode(IntEnum):
+    """Process exit codes. Stable: scripts and CI depend on them."""
+
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    INVALID_IMAGE = 3
+    AZURE = 4
+    NIX = 5
+    UPLOAD = 6
+    SMOKE_TEST = 7
+    INTERRUPTED = 130
+
+
+class PublishError(Exception):
+    """Base of every expected failure. Rendered as one line, never a traceback."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.INTERNAL
+    kind: ClassVar[str] = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = redact(message)
+        self.hint = redact(hint) if hint else None
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.one_line()
+
+    def one_line(self) -> str:
+        """The message and the hint as one line, for the terminal and for logs."""
+        if self.hint:
+            return f"{self.message.rstrip('.')}. {self.hint}"
+        return self.message
+
+
+class UsageError(PublishError):
+    """The command line or the configuration is wrong; nothing was changed."""
+
+    exit_code = ExitCode.USAGE
+    kind = "usage"
+
+
+class ConfigError(UsageError):
+    """A publish target failed validation. Carries every problem with its field path."""
+
+    kind = "config"
+
+    def __init__(self, problems: list[str], *, source: str | None = None) -> None:
+        self.problems = [redact(p) for p in problems]
+        self.source = source
+        where = f"{source}: " if source else ""
+        if len(self.problems) == 1:
+            message = f"{where}{self.problems[0]}"
+        else:
+            message = f"{where}{len(self.problems)} problems: " + "; ".join(self.problems)
+        super().__init__(message, hint="Fix the configuration and run again")
+
+
+class ImageError(PublishError):
+    """The image file is missing, unreadable or not acceptable to Azure."""
+
+    exit_code = ExitCode.INVALID_IMAGE
+    kind = "image"
+
+
+class AzureError(PublishError):
+    """Azure (or the emulator) refused or failed a request."""
+
+    exit_code = ExitCode.AZURE
+    kind = "azure"
+
+
+class NixError(PublishError):
+    """Evaluating or building with Nix failed, or Nix is not installed."""
+
+    exit_code = ExitCode.NIX
+    kind = "nix"
+
+
+class UploadError(PublishError):
+    """Writing the image into the disk's page blob failed."""
+
+    exit_code = ExitCode.UPLOAD
+    kind = "upload"
+
+
+class SasExpiredError(UploadError):
+    """The write SAS expired or was revoked; grant access again and resume."""
+
+    kind = "sas-expired"
+
+
+class SmokeTestError(PublishError):
+    """The test VM did not boot to the expected serial console output."""
+
+    exit_code = ExitCode.SMOKE_TEST
+    kind = "smoke-test"
+
+
+class Interrupted(PublishError):  # noqa: N818 - a condition, not a failure
+    """The user interrupted the command (Ctrl-C or SIGTERM); cleanup has run."""
+
+    exit_code = ExitCode.INTERRUPTED
+    kind = "interrupted"
