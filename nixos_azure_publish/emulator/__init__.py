@@ -1,0 +1,1 @@
+"""A local Azure: an HTTPS Resource Manager for compute, with Azurite for blobs."""
