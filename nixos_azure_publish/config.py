@@ -543,7 +543,7 @@ def _check_regions(t: PublishTarget, problems: list[str]) -> None:
                 problems.append(
                     f"{path}.replicas: must be 1..{MAX_REPLICAS}, not {region.replicas}"
                 )
-        if v.target_regions and t.location not in seen:
+        if v.target_regions and t.location not in seen and _REGION.match(t.location):
             problems.append(
                 f"version.targetRegions: must include the gallery's own region {t.location!r};"
                 " Azure replicates from there"

@@ -29,7 +29,7 @@ _ACCOUNT_KEY = re.compile(
 )
 _AUTH_HEADER = re.compile(
     r"(?P<key>['\"]?(?:Authorization|x-ms-encryption-key)['\"]?\s*[:=]\s*['\"]?)"
-    r"(?P<value>(?!Bearer\b)[^'\"\s,}]+)",
+    r"(?P<value>(?!Bearer\b)(?:[A-Za-z]+\s+)?[^'\"\s,}]+)",
     re.IGNORECASE,
 )
 _PATTERNS: Final = (_QUERY_SECRET, _BEARER, _ACCOUNT_KEY, _AUTH_HEADER)

@@ -1,0 +1,196 @@
+"""The CLI as a user meets it: exit codes, one-line errors, JSON output, help text."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from nixos_azure_publish import __version__
+from nixos_azure_publish.cli import cli, main
+from nixos_azure_publish.errors import AzureError, ExitCode
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+VALID = {
+    "name": "nixos-test",
+    "resourceGroup": "rg",
+    "location": "westeurope",
+    "hyperVGeneration": "V2",
+}
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def write(tmp_path: Path, data: object, name: str = "target.json") -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_version(runner):
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"nixos-azure-publish, version {__version__}"
+
+
+def test_config_check_valid_prints_effective_config(runner, tmp_path):
+    result = runner.invoke(cli, ["config", "check", "--config", write(tmp_path, VALID)])
+    assert result.exit_code == 0, result.output
+    effective = json.loads(result.stdout)
+    assert effective["architecture"] == "x64"
+    assert effective["version"]["targetRegions"] == [
+        {"name": "westeurope", "replicas": 1, "storageAccountType": "Standard_LRS"}
+    ]
+    assert "target 'nixos-test' is valid" in result.stderr
+
+
+def test_config_check_invalid_is_one_line_and_exit_2(runner, tmp_path):
+    path = write(tmp_path, {**VALID, "location": "West Europe", "version": {"replicaCount": 0}})
+    result = runner.invoke(cli, ["config", "check", "--config", path])
+    assert result.exit_code == int(ExitCode.USAGE) == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: {path}: 2 problems: location: must be an Azure region")
+    assert "version.replicaCount: must be 1..100, not 0" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_json_mode_prints_the_error_as_json_on_stdout(runner, tmp_path):
+    path = write(tmp_path, {**VALID, "colour": "blue"})
+    result = runner.invoke(cli, ["--json", "config", "check", "--config", path])
+    assert result.exit_code == 2
+    error = json.loads(result.stdout)["error"]
+    assert error["kind"] == "config"
+    assert error["exitCode"] == 2
+    assert "colour: unknown key" in error["message"]
+
+
+def test_missing_config_file(runner, tmp_path):
+    result = runner.invoke(cli, ["config", "check", "--config", str(tmp_path / "nope.json")])
+    assert result.exit_code == 2
+    assert "does not exist" in result.stderr
+
+
+def test_missing_required_option_is_a_usage_error(runner):
+    result = runner.invoke(cli, ["config", "check"])
+    assert result.exit_code == 2
+    assert "Missing option '--config'" in result.stderr
+
+
+def test_unknown_command(runner):
+    result = runner.invoke(cli, ["pubish"])
+    assert result.exit_code == 2
+    assert "No such command 'pubish'" in result.stderr
+
+
+def test_schema_is_json(runner):
+    result = runner.invoke(cli, ["config", "schema"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["$defs"]["PublishTarget"]["type"] == "object"
+
+
+def test_image_option_overrides(runner, tmp_path):
+    result = runner.invoke(
+        cli, ["config", "check", "--config", write(tmp_path, VALID), "--image", "/tmp/x.vhd"]
+    )
+    assert json.loads(result.stdout)["image"] == "/tmp/x.vhd"
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None
+        yield (*prefix, name), command
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*prefix, name))
+
+
+def test_every_command_and_option_has_help():
+    commands = list(_commands(cli))
+    assert commands, "no commands registered"
+    for path, command in commands:
+        assert (command.help or "").strip(), f"{' '.join(path)} has no help text"
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert (param.help or "").strip(), f"{' '.join(path)} {param.opts} has no help"
+
+
+def test_help_runs_for_every_command(runner):
+    for path, _command in _commands(cli):
+        result = runner.invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage:" in result.output
+
+
+# A throwaway command that raises what a real command might, to test rendering.
+@click.command("raise-for-test", hidden=True)
+@click.argument("what")
+def _raise_for_test(what: str) -> None:
+    """Raise an error, for tests."""
+    if what == "azure":
+        raise AzureError(
+            "grant failed for https://md-x.blob.core.windows.net/d/abcd?sv=2024&sig=SECRET123%3D",
+            hint="Check the role assignment",
+        )
+    if what == "interrupt":
+        raise KeyboardInterrupt
+    msg = "boom"
+    raise RuntimeError(msg)
+
+
+@pytest.fixture
+def raising_command():
+    cli.add_command(_raise_for_test)
+    yield
+    del cli.commands["raise-for-test"]
+
+
+@pytest.mark.usefixtures("raising_command")
+def test_expected_error_is_redacted_one_line_with_its_code(capsys):
+    assert main(["raise-for-test", "azure"]) == int(ExitCode.AZURE) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "SECRET123" not in err
+    assert err.startswith("error: grant failed for https://md-x.blob.core.windows.net/d/abcd?sv=")
+    assert "sig=REDACTED" in err
+    assert err.strip().endswith("Check the role assignment")
+
+
+@pytest.mark.usefixtures("raising_command")
+def test_verbose_shows_the_traceback_without_secrets(capsys):
+    assert main(["-v", "raise-for-test", "azure"]) == 4
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert "SECRET123" not in err
+
+
+@pytest.mark.usefixtures("raising_command")
+def test_interrupt_exit_code(capsys):
+    assert main(["raise-for-test", "interrupt"]) == int(ExitCode.INTERRUPTED) == 130
+    assert "error: interrupted" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("raising_command")
+def test_unexpected_error_is_a_bug_with_a_traceback():
+    # Bugs are not hidden: they propagate (the console script prints the traceback, exit 1).
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["raise-for-test", "bug"])
+
+
+def test_main_returns_usage_code(capsys):
+    assert main(["config", "check"]) == 2
+    assert "Missing option" in capsys.readouterr().err
+
+
+def test_main_returns_zero(capsys, tmp_path):
+    assert main(["config", "check", "--config", write(tmp_path, VALID)]) == 0
