@@ -3,10 +3,20 @@
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# Arguments are COMMAND:PACKAGE pairs: the Debian PACKAGE is installed only when
+# COMMAND is not on PATH, so a tool that came from elsewhere (a Node.js from
+# NodeSource, say) is used as it is. A bare PACKAGE is checked with dpkg.
 ensure_debian_packages() {
-  local missing=() want
+  local missing=() want cmd pkg
   for want in "$@"; do
-    dpkg-query -W -f='${Status}' "$want" 2>/dev/null | grep -q "install ok installed" || missing+=("$want")
+    cmd=${want%%:*}
+    pkg=${want#*:}
+    if [ "$cmd" != "$want" ]; then
+      command -v "$cmd" >/dev/null 2>&1 && continue
+    else
+      dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" && continue
+    fi
+    missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "installing Debian packages: ${missing[*]}" >&2
@@ -16,6 +26,9 @@ ensure_debian_packages() {
 }
 
 ensure_venv() {
+  if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    ensure_debian_packages python3-venv
+  fi
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
