@@ -1,0 +1,1 @@
+"""Azure Resource Manager: clients, and one module per resource we look up or create."""

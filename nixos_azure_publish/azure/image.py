@@ -1,0 +1,81 @@
+"""The optional managed image, made from the upload disk."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from nixos_azure_publish.azure import arm
+from nixos_azure_publish.azure.names import TAG_CONTENT
+from nixos_azure_publish.errors import AzureError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from nixos_azure_publish.azure.clients import AzureClients
+    from nixos_azure_publish.config import PublishTarget
+
+log = logging.getLogger(__name__)
+
+
+def get_image(clients: AzureClients, group: str, name: str) -> dict[str, Any] | None:
+    """The managed image's JSON, or None."""
+    return arm.get_or_none(f"reading managed image {name}", clients.compute.images.get, group, name)
+
+
+def image_body(target: PublishTarget, *, disk_id: str, tags: Mapping[str, str]) -> dict[str, Any]:
+    """The create body of a managed image from the upload disk."""
+    return {
+        "location": target.location,
+        "tags": dict(tags),
+        "properties": {
+            "hyperVGeneration": target.hyper_v_generation,
+            "storageProfile": {
+                "osDisk": {
+                    "osType": "Linux",
+                    "osState": "Generalized",
+                    "managedDisk": {"id": disk_id},
+                }
+            },
+        },
+    }
+
+
+def ensure_image(
+    clients: AzureClients,
+    target: PublishTarget,
+    *,
+    name: str,
+    disk_id: str | None,
+    tags: Mapping[str, str],
+) -> tuple[dict[str, Any], bool]:
+    """The managed image, created from the disk when missing; ``(image, created)``."""
+    group = target.resource_group
+    existing = get_image(clients, group, name)
+    if existing is not None:
+        if (existing.get("tags") or {}).get(TAG_CONTENT) != tags.get(TAG_CONTENT):
+            raise AzureError(
+                f"managed image {name} exists but holds another image",
+                hint="Delete it, or set managedImage.name to another name",
+            )
+        return existing, False
+    if disk_id is None:
+        raise AzureError(
+            f"managed image {name} is missing and the upload disk is gone",
+            hint="Run again: the image will be uploaded again",
+        )
+    log.info("creating managed image %s", name)
+    body = image_body(target, disk_id=disk_id, tags=tags)
+    created = arm.wait(
+        f"creating managed image {name}",
+        clients.compute.images.begin_create_or_update,
+        group,
+        name,
+        body,
+    )
+    return created, True
+
+
+def delete_image(clients: AzureClients, group: str, name: str) -> None:
+    """Delete the managed image; a missing one is fine."""
+    arm.wait(f"deleting managed image {name}", clients.compute.images.begin_delete, group, name)

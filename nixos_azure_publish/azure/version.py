@@ -1,0 +1,145 @@
+"""The gallery image version: found by content, created with its publishing profile."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
+
+from nixos_azure_publish.azure import arm
+from nixos_azure_publish.azure.clients import azure_error, is_not_found
+from nixos_azure_publish.azure.names import TAG_CONTENT
+from nixos_azure_publish.azure.replication import VersionState, get_version
+from nixos_azure_publish.errors import AzureError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from nixos_azure_publish.azure.clients import AzureClients
+    from nixos_azure_publish.config import PublishTarget
+
+log = logging.getLogger(__name__)
+
+
+def find_published(
+    clients: AzureClients, target: PublishTarget, content_hash: str
+) -> VersionState | None:
+    """A version of the definition tagged with this image's store hash, or None.
+
+    When several exist (made by hand, or by an older tool), the oldest name wins.
+    """
+    if target.gallery is None or target.image_definition is None:
+        return None
+    pager = arm.call(
+        "listing image versions",
+        clients.compute.gallery_image_versions.list_by_gallery_image,
+        target.resource_group,
+        target.gallery.name,
+        target.image_definition.name,
+    )
+    names: list[str] = []
+    try:
+        for item in pager:
+            body = arm.as_json(item)
+            if (body.get("tags") or {}).get(TAG_CONTENT) == content_hash:
+                names.append(str(body.get("name")))
+    except HttpResponseError as error:
+        if is_not_found(error):
+            return None
+        raise azure_error(error, "listing image versions") from None
+    if not names:
+        return None
+    names.sort(key=_version_key)
+    if len(names) > 1:
+        log.warning("several versions hold this image: %s; using %s", ", ".join(names), names[0])
+    return get_version(clients, target, names[0])
+
+
+def _version_key(name: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in name.split("."))
+    except ValueError:
+        return (2**31,)
+
+
+def version_body(
+    target: PublishTarget, *, source_id: str, from_disk: bool, tags: Mapping[str, str]
+) -> dict[str, Any]:
+    """The create body of the version: target regions, replicas, storage, EOL, mode."""
+    v = target.version
+    regions = [
+        {
+            "name": r.name,
+            "regionalReplicaCount": r.replicas,
+            "storageAccountType": r.storage_account_type,
+        }
+        for r in target.regions
+    ]
+    publishing: dict[str, Any] = {
+        "targetRegions": regions,
+        "replicaCount": v.replica_count,
+        "storageAccountType": v.storage_account_type,
+        "excludeFromLatest": v.exclude_from_latest,
+        "replicationMode": v.replication_mode,
+    }
+    if v.end_of_life_date:
+        publishing["endOfLifeDate"] = v.end_of_life_date
+    storage: dict[str, Any] = (
+        {"osDiskImage": {"source": {"id": source_id}}}
+        if from_disk
+        else {"source": {"id": source_id}}
+    )
+    return {
+        "location": target.location,
+        "tags": dict(tags),
+        "properties": {"publishingProfile": publishing, "storageProfile": storage},
+    }
+
+
+def create_version(
+    clients: AzureClients, target: PublishTarget, name: str, body: Mapping[str, Any]
+) -> None:
+    """Start creating the version; replication is waited for separately.
+
+    A concurrent publisher may create the same version at the same moment: a
+    conflict on a version tagged with the same content is success.
+    """
+    if target.gallery is None or target.image_definition is None:  # pragma: no cover
+        raise AzureError("the target has no gallery")
+    log.info("creating image version %s", name)
+    # Typed as Any: the SDK's overloads do not list a plain dict body, which it accepts.
+    begin: Any = clients.compute.gallery_image_versions.begin_create_or_update
+    try:
+        begin(
+            target.resource_group,
+            target.gallery.name,
+            target.image_definition.name,
+            name,
+            dict(body),
+            polling=False,
+        )
+    except ResourceExistsError:
+        existing = get_version(clients, target, name)
+        want = (body.get("tags") or {}).get(TAG_CONTENT)
+        if existing is None or existing.tags.get(TAG_CONTENT) != want:
+            raise AzureError(
+                f"image version {name} already exists with other content",
+                hint="Change version.name so that it renders a new version",
+            ) from None
+    except HttpResponseError as error:
+        raise azure_error(error, f"creating image version {name}") from None
+
+
+def delete_version(clients: AzureClients, target: PublishTarget, name: str) -> None:
+    """Delete a version (used by tests and by retention)."""
+    if target.gallery is None or target.image_definition is None:  # pragma: no cover
+        return
+    arm.wait(
+        f"deleting image version {name}",
+        clients.compute.gallery_image_versions.begin_delete,
+        target.resource_group,
+        target.gallery.name,
+        target.image_definition.name,
+        name,
+    )

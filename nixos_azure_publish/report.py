@@ -1,0 +1,205 @@
+"""What a publish did: the :class:`PublishReport`, as JSON, Markdown and a console summary.
+
+The report is honest about work: what was reused and what was created, the
+bytes actually sent against the image's data bytes, the time of each step,
+and the replication state of every target region. Markdown goes to
+``$GITHUB_STEP_SUMMARY`` (or ``--summary FILE``); JSON to stdout with ``--json``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import jinja2
+
+from nixos_azure_publish import __version__
+from nixos_azure_publish.redact import redact
+
+TEMPLATES: Final = Path(__file__).resolve().parent / "report_templates"
+
+Status = Literal["published", "already-published", "planned", "failed", "interrupted"]
+Action = Literal["created", "reused", "deleted", "exists", "would-create", "would-delete", "kept"]
+
+
+@dataclass
+class StepRecord:
+    """One pipeline step: what it did and how long it took."""
+
+    name: str
+    status: Literal["done", "skipped", "failed", "planned"]
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class ResourceRecord:
+    """An Azure resource the publish touched or would touch."""
+
+    kind: str
+    name: str
+    action: Action
+    id: str | None = None
+    detail: str = ""
+
+
+@dataclass
+class UploadStats:
+    """Bytes sent against bytes of data in the image."""
+
+    file_size: int
+    data_bytes: int
+    bytes_sent: int
+    ranges_sent: int = 0
+    ranges_skipped: int = 0
+    ranges_retried: int = 0
+    seconds: float = 0.0
+    verified: str = "none"
+
+    @property
+    def mib_per_second(self) -> float:
+        """Throughput of the bytes actually sent."""
+        return self.bytes_sent / (1024 * 1024) / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class RegionRecord:
+    """Replication in one target region."""
+
+    region: str
+    state: str
+    progress: int
+    replicas: int | None = None
+    storage_account_type: str | None = None
+    details: str | None = None
+
+
+@dataclass
+class PublishReport:
+    """Everything a user or CI needs to know about one publish."""
+
+    target: str
+    status: Status = "failed"
+    dry_run: bool = False
+    version: str | None = None
+    version_id: str | None = None
+    definition_id: str | None = None
+    gallery: str | None = None
+    resource_group: str | None = None
+    image_file: str | None = None
+    store_path: str | None = None
+    store_hash: str | None = None
+    flake_revision: str | None = None
+    file_size: int | None = None
+    regions: list[RegionRecord] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    resources: list[ResourceRecord] = field(default_factory=list)
+    upload: UploadStats | None = None
+    error: str | None = None
+    started_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+    seconds: float = 0.0
+    tool_version: str = __version__
+
+    def resource(self, kind: str, name: str, action: Action, **kw: Any) -> None:  # noqa: ANN401
+        """Record a resource, replacing an earlier record of the same one."""
+        self.resources = [r for r in self.resources if (r.kind, r.name) != (kind, name)]
+        self.resources.append(ResourceRecord(kind=kind, name=name, action=action, **kw))
+
+    @property
+    def created(self) -> list[ResourceRecord]:
+        """Resources this run created."""
+        return [r for r in self.resources if r.action == "created"]
+
+    @property
+    def reused(self) -> list[ResourceRecord]:
+        """Resources that already existed and were used as they were."""
+        return [r for r in self.resources if r.action in {"reused", "exists"}]
+
+    @property
+    def headline(self) -> str:
+        """One line saying what happened."""
+        where = f"{self.gallery}/{self.definition_name}" if self.gallery else self.target
+        if self.status == "already-published":
+            return f"already published as {self.version} in {where}; nothing to do"
+        if self.status == "published":
+            return f"published {self.version} to {where}"
+        if self.status == "planned":
+            if self.version and any(
+                r.action == "exists" for r in self.resources if r.kind == "image version"
+            ):
+                return f"dry run: already published as {self.version}; nothing would change"
+            return f"dry run: would publish {self.version or 'a new version'} to {where}"
+        if self.status == "interrupted":
+            return f"interrupted while publishing to {where}; run again to resume"
+        return f"failed to publish to {where}: {self.error or 'unknown error'}"
+
+    @property
+    def definition_name(self) -> str | None:
+        """The definition's name, from its id."""
+        return self.definition_id.rsplit("/", 1)[-1] if self.definition_id else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON (camelCase keys, as the rest of the tool speaks)."""
+        raw = asdict(self)
+        raw["headline"] = self.headline
+        if self.upload is not None:
+            raw["upload"]["mibPerSecond"] = round(self.upload.mib_per_second, 1)
+        out: dict[str, Any] = _camel(raw)  # type: ignore[assignment]
+        return out
+
+    def to_markdown(self) -> str:
+        """A Markdown summary (for ``$GITHUB_STEP_SUMMARY``)."""
+        return _render("summary.md.j2", self)
+
+    def to_console(self) -> str:
+        """A short, readable summary for a terminal."""
+        return _render("console.txt.j2", self)
+
+
+def _camel(value: object) -> object:
+    if isinstance(value, dict):
+        return {_camel_key(str(k)): _camel(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_camel(v) for v in value]
+    if isinstance(value, str):
+        return redact(value)
+    return value
+
+
+def _camel_key(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "-"
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if amount < 1024 or unit == "TiB":  # noqa: PLR2004
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{value} B"  # pragma: no cover
+
+
+def _cell(value: object) -> str:
+    """A Markdown table cell: no pipes or newlines."""
+    return str("" if value is None else value).replace("|", "\\|").replace("\n", " ")
+
+
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    autoescape=False,  # noqa: S701 - Markdown and plain text, not HTML
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+_ENV.filters["size"] = _size
+_ENV.filters["cell"] = _cell
+
+
+def _render(name: str, report: PublishReport) -> str:
+    return redact(_ENV.get_template(name).render(r=report))
