@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError
@@ -107,7 +108,7 @@ def test_disk_body_is_an_upload_disk_of_the_exact_file_size():
 
 
 def disk_state(**over):
-    base = {
+    base: dict[str, Any] = {
         "id": "/x/disks/d",
         "name": "d",
         "state": "ReadyToUpload",
