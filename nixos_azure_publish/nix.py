@@ -1,0 +1,257 @@
+"""The one subprocess boundary to Nix: evaluate to JSON, build, read flake metadata.
+
+Every ``nix`` invocation of the package goes through :func:`run_nix`, which logs
+the command line, streams build logs at debug level (``-v``), and turns a
+failure into a :class:`NixError` carrying the tail of stderr and the exact
+command to rerun. The commands stay compatible with Nix 2.8 (no
+``--print-out-paths``; ``nix build --json --no-link`` instead).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import re
+import shlex
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Final, cast
+
+from nixos_azure_publish.errors import NixError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+log = logging.getLogger(__name__)
+
+# Flakes and the nix command are experimental on older Nix; harmless on newer ones.
+EXPERIMENTAL: Final = ("--extra-experimental-features", "nix-command flakes")
+# Lines of stderr kept for error messages.
+TAIL_LINES: Final = 20
+# Without -v, a build still says what it is doing every this many seconds.
+PROGRESS_SECONDS: Final = 30.0
+
+_MISSING_ATTRIBUTE = re.compile(r"does not provide attribute|attribute '[^']*' missing")
+_ERROR_LINE = re.compile(r"^error:")
+
+
+class NixCommandError(NixError):
+    """A ``nix`` command exited non-zero."""
+
+    def __init__(
+        self, message: str, *, hint: str, command: Sequence[str], returncode: int, stderr_tail: str
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.command = list(command)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+
+
+class NixAttributeMissingError(NixCommandError):
+    """The installable names a flake attribute that does not exist."""
+
+
+class NixEvalError(NixCommandError):
+    """Evaluating a Nix expression failed (``throw``, ``assert``, type errors, ...)."""
+
+
+class NixBuildError(NixCommandError):
+    """A derivation failed to build."""
+
+
+def nix_executable(environ: Mapping[str, str] | None = None) -> str:
+    """The ``nix`` to run: ``$NIXOS_AZURE_PUBLISH_NIX`` if set, else ``nix`` from ``PATH``."""
+    env = os.environ if environ is None else environ
+    return env.get("NIXOS_AZURE_PUBLISH_NIX") or "nix"
+
+
+def command_line(args: Sequence[str]) -> list[str]:
+    """The full argv of ``nix <args>``, experimental features enabled."""
+    return [nix_executable(), *EXPERIMENTAL, *args]
+
+
+def _tail(lines: collections.deque[str]) -> str:
+    return "\n".join(line.rstrip() for line in lines).strip()
+
+
+def _summary(tail: str) -> str:
+    """The first ``error:`` paragraph of *tail*, else its last line."""
+    lines = tail.splitlines()
+    for i, line in enumerate(lines):
+        if _ERROR_LINE.match(line):
+            # Nix indents the continuation lines of one error (e.g. a builder's log tail).
+            block = [line]
+            block.extend(
+                more
+                for more in lines[i + 1 :]
+                if more.startswith(" ") and "--show-trace" not in more
+            )
+            return "\n".join(block)
+    return lines[-1] if lines else "(no output on stderr)"
+
+
+def _read_all(stream: IO[bytes], into: list[bytes]) -> None:
+    into.append(stream.read())
+
+
+def _log_stderr(stream: IO[bytes], tail: collections.deque[str]) -> None:
+    for raw in stream:
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        tail.append(line)
+        if line.startswith(("building '", "copying path")):
+            log.info("nix: %s", line)
+        else:
+            log.debug("nix: %s", line)
+
+
+def _spawn(argv: list[str], what: str) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    except FileNotFoundError:
+        raise NixError(
+            f"cannot {what}: the `{argv[0]}` command was not found",
+            hint=(
+                "Install Nix 2.8 or newer (https://nixos.org/download) and put `nix` on PATH,"
+                " or skip Nix with --config FILE --image PATH"
+            ),
+        ) from None
+    except PermissionError:
+        raise NixError(
+            f"cannot {what}: `{argv[0]}` is not executable",
+            hint="Check the Nix installation (or $NIXOS_AZURE_PUBLISH_NIX)",
+        ) from None
+
+
+def _wait(proc: subprocess.Popen[bytes], what: str) -> int:
+    """Wait for *proc*, saying every so often that it still runs; never leave it behind."""
+    started = time.monotonic()
+    try:
+        while True:
+            try:
+                return proc.wait(timeout=PROGRESS_SECONDS)
+            except subprocess.TimeoutExpired:
+                log.info("still running after %.0f s: %s", time.monotonic() - started, what)
+    finally:
+        if proc.poll() is None:  # interrupted: do not leave nix running behind us
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run_nix(
+    args: Sequence[str], *, what: str, kind: type[NixCommandError] = NixCommandError
+) -> str:
+    """Run ``nix <args>`` and return its stdout; raise a :class:`NixError` on failure.
+
+    *what* says in words what the command does ("evaluate ...", "build ..."),
+    for log lines and error messages. Stderr lines are logged at debug level as
+    they arrive (``-v`` shows them); lines that say what is being built are
+    logged at info level, and a long command logs every 30 s that it still runs.
+    """
+    argv = command_line(args)
+    rerun = shlex.join(argv)
+    log.info("%s: %s", what, rerun)
+    proc = _spawn(argv, what)
+    out: list[bytes] = []
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    readers = [
+        threading.Thread(target=_read_all, args=(cast("IO[bytes]", proc.stdout), out), daemon=True),
+        threading.Thread(
+            target=_log_stderr, args=(cast("IO[bytes]", proc.stderr), tail), daemon=True
+        ),
+    ]
+    for reader in readers:
+        reader.start()
+    started = time.monotonic()
+    returncode = _wait(proc, what)
+    for reader in readers:
+        reader.join(timeout=10)
+    stdout = b"".join(out).decode("utf-8", "replace")
+    log.debug("%s: exit %d after %.1f s", what, returncode, time.monotonic() - started)
+    if returncode != 0:
+        text = _tail(tail)
+        summary = _summary(text)
+        if _MISSING_ATTRIBUTE.search(text):
+            kind = NixAttributeMissingError
+        raise kind(
+            f"cannot {what} (nix exited with {returncode}):\n{summary}",
+            hint=f"Rerun it to see everything: {rerun} --show-trace -L",
+            command=argv,
+            returncode=returncode,
+            stderr_tail=text,
+        )
+    return stdout
+
+
+def eval_json(installable: str, *, apply: str | None = None) -> Any:  # noqa: ANN401 - JSON
+    """``nix eval --json [--apply EXPR] INSTALLABLE``, parsed.
+
+    A derivation in the value turns into its output path (instantiated, not built).
+    """
+    args = ["eval", "--json"]
+    if apply is not None:
+        args += ["--apply", apply]
+    args.append(installable)
+    stdout = run_nix(args, what=f"evaluate {installable}", kind=NixEvalError)
+    try:
+        return json.loads(stdout)
+    except json.JSONDecodeError as error:
+        raise NixError(
+            f"`nix eval --json {installable}` printed something that is not JSON: {error}",
+            hint="Check that nothing in the expression prints to stdout (e.g. builtins.trace)",
+        ) from None
+
+
+def build(installable: str) -> Path:
+    """``nix build --json --no-link INSTALLABLE``; the path of its ``out`` output.
+
+    Nothing is linked into the working directory; the store path stays alive
+    for as long as the garbage collector leaves it (the publish takes minutes).
+    """
+    args = ["build", "--json", "--no-link"]
+    if log.isEnabledFor(logging.DEBUG):
+        args.append("--print-build-logs")
+    args.append(installable)
+    stdout = run_nix(args, what=f"build {installable}", kind=NixBuildError)
+    try:
+        results = json.loads(stdout)
+        outputs: dict[str, str] = results[0]["outputs"]
+    except (json.JSONDecodeError, LookupError, TypeError):
+        raise NixError(
+            f"`nix build --json {installable}` gave an unexpected answer: {stdout[:200]!r}",
+            hint="Use Nix 2.8 or newer",
+        ) from None
+    path = outputs.get("out") or next(iter(outputs.values()), None)
+    if not path:
+        raise NixError(
+            f"`nix build {installable}` reported no output path",
+            hint="The attribute must be a derivation with an `out` output",
+        )
+    log.info("built %s: %s", installable, path)
+    return Path(path)
+
+
+def flake_metadata(flake: str) -> dict[str, Any]:
+    """``nix flake metadata --json FLAKE`` (the revision, the locked URL, ...)."""
+    stdout = run_nix(
+        ["flake", "metadata", "--json", flake], what=f"read the metadata of flake {flake}"
+    )
+    try:
+        data = json.loads(stdout)
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise NixError(
+            f"`nix flake metadata --json {flake}` did not print a JSON object",
+            hint="Use Nix 2.8 or newer",
+        )
+    return data

@@ -1,0 +1,198 @@
+"""eval -> build -> locate -> config with the real Nix, on fixture flakes without inputs.
+
+The fixture (tests/fixtures/flakes/publish) builds a 20 MiB sparse fixed VHD with
+qemu-img, the command nixpkgs' Azure image uses; its targets are made with the
+repository's own nix/lib.nix.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nixos_azure_publish import config, flake, nix
+from nixos_azure_publish.errors import ConfigError, ImageError, NixError, PublishError
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def ref(fixture_flake):
+    return fixture_flake("publish")
+
+
+def test_nix_eval_json_of_a_target_loads_and_validates(ref):
+    data = nix.eval_json(f"{ref}#azurePublish.default")
+    assert data["image"].startswith("/nix/store/")
+    assert data["hyperVGeneration"] == "V2"
+    assert data["architecture"] == "x64"
+    assert data["nixos"] == {
+        "release": "25.05",
+        "label": "25.05.20250612.abc1234",
+        "system": data["nixos"]["system"],
+    }
+    target = config.load_target(data, source=ref)
+    assert target.name == "fixture-gen2"
+    assert [r.replicas for r in target.regions] == [1, 2]
+
+
+def test_the_image_is_built_and_its_vhd_found(ref):
+    loaded = flake.load_flake_target(ref)
+    vhd = loaded.image_path
+    assert vhd is not None
+    assert vhd.name.startswith("nixos-image-azure-25.05-")
+    assert vhd.suffix == ".vhd"
+    assert loaded.store_path == str(vhd.parent)
+    assert loaded.target.image == str(vhd)
+    # A real fixed VHD: 20 MiB of disk and a 512-byte footer with the conectix cookie.
+    assert vhd.stat().st_size == 20 * MIB + 512
+    with vhd.open("rb") as f:
+        f.seek(-512, 2)
+        assert f.read(8) == b"conectix"
+    assert loaded.target.hyper_v_generation == "V2"
+    assert loaded.target.nixos.release == "25.05"
+    assert loaded.flake_revision is None  # a path: flake has no revision
+
+
+def test_derived_fields_follow_the_configuration(ref):
+    arm = flake.load_flake_target(ref, "arm", build=False)
+    assert (arm.target.architecture, arm.target.nixos.system) == ("Arm64", "aarch64-linux")
+    gen1 = flake.load_flake_target(ref, "gen.1", build=False)
+    assert gen1.target.hyper_v_generation == "V1"
+    assert gen1.target.security_type == "Standard"
+
+
+def test_without_build_nothing_is_built(ref):
+    loaded = flake.load_flake_target(ref, build=False)
+    assert loaded.image_path is None
+    assert loaded.store_path is not None
+    assert not Path(loaded.store_path).exists()
+    assert loaded.target.image == loaded.store_path
+
+
+def test_image_option_skips_the_build(ref, tmp_path):
+    image = tmp_path / "given.vhd"
+    image.write_bytes(b"\0" * 1024)
+    # The target's own image would fail to build: it is never built.
+    loaded = flake.load_flake_target(ref, "broken-build", image=image)
+    assert loaded.image_path == image
+    assert loaded.target.image == str(image)
+    assert loaded.store_path is None
+
+
+def test_an_image_that_is_a_path_is_used_without_a_build(ref):
+    loaded = flake.load_flake_target(ref, "path-image")
+    assert loaded.image_path is not None
+    assert loaded.image_path.name.endswith("-payload.txt")
+    assert loaded.store_path == str(loaded.image_path)
+
+
+@pytest.mark.parametrize(
+    ("target", "option"),
+    [("gen1-trusted", "imageDefinition.securityType"), ("arm-v1", "architecture")],
+)
+def test_mktarget_refuses_contradictions_during_evaluation(ref, target, option):
+    with pytest.raises(nix.NixEvalError) as info:
+        flake.load_flake_target(ref, target)
+    assert f"lib.mkTarget: {option} = " in info.value.message
+    assert 'virtualisation.azureImage.vmGeneration = "v1"' in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("target", "option"),
+    [("plain-gen1-trusted", "imageDefinition.securityType"), ("plain-arm-v1", "architecture")],
+)
+def test_the_config_model_refuses_the_same_contradictions_written_by_hand(ref, target, option):
+    with pytest.raises(ConfigError) as info:
+        flake.load_flake_target(ref, target)
+    assert info.value.problems[0].startswith(f"{option}: ")
+    assert info.value.source == f"{ref}#azurePublish.{target}"
+
+
+def test_a_build_failure_shows_the_log_tail_and_the_command(ref):
+    with pytest.raises(nix.NixBuildError) as info:
+        flake.load_flake_target(ref, "broken-build")
+    error = info.value
+    assert "cannot build" in error.message
+    assert "the image build failed on purpose" in error.message
+    assert "failed with exit code 3" in error.message
+    assert f"build --json --no-link '{ref}#azurePublish.broken-build.image'" in (error.hint or "")
+    # The command in the hint really reproduces the failure.
+    rerun = subprocess.run(error.command, capture_output=True, text=True, check=False)
+    assert rerun.returncode != 0
+    assert "the image build failed on purpose" in rerun.stderr
+
+
+def test_an_evaluation_error_names_the_problem(ref):
+    with pytest.raises(nix.NixEvalError) as info:
+        flake.load_flake_target(ref, "eval-error")
+    assert "cannot evaluate" in info.value.message
+    assert "this target does not evaluate" in info.value.message
+    assert "--show-trace" in (info.value.hint or "")
+
+
+def test_a_missing_target_lists_the_targets_there_are(ref):
+    with pytest.raises(NixError) as info:
+        flake.load_flake_target(ref, "nope")
+    assert not isinstance(info.value, nix.NixCommandError)
+    assert "has no publish target 'nope'" in info.value.message
+    assert "targets: arm, arm-v1, broken-build, default," in info.value.message
+
+
+def test_a_flake_without_azure_publish_says_so(tmp_path, nix_env):
+    (tmp_path / "flake.nix").write_text("{ outputs = { self }: { }; }\n", encoding="utf-8")
+    with pytest.raises(NixError, match="has no `azurePublish` output"):
+        flake.load_flake_target(f"path:{tmp_path}")
+
+
+def test_an_output_without_a_vhd_is_an_image_error(ref):
+    with pytest.raises(ImageError, match=r"no \.vhd file in the image output .*disk\.img"):
+        flake.load_flake_target(ref, "no-vhd")
+
+
+def test_an_output_with_two_vhds_is_an_image_error(ref):
+    with pytest.raises(ImageError, match=r"2 \.vhd files .*\(a\.vhd, b\.vhd\)"):
+        flake.load_flake_target(ref, "two-vhds")
+
+
+def test_a_target_without_an_image_is_a_config_error(ref):
+    with pytest.raises(ConfigError, match="image: is not set"):
+        flake.load_flake_target(ref, "no-image")
+
+
+def test_each_failure_has_its_own_error(ref, monkeypatch):
+    seen: dict[str, tuple[type[PublishError], str]] = {}
+    for target in ("broken-build", "eval-error", "nope", "no-vhd", "two-vhds"):
+        with pytest.raises(PublishError) as info:
+            flake.load_flake_target(ref, target)
+        seen[target] = (type(info.value), info.value.message.split(":")[0])
+    monkeypatch.setenv("NIXOS_AZURE_PUBLISH_NIX", "/nonexistent/nix")
+    with pytest.raises(PublishError) as info:
+        flake.load_flake_target(ref)
+    seen["no nix"] = (type(info.value), info.value.message.split(":")[0])
+    assert len(set(seen.values())) == len(seen), seen
+
+
+def test_the_publish_app_passes_its_flake_target_and_arguments(ref, tmp_path):
+    # The app's publisher is a stand-in that records its arguments (the real package
+    # needs nixpkgs, which cannot be fetched here); mkPublishApp and `nix run` are real.
+    record = tmp_path / "record"
+    result = subprocess.run(
+        [*nix.command_line(["run", f"{ref}#publish", "--"]), "--dry-run", "--summary", "s.md"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PUBLISH_RECORD": str(record)},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = record.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "publish"
+    assert lines[1] == "--flake"
+    assert lines[2].startswith("path:/nix/store/")
+    assert lines[3:] == ["--target", "default", "--dry-run", "--summary", "s.md", "revision="]
+    # The flake reference the app hands over is one the publisher can load.
+    loaded = flake.load_flake_target(lines[2], "default", build=False)
+    assert loaded.target.name == "fixture-gen2"
