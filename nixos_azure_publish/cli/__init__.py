@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from nixos_azure_publish.cli import config_cmd
+from nixos_azure_publish.cli import config_cmd, image_cmd
 from nixos_azure_publish.cli.app import cli, main
 
 cli.add_command(config_cmd.config_group)
+cli.add_command(image_cmd.inspect)
+cli.add_command(image_cmd.convert)
 
 __all__ = ["cli", "main"]

@@ -1,0 +1,111 @@
+"""`inspect` and `convert`: check an image against Azure's rules and repair it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from nixos_azure_publish import vhd
+from nixos_azure_publish.cli.app import AppContext, app_context
+from nixos_azure_publish.errors import ExitCode
+from nixos_azure_publish.vhd import MIB
+
+_FORMAT_NAMES = {
+    "vhd-fixed": "fixed VHD",
+    "vhd-dynamic": "dynamic VHD",
+    "vhd-differencing": "differencing VHD",
+    "raw": "raw disk image",
+    "qcow2": "qcow2 image",
+    "unknown": "unrecognised file",
+}
+
+_json_option = click.option(
+    "--json",
+    "json_output",
+    is_flag=True,
+    help="Machine-readable JSON on stdout (the same as the global --json).",
+)
+
+
+def _context(*, json_output: bool) -> AppContext:
+    ctx = app_context()
+    return dataclasses.replace(ctx, json=True) if json_output else ctx
+
+
+def _size(size: int) -> str:
+    return f"{size:,} bytes ({vhd.format_size(size)})" if size >= MIB else f"{size:,} bytes"
+
+
+def _human_inspect(info: vhd.ImageInfo, data: int) -> str:
+    lines = [f"{info.path}: {_FORMAT_NAMES[info.format]}"]
+    lines.append(f"  file size:    {_size(info.file_size)}")
+    if info.virtual_size:
+        lines.append(f"  virtual size: {_size(info.virtual_size)}")
+    lines.append(f"  data:         {_size(data)} to upload")
+    footer = info.footer
+    if footer is not None:
+        lines.append(
+            f"  footer:       at {footer.offset:,}, {footer.disk_type_name}, creator "
+            f"{footer.creator_app.decode('latin-1')!r}, created "
+            f"{footer.created:%Y-%m-%d %H:%M:%S} UTC, checksum "
+            f"{'valid' if footer.checksum_ok else 'INVALID'}"
+        )
+    lines += [f"  {p.severity}: {p.code}: {p.message}" for p in info.problems]
+    if info.azure_ready:
+        lines.append("ready for Azure")
+    else:
+        lines.append("NOT ready for Azure")
+        lines.append(f"  fix: nixos-azure-publish convert {info.path} OUT.vhd")
+    return "\n".join(lines)
+
+
+@click.command("inspect")
+@click.argument("path", type=click.Path(path_type=Path))
+@_json_option
+@click.pass_context
+def inspect(ctx: click.Context, path: Path, *, json_output: bool) -> None:
+    """Check an image file against Azure's rules and say what it is.
+
+    Reports the format, sizes, the bytes an upload would send, the VHD footer
+    and every problem found. Exits 0 when Azure accepts the file as it is and
+    3 when it does not (`convert` repairs most problems).
+    """
+    out = _context(json_output=json_output)
+    info = vhd.inspect(path)
+    data = vhd.data_bytes(vhd.data_extents(path))
+    out.emit({**info.to_json(), "data_bytes": data}, _human_inspect(info, data))
+    if not info.azure_ready:
+        ctx.exit(int(ExitCode.INVALID_IMAGE))
+
+
+@click.command("convert")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("destination", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace DESTINATION if it exists.")
+@_json_option
+@click.pass_context
+def convert(
+    ctx: click.Context, source: Path, destination: Path, *, force: bool, json_output: bool
+) -> None:
+    """Write SOURCE as a fixed VHD that Azure accepts, to DESTINATION.
+
+    Converts raw images, dynamic VHDs and fixed VHDs with a size that is not a
+    whole number of MiB or a misplaced footer; qcow2 and other formats go
+    through qemu-img. SOURCE is never modified; DESTINATION appears atomically
+    and keeps holes. Exits 3 when the result is still not acceptable to Azure.
+    """
+    out = _context(json_output=json_output)
+    result = vhd.convert(source, destination, overwrite=force)
+    lines = [f"{source} ({_FORMAT_NAMES[result.source_format]}) -> {destination}"]
+    lines += [f"  {action}" for action in result.actions]
+    lines.append(
+        f"  {_size(result.virtual_size)} virtual, {_size(result.data_bytes)} of data, "
+        f"{result.seconds:.2f} s ({result.method})"
+    )
+    lines += [f"  {p.severity}: {p.code}: {p.message}" for p in result.problems]
+    lines.append("ready for Azure" if result.azure_ready else "NOT ready for Azure")
+    out.emit(result.to_json(), "\n".join(lines))
+    if not result.azure_ready:
+        ctx.exit(int(ExitCode.INVALID_IMAGE))
