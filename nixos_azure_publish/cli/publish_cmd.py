@@ -1,0 +1,209 @@
+"""``nixos-azure-publish publish``: the whole pipeline, from a target to a replicated version."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from nixos_azure_publish import config
+from nixos_azure_publish.cli.app import app_context
+from nixos_azure_publish.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    from nixos_azure_publish.pipeline import PublishInput
+    from nixos_azure_publish.report import PublishReport
+
+log = logging.getLogger(__name__)
+
+SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
+
+
+@click.command("publish")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Publish target file (JSON or TOML).",
+)
+@click.option("--flake", help="Flake reference whose azurePublish.<target> to publish, e.g. '.'.")
+@click.option(
+    "--target",
+    "target_name",
+    default=None,
+    help="Target name under azurePublish (with --flake; default 'default').",
+)
+@click.option(
+    "--image",
+    type=click.Path(path_type=Path),
+    help="Publish this VHD (or store path holding one) instead of the target's image.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Show what exists and what would be created; change nothing in Azure.",
+)
+@click.option(
+    "--emulator",
+    is_flag=True,
+    help="Start the bundled Azure emulator and publish into it (no Azure account needed).",
+)
+@click.option(
+    "--summary",
+    "summary_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help=f"Append a Markdown summary to this file (default ${SUMMARY_ENV} when set).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where the local journal lives (default $XDG_STATE_HOME/nixos-azure-publish).",
+)
+def publish_command(
+    *,
+    config_file: Path | None,
+    flake: str | None,
+    target_name: str | None,
+    image: Path | None,
+    dry_run: bool,
+    emulator: bool,
+    summary_file: Path | None,
+    state_dir: Path | None,
+) -> None:
+    """Build, upload and publish an image as a replicated gallery image version.
+
+    Idempotent: a rerun after a crash or Ctrl-C continues where it stopped, and a
+    rerun after success changes nothing and says "already published".
+    """
+    if (config_file is None) == (flake is None):
+        raise UsageError(
+            "give exactly one of --config FILE and --flake REF",
+            hint="e.g. `publish --flake . --target default` or `publish --config target.json`",
+        )
+    if target_name is not None and flake is None:
+        raise UsageError("--target needs --flake", hint="Name the flake with --flake REF")
+    with _emulator_environ(enabled=emulator) as environ, _sigterm_interrupts():
+        publish = _load(config_file, flake, target_name or "default", image, environ)
+        report = _publish(publish, environ=environ, dry_run=dry_run, state_dir=state_dir)
+    _write_summary(report, summary_file)
+    app_context().emit(report.to_json(), report.to_console().rstrip("\n"))
+
+
+def _load(
+    config_file: Path | None,
+    flake: str | None,
+    target_name: str,
+    image: Path | None,
+    environ: Mapping[str, str],
+) -> PublishInput:
+    from nixos_azure_publish import flake as flake_mod  # noqa: PLC0415 - loads nix helpers
+    from nixos_azure_publish.pipeline import PublishInput  # noqa: PLC0415
+
+    if flake is not None:
+        loaded = flake_mod.load_flake_target(flake, target_name, image=image, environ=environ)
+        if loaded.image_path is None:  # pragma: no cover - build=True always locates it
+            raise UsageError("the target's image was not built")
+        return PublishInput(
+            target=loaded.target,
+            image_path=loaded.image_path,
+            store_path=loaded.store_path,
+            flake_revision=loaded.flake_revision,
+        )
+    assert config_file is not None  # noqa: S101 - checked by the caller
+    target = config.load_target_file(
+        config_file, environ=environ, image=str(image) if image is not None else None
+    )
+    if target.image is None:
+        raise ConfigError(
+            ["image: is not set; set it in the target or pass --image PATH"],
+            source=str(config_file),
+        )
+    image_path = flake_mod.locate_vhd(Path(target.image))
+    return PublishInput(
+        target=target,
+        image_path=image_path,
+        store_path=flake_mod.store_path_of(image_path.resolve(), environ=environ),
+    )
+
+
+def _publish(
+    publish: PublishInput,
+    *,
+    environ: Mapping[str, str],
+    dry_run: bool,
+    state_dir: Path | None,
+) -> PublishReport:
+    from nixos_azure_publish.azure.clients import AzureSettings, make_clients  # noqa: PLC0415
+    from nixos_azure_publish.pageblob import LogProgress  # noqa: PLC0415
+    from nixos_azure_publish.pipeline import Pipeline, PublishOptions  # noqa: PLC0415
+
+    settings = AzureSettings.from_environ(
+        subscription_id=publish.target.subscription_id, environ=environ
+    )
+    clients = make_clients(settings)
+    options = PublishOptions(state_dir=state_dir, progress=LogProgress())
+    pipeline = Pipeline(publish, clients=clients, options=options)
+    if dry_run:
+        return pipeline.plan()
+    return pipeline.run()
+
+
+def _write_summary(report: PublishReport, summary_file: Path | None) -> None:
+    target = summary_file
+    if target is None and os.environ.get(SUMMARY_ENV):
+        target = Path(os.environ[SUMMARY_ENV])
+    if target is None:
+        return
+    try:
+        with target.open("a", encoding="utf-8") as handle:
+            handle.write(report.to_markdown())
+    except OSError as error:
+        raise UsageError(
+            f"cannot write the summary to {target}: {error.strerror or error}",
+            hint="Check the --summary path",
+        ) from None
+
+
+@contextlib.contextmanager
+def _emulator_environ(*, enabled: bool) -> Iterator[dict[str, str]]:
+    """The environment the command runs with; with --emulator, the emulator's too."""
+    environ = dict(os.environ)
+    if not enabled:
+        yield environ
+        return
+    from nixos_azure_publish.emulator.server import run_emulator  # noqa: PLC0415
+
+    click.echo("starting the bundled Azure emulator", err=True)
+    with run_emulator() as emulator:
+        environ.update(emulator.environ)
+        log.info("emulator at %s", emulator.endpoint)
+        yield environ
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C: cleanup (revoke) runs, exit code 130."""
+
+    def _raise(signum: int, frame: Any) -> None:  # noqa: ANN401, ARG001
+        raise KeyboardInterrupt
+
+    if sys.platform == "win32":  # pragma: no cover
+        yield
+        return
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise)
+    except ValueError:  # not the main thread (tests calling the command in a thread)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
