@@ -157,14 +157,11 @@ in
       derived =
         if nixosConfiguration != null then
           fromConfiguration nixosConfiguration
+        else if image == null then
+          fail "give nixosConfiguration, or image together with hyperVGeneration"
         else
           {
-            image =
-              if image != null then
-                image
-              else
-                fail "give nixosConfiguration, or image together with hyperVGeneration";
-            system = system;
+            inherit image system;
             hyperVGeneration =
               if hyperVGeneration != null then
                 hyperVGeneration

@@ -1,0 +1,78 @@
+# The publisher, built from pyproject.toml with nixpkgs' Python tooling
+# (pkgs/development/interpreters/python/mk-python-derivation.nix: pyproject = true,
+# build-system, dependencies; pytestCheckHook runs the tests that need no network).
+{
+  lib,
+  python3Packages,
+  nix,
+  qemu-utils,
+  azcopy ? null,
+}:
+let
+  root = ../.;
+  # The version lives in one place: nixos_azure_publish/__init__.py (hatch reads it too).
+  version = builtins.head (
+    builtins.match ''.*__version__ = "([^"]+)".*'' (
+      builtins.readFile (root + "/nixos_azure_publish/__init__.py")
+    )
+  );
+in
+python3Packages.buildPythonApplication {
+  pname = "nixos-azure-publish";
+  inherit version;
+  pyproject = true;
+
+  src = lib.fileset.toSource {
+    inherit root;
+    fileset = lib.fileset.unions [
+      (root + "/pyproject.toml")
+      (root + "/README.md")
+      (root + "/nixos_azure_publish")
+      (root + "/tests")
+    ];
+  };
+
+  build-system = [ python3Packages.hatchling ];
+  dependencies = with python3Packages; [
+    azure-identity
+    azure-mgmt-compute
+    azure-mgmt-network
+    azure-storage-blob
+    click
+    jinja2
+  ];
+
+  nativeCheckInputs = with python3Packages; [
+    pytestCheckHook
+    pytest-timeout
+  ];
+  # The integration tests drive real Nix, qemu-img and Azurite on loopback: not in a build.
+  disabledTestPaths = [ "tests/integration" ];
+  pythonImportsCheck = [ "nixos_azure_publish" ];
+
+  # nix evaluates and builds targets, qemu-img converts images; azcopy is the optional
+  # upload backend, found last on PATH so that a user's own azcopy wins.
+  makeWrapperArgs =
+    [
+      "--prefix"
+      "PATH"
+      ":"
+      (lib.makeBinPath [
+        nix
+        qemu-utils
+      ])
+    ]
+    ++ lib.optionals (azcopy != null) [
+      "--suffix"
+      "PATH"
+      ":"
+      (lib.makeBinPath [ azcopy ])
+    ];
+
+  meta = {
+    description = "Publish a NixOS configuration as a replicated Azure Compute Gallery image";
+    license = lib.licenses.mit;
+    mainProgram = "nixos-azure-publish";
+    platforms = lib.platforms.linux;
+  };
+}

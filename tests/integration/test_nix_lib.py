@@ -1,0 +1,313 @@
+"""nix/lib.nix and flake.nix evaluated by the real Nix, without nixpkgs.
+
+lib.nix uses only builtins, so mkTarget and mkPublishApp evaluate here as
+they would in a downstream flake. flake.nix needs nixpkgs, which cannot be
+fetched here: its wiring is evaluated with nixpkgs replaced by a small stand-in
+flake (--override-input), and every .nix file is at least parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nixos_azure_publish import config, nix
+from tests.conftest import REPO, require_tool
+
+LIB = REPO / "nix" / "lib.nix"
+
+# What lib.mkTarget reads from a NixOS configuration, in both shapes nixpkgs has:
+# the Azure module imported (system.build.azureImage) and, on 25.05+, without it
+# (system.build.images.azure, whose passthru.config is the image's configuration).
+PRELUDE = f"""
+let
+  lib = import {LIB};
+  image = {{
+    type = "derivation";
+    outPath = "/nix/store/00000000000000000000000000000000-azure-image";
+  }};
+  azureConfig = gen: sys: {{
+    system.build.azureImage = image;
+    virtualisation.azureImage.vmGeneration = gen;
+    nixpkgs.hostPlatform.system = sys;
+    system.nixos = {{ release = "25.05"; label = "25.05.20250612.abc1234"; }};
+  }};
+  conf = gen: sys: {{ config = azureConfig gen sys; }};
+  images = gen: sys: {{
+    config.system.build.images.azure = image // {{ passthru.config = azureConfig gen sys; }};
+  }};
+  base = {{ name = "t"; resourceGroup = "rg"; location = "westeurope"; }};
+in
+"""
+
+
+def nix_eval(expr: str) -> subprocess.CompletedProcess[str]:
+    argv = nix.command_line(["eval", "--json", "--impure", "--expr", PRELUDE + expr])
+    return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+def evaluates(expr: str) -> object:
+    result = nix_eval(expr)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def refused(expr: str) -> str:
+    result = nix_eval(expr)
+    assert result.returncode != 0, result.stdout
+    return result.stderr
+
+
+@pytest.fixture(autouse=True)
+def _nix(nix_env):
+    pass
+
+
+def test_every_nix_file_parses():
+    instantiate = require_tool("nix-instantiate")
+    files = [
+        path
+        for path in REPO.rglob("*.nix")
+        if not {"node_modules", ".venv", ".git"} & set(path.relative_to(REPO).parts)
+    ]
+    assert REPO / "flake.nix" in files
+    assert REPO / "templates" / "default" / "flake.nix" in files
+    for path in files:
+        result = subprocess.run(
+            [instantiate, "--parse", str(path)], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, f"{path}: {result.stderr}"
+
+
+def test_mktarget_derives_everything_the_configuration_knows():
+    target = evaluates('lib.mkTarget (base // { nixosConfiguration = conf "v2" "x86_64-linux"; })')
+    assert target == {
+        "name": "t",
+        "resourceGroup": "rg",
+        "location": "westeurope",
+        "image": "/nix/store/00000000000000000000000000000000-azure-image",
+        "hyperVGeneration": "V2",
+        "architecture": "x64",
+        "nixos": {
+            "release": "25.05",
+            "label": "25.05.20250612.abc1234",
+            "system": "x86_64-linux",
+        },
+    }
+    assert config.load_target(target).hyper_v_generation == "V2"
+
+
+def test_mktarget_reads_the_image_variant_of_nixpkgs_25_05():
+    target = evaluates(
+        'lib.mkTarget (base // { nixosConfiguration = images "v2" "aarch64-linux"; })'
+    )
+    assert isinstance(target, dict)
+    assert (target["hyperVGeneration"], target["architecture"]) == ("V2", "Arm64")
+    gen1 = evaluates('lib.mkTarget (base // { nixosConfiguration = images "v1" "x86_64-linux"; })')
+    assert isinstance(gen1, dict)
+    assert gen1["hyperVGeneration"] == "V1"
+
+
+def test_mktarget_with_an_image_and_explicit_fields():
+    target = evaluates(
+        "lib.mkTarget (base // {"
+        ' image = image; hyperVGeneration = "V1"; system = "x86_64-linux"; })'
+    )
+    assert target == {
+        "name": "t",
+        "resourceGroup": "rg",
+        "location": "westeurope",
+        "image": "/nix/store/00000000000000000000000000000000-azure-image",
+        "hyperVGeneration": "V1",
+        "architecture": "x64",
+        "nixos": {"system": "x86_64-linux"},
+    }
+
+
+def test_explicit_settings_that_agree_are_kept():
+    target = evaluates(
+        'lib.mkTarget (base // { nixosConfiguration = conf "v2" "aarch64-linux";'
+        ' hyperVGeneration = "V2"; architecture = "Arm64"; nixos.release = "25.05"; })'
+    )
+    assert isinstance(target, dict)
+    assert target["architecture"] == "Arm64"
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        (
+            (
+                'lib.mkTarget (base // { nixosConfiguration = conf "v1" "x86_64-linux";'
+                ' imageDefinition.securityType = "TrustedLaunch"; })'
+            ),
+            (
+                'imageDefinition.securityType = "TrustedLaunch" needs a Gen2 (UEFI) image,'
+                ' but virtualisation.azureImage.vmGeneration = "v1"'
+            ),
+        ),
+        (
+            'lib.mkTarget (base // { nixosConfiguration = conf "v1" "aarch64-linux"; })',
+            'architecture = "Arm64" needs hyperVGeneration = "V2"',
+        ),
+        (
+            (
+                'lib.mkTarget (base // { image = image; system = "aarch64-linux";'
+                ' hyperVGeneration = "V1"; })'
+            ),
+            'architecture = "Arm64" needs hyperVGeneration = "V2"',
+        ),
+        (
+            (
+                'lib.mkTarget (base // { nixosConfiguration = conf "v2" "x86_64-linux";'
+                ' hyperVGeneration = "V1"; })'
+            ),
+            (
+                'hyperVGeneration = "V1" contradicts the NixOS configuration, where'
+                ' virtualisation.azureImage.vmGeneration = "v2" gives "V2"'
+            ),
+        ),
+        (
+            (
+                'lib.mkTarget (base // { nixosConfiguration = conf "v2" "x86_64-linux";'
+                ' architecture = "Arm64"; })'
+            ),
+            'architecture = "Arm64" contradicts the NixOS configuration',
+        ),
+        (
+            (
+                'lib.mkTarget (base // { nixosConfiguration = conf "v2" "x86_64-linux";'
+                ' nixos.release = "24.11"; })'
+            ),
+            (
+                'nixos.release = "24.11" contradicts the NixOS configuration, where'
+                ' system.nixos.release gives "25.05"'
+            ),
+        ),
+        (
+            'lib.mkTarget (base // { nixosConfiguration = conf "v2" "riscv64-linux"; })',
+            'system "riscv64-linux" has no Azure architecture',
+        ),
+        (
+            "lib.mkTarget (base // { image = image; })",
+            'hyperVGeneration (\\"V1\\" or \\"V2\\") is required',
+        ),
+        ("lib.mkTarget base", "give nixosConfiguration, or image together with hyperVGeneration"),
+        (
+            "lib.mkTarget (base // { nixosConfiguration.config.system.build = { }; })",
+            "the NixOS configuration builds no Azure image",
+        ),
+    ],
+)
+def test_mktarget_refuses_what_contradicts_the_image(expr, message):
+    stderr = refused(expr)
+    assert "nixos-azure-publish lib.mkTarget: " in stderr
+    assert message.replace('\\"', '"') in stderr.replace("\\", "")
+
+
+def test_mkpublishapp_runs_the_publisher_for_the_flake_and_target():
+    app = evaluates(
+        "lib.mkPublishApp {"
+        " pkgs.writeShellScript = name: text: builtins.toFile name text;"
+        ' publisher = "/nix/store/11111111111111111111111111111111-nixos-azure-publish";'
+        ' flake = { outPath = "/nix/store/22222222222222222222222222222222-source";'
+        ' rev = "0123abc"; };'
+        ' target = "gen.2"; }'
+    )
+    assert isinstance(app, dict)
+    assert app["type"] == "app"
+    script = Path(app["program"]).read_text(encoding="utf-8")
+    assert "export NIXOS_AZURE_PUBLISH_FLAKE_REVISION='0123abc'" in script
+    assert (
+        "exec /nix/store/11111111111111111111111111111111-nixos-azure-publish/bin/"
+        "nixos-azure-publish publish"
+        " --flake 'path:/nix/store/22222222222222222222222222222222-source'"
+        " --target 'gen.2' \"$@\""
+    ) in script
+
+
+STUB_NIXPKGS = """
+# Stands in for nixpkgs: just enough lib for flake.nix's wiring of targets.
+{
+  outputs = { self }: {
+    lib = {
+      genAttrs = names: f: builtins.listToAttrs (map (n: { name = n; value = f n; }) names);
+      recursiveUpdate = a: b: a // builtins.mapAttrs
+        (n: v: if builtins.isAttrs v && builtins.isAttrs (a.${n} or null)
+          then self.lib.recursiveUpdate a.${n} v else v) b;
+      nixosSystem = { modules }:
+        let
+          platform = builtins.head (builtins.filter
+            (m: builtins.isAttrs m && m ? nixpkgs) modules);
+        in {
+          config = {
+            system.build.azureImage = builtins.derivation {
+              name = "azure-image"; system = platform.nixpkgs.hostPlatform;
+              builder = "/bin/sh"; args = [ "-c" "exit 1" ];
+            };
+            virtualisation.azureImage.vmGeneration = "v2";
+            nixpkgs.hostPlatform.system = platform.nixpkgs.hostPlatform;
+            system.nixos = { release = "25.05"; label = "25.05.20250612.abc1234"; };
+          };
+        };
+    };
+  };
+}
+"""
+
+
+@pytest.fixture
+def repo_flake(tmp_path):
+    """This repository's flake, its nixpkgs replaced by the stand-in."""
+    dest = tmp_path / "repo"
+    dest.mkdir()
+    shutil.copy(REPO / "flake.nix", dest / "flake.nix")
+    for folder in ("nix", "templates"):
+        shutil.copytree(REPO / folder, dest / folder)
+    stub = tmp_path / "nixpkgs"
+    stub.mkdir()
+    (stub / "flake.nix").write_text(STUB_NIXPKGS, encoding="utf-8")
+
+    def run(attr: str, *extra: str) -> object:
+        argv = nix.command_line(
+            [
+                "eval",
+                "--json",
+                "--no-write-lock-file",
+                "--override-input",
+                "nixpkgs",
+                f"path:{stub}",
+                *extra,
+                f"path:{dest}#{attr}",
+            ]
+        )
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    return run
+
+
+def test_the_flake_exposes_lib_modules_and_template(repo_flake):
+    assert repo_flake("lib", "--apply", "builtins.attrNames") == ["mkPublishApp", "mkTarget"]
+    assert repo_flake("nixosModules", "--apply", "builtins.attrNames") == [
+        "azure-image",
+        "default",
+    ]
+    description = repo_flake("templates.default.description")
+    assert isinstance(description, str)
+    assert "Azure" in description
+
+
+@pytest.mark.parametrize(("name", "architecture"), [("default", "x64"), ("arm64", "Arm64")])
+def test_the_flake_s_own_targets_are_valid(repo_flake, name, architecture):
+    data = repo_flake(f"azurePublish.{name}")
+    target = config.load_target(data, source=f"azurePublish.{name}")
+    assert target.architecture == architecture
+    assert target.hyper_v_generation == "V2"
+    assert target.image is not None
+    assert target.image.startswith("/nix/store/")
