@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from nixos_azure_publish.emulator.azurite import Azurite, run_azurite
+from nixos_azure_publish.emulator.server import Emulator, run_emulator
 from tests.conftest import require_tool
 
 if TYPE_CHECKING:
@@ -60,9 +62,28 @@ def fixture_flake(tmp_path: Path, nix_env: None) -> Callable[[str], str]:
         shutil.copy(FIXTURE_FLAKES.parent.parent.parent / "nix" / "lib.nix", dest / "lib.nix")
         flake = dest / "flake.nix"
         text = flake.read_text(encoding="utf-8")
-        for key, value in (("system", system), ("path", search_path), ("nonce", uuid.uuid4().hex)):
+        for key, value in (
+            ("system", system),
+            ("path", search_path),
+            ("nonce", uuid.uuid4().hex),
+            ("python", sys.executable),
+        ):
             text = text.replace(f"@{key}@", value)
         flake.write_text(text, encoding="utf-8")
         return f"path:{dest}"
 
     return copy
+
+
+# --- The local Azure emulator (nixos_azure_publish.emulator) ---------------------------------
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    """The local Azure: HTTPS Resource Manager + its own Azurite, fast LROs; always stopped.
+
+    ``emulator.requests`` logs every call; ``emulator.faults`` and ``emulator.settings``
+    may be changed while a test runs.
+    """
+    with run_emulator() as running:
+        yield running

@@ -15,6 +15,7 @@ import pytest
 
 from nixos_azure_publish import config, flake, nix
 from nixos_azure_publish.errors import ConfigError, ImageError, NixError, PublishError
+from tests.conftest import REPO
 
 MIB = 1024 * 1024
 
@@ -196,3 +197,29 @@ def test_the_publish_app_passes_its_flake_target_and_arguments(ref, tmp_path):
     # The flake reference the app hands over is one the publisher can load.
     loaded = flake.load_flake_target(lines[2], "default", build=False)
     assert loaded.target.name == "fixture-gen2"
+
+
+def test_nix_run_publish_builds_and_publishes_into_the_emulator(ref, tmp_path):
+    # `nix run .#publish -- ...` end to end: the app made by lib.mkPublishApp runs this
+    # checkout's publisher, which evaluates and builds the target with the real Nix and
+    # publishes it into the bundled emulator (Azurite for the blob).
+    summary = tmp_path / "summary.md"
+    result = subprocess.run(
+        [
+            *nix.command_line(["run", f"{ref}#publish-checkout", "--"]),
+            "--emulator",
+            "--summary",
+            str(summary),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "published" in result.stdout
+    text = summary.read_text(encoding="utf-8")
+    assert "fixture_gallery" in text
+    assert "nixos-image-azure-25.05-" in result.stderr  # the VHD found in the built output
