@@ -7,6 +7,7 @@ repository's own nix/lib.nix.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -223,3 +224,17 @@ def test_nix_run_publish_builds_and_publishes_into_the_emulator(ref, tmp_path):
     text = summary.read_text(encoding="utf-8")
     assert "fixture_gallery" in text
     assert "nixos-image-azure-25.05-" in result.stderr  # the VHD found in the built output
+
+
+def test_build_logs_stream_at_debug_level_only(ref, caplog):
+    def logged(text: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+    with caplog.at_level(logging.DEBUG, logger="nixos_azure_publish"):
+        flake.load_flake_target(ref, "gen.1")
+    assert logged("making the fixture image azure-image"), "no builder output with -v"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="nixos_azure_publish"), pytest.raises(ImageError):
+        flake.load_flake_target(ref, "no-vhd")
+    assert logged("nix: building '/nix/store/")  # what is being built, also without -v
+    assert not logged("making the fixture image")
