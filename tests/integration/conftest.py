@@ -13,6 +13,7 @@ import pytest
 
 from nixos_azure_publish.emulator.azurite import Azurite, run_azurite
 from nixos_azure_publish.emulator.server import Emulator, run_emulator
+from nixos_azure_publish.emulator.server import Emulator, run_emulator
 from tests.conftest import require_tool
 
 if TYPE_CHECKING:
@@ -73,6 +74,20 @@ def fixture_flake(tmp_path: Path, nix_env: None) -> Callable[[str], str]:
         return f"path:{dest}"
 
     return copy
+
+
+# --- The local Azure emulator (nixos_azure_publish.emulator) ---------------------------------
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    """The local Azure: HTTPS Resource Manager + its own Azurite, fast LROs; always stopped.
+
+    ``emulator.requests`` logs every call; ``emulator.faults`` and ``emulator.settings``
+    may be changed while a test runs.
+    """
+    with run_emulator() as running:
+        yield running
 
 
 # --- The local Azure emulator (nixos_azure_publish.emulator) ---------------------------------

@@ -1,0 +1,97 @@
+"""Helpers shared by the resource-provider modules: ids, bodies, validation."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from nixos_azure_publish.emulator.armerror import ArmError, invalid_parameter
+from nixos_azure_publish.emulator.context import Response
+
+if TYPE_CHECKING:
+    from nixos_azure_publish.emulator.context import Request
+    from nixos_azure_publish.emulator.store import Resource
+
+MAX_TAGS = 50
+_LOCATION = re.compile(r"^[a-z0-9]+$")
+_ARM_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/(?P<rest>.+)$",
+    re.IGNORECASE,
+)
+
+
+def provider_id(req: Request, rest: str) -> str:
+    """``/subscriptions/S/resourceGroups/G/providers/<rest>`` for the request's group."""
+    return f"/subscriptions/{req.subscription}/resourceGroups/{req.group}/providers/{rest}"
+
+
+def normalize_location(value: object, *, target: str = "location") -> str:
+    """Azure's canonical form of a region name ("West Europe" -> "westeurope")."""
+    if not isinstance(value, str) or not value.strip():
+        raise ArmError(
+            400, "LocationRequired", "The location property is required for this definition."
+        )
+    location = value.replace(" ", "").lower()
+    if not _LOCATION.match(location):
+        raise invalid_parameter(f"The location '{value}' is invalid.", target)
+    return location
+
+
+def tags_of(body: dict[str, Any]) -> dict[str, str]:
+    """The request's tags, checked against Azure's limits."""
+    tags = body.get("tags") or {}
+    if not isinstance(tags, dict):
+        raise invalid_parameter("The tags must be an object of strings.", "tags")
+    if len(tags) > MAX_TAGS:
+        raise ArmError(
+            400,
+            "InvalidTemplate",
+            f"The number of tags ({len(tags)}) exceeds the maximum of {MAX_TAGS}.",
+        )
+    for key, value in tags.items():
+        if len(key) > 512 or not isinstance(value, str) or len(value) > 256:  # noqa: PLR2004
+            raise ArmError(
+                400,
+                "InvalidTagNameCharacters" if len(key) > 512 else "InvalidParameter",  # noqa: PLR2004
+                f"The tag '{key}' is invalid: names have at most 512 characters, "
+                "values are strings of at most 256.",
+            )
+    return {str(k): str(v) for k, v in tags.items()}
+
+
+def props(body: dict[str, Any]) -> dict[str, Any]:
+    value = body.get("properties") or {}
+    if not isinstance(value, dict):
+        raise invalid_parameter("The 'properties' must be an object.", "properties")
+    return value
+
+
+def parse_id(resource_id: object) -> tuple[str, str, str] | None:
+    """(subscription, group, provider path) of an ARM resource id, or None."""
+    if not isinstance(resource_id, str):
+        return None
+    match = _ARM_ID.match(resource_id)
+    if match is None:
+        return None
+    return match["sub"], match["rg"], match["rest"]
+
+
+def ok(resource: Resource, status: int = 200) -> Response:
+    return Response(status, resource.body)
+
+
+def listing(resources: list[Resource]) -> Response:
+    return Response(200, {"value": [r.body for r in resources]})
+
+
+def no_content() -> Response:
+    """What ARM answers to a DELETE of something that does not exist."""
+    return Response(204)
+
+
+def immutable(old: object, new: object, prop: str) -> None:
+    """Refuse a change of a property that Azure fixes at creation."""
+    if new is not None and old != new:
+        from nixos_azure_publish.emulator.armerror import property_change  # noqa: PLC0415
+
+        raise property_change(prop)

@@ -1,0 +1,158 @@
+"""The emulator application: routes, state, faults, request log and LRO helpers.
+
+Resource-provider modules (``resourcegroups``, ``disks``, ``images``,
+``galleries``, ``community``, ``network``, ``vms``) register their routes
+here and use the helpers for ids, resource groups and long-running operations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from nixos_azure_publish.emulator import (
+    community,
+    disks,
+    galleries,
+    images,
+    lro,
+    network,
+    resourcegroups,
+    vms,
+)
+from nixos_azure_publish.emulator.armerror import group_not_found, not_found
+from nixos_azure_publish.emulator.context import Response
+from nixos_azure_publish.emulator.faults import Faults
+from nixos_azure_publish.emulator.requestlog import RequestLog
+from nixos_azure_publish.emulator.router import Router
+from nixos_azure_publish.emulator.settings import EmulatorSettings
+from nixos_azure_publish.emulator.store import Resource, Store
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nixos_azure_publish.emulator.blobs import BlobBackend
+    from nixos_azure_publish.emulator.context import Request
+
+
+def utc_now_iso() -> str:
+    """Now as Azure writes it: ISO 8601 with a UTC offset."""
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat()
+
+
+class ArmApp:
+    """Everything a handler needs: state, settings, faults, blob storage."""
+
+    def __init__(
+        self,
+        *,
+        blobs: BlobBackend,
+        settings: EmulatorSettings | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
+        self.settings = settings or EmulatorSettings()
+        self.faults = Faults()
+        self.requests = RequestLog()
+        self.store = Store(state_dir)
+        self.blobs = blobs
+        self.base_url = ""
+        self.router = Router()
+        for module in (
+            lro,
+            resourcegroups,
+            disks,
+            images,
+            galleries,
+            community,
+            network,
+            vms,
+        ):
+            module.register(self)
+
+    # -- ids and lookups -------------------------------------------------------------------
+
+    def group_id(self, subscription: str, group: str) -> str:
+        return f"/subscriptions/{subscription}/resourceGroups/{group}"
+
+    def require_group(self, req: Request) -> Resource:
+        """The request's resource group, or Azure's ResourceGroupNotFound."""
+        group = self.store.get(self.group_id(req.subscription, req.group))
+        if group is None:
+            raise group_not_found(req.group)
+        return group
+
+    def require(self, req: Request, resource_id: str, type_name: str) -> Resource:
+        """The resource, or Azure's 404 (the group's first, as ARM checks it first)."""
+        self.require_group(req)
+        res = self.store.get(resource_id)
+        if res is None:
+            raise not_found(type_name, resource_id.rsplit("/", 1)[-1], req.group)
+        return res
+
+    # -- long-running operations -----------------------------------------------------------
+
+    def start_lro(
+        self,
+        req: Request,
+        *,
+        kind: str,
+        resource_id: str,
+        location: str,
+        seconds: float | None = None,
+        args: dict[str, Any] | None = None,
+    ) -> lro.Operation:
+        namespace = req.action.split("/", 1)[0]
+        duration = self.settings.operation_seconds if seconds is None else seconds
+        return self.store.start_operation(
+            kind=kind,
+            resource_id=resource_id,
+            namespace=namespace,
+            location=location,
+            subscription=req.subscription,
+            api_version=req.api_version,
+            seconds=duration + self.faults.lro_delay,
+            fail_code=self.faults.lro_failure(req.action),
+            args=args,
+        )
+
+    def lro_response(
+        self,
+        op: lro.Operation,
+        *,
+        status: int,
+        body: Any = None,  # noqa: ANN401 - JSON
+        location: bool = True,
+        async_operation: bool = True,
+    ) -> Response:
+        """The first answer of a long-running operation, with ARM's polling headers."""
+        headers = {"Retry-After": str(self.settings.retry_after)}
+        base = (
+            f"{self.base_url}/subscriptions/{op.subscription}/providers/{op.namespace}"
+            f"/locations/{op.location}"
+        )
+        if async_operation:
+            headers["Azure-AsyncOperation"] = (
+                f"{base}/operations/{op.id}?api-version={op.api_version}"
+            )
+        if location:
+            headers["Location"] = (
+                f"{base}/operations/{op.id}?monitor=true&api-version={op.api_version}"
+            )
+        return Response(status, body, headers)
+
+    def now(self) -> float:
+        return time.time()
+
+    @staticmethod
+    def now_iso() -> str:
+        return utc_now_iso()
+
+    @staticmethod
+    def new_unique_id() -> str:
+        return str(uuid.uuid4())

@@ -1,0 +1,496 @@
+"""Microsoft.Compute/disks: managed disks and their direct-upload life cycle.
+
+``createOption: Upload`` makes a disk in ``ReadyToUpload`` backed by a real
+Azurite page blob of ``uploadSizeBytes``; ``beginGetAccess`` (Write) returns a
+revocable SAS to it and moves the disk to ``ActiveUpload``; ``endGetAccess``
+revokes the SAS and validates the VHD footer like Azure, leaving the disk
+``Unattached`` (or refusing the upload and returning it to ``ReadyToUpload``).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import TYPE_CHECKING, Any, Final
+
+from nixos_azure_publish.emulator import apiversions
+from nixos_azure_publish.emulator.armerror import (
+    ArmError,
+    invalid_parameter,
+    not_allowed,
+    property_change,
+)
+from nixos_azure_publish.emulator.blobs import FOOTER_SIZE
+from nixos_azure_publish.emulator.common import (
+    listing,
+    no_content,
+    normalize_location,
+    ok,
+    props,
+    provider_id,
+    tags_of,
+)
+from nixos_azure_publish.emulator.store import Resource
+
+if TYPE_CHECKING:
+    from nixos_azure_publish.emulator.context import Request, Response
+    from nixos_azure_publish.emulator.core import ArmApp
+    from nixos_azure_publish.emulator.store import Operation
+
+TYPE: Final = "Microsoft.Compute/disks"
+MIB: Final = 1024 * 1024
+GIB: Final = 1024 * MIB
+MIN_UPLOAD: Final = 20 * MIB + FOOTER_SIZE
+MAX_UPLOAD: Final = 32 * 1024 * GIB + FOOTER_SIZE
+SKUS: Final = {
+    "Standard_LRS": "Standard",
+    "StandardSSD_LRS": "Standard",
+    "Premium_LRS": "Premium",
+    "StandardSSD_ZRS": "Standard",
+    "Premium_ZRS": "Premium",
+    "UltraSSD_LRS": "Ultra",
+    "PremiumV2_LRS": "Premium",
+}
+CREATE_OPTIONS: Final = {"Upload", "Empty", "FromImage", "Copy", "Import"}
+SUPPORTED_CREATE: Final = {"Upload", "Empty", "FromImage"}
+VHD_COOKIE: Final = b"conectix"
+VHD_FIXED: Final = 2
+
+
+def disk_id(req: Request, name: str | None = None) -> str:
+    return provider_id(req, f"{TYPE}/{name or req.params['diskName']}")
+
+
+def _validate_create(body: dict[str, Any]) -> dict[str, Any]:
+    properties = props(body)
+    creation = properties.get("creationData")
+    if not isinstance(creation, dict) or not creation.get("createOption"):
+        raise invalid_parameter(
+            "Required parameter 'disk.properties.creationData.createOption' is missing (null).",
+            "disk.properties.creationData.createOption",
+        )
+    option = creation["createOption"]
+    if option not in CREATE_OPTIONS:
+        raise invalid_parameter(
+            f"The value '{option}' of parameter 'createOption' is not valid.",
+            "disk.properties.creationData.createOption",
+        )
+    if option not in SUPPORTED_CREATE:
+        raise ArmError(
+            400,
+            "BadRequest",
+            f"createOption '{option}' is not supported by this emulator (Upload, Empty only).",
+        )
+    if option == "Upload":
+        _check_upload_size(creation.get("uploadSizeBytes"))
+    elif option == "Empty":
+        size_gb = properties.get("diskSizeGB")
+        if not isinstance(size_gb, int) or size_gb <= 0:
+            raise invalid_parameter(
+                "Required parameter 'diskSizeGB' is missing (null) for createOption Empty.",
+                "disk.properties.diskSizeGB",
+            )
+    for key, allowed in (("hyperVGeneration", {"V1", "V2"}), ("osType", {"Linux", "Windows"})):
+        value = properties.get(key)
+        if value is not None and value not in allowed:
+            raise invalid_parameter(
+                f"The value '{value}' of {key} is not valid: {' or '.join(sorted(allowed))}.",
+                f"disk.properties.{key}",
+            )
+    return creation
+
+
+def _check_upload_size(size: object) -> None:
+    target = "disk.properties.creationData.uploadSizeBytes"
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise invalid_parameter(
+            "Required parameter 'uploadSizeBytes' is missing (null) for createOption Upload.",
+            target,
+        )
+    if size < MIN_UPLOAD or size > MAX_UPLOAD:
+        raise invalid_parameter(
+            f"Upload size {size} bytes is invalid: it must be between {MIN_UPLOAD} "
+            f"(20 MiB + 512) and {MAX_UPLOAD} (32 TiB + 512) bytes.",
+            target,
+        )
+    if size % 512:
+        raise invalid_parameter(f"Upload size {size} bytes is not a multiple of 512 bytes.", target)
+
+
+def _sku(body: dict[str, Any]) -> dict[str, str]:
+    sku = body.get("sku") or {}
+    name = sku.get("name", "Standard_LRS") if isinstance(sku, dict) else None
+    if name not in SKUS:
+        raise invalid_parameter(f"The SKU '{name}' is not valid for disks.", "disk.sku.name")
+    return {"name": name, "tier": SKUS[name]}
+
+
+def new_disk_body(
+    req: Request,
+    *,
+    resource_id: str,
+    location: str,
+    tags: dict[str, str],
+    sku: dict[str, str],
+    properties: dict[str, Any],
+    creation: dict[str, Any],
+) -> dict[str, Any]:
+    """The body Azure returns for a new disk."""
+    option = creation["createOption"]
+    if option == "Upload":
+        size_bytes = int(creation["uploadSizeBytes"]) - FOOTER_SIZE
+        state = "ReadyToUpload"
+    else:
+        size_bytes = int(properties.get("diskSizeGB", 1)) * GIB
+        state = "Unattached"
+    out: dict[str, Any] = {
+        "id": resource_id,
+        "name": resource_id.rsplit("/", 1)[-1],
+        "type": TYPE,
+        "location": location,
+        "tags": tags,
+        "sku": sku,
+        "properties": {
+            "creationData": dict(creation),
+            "diskSizeGB": max(1, math.ceil(size_bytes / GIB)),
+            "diskSizeBytes": size_bytes,
+            "diskIOPSReadWrite": 500,
+            "diskMBpsReadWrite": 60,
+            "encryption": {"type": "EncryptionAtRestWithPlatformKey"},
+            "networkAccessPolicy": "AllowAll",
+            "publicNetworkAccess": "Enabled",
+            "timeCreated": req.app.now_iso(),
+            "provisioningState": "Updating",
+            "diskState": state,
+            "uniqueId": req.app.new_unique_id(),
+        },
+    }
+    for key in ("osType", "hyperVGeneration", "supportedCapabilities", "securityProfile"):
+        if key in properties:
+            out["properties"][key] = properties[key]
+    return out
+
+
+def put(req: Request) -> Response:
+    req.app.require_group(req)
+    body = req.json_body()
+    location = normalize_location(body.get("location"))
+    tags = tags_of(body)
+    creation = _validate_create(body)
+    sku = _sku(body)
+    properties = props(body)
+    rid = disk_id(req)
+    existing = req.app.store.get(rid)
+    if existing is not None:
+        return _update_in_place(
+            req,
+            existing,
+            location=location,
+            tags=tags,
+            sku=sku,
+            properties=properties,
+            creation=creation,
+        )
+    disk = Resource(
+        id=rid,
+        type=TYPE,
+        body=new_disk_body(
+            req,
+            resource_id=rid,
+            location=location,
+            tags=tags,
+            sku=sku,
+            properties=properties,
+            creation=creation,
+        ),
+    )
+    if creation["createOption"] == "Upload":
+        container = "md-" + disk.properties["uniqueId"].replace("-", "")
+        disk.meta["container"] = container
+        req.app.blobs.create_page_blob(container, int(creation["uploadSizeBytes"]))
+    req.app.store.put(disk)
+    op = req.app.start_lro(req, kind="disk-provision", resource_id=rid, location=location)
+    return req.app.lro_response(op, status=202, body=disk.body)
+
+
+def _update_in_place(
+    req: Request,
+    disk: Resource,
+    *,
+    location: str,
+    tags: dict[str, str],
+    sku: dict[str, str],
+    properties: dict[str, Any],
+    creation: dict[str, Any],
+) -> Response:
+    if location != disk.body["location"]:
+        raise ArmError(
+            409,
+            "InvalidResourceLocation",
+            f"The resource '{disk.name}' already exists in location "
+            f"'{disk.body['location']}' in resource group '{req.group}'. A resource with the "
+            "same name cannot be created in location '{location}'.",
+        )
+    old_creation = disk.properties["creationData"]
+    for key in ("createOption", "uploadSizeBytes"):
+        if creation.get(key) != old_creation.get(key):
+            raise property_change(f"disk.properties.creationData.{key}")
+    if properties.get("hyperVGeneration") not in {None, disk.properties.get("hyperVGeneration")}:
+        raise property_change("disk.properties.hyperVGeneration")
+    disk.body["tags"] = tags
+    disk.body["sku"] = sku
+    op = req.app.start_lro(req, kind="disk-provision", resource_id=disk.id, location=location)
+    disk.properties["provisioningState"] = "Updating"
+    return req.app.lro_response(op, status=202, body=disk.body)
+
+
+def patch(req: Request) -> Response:
+    disk = req.app.require(req, disk_id(req), TYPE)
+    body = req.json_body()
+    if "tags" in body:
+        disk.body["tags"] = tags_of(body)
+    properties = props(body)
+    for key in ("osType", "supportedCapabilities"):
+        if key in properties:
+            disk.properties[key] = properties[key]
+    op = req.app.start_lro(
+        req, kind="disk-provision", resource_id=disk.id, location=disk.body["location"]
+    )
+    disk.properties["provisioningState"] = "Updating"
+    return req.app.lro_response(op, status=202, body=disk.body)
+
+
+def get(req: Request) -> Response:
+    return ok(req.app.require(req, disk_id(req), TYPE))
+
+
+def list_group(req: Request) -> Response:
+    req.app.require_group(req)
+    group = req.app.group_id(req.subscription, req.group)
+    return listing(list(req.app.store.children(group + "/providers/" + TYPE, TYPE)))
+
+
+def list_all(req: Request) -> Response:
+    prefix = f"/subscriptions/{req.subscription}/".lower()
+    return listing(
+        [r for k, r in req.app.store.resources.items() if r.type == TYPE and k.startswith(prefix)]
+    )
+
+
+def delete(req: Request) -> Response:
+    req.app.require_group(req)
+    disk = req.app.store.get(disk_id(req))
+    if disk is None:
+        return no_content()
+    state = disk.properties.get("diskState")
+    if state in {"ActiveUpload", "ActiveSAS", "ActiveSASFrozen"}:
+        raise not_allowed(
+            f"Disk '{disk.name}' is in state '{state}' and cannot be deleted: revoke its "
+            "access (endGetAccess) first."
+        )
+    if disk.body.get("managedBy"):
+        raise not_allowed(
+            f"Disk '{disk.name}' is attached to VM '{disk.body['managedBy']}' and cannot be "
+            "deleted."
+        )
+    disk.properties["provisioningState"] = "Deleting"
+    op = req.app.start_lro(
+        req, kind="disk-delete", resource_id=disk.id, location=disk.body["location"]
+    )
+    return req.app.lro_response(op, status=202)
+
+
+def grant(req: Request) -> Response:
+    disk = req.app.require(req, disk_id(req), TYPE)
+    body = req.json_body()
+    access = body.get("access")
+    if access not in {"Read", "Write", "None"}:
+        raise invalid_parameter(
+            f"The value '{access}' of parameter 'access' is not valid: Read or Write.",
+            "grantAccessData.access",
+        )
+    duration = body.get("durationInSeconds")
+    if not isinstance(duration, int) or isinstance(duration, bool) or duration <= 0:
+        raise invalid_parameter(
+            "Required parameter 'durationInSeconds' is missing or not a positive integer.",
+            "grantAccessData.durationInSeconds",
+        )
+    if duration > req.app.settings.sas_hours_max * 3600:
+        raise invalid_parameter(
+            f"durationInSeconds {duration} exceeds the maximum of "
+            f"{req.app.settings.sas_hours_max * 3600}.",
+            "grantAccessData.durationInSeconds",
+        )
+    if disk.body.get("managedBy"):
+        raise not_allowed(
+            f"Disk '{disk.name}' is attached to VM '{disk.body['managedBy']}'; access to an "
+            "attached disk cannot be granted."
+        )
+    state = disk.properties.get("diskState")
+    if access == "Write" and state not in {"ReadyToUpload", "ActiveUpload"}:
+        raise not_allowed(
+            f"Write access can only be granted to a disk created for upload that is in state "
+            f"ReadyToUpload; disk '{disk.name}' is '{state}'."
+        )
+    if access == "Read" and state in {"ReadyToUpload", "ActiveUpload"}:
+        raise not_allowed(
+            f"Read access cannot be granted to disk '{disk.name}' in state '{state}'."
+        )
+    if "container" not in disk.meta:
+        raise ArmError(
+            400, "BadRequest", "This emulator grants access only to disks created for upload."
+        )
+    op = req.app.start_lro(
+        req,
+        kind="disk-grant",
+        resource_id=disk.id,
+        location=disk.body["location"],
+        args={"access": access, "seconds": duration, "marks_resource": False},
+    )
+    return req.app.lro_response(op, status=202)
+
+
+def revoke(req: Request) -> Response:
+    disk = req.app.require(req, disk_id(req), TYPE)
+    op = req.app.start_lro(
+        req,
+        kind="disk-revoke",
+        resource_id=disk.id,
+        location=disk.body["location"],
+        args={"marks_resource": False},
+    )
+    return req.app.lro_response(op, status=202)
+
+
+def footer_problem(footer: bytes, blob_size: int) -> str | None:
+    """Why Azure would refuse this VHD footer, or None when it is acceptable."""
+    if footer[0:8] != VHD_COOKIE:
+        return "Disk is expected to have cookie value 'conectix'"
+    disk_type = struct.unpack(">I", footer[60:64])[0]
+    if disk_type != VHD_FIXED:
+        return f"the VHD disk type is {disk_type}; only fixed VHDs (type 2) are supported"
+    stored = struct.unpack(">I", footer[64:68])[0]
+    computed = ~sum(footer[:64] + b"\0\0\0\0" + footer[68:]) & 0xFFFFFFFF
+    if stored != computed:
+        return "the VHD footer checksum is invalid"
+    current = struct.unpack(">Q", footer[48:56])[0]
+    if current % MIB:
+        return (
+            f"unsupported virtual size of {current} bytes. The size must be a whole number (in MBs)"
+        )
+    if current + FOOTER_SIZE != blob_size:
+        return (
+            f"the VHD footer's current size {current} plus the 512-byte footer does not "
+            f"match the uploaded size {blob_size}"
+        )
+    return None
+
+
+def register(app: ArmApp) -> None:
+    base = (
+        "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+        "/providers/Microsoft.Compute/disks"
+    )
+    one = base + "/{diskName}"
+    v = apiversions.DISKS
+    app.router.add(
+        "PUT", one, put, api_versions=v, action=f"{TYPE}/write", operation_id="Disks_CreateOrUpdate"
+    )
+    app.router.add(
+        "PATCH", one, patch, api_versions=v, action=f"{TYPE}/write", operation_id="Disks_Update"
+    )
+    app.router.add("GET", one, get, api_versions=v, action=f"{TYPE}/read", operation_id="Disks_Get")
+    app.router.add(
+        "DELETE", one, delete, api_versions=v, action=f"{TYPE}/delete", operation_id="Disks_Delete"
+    )
+    app.router.add(
+        "GET",
+        base,
+        list_group,
+        api_versions=v,
+        action=f"{TYPE}/read",
+        operation_id="Disks_ListByResourceGroup",
+    )
+    app.router.add(
+        "GET",
+        "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/disks",
+        list_all,
+        api_versions=v,
+        action=f"{TYPE}/read",
+        operation_id="Disks_List",
+    )
+    app.router.add(
+        "POST",
+        one + "/beginGetAccess",
+        grant,
+        api_versions=v,
+        action=f"{TYPE}/beginGetAccess/action",
+        operation_id="Disks_GrantAccess",
+    )
+    app.router.add(
+        "POST",
+        one + "/endGetAccess",
+        revoke,
+        api_versions=v,
+        action=f"{TYPE}/endGetAccess/action",
+        operation_id="Disks_RevokeAccess",
+    )
+    _register_completions(app)
+
+
+def _register_completions(app: ArmApp) -> None:
+    def provisioned(_store: object, op: Operation) -> None:
+        disk = app.store.get(op.resource_id)
+        if disk is not None:
+            disk.properties["provisioningState"] = "Succeeded"
+
+    def deleted(_store: object, op: Operation) -> None:
+        disk = app.store.delete(op.resource_id)
+        if disk is not None and disk.meta.get("container"):
+            app.blobs.delete(disk.meta["container"])
+
+    def granted(_store: object, op: Operation) -> dict[str, Any] | None:
+        disk = app.store.get(op.resource_id)
+        if disk is None:
+            raise ArmError(404, "NotFound", "The disk was deleted while access was granted.")
+        url = app.blobs.grant(
+            disk.meta["container"],
+            policy_id=op.id,
+            access=op.args["access"],
+            seconds=int(op.args["seconds"]),
+        )
+        disk.properties["diskState"] = (
+            "ActiveUpload" if op.args["access"] == "Write" else "ActiveSAS"
+        )
+        return {"accessSAS": url}
+
+    def revoked(_store: object, op: Operation) -> None:
+        _revoke_complete(app, op)
+
+    app.store.completions["disk-provision"] = provisioned
+    app.store.completions["disk-delete"] = deleted
+    app.store.completions["disk-grant"] = granted
+    app.store.completions["disk-revoke"] = revoked
+
+
+def _revoke_complete(app: ArmApp, op: Operation) -> None:
+    """Revoke every SAS, then check the uploaded VHD like Azure does when an upload ends."""
+    disk = app.store.get(op.resource_id)
+    if disk is None:
+        raise ArmError(404, "NotFound", "The disk was deleted.")
+    container = str(disk.meta.get("container", ""))
+    if container:
+        app.blobs.revoke(container)
+    state = disk.properties.get("diskState")
+    if state == "ActiveUpload" and container:
+        size = app.blobs.size(container)
+        problem = footer_problem(app.blobs.read(container, size - FOOTER_SIZE, FOOTER_SIZE), size)
+        if problem is not None:
+            disk.properties["diskState"] = "ReadyToUpload"
+            raise invalid_parameter(
+                f"The VHD uploaded to disk '{disk.name}' is not acceptable: {problem}.",
+                "disk",
+            )
+        disk.properties["diskState"] = "Unattached"
+    elif state in {"ActiveSAS", "ActiveSASFrozen"}:
+        disk.properties["diskState"] = "Unattached"

@@ -1,0 +1,1039 @@
+"""Microsoft.Compute/galleries: galleries, sharing, image definitions and versions.
+
+Rules enforced as Azure does: gallery names, Community sharing needs
+``communityGalleryInfo``, definition identifiers unique per gallery and
+immutable fields after creation, the current API's defaults (V2 +
+TrustedLaunchSupported), version names ``Major.Minor.Patch``, sources that
+exist and are ready, matching Hyper-V generations, and a per-region
+replication state machine that advances with (configurable) time.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import TYPE_CHECKING, Any, Final
+
+from nixos_azure_publish.emulator import apiversions
+from nixos_azure_publish.emulator.armerror import (
+    ArmError,
+    conflict,
+    invalid_parameter,
+    not_allowed,
+    not_found,
+    property_change,
+)
+from nixos_azure_publish.emulator.common import (
+    immutable,
+    listing,
+    no_content,
+    normalize_location,
+    ok,
+    parse_id,
+    props,
+    provider_id,
+    tags_of,
+)
+from nixos_azure_publish.emulator.context import Response
+from nixos_azure_publish.emulator.store import Resource
+
+if TYPE_CHECKING:
+    from nixos_azure_publish.emulator.context import Request
+    from nixos_azure_publish.emulator.core import ArmApp
+    from nixos_azure_publish.emulator.store import Operation
+
+GALLERY: Final = "Microsoft.Compute/galleries"
+IMAGE: Final = "Microsoft.Compute/galleries/images"
+VERSION: Final = "Microsoft.Compute/galleries/images/versions"
+_GALLERY_NAME: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._]{0,78}[A-Za-z0-9])?$")
+_IMAGE_NAME: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,78}[A-Za-z0-9])?$")
+_VERSION_NAME: Final = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+INT32_MAX: Final = 2**31 - 1
+MAX_REPLICAS: Final = 100
+REPLICA_STORAGE: Final = {"Standard_LRS", "Standard_ZRS", "Premium_LRS"}
+SECURITY_TYPES: Final = {
+    "Standard",
+    "TrustedLaunchSupported",
+    "TrustedLaunch",
+    "TrustedLaunchAndConfidentialVmSupported",
+    "ConfidentialVMSupported",
+    "ConfidentialVM",
+    "ConfidentialVmSupported",
+}
+# Fixed once the definition exists (Azure: PropertyChangeNotAllowed).
+IMMUTABLE_IMAGE_FIELDS: Final = (
+    "osType",
+    "osState",
+    "hyperVGeneration",
+    "architecture",
+    "purchasePlan",
+)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _gallery_id(req: Request) -> str:
+    return provider_id(req, f"{GALLERY}/{req.params['galleryName']}")
+
+
+def _image_id(req: Request) -> str:
+    return f"{_gallery_id(req)}/images/{req.params['galleryImageName']}"
+
+
+def _version_id(req: Request) -> str:
+    return f"{_image_id(req)}/versions/{req.params['galleryImageVersionName']}"
+
+
+def _require_gallery(req: Request) -> Resource:
+    return req.app.require(req, _gallery_id(req), GALLERY)
+
+
+def _require_image(req: Request) -> Resource:
+    _require_gallery(req)
+    image = req.app.store.get(_image_id(req))
+    if image is None:
+        raise not_found(
+            f"{GALLERY}/{req.params['galleryName']}/images",
+            req.params["galleryImageName"],
+            req.group,
+        )
+    return image
+
+
+def _same_location(parent: Resource, location: str, what: str) -> None:
+    if parent.body["location"] != location:
+        raise invalid_parameter(
+            f"The {what} must be in the same location as gallery '{parent.name}' "
+            f"('{parent.body['location']}'), not '{location}'.",
+            "location",
+        )
+
+
+# -- galleries -------------------------------------------------------------------------------
+
+
+def put_gallery(req: Request) -> Response:
+    req.app.require_group(req)
+    name = req.params["galleryName"]
+    if not _GALLERY_NAME.match(name):
+        raise invalid_parameter(
+            f"The gallery name '{name}' is invalid: 1-80 letters, digits, '.' and '_', "
+            "starting and ending with a letter or digit.",
+            "galleryName",
+        )
+    body = req.json_body()
+    location = normalize_location(body.get("location"))
+    tags = tags_of(body)
+    properties = props(body)
+    sharing = properties.get("sharingProfile") or {}
+    permissions = sharing.get("permissions", "Private")
+    if permissions not in {"Private", "Groups", "Community"}:
+        raise invalid_parameter(
+            f"The value '{permissions}' of sharingProfile.permissions is not valid.",
+            "gallery.properties.sharingProfile.permissions",
+        )
+    community = (
+        _community_info(sharing.get("communityGalleryInfo")) if permissions == "Community" else {}
+    )
+    rid = _gallery_id(req)
+    existing = req.app.store.get(rid)
+    if existing is not None:
+        if existing.body["location"] != location:
+            raise property_change("gallery.location")
+        old_sharing = existing.properties["sharingProfile"]
+        if permissions != old_sharing["permissions"] and "sharingProfile" in properties:
+            raise ArmError(
+                409,
+                "OperationNotAllowed",
+                "The sharing permissions of an existing gallery cannot be changed with a "
+                "PUT; use the gallery's /share operation.",
+            )
+        existing.body["tags"] = tags
+        if "description" in properties:
+            existing.properties["description"] = properties["description"]
+        existing.properties["provisioningState"] = "Updating"
+        op = req.app.start_lro(req, kind="gallery-provision", resource_id=rid, location=location)
+        return req.app.lro_response(op, status=200, body=existing.body, location=False)
+    profile: dict[str, Any] = {"permissions": permissions}
+    if permissions == "Community":
+        profile["communityGalleryInfo"] = {
+            **community,
+            "communityGalleryEnabled": False,
+            "publicNames": [f"{community['publicNamePrefix']}-{uuid.uuid4()}"],
+        }
+    gallery = Resource(
+        id=rid,
+        type=GALLERY,
+        body={
+            "id": rid,
+            "name": name,
+            "type": GALLERY,
+            "location": location,
+            "tags": tags,
+            "properties": {
+                "identifier": {"uniqueName": f"{req.subscription}-{name.upper()}"},
+                "sharingProfile": profile,
+                "provisioningState": "Creating",
+            },
+        },
+    )
+    if properties.get("description") is not None:
+        gallery.properties["description"] = properties["description"]
+    req.app.store.put(gallery)
+    op = req.app.start_lro(req, kind="gallery-provision", resource_id=rid, location=location)
+    return req.app.lro_response(op, status=201, body=gallery.body, location=False)
+
+
+def _community_info(info: object) -> dict[str, str]:
+    target = "gallery.properties.sharingProfile.communityGalleryInfo"
+    if not isinstance(info, dict):
+        raise invalid_parameter(
+            "A gallery shared with the community requires sharingProfile.communityGalleryInfo "
+            "(publisherUri, publisherContact, eula, publicNamePrefix).",
+            target,
+        )
+    missing = [
+        key
+        for key in ("publisherUri", "publisherContact", "eula", "publicNamePrefix")
+        if not isinstance(info.get(key), str) or not info[key]
+    ]
+    if missing:
+        raise invalid_parameter(
+            f"Required parameter(s) {', '.join(missing)} of communityGalleryInfo are missing.",
+            target,
+        )
+    prefix = info["publicNamePrefix"]
+    if not re.match(r"^[A-Za-z0-9]{5,16}$", prefix):
+        raise invalid_parameter(
+            f"publicNamePrefix '{prefix}' is invalid: 5-16 letters and digits.",
+            f"{target}.publicNamePrefix",
+        )
+    return {k: info[k] for k in ("publisherUri", "publisherContact", "eula", "publicNamePrefix")}
+
+
+def get_gallery(req: Request) -> Response:
+    gallery = _require_gallery(req)
+    return ok(gallery)
+
+
+def list_galleries(req: Request) -> Response:
+    req.app.require_group(req)
+    group = req.app.group_id(req.subscription, req.group)
+    return listing(list(req.app.store.children(f"{group}/providers/{GALLERY}", GALLERY)))
+
+
+def delete_gallery(req: Request) -> Response:
+    req.app.require_group(req)
+    gallery = req.app.store.get(_gallery_id(req))
+    if gallery is None:
+        return no_content()
+    if list(req.app.store.children(gallery.id + "/images", IMAGE)):
+        raise conflict(
+            f"Gallery '{gallery.name}' cannot be deleted because it contains image "
+            "definitions; delete them first.",
+            "CannotDeleteResource",
+        )
+    gallery.properties["provisioningState"] = "Deleting"
+    op = req.app.start_lro(
+        req, kind="delete", resource_id=gallery.id, location=gallery.body["location"]
+    )
+    return req.app.lro_response(op, status=202)
+
+
+def share(req: Request) -> Response:
+    gallery = _require_gallery(req)
+    body = req.json_body()
+    operation = body.get("operationType")
+    profile = gallery.properties["sharingProfile"]
+    if operation not in {
+        "Add",
+        "Remove",
+        "Reset",
+        "EnableCommunity",
+        "EnableCommunityGalleryVersion",
+    }:
+        raise invalid_parameter(
+            f"The value '{operation}' of operationType is not valid.", "sharingUpdate.operationType"
+        )
+    if operation == "EnableCommunity" and profile["permissions"] != "Community":
+        raise not_allowed(
+            f"Gallery '{gallery.name}' was not created with sharingProfile.permissions "
+            "Community; community sharing cannot be enabled on it."
+        )
+    if operation in {"Add", "Remove"} and profile["permissions"] == "Community":
+        raise not_allowed("Groups cannot be shared with on a community gallery.")
+    op = req.app.start_lro(
+        req,
+        kind="gallery-share",
+        resource_id=gallery.id,
+        location=gallery.body["location"],
+        args={"update": body, "marks_resource": False},
+    )
+    return req.app.lro_response(op, status=202)
+
+
+# -- image definitions -----------------------------------------------------------------------
+
+
+def put_image(req: Request) -> Response:
+    gallery = _require_gallery(req)
+    name = req.params["galleryImageName"]
+    if not _IMAGE_NAME.match(name):
+        raise invalid_parameter(
+            f"The gallery image name '{name}' is invalid: 1-80 letters, digits, '.', '-' and "
+            "'_', starting and ending with a letter or digit.",
+            "galleryImageName",
+        )
+    body = req.json_body()
+    location = normalize_location(body.get("location"))
+    _same_location(gallery, location, "image definition")
+    tags = tags_of(body)
+    properties = props(body)
+    _check_image_required(properties)
+    identifier = properties["identifier"]
+    rid = _image_id(req)
+    _identifier_unique(req, gallery, rid, identifier)
+    features = _features(properties)
+    existing = req.app.store.get(rid)
+    if existing is not None:
+        _update_image(existing, properties, features)
+        existing.body["tags"] = tags
+        op = req.app.start_lro(req, kind="gallery-provision", resource_id=rid, location=location)
+        return req.app.lro_response(op, status=200, body=existing.body, location=False)
+    image = Resource(
+        id=rid,
+        type=IMAGE,
+        body={
+            "id": rid,
+            "name": name,
+            "type": IMAGE,
+            "location": location,
+            "tags": tags,
+            "properties": _new_image_properties(properties, features),
+        },
+    )
+    req.app.store.put(image)
+    op = req.app.start_lro(req, kind="gallery-provision", resource_id=rid, location=location)
+    return req.app.lro_response(op, status=201, body=image.body, location=False)
+
+
+def _check_image_required(properties: dict[str, Any]) -> None:
+    for key in ("osType", "osState", "identifier"):
+        if properties.get(key) is None:
+            raise invalid_parameter(
+                f"Required parameter 'galleryImage.properties.{key}' is missing (null).",
+                f"galleryImage.properties.{key}",
+            )
+    identifier = properties["identifier"]
+    if not isinstance(identifier, dict) or not all(
+        isinstance(identifier.get(k), str) and identifier[k] for k in ("publisher", "offer", "sku")
+    ):
+        raise invalid_parameter(
+            "galleryImage.properties.identifier needs publisher, offer and sku.",
+            "galleryImage.properties.identifier",
+        )
+    for key, allowed in (
+        ("osState", {"Generalized", "Specialized"}),
+        ("osType", {"Linux", "Windows"}),
+        ("hyperVGeneration", {"V1", "V2", None}),
+        ("architecture", {"x64", "Arm64", None}),
+    ):
+        if properties.get(key) not in allowed:
+            raise invalid_parameter(
+                f"The value '{properties[key]}' of {key} is not valid.",
+                f"galleryImage.properties.{key}",
+            )
+
+
+_MUTABLE_IMAGE_FIELDS: Final = (
+    "description",
+    "eula",
+    "privacyStatementUri",
+    "releaseNoteUri",
+    "endOfLifeDate",
+    "recommended",
+    "disallowed",
+)
+
+
+def _update_image(
+    existing: Resource, properties: dict[str, Any], features: list[dict[str, str]]
+) -> None:
+    old = existing.properties
+    for key in IMMUTABLE_IMAGE_FIELDS:
+        immutable(old.get(key), properties.get(key), f"galleryImage.properties.{key}")
+    identifier = properties["identifier"]
+    immutable(
+        {k: old["identifier"][k].lower() for k in ("publisher", "offer", "sku")},
+        {k: identifier[k].lower() for k in ("publisher", "offer", "sku")},
+        "galleryImage.properties.identifier",
+    )
+    if "features" in properties:
+        immutable(
+            _feature(old.get("features", []), "SecurityType"),
+            _feature(features, "SecurityType"),
+            "galleryImage.properties.features.SecurityType",
+        )
+        old["features"] = features
+    for key in _MUTABLE_IMAGE_FIELDS:
+        if key in properties:
+            old[key] = properties[key]
+    old["provisioningState"] = "Updating"
+
+
+def _new_image_properties(
+    properties: dict[str, Any], features: list[dict[str, str]]
+) -> dict[str, Any]:
+    generation = properties.get("hyperVGeneration", "V2")
+    if _feature(features, "SecurityType") is None and generation == "V2":
+        # Since gallery API 2025-03-03 a new definition without a security type gets the
+        # Trusted Launch default (generation 2 only).
+        features = [*features, {"name": "SecurityType", "value": "TrustedLaunchSupported"}]
+    security = _feature(features, "SecurityType")
+    if security not in {None, "Standard"} and generation != "V2":
+        raise invalid_parameter(
+            f"SecurityType '{security}' requires hyperVGeneration V2.",
+            "galleryImage.properties.features",
+        )
+    stored: dict[str, Any] = {
+        key: properties[key]
+        for key in (*_MUTABLE_IMAGE_FIELDS, "purchasePlan")
+        if properties.get(key) is not None
+    }
+    identifier = properties["identifier"]
+    stored.update(
+        {
+            "osType": properties["osType"],
+            "osState": properties["osState"],
+            "identifier": {k: identifier[k] for k in ("publisher", "offer", "sku")},
+            "hyperVGeneration": generation,
+            "architecture": properties.get("architecture", "x64"),
+            "features": features,
+            "provisioningState": "Creating",
+        }
+    )
+    return stored
+
+
+def _features(properties: dict[str, Any]) -> list[dict[str, str]]:
+    features = properties.get("features") or []
+    if not isinstance(features, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("name"), str) for f in features
+    ):
+        raise invalid_parameter(
+            "galleryImage.properties.features must be a list of {name, value}.",
+            "galleryImage.properties.features",
+        )
+    security = _feature(features, "SecurityType")
+    if security is not None and security not in SECURITY_TYPES:
+        raise invalid_parameter(
+            f"The value '{security}' of feature SecurityType is not valid.",
+            "galleryImage.properties.features",
+        )
+    return [dict(f) for f in features]
+
+
+def _feature(features: list[dict[str, Any]], name: str) -> str | None:
+    for feature in features:
+        if str(feature.get("name", "")).lower() == name.lower():
+            return str(feature.get("value"))
+    return None
+
+
+def _identifier_unique(
+    req: Request, gallery: Resource, rid: str, identifier: dict[str, str]
+) -> None:
+    wanted = tuple(identifier[k].lower() for k in ("publisher", "offer", "sku"))
+    for other in req.app.store.children(gallery.id + "/images", IMAGE):
+        if other.id.lower() == rid.lower():
+            continue
+        ident = other.properties["identifier"]
+        if tuple(ident[k].lower() for k in ("publisher", "offer", "sku")) == wanted:
+            raise conflict(
+                f"Gallery image '{other.name}' in gallery '{gallery.name}' already has the "
+                f"identifier (publisher '{identifier['publisher']}', offer "
+                f"'{identifier['offer']}', sku '{identifier['sku']}'); identifiers are unique "
+                "per gallery.",
+            )
+
+
+def get_image(req: Request) -> Response:
+    return ok(_require_image(req))
+
+
+def list_images(req: Request) -> Response:
+    gallery = _require_gallery(req)
+    return listing(list(req.app.store.children(gallery.id + "/images", IMAGE)))
+
+
+def delete_image(req: Request) -> Response:
+    _require_gallery(req)
+    image = req.app.store.get(_image_id(req))
+    if image is None:
+        return no_content()
+    if list(req.app.store.children(image.id + "/versions", VERSION)):
+        raise conflict(
+            f"Gallery image '{image.name}' cannot be deleted because it has image versions; "
+            "delete them first.",
+            "CannotDeleteResource",
+        )
+    image.properties["provisioningState"] = "Deleting"
+    op = req.app.start_lro(
+        req, kind="delete", resource_id=image.id, location=image.body["location"]
+    )
+    return req.app.lro_response(op, status=202)
+
+
+# -- image versions --------------------------------------------------------------------------
+
+
+def _check_version_name(name: str) -> None:
+    match = _VERSION_NAME.match(name)
+    if match is None or any(int(part) > INT32_MAX for part in match.groups()):
+        raise invalid_parameter(
+            f"The gallery image version name '{name}' is invalid. It must follow the format "
+            "<MajorVersion>.<MinorVersion>.<Patch>, each a 32-bit integer.",
+            "galleryImageVersionName",
+        )
+
+
+def _target_regions(
+    profile: dict[str, Any], location: str, default_replicas: int
+) -> list[dict[str, Any]]:
+    target = "galleryImageVersion.properties.publishingProfile.targetRegions"
+    raw = profile.get("targetRegions")
+    if raw is None:
+        raw = [{"name": location}]
+    if not isinstance(raw, list) or not raw:
+        raise invalid_parameter(
+            "publishingProfile.targetRegions must list at least one region.", target
+        )
+    default_storage = profile.get("storageAccountType", "Standard_LRS")
+    regions = [_target_region(entry, default_replicas, default_storage) for entry in raw]
+    names = [normalize_location(r["name"]) for r in regions]
+    for name in names:
+        if names.count(name) > 1:
+            raise invalid_parameter(f"The target region '{name}' is listed more than once.", target)
+    if location not in names:
+        raise invalid_parameter(
+            f"The image version's own region '{location}' must be one of its target regions.",
+            target,
+        )
+    return regions
+
+
+def _target_region(entry: object, default_replicas: int, default_storage: str) -> dict[str, Any]:
+    target = "galleryImageVersion.properties.publishingProfile.targetRegions"
+    if not isinstance(entry, dict) or not entry.get("name"):
+        raise invalid_parameter("Every target region needs a name.", target)
+    name = normalize_location(entry["name"], target="targetRegions.name")
+    replicas = entry.get("regionalReplicaCount", default_replicas)
+    if not isinstance(replicas, int) or not 1 <= replicas <= MAX_REPLICAS:
+        raise invalid_parameter(
+            f"regionalReplicaCount {replicas} of region '{name}' is invalid: 1 to {MAX_REPLICAS}.",
+            target,
+        )
+    storage = entry.get("storageAccountType", default_storage)
+    if storage not in REPLICA_STORAGE:
+        raise invalid_parameter(
+            f"storageAccountType '{storage}' of region '{name}' is invalid.", target
+        )
+    region: dict[str, Any] = {
+        "name": entry["name"],
+        "regionalReplicaCount": replicas,
+        "storageAccountType": storage,
+    }
+    if "excludeFromLatest" in entry:
+        region["excludeFromLatest"] = bool(entry["excludeFromLatest"])
+    if "encryption" in entry:
+        region["encryption"] = entry["encryption"]
+    return region
+
+
+def _source(req: Request, storage: dict[str, Any], image: Resource) -> dict[str, Any]:
+    """Check the version's source like Azure and return a normalized storage profile."""
+    source = storage.get("source") or {}
+    os_disk = storage.get("osDiskImage") or {}
+    source_id = source.get("id") or (os_disk.get("source") or {}).get("id")
+    if not source_id:
+        raise invalid_parameter(
+            "The image version needs a source: storageProfile.source.id (a managed image or "
+            "disk) or storageProfile.osDiskImage.source.id (a disk or snapshot).",
+            "galleryImageVersion.properties.storageProfile",
+        )
+    parsed = parse_id(source_id)
+    if parsed is None:
+        raise invalid_parameter(
+            f"The source id '{source_id}' is not a valid resource id.",
+            "galleryImageVersion.properties.storageProfile.source.id",
+        )
+    resource = req.app.store.get(source_id)
+    if resource is None:
+        raise ArmError(
+            404,
+            "NotFound",
+            f"The source resource '{source_id}' of the image version was not found.",
+            target="galleryImageVersion.properties.storageProfile.source.id",
+        )
+    generation = image.properties.get("hyperVGeneration", "V1")
+    if resource.type == "Microsoft.Compute/disks":
+        state = resource.properties.get("diskState")
+        if state not in {"Unattached", "Reserved", "Attached"}:
+            raise not_allowed(
+                f"The source disk '{resource.name}' is in state '{state}'; finish the upload "
+                "and revoke its access (endGetAccess) first."
+            )
+        size_gb = resource.properties.get("diskSizeGB", 1)
+    elif resource.type == "Microsoft.Compute/images":
+        if resource.properties.get("provisioningState") != "Succeeded":
+            raise not_allowed(
+                f"The source image '{resource.name}' is not ready (provisioningState "
+                f"'{resource.properties.get('provisioningState')}')."
+            )
+        size_gb = resource.properties["storageProfile"]["osDisk"].get("diskSizeGB", 1)
+    else:
+        raise invalid_parameter(
+            f"A resource of type '{resource.type}' cannot be the source of an image version.",
+            "galleryImageVersion.properties.storageProfile.source.id",
+        )
+    source_generation = resource.properties.get("hyperVGeneration", "V1")
+    if source_generation != generation:
+        raise conflict(
+            f"The resource with id '{resource.id}' has a different Hypervisor generation "
+            f"['{source_generation}'] than the parent gallery image Hypervisor generation "
+            f"['{generation}']."
+        )
+    if os_disk.get("source"):
+        return {
+            "osDiskImage": {
+                "hostCaching": os_disk.get("hostCaching", "ReadWrite"),
+                "sizeInGB": size_gb,
+                "source": {"id": resource.id},
+            }
+        }
+    return {
+        "source": {"id": resource.id},
+        "osDiskImage": {"hostCaching": "ReadWrite", "sizeInGB": size_gb},
+    }
+
+
+def put_version(req: Request) -> Response:
+    image = _require_image(req)
+    name = req.params["galleryImageVersionName"]
+    _check_version_name(name)
+    body = req.json_body()
+    location = normalize_location(body.get("location"))
+    _same_location(image, location, "image version")
+    tags = tags_of(body)
+    properties = props(body)
+    profile = properties.get("publishingProfile") or {}
+    replica_count = profile.get("replicaCount", 1)
+    if not isinstance(replica_count, int) or not 1 <= replica_count <= MAX_REPLICAS:
+        raise invalid_parameter(
+            f"replicaCount {replica_count} is invalid: 1 to {MAX_REPLICAS}.",
+            "galleryImageVersion.properties.publishingProfile.replicaCount",
+        )
+    regions = _target_regions(profile, location, replica_count)
+    rid = _version_id(req)
+    existing = req.app.store.get(rid)
+    if existing is not None:
+        return _update_version(
+            req, existing, properties=properties, profile=profile, regions=regions, tags=tags
+        )
+    if properties.get("storageProfile") is None:
+        raise invalid_parameter(
+            "Required parameter 'galleryImageVersion.properties.storageProfile' is missing.",
+            "galleryImageVersion.properties.storageProfile",
+        )
+    storage = _source(req, properties["storageProfile"], image)
+    publishing: dict[str, Any] = {
+        "targetRegions": regions,
+        "replicaCount": replica_count,
+        "excludeFromLatest": bool(profile.get("excludeFromLatest", False)),
+        "publishedDate": req.app.now_iso(),
+        "storageAccountType": profile.get("storageAccountType", "Standard_LRS"),
+        "replicationMode": profile.get("replicationMode", "Full"),
+    }
+    if profile.get("endOfLifeDate") is not None:
+        publishing["endOfLifeDate"] = profile["endOfLifeDate"]
+    safety = {
+        "allowDeletionOfReplicatedLocations": bool(
+            (properties.get("safetyProfile") or {}).get("allowDeletionOfReplicatedLocations", True)
+        ),
+        "reportedForPolicyViolation": False,
+    }
+    version = Resource(
+        id=rid,
+        type=VERSION,
+        body={
+            "id": rid,
+            "name": name,
+            "type": VERSION,
+            "location": location,
+            "tags": tags,
+            "properties": {
+                "publishingProfile": publishing,
+                "storageProfile": storage,
+                "safetyProfile": safety,
+                "provisioningState": "Creating",
+            },
+        },
+    )
+    now = req.app.now()
+    version.meta["replication"] = _schedule(req, [r["name"] for r in regions], now, {})
+    req.app.store.put(version)
+    op = req.app.start_lro(
+        req,
+        kind="gallery-provision",
+        resource_id=rid,
+        location=location,
+        seconds=_replication_done(version) - now,
+    )
+    return req.app.lro_response(
+        op, status=201, body=_view(req, version, expand=False), location=False
+    )
+
+
+def _schedule(
+    req: Request, regions: list[str], now: float, old: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    """Per region: when replication started and when it completes."""
+    plan: dict[str, dict[str, float]] = {}
+    step = req.app.settings.replication_seconds
+    fresh = 0
+    for region in regions:
+        key = normalize_location(region)
+        if key in old:
+            plan[key] = old[key]
+            continue
+        fresh += 1
+        plan[key] = {
+            "start": now,
+            "end": now + step * (1 + 0.5 * (fresh - 1)) + req.app.faults.lro_delay,
+        }
+    return plan
+
+
+def _replication_done(version: Resource) -> float:
+    return max(float(r["end"]) for r in version.meta["replication"].values())
+
+
+def _replication_status(req: Request, version: Resource) -> dict[str, Any]:
+    now = req.app.now()
+    summary = []
+    for region in version.properties["publishingProfile"]["targetRegions"]:
+        plan = version.meta["replication"][normalize_location(region["name"])]
+        span = max(plan["end"] - plan["start"], 1e-9)
+        progress = 100 if now >= plan["end"] else int(100 * (now - plan["start"]) / span)
+        summary.append(
+            {
+                "region": region["name"],
+                "state": "Completed" if progress >= 100 else "Replicating",  # noqa: PLR2004
+                "details": "",
+                "progress": max(0, min(progress, 100)),
+            }
+        )
+    states = {s["state"] for s in summary}
+    aggregated = "Completed" if states == {"Completed"} else "InProgress"
+    return {"aggregatedState": aggregated, "summary": summary}
+
+
+def replicated_regions(req: Request, version: Resource) -> set[str]:
+    """The regions where *version* is fully replicated now."""
+    status = _replication_status(req, version)
+    return {normalize_location(s["region"]) for s in status["summary"] if s["state"] == "Completed"}
+
+
+def _view(req: Request, version: Resource, *, expand: bool) -> dict[str, Any]:
+    body = dict(version.body)
+    if expand:
+        body["properties"] = {
+            **version.properties,
+            "replicationStatus": _replication_status(req, version),
+        }
+    return body
+
+
+def _update_version(
+    req: Request,
+    version: Resource,
+    *,
+    properties: dict[str, Any],
+    profile: dict[str, Any],
+    regions: list[dict[str, Any]],
+    tags: dict[str, str],
+) -> Response:
+    storage = properties.get("storageProfile")
+    if storage is not None:
+        old = version.properties["storageProfile"]
+        new_id = (storage.get("source") or {}).get("id") or (
+            (storage.get("osDiskImage") or {}).get("source") or {}
+        ).get("id")
+        old_id = (old.get("source") or {}).get("id") or (
+            (old.get("osDiskImage") or {}).get("source") or {}
+        ).get("id")
+        if new_id is not None and str(new_id).lower() != str(old_id).lower():
+            raise property_change("galleryImageVersion.properties.storageProfile.source")
+    publishing = version.properties["publishingProfile"]
+    old_regions = {normalize_location(r["name"]) for r in publishing["targetRegions"]}
+    new_regions = {normalize_location(r["name"]) for r in regions}
+    removed = old_regions - new_regions
+    safety = version.properties.get("safetyProfile", {})
+    if removed and not safety.get("allowDeletionOfReplicatedLocations", True):
+        raise not_allowed(
+            f"Removing replicated regions ({', '.join(sorted(removed))}) is not allowed: "
+            "safetyProfile.allowDeletionOfReplicatedLocations is false."
+        )
+    if "targetRegions" in profile:
+        publishing["targetRegions"] = regions
+    for key in ("replicaCount", "excludeFromLatest", "endOfLifeDate"):
+        if key in profile:
+            publishing[key] = profile[key]
+    version.body["tags"] = tags
+    now = req.app.now()
+    version.meta["replication"] = _schedule(
+        req, [r["name"] for r in publishing["targetRegions"]], now, version.meta["replication"]
+    )
+    version.properties["provisioningState"] = "Updating"
+    op = req.app.start_lro(
+        req,
+        kind="gallery-provision",
+        resource_id=version.id,
+        location=version.body["location"],
+        seconds=max(_replication_done(version) - now, req.app.settings.operation_seconds),
+    )
+    return req.app.lro_response(
+        op, status=200, body=_view(req, version, expand=False), location=False
+    )
+
+
+def patch_version(req: Request) -> Response:
+    version = req.app.store.get(_version_id(req))
+    _require_image(req)
+    if version is None:
+        raise not_found(VERSION, req.params["galleryImageVersionName"], req.group)
+    body = req.json_body()
+    properties = props(body)
+    profile = properties.get("publishingProfile") or {}
+    merged = {**version.properties["publishingProfile"], **profile}
+    regions = _target_regions(merged, version.body["location"], merged.get("replicaCount", 1))
+    tags = tags_of(body) if "tags" in body else version.body.get("tags", {})
+    return _update_version(
+        req, version, properties=properties, profile=profile, regions=regions, tags=tags
+    )
+
+
+def get_version(req: Request) -> Response:
+    _require_image(req)
+    version = req.app.store.get(_version_id(req))
+    if version is None:
+        raise not_found(
+            f"{IMAGE}/{req.params['galleryImageName']}/versions",
+            req.params["galleryImageVersionName"],
+            req.group,
+        )
+    expand = req.query.get("$expand", "")
+    if expand and expand.lower() not in {"replicationstatus", "uefisettings"}:
+        raise invalid_parameter(
+            f"The value '{expand}' of $expand is not valid: ReplicationStatus or UefiSettings.",
+            "$expand",
+        )
+    return Response(200, _view(req, version, expand=expand.lower() == "replicationstatus"))
+
+
+def list_versions(req: Request) -> Response:
+    image = _require_image(req)
+    versions = list(req.app.store.children(image.id + "/versions", VERSION))
+    return Response(200, {"value": [_view(req, v, expand=False) for v in versions]})
+
+
+def delete_version(req: Request) -> Response:
+    _require_image(req)
+    version = req.app.store.get(_version_id(req))
+    if version is None:
+        return no_content()
+    version.properties["provisioningState"] = "Deleting"
+    op = req.app.start_lro(
+        req, kind="delete", resource_id=version.id, location=version.body["location"]
+    )
+    return req.app.lro_response(op, status=202)
+
+
+# -- registration ----------------------------------------------------------------------------
+
+
+def register(app: ArmApp) -> None:
+    v = apiversions.GALLERIES
+    gbase = (
+        "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+        "/providers/Microsoft.Compute/galleries"
+    )
+    gone = gbase + "/{galleryName}"
+    ibase = gone + "/images"
+    ione = ibase + "/{galleryImageName}"
+    vbase = ione + "/versions"
+    vone = vbase + "/{galleryImageVersionName}"
+    add = app.router.add
+    add(
+        "PUT",
+        gone,
+        put_gallery,
+        api_versions=v,
+        action=f"{GALLERY}/write",
+        operation_id="Galleries_CreateOrUpdate",
+    )
+    add(
+        "GET",
+        gone,
+        get_gallery,
+        api_versions=v,
+        action=f"{GALLERY}/read",
+        operation_id="Galleries_Get",
+    )
+    add(
+        "DELETE",
+        gone,
+        delete_gallery,
+        api_versions=v,
+        action=f"{GALLERY}/delete",
+        operation_id="Galleries_Delete",
+    )
+    add(
+        "GET",
+        gbase,
+        list_galleries,
+        api_versions=v,
+        action=f"{GALLERY}/read",
+        operation_id="Galleries_ListByResourceGroup",
+    )
+    add(
+        "POST",
+        gone + "/share",
+        share,
+        api_versions=v,
+        action=f"{GALLERY}/share/action",
+        operation_id="GallerySharingProfile_Update",
+    )
+    add(
+        "PUT",
+        ione,
+        put_image,
+        api_versions=v,
+        action=f"{IMAGE}/write",
+        operation_id="GalleryImages_CreateOrUpdate",
+    )
+    add(
+        "GET",
+        ione,
+        get_image,
+        api_versions=v,
+        action=f"{IMAGE}/read",
+        operation_id="GalleryImages_Get",
+    )
+    add(
+        "DELETE",
+        ione,
+        delete_image,
+        api_versions=v,
+        action=f"{IMAGE}/delete",
+        operation_id="GalleryImages_Delete",
+    )
+    add(
+        "GET",
+        ibase,
+        list_images,
+        api_versions=v,
+        action=f"{IMAGE}/read",
+        operation_id="GalleryImages_ListByGallery",
+    )
+    add(
+        "PUT",
+        vone,
+        put_version,
+        api_versions=v,
+        action=f"{VERSION}/write",
+        operation_id="GalleryImageVersions_CreateOrUpdate",
+    )
+    add(
+        "PATCH",
+        vone,
+        patch_version,
+        api_versions=v,
+        action=f"{VERSION}/write",
+        operation_id="GalleryImageVersions_Update",
+    )
+    add(
+        "GET",
+        vone,
+        get_version,
+        api_versions=v,
+        action=f"{VERSION}/read",
+        operation_id="GalleryImageVersions_Get",
+    )
+    add(
+        "DELETE",
+        vone,
+        delete_version,
+        api_versions=v,
+        action=f"{VERSION}/delete",
+        operation_id="GalleryImageVersions_Delete",
+    )
+    add(
+        "GET",
+        vbase,
+        list_versions,
+        api_versions=v,
+        action=f"{VERSION}/read",
+        operation_id="GalleryImageVersions_ListByGalleryImage",
+    )
+
+    _register_completions(app)
+
+
+def _register_completions(app: ArmApp) -> None:
+    def provisioned(_store: object, op: Operation) -> None:
+        res = app.store.get(op.resource_id)
+        if res is not None:
+            res.properties["provisioningState"] = "Succeeded"
+
+    def deleted(_store: object, op: Operation) -> None:
+        app.store.delete(op.resource_id)
+
+    def shared(_store: object, op: Operation) -> dict[str, Any]:
+        return _share_complete(app, op)
+
+    app.store.completions["gallery-provision"] = provisioned
+    app.store.completions["delete"] = deleted
+    app.store.completions["gallery-share"] = shared
+
+
+def _share_complete(app: ArmApp, op: Operation) -> dict[str, Any]:
+    gallery = app.store.get(op.resource_id)
+    if gallery is None:
+        raise ArmError(404, "NotFound", "The gallery was deleted.")
+    update = op.args["update"]
+    profile = gallery.properties["sharingProfile"]
+    kind = update["operationType"]
+    community = profile.get("communityGalleryInfo")
+    if kind == "EnableCommunity" and community is not None:
+        community["communityGalleryEnabled"] = True
+    elif kind == "Reset":
+        # A community gallery stays a community gallery, but is no longer shared.
+        if community is not None:
+            community["communityGalleryEnabled"] = False
+        else:
+            profile["permissions"] = "Private"
+        profile.pop("groups", None)
+    elif kind in {"Add", "Remove"}:
+        profile["permissions"] = "Groups"
+        groups = profile.setdefault("groups", [])
+        for group in update.get("groups") or []:
+            if kind == "Add":
+                groups.append(group)
+            elif group in groups:
+                groups.remove(group)
+    result: dict[str, Any] = {"operationType": kind}
+    if update.get("groups"):
+        result["groups"] = update["groups"]
+    return result

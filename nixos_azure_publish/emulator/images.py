@@ -1,0 +1,204 @@
+"""Microsoft.Compute/images: managed images made from an uploaded disk."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from nixos_azure_publish.emulator import apiversions
+from nixos_azure_publish.emulator.armerror import (
+    ArmError,
+    invalid_parameter,
+    not_allowed,
+    property_change,
+)
+from nixos_azure_publish.emulator.common import (
+    listing,
+    no_content,
+    normalize_location,
+    ok,
+    props,
+    provider_id,
+    tags_of,
+)
+from nixos_azure_publish.emulator.store import Resource
+
+if TYPE_CHECKING:
+    from nixos_azure_publish.emulator.context import Request, Response
+    from nixos_azure_publish.emulator.core import ArmApp
+    from nixos_azure_publish.emulator.store import Operation
+
+TYPE: Final = "Microsoft.Compute/images"
+
+
+def image_id(req: Request) -> str:
+    return provider_id(req, f"{TYPE}/{req.params['imageName']}")
+
+
+def _os_disk(
+    req: Request, properties: dict[str, Any], location: str
+) -> tuple[dict[str, Any], Resource]:
+    storage = properties.get("storageProfile") or {}
+    os_disk = storage.get("osDisk")
+    target = "image.properties.storageProfile.osDisk"
+    if not isinstance(os_disk, dict):
+        raise invalid_parameter("Required parameter 'osDisk' is missing (null).", target)
+    for key in ("osType", "osState"):
+        if os_disk.get(key) is None:
+            raise invalid_parameter(
+                f"Required parameter 'osDisk.{key}' is missing (null).", f"{target}.{key}"
+            )
+    if os_disk["osState"] not in {"Generalized", "Specialized"}:
+        raise invalid_parameter(
+            f"The value '{os_disk['osState']}' of osState is not valid.", f"{target}.osState"
+        )
+    disk_ref = (os_disk.get("managedDisk") or {}).get("id")
+    if not disk_ref:
+        raise invalid_parameter(
+            "This emulator makes images from managed disks: osDisk.managedDisk.id is required.",
+            f"{target}.managedDisk.id",
+        )
+    disk = req.app.store.get(disk_ref)
+    if disk is None or disk.type != "Microsoft.Compute/disks":
+        raise ArmError(
+            404, "NotFound", f"Resource {disk_ref} not found.", target=f"{target}.managedDisk.id"
+        )
+    state = disk.properties.get("diskState")
+    if state not in {"Unattached", "Attached", "Reserved"}:
+        raise not_allowed(
+            f"Disk '{disk.name}' is in state '{state}' and cannot be the source of an image; "
+            "finish the upload and revoke its access first."
+        )
+    if disk.body["location"] != location:
+        raise invalid_parameter(
+            f"The source disk is in '{disk.body['location']}'; the image must be in the same "
+            f"region, not '{location}'.",
+            f"{target}.managedDisk.id",
+        )
+    out = {
+        "osType": os_disk["osType"],
+        "osState": os_disk["osState"],
+        "managedDisk": {"id": disk.id},
+        "caching": os_disk.get("caching", "ReadWrite"),
+        "storageAccountType": os_disk.get("storageAccountType", "Standard_LRS"),
+        "diskSizeGB": disk.properties.get("diskSizeGB", 1),
+    }
+    return out, disk
+
+
+def put(req: Request) -> Response:
+    req.app.require_group(req)
+    body = req.json_body()
+    location = normalize_location(body.get("location"))
+    tags = tags_of(body)
+    properties = props(body)
+    os_disk, disk = _os_disk(req, properties, location)
+    generation = properties.get("hyperVGeneration", "V1")
+    if generation not in {"V1", "V2"}:
+        raise invalid_parameter(
+            f"The value '{generation}' of hyperVGeneration is not valid.",
+            "image.properties.hyperVGeneration",
+        )
+    disk_generation = disk.properties.get("hyperVGeneration")
+    if disk_generation is not None and disk_generation != generation:
+        raise invalid_parameter(
+            f"The image's hyperVGeneration '{generation}' does not match the source disk's "
+            f"'{disk_generation}'.",
+            "image.properties.hyperVGeneration",
+        )
+    rid = image_id(req)
+    existing = req.app.store.get(rid)
+    if existing is not None:
+        old = existing.properties
+        if old["storageProfile"]["osDisk"]["managedDisk"]["id"].lower() != disk.id.lower():
+            raise property_change("image.properties.storageProfile.osDisk.managedDisk.id")
+        if old.get("hyperVGeneration") != generation:
+            raise property_change("image.properties.hyperVGeneration")
+        existing.body["tags"] = tags
+        old["provisioningState"] = "Updating"
+        op = req.app.start_lro(req, kind="image-provision", resource_id=rid, location=location)
+        return req.app.lro_response(op, status=200, body=existing.body, location=False)
+    image = Resource(
+        id=rid,
+        type=TYPE,
+        body={
+            "id": rid,
+            "name": req.params["imageName"],
+            "type": TYPE,
+            "location": location,
+            "tags": tags,
+            "properties": {
+                "storageProfile": {
+                    "osDisk": os_disk,
+                    "dataDisks": [],
+                    "zoneResilient": bool(
+                        (properties.get("storageProfile") or {}).get("zoneResilient", False)
+                    ),
+                },
+                "hyperVGeneration": generation,
+                "provisioningState": "Creating",
+            },
+        },
+    )
+    req.app.store.put(image)
+    op = req.app.start_lro(req, kind="image-provision", resource_id=rid, location=location)
+    return req.app.lro_response(op, status=201, body=image.body, location=False)
+
+
+def get(req: Request) -> Response:
+    return ok(req.app.require(req, image_id(req), TYPE))
+
+
+def list_group(req: Request) -> Response:
+    req.app.require_group(req)
+    group = req.app.group_id(req.subscription, req.group)
+    return listing(list(req.app.store.children(f"{group}/providers/{TYPE}", TYPE)))
+
+
+def delete(req: Request) -> Response:
+    req.app.require_group(req)
+    image = req.app.store.get(image_id(req))
+    if image is None:
+        return no_content()
+    image.properties["provisioningState"] = "Deleting"
+    op = req.app.start_lro(
+        req, kind="delete", resource_id=image.id, location=image.body["location"]
+    )
+    return req.app.lro_response(op, status=202)
+
+
+def register(app: ArmApp) -> None:
+    v = apiversions.COMPUTE
+    base = (
+        "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+        "/providers/Microsoft.Compute/images"
+    )
+    one = base + "/{imageName}"
+    app.router.add(
+        "PUT",
+        one,
+        put,
+        api_versions=v,
+        action=f"{TYPE}/write",
+        operation_id="Images_CreateOrUpdate",
+    )
+    app.router.add(
+        "GET", one, get, api_versions=v, action=f"{TYPE}/read", operation_id="Images_Get"
+    )
+    app.router.add(
+        "DELETE", one, delete, api_versions=v, action=f"{TYPE}/delete", operation_id="Images_Delete"
+    )
+    app.router.add(
+        "GET",
+        base,
+        list_group,
+        api_versions=v,
+        action=f"{TYPE}/read",
+        operation_id="Images_ListByResourceGroup",
+    )
+
+    def provisioned(_store: object, op: Operation) -> None:
+        res = app.store.get(op.resource_id)
+        if res is not None:
+            res.properties["provisioningState"] = "Succeeded"
+
+    app.store.completions["image-provision"] = provisioned

@@ -1,0 +1,183 @@
+"""Microsoft.Resources: resource groups (create, get, exists, list, delete)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from nixos_azure_publish.emulator import apiversions
+from nixos_azure_publish.emulator.armerror import ArmError, group_not_found
+from nixos_azure_publish.emulator.common import (
+    listing,
+    normalize_location,
+    ok,
+    tags_of,
+)
+from nixos_azure_publish.emulator.context import Response
+from nixos_azure_publish.emulator.store import Resource
+
+if TYPE_CHECKING:
+    from nixos_azure_publish.emulator.context import Request
+    from nixos_azure_publish.emulator.core import ArmApp
+    from nixos_azure_publish.emulator.store import Operation
+
+TYPE = "Microsoft.Resources/resourceGroups"
+_NAME = re.compile(r"^[-\w._()]{1,90}$")
+
+
+def _id(req: Request) -> str:
+    return req.app.group_id(req.subscription, req.group)
+
+
+def put(req: Request) -> Response:
+    body = req.json_body()
+    name = req.group
+    if not _NAME.match(name) or name.endswith("."):
+        raise ArmError(
+            400,
+            "InvalidResourceGroupName",
+            f"The resource group name '{name}' is invalid: 1-90 letters, digits, '-', '_', '.', "
+            "'(' and ')', not ending in '.'.",
+        )
+    location = normalize_location(body.get("location"))
+    tags = tags_of(body)
+    existing = req.app.store.get(_id(req))
+    if existing is not None:
+        if existing.body["location"] != location:
+            raise ArmError(
+                409,
+                "InvalidResourceGroupLocation",
+                f"Invalid resource group location '{location}'. The Resource group already "
+                f"exists in location '{existing.body['location']}'.",
+            )
+        if existing.properties.get("provisioningState") == "Deleting":
+            raise ArmError(
+                409,
+                "ResourceGroupBeingDeleted",
+                f"The resource group '{name}' is in deprovisioning state and cannot perform "
+                "this operation.",
+            )
+        existing.body["tags"] = tags
+        return ok(existing)
+    group = Resource(
+        id=_id(req),
+        type=TYPE,
+        body={
+            "id": _id(req),
+            "name": name,
+            "type": TYPE,
+            "location": location,
+            "tags": tags,
+            "properties": {"provisioningState": "Succeeded"},
+        },
+    )
+    req.app.store.put(group)
+    return ok(group, 201)
+
+
+def get(req: Request) -> Response:
+    return ok(req.app.require_group(req))
+
+
+def head(req: Request) -> Response:
+    return Response(204 if req.app.store.get(_id(req)) else 404)
+
+
+def list_groups(req: Request) -> Response:
+    prefix = f"/subscriptions/{req.subscription}/resourcegroups/"
+    groups = [
+        r
+        for key, r in req.app.store.resources.items()
+        if r.type == TYPE and key.startswith(prefix.lower())
+    ]
+    return listing(groups)
+
+
+def delete(req: Request) -> Response:
+    group = req.app.store.get(_id(req))
+    if group is None:
+        raise group_not_found(req.group)
+    group.properties["provisioningState"] = "Deleting"
+    op = req.app.start_lro(
+        req, kind="delete-group", resource_id=group.id, location=group.body["location"]
+    )
+    token = op.id
+    return Response(
+        202,
+        None,
+        {
+            "Location": f"{req.app.base_url}/subscriptions/{req.subscription}/operationresults/"
+            f"{token}?api-version={req.api_version}",
+            "Retry-After": str(req.app.settings.retry_after),
+        },
+    )
+
+
+def operation_result(req: Request) -> Response:
+    from nixos_azure_publish.emulator.lro import poll_result  # noqa: PLC0415
+
+    return poll_result(req)
+
+
+def _complete_delete(app: ArmApp, op: Operation) -> None:
+    for res in app.store.under(op.resource_id):
+        app.store.delete(res.id)
+        container = res.meta.get("container")
+        if container:
+            app.blobs.delete(container)
+    app.store.delete(op.resource_id)
+
+
+def register(app: ArmApp) -> None:
+    versions = apiversions.ANY_DATED
+    path = "/subscriptions/{subscriptionId}/resourcegroups/{resourceGroupName}"
+    action = "Microsoft.Resources/subscriptions/resourceGroups"
+    app.router.add(
+        "PUT",
+        path,
+        put,
+        api_versions=versions,
+        action=f"{action}/write",
+        operation_id="ResourceGroups_CreateOrUpdate",
+    )
+    app.router.add(
+        "GET",
+        path,
+        get,
+        api_versions=versions,
+        action=f"{action}/read",
+        operation_id="ResourceGroups_Get",
+    )
+    app.router.add(
+        "HEAD",
+        path,
+        head,
+        api_versions=versions,
+        action=f"{action}/read",
+        operation_id="ResourceGroups_CheckExistence",
+    )
+    app.router.add(
+        "DELETE",
+        path,
+        delete,
+        api_versions=versions,
+        action=f"{action}/delete",
+        operation_id="ResourceGroups_Delete",
+    )
+    app.router.add(
+        "GET",
+        "/subscriptions/{subscriptionId}/resourcegroups",
+        list_groups,
+        api_versions=versions,
+        action=f"{action}/read",
+        operation_id="ResourceGroups_List",
+    )
+    app.router.add(
+        "GET",
+        "/subscriptions/{subscriptionId}/operationresults/{operationId}",
+        operation_result,
+        api_versions=versions,
+        action="Microsoft.Resources/subscriptions/operationresults/read",
+        operation_id="OperationResults_Get",
+    )
+    app.store.completions["delete-group"] = lambda _store, op: _complete_delete(app, op)

@@ -1,0 +1,112 @@
+"""Helpers for code that drives the emulator with the real Azure SDK clients (tests, demos)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from azure.core.rest import HttpRequest
+from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.network import NetworkManagementClient
+from azure.storage.blob import BlobClient
+
+if TYPE_CHECKING:
+    from nixos_azure_publish.emulator.server import Emulator
+
+RESOURCE_GROUPS_API = "2021-04-01"
+
+
+def fixed_vhd_footer(
+    virtual_size: int, *, cookie: bytes = b"conectix", disk_type: int = 2
+) -> bytes:
+    """A 512-byte fixed-VHD footer for a disk of *virtual_size* bytes, checksum included."""
+    footer = bytearray(512)
+    footer[0:8] = cookie
+    footer[8:12] = struct.pack(">I", 2)
+    footer[12:16] = struct.pack(">I", 0x00010000)
+    footer[16:24] = b"\xff" * 8
+    footer[28:32] = b"qem2"
+    footer[36:40] = b"Wi2k"
+    footer[40:48] = struct.pack(">Q", virtual_size)
+    footer[48:56] = struct.pack(">Q", virtual_size)
+    footer[60:64] = struct.pack(">I", disk_type)
+    footer[64:68] = struct.pack(">I", ~sum(footer) & 0xFFFFFFFF)
+    return bytes(footer)
+
+
+@dataclass(frozen=True)
+class Clients:
+    """Real SDK clients aimed at a running emulator."""
+
+    compute: ComputeManagementClient
+    network: NetworkManagementClient
+    emulator: Emulator
+
+    def create_group(self, name: str, location: str) -> dict[str, Any]:
+        """Create a resource group (azure-mgmt-resource is not a dependency: a raw ARM PUT)."""
+        response = self.compute.send_request(
+            HttpRequest(
+                "PUT",
+                f"{self.emulator.endpoint}/subscriptions/{self.emulator.subscription_id}"
+                f"/resourcegroups/{name}?api-version={RESOURCE_GROUPS_API}",
+                json={"location": location},
+            )
+        )
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def upload_disk(
+        self,
+        group: str,
+        name: str,
+        *,
+        location: str = "westeurope",
+        virtual_size: int = 21 * 1024 * 1024,
+        generation: str = "V2",
+        footer: bytes | None = None,
+        revoke: bool = True,
+    ) -> Any:  # noqa: ANN401 - the SDK's Disk model
+        """An upload disk holding a tiny fixed VHD (boot sector + footer), revoked: Unattached."""
+        body: Any = {  # the SDK's TypedDicts are too strict for a literal
+            "location": location,
+            "properties": {
+                "osType": "Linux",
+                "hyperVGeneration": generation,
+                "creationData": {"createOption": "Upload", "uploadSizeBytes": virtual_size + 512},
+            },
+        }
+        self.compute.disks.begin_create_or_update(group, name, body).result()
+        access = self.compute.disks.begin_grant_access(
+            group, name, {"access": "Write", "durationInSeconds": 3600}
+        ).result()
+        blob = BlobClient.from_blob_url(str(access.access_sas))
+        blob.upload_page(b"\xeb\x63\x90" + b"\x00" * 509, offset=0, length=512)
+        tail = fixed_vhd_footer(virtual_size) if footer is None else footer
+        blob.upload_page(tail, offset=virtual_size, length=512)
+        if revoke:
+            self.compute.disks.begin_revoke_access(group, name).result()
+        return self.compute.disks.get(group, name)
+
+    def group_request(self, method: str, name: str) -> int:
+        """Send GET/HEAD/DELETE for a resource group; the status code."""
+        response = self.compute.send_request(
+            HttpRequest(
+                method,
+                f"{self.emulator.endpoint}/subscriptions/{self.emulator.subscription_id}"
+                f"/resourcegroups/{name}?api-version={RESOURCE_GROUPS_API}",
+            )
+        )
+        return int(response.status_code)
+
+
+def clients(emulator: Emulator, *, polling_interval: float = 0.02) -> Clients:
+    """Compute and network clients for *emulator*, trusting its certificate."""
+    kwargs = emulator.client_kwargs(polling_interval=polling_interval)
+    credential = emulator.credential()
+    return Clients(
+        compute=ComputeManagementClient(credential, emulator.subscription_id, **kwargs),
+        network=NetworkManagementClient(credential, emulator.subscription_id, **kwargs),
+        emulator=emulator,
+    )

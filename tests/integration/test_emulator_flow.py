@@ -1,0 +1,226 @@
+"""The whole manual flow of nixpkgs' Azure README, through the real SDK clients.
+
+Group -> upload disk -> grant -> put pages into the SAS -> revoke -> managed image ->
+gallery -> definition -> version in 3 regions -> replication Completed -> VM from the
+version -> serial log -> delete everything. Nothing is mocked: the compute/network
+clients speak HTTPS to the emulator, the pages land in Azurite.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from azure.storage.blob import BlobClient
+
+from nixos_azure_publish.emulator.server import run_emulator
+from nixos_azure_publish.emulator.testing import clients, fixed_vhd_footer
+
+MIB = 1024 * 1024
+LOCATION = "westeurope"
+REGIONS = ["westeurope", "northeurope", "eastus"]
+
+
+def test_readme_flow_end_to_end(emulator):
+    sdk = clients(emulator)
+    group = sdk.create_group("nixos-images", LOCATION)
+    assert group["properties"]["provisioningState"] == "Succeeded"
+    disk = step_upload(emulator, sdk)
+    step_image(sdk, disk)
+    step_gallery_version(emulator, sdk, disk)
+    step_delete_everything(sdk)
+    step_check_log(emulator)
+
+
+def step_upload(emulator, sdk):
+    compute = sdk.compute
+    virtual_size = 21 * MIB
+    poller = compute.disks.begin_create_or_update(
+        "nixos-images",
+        "nixos-upload",
+        {
+            "location": LOCATION,
+            "tags": {"nixos-store-hash": "abc123"},
+            "properties": {
+                "osType": "Linux",
+                "hyperVGeneration": "V2",
+                "creationData": {"createOption": "Upload", "uploadSizeBytes": virtual_size + 512},
+            },
+        },
+    )
+    disk = poller.result()
+    assert disk.disk_state == "ReadyToUpload"
+    assert disk.tags == {"nixos-store-hash": "abc123"}
+
+    access = compute.disks.begin_grant_access(
+        "nixos-images", "nixos-upload", {"access": "Write", "durationInSeconds": 3600}
+    ).result()
+    assert compute.disks.get("nixos-images", "nixos-upload").disk_state == "ActiveUpload"
+    blob = BlobClient.from_blob_url(access.access_sas)
+    assert blob.get_blob_properties().size == virtual_size + 512
+    payload = b"\x42" * (4 * MIB)
+    blob.upload_page(payload, offset=MIB, length=len(payload))
+    blob.upload_page(fixed_vhd_footer(virtual_size), offset=virtual_size, length=512)
+
+    compute.disks.begin_revoke_access("nixos-images", "nixos-upload").result()
+    disk = compute.disks.get("nixos-images", "nixos-upload")
+    assert disk.disk_state == "Unattached"
+    with pytest.raises(Exception, match="authenticate"):  # the SAS is revoked
+        blob.upload_page(payload[:512], offset=0, length=512)
+    # The bytes are still in the disk's blob (read through the emulator's own account).
+    container = emulator.app.store.get(disk.id).meta["container"]
+    assert emulator.app.blobs.read(container, MIB, 16) == b"\x42" * 16
+    return disk
+
+
+def step_image(sdk, disk):
+    image = sdk.compute.images.begin_create_or_update(
+        "nixos-images",
+        "nixos-image",
+        {
+            "location": LOCATION,
+            "properties": {
+                "hyperVGeneration": "V2",
+                "storageProfile": {
+                    "osDisk": {
+                        "osType": "Linux",
+                        "osState": "Generalized",
+                        "managedDisk": {"id": disk.id},
+                    }
+                },
+            },
+        },
+    ).result()
+    assert image.provisioning_state == "Succeeded"
+
+
+def step_gallery_version(emulator, sdk, disk):
+    compute = sdk.compute
+    gallery = compute.galleries.begin_create_or_update(
+        "nixos-images", "nixos_gallery", {"location": LOCATION, "properties": {}}
+    ).result()
+    assert gallery.identifier.unique_name.endswith("-NIXOS_GALLERY")
+    definition = compute.gallery_images.begin_create_or_update(
+        "nixos-images",
+        "nixos_gallery",
+        "nixos",
+        {
+            "location": LOCATION,
+            "properties": {
+                "osType": "Linux",
+                "osState": "Generalized",
+                "hyperVGeneration": "V2",
+                "architecture": "x64",
+                "identifier": {"publisher": "NixOS", "offer": "nixos", "sku": "25.05"},
+                "features": [{"name": "SecurityType", "value": "TrustedLaunchSupported"}],
+            },
+        },
+    ).result()
+    assert definition.provisioning_state == "Succeeded"
+
+    emulator.settings.replication_seconds = 0.6
+    version_poller = compute.gallery_image_versions.begin_create_or_update(
+        "nixos-images",
+        "nixos_gallery",
+        "nixos",
+        "25.5.1",
+        {
+            "location": LOCATION,
+            "properties": {
+                "publishingProfile": {
+                    "targetRegions": [
+                        {"name": region, "regionalReplicaCount": 1} for region in REGIONS
+                    ],
+                    "excludeFromLatest": True,
+                },
+                "storageProfile": {"osDiskImage": {"source": {"id": disk.id}}},
+            },
+        },
+        polling=False,
+    )
+    seen_states: set[str] = set()
+    progress_seen: set[int] = set()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        version = compute.gallery_image_versions.get(
+            "nixos-images", "nixos_gallery", "nixos", "25.5.1", expand="ReplicationStatus"
+        )
+        status = version.replication_status
+        seen_states.add(status.aggregated_state)
+        progress_seen.update(s.progress for s in status.summary)
+        if status.aggregated_state == "Completed":
+            break
+        time.sleep(0.1)
+    assert seen_states == {"InProgress", "Completed"}
+    assert {s.region for s in status.summary} == set(REGIONS)
+    assert all(s.state == "Completed" and s.progress == 100 for s in status.summary)
+    assert any(0 < p < 100 for p in progress_seen)
+    assert version.provisioning_state == "Succeeded"
+    assert version.publishing_profile.exclude_from_latest is True
+    del version_poller
+
+    # Promote: include the version in "latest" once it is tested.
+    version = compute.gallery_image_versions.begin_update(
+        "nixos-images",
+        "nixos_gallery",
+        "nixos",
+        "25.5.1",
+        {"properties": {"publishingProfile": {"excludeFromLatest": False}}},
+    ).result()
+    assert version.publishing_profile.exclude_from_latest is False
+
+
+def step_delete_everything(sdk):
+    compute = sdk.compute
+    compute.gallery_image_versions.begin_delete(
+        "nixos-images", "nixos_gallery", "nixos", "25.5.1"
+    ).result()
+    compute.gallery_images.begin_delete("nixos-images", "nixos_gallery", "nixos").result()
+    compute.galleries.begin_delete("nixos-images", "nixos_gallery").result()
+    compute.images.begin_delete("nixos-images", "nixos-image").result()
+    compute.disks.begin_delete("nixos-images", "nixos-upload").result()
+    assert list(compute.disks.list_by_resource_group("nixos-images")) == []
+    assert list(compute.galleries.list_by_resource_group("nixos-images")) == []
+    assert sdk.group_request("DELETE", "nixos-images") == 202
+    deadline = time.monotonic() + 5
+    while sdk.group_request("HEAD", "nixos-images") != 404 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sdk.group_request("HEAD", "nixos-images") == 404
+
+
+def step_check_log(emulator):
+    actions = emulator.requests.actions()
+    for needed in (
+        "Microsoft.Compute/disks/write",
+        "Microsoft.Compute/disks/beginGetAccess/action",
+        "Microsoft.Compute/disks/endGetAccess/action",
+        "Microsoft.Compute/images/write",
+        "Microsoft.Compute/galleries/images/versions/write",
+        "Microsoft.Compute/galleries/images/versions/delete",
+    ):
+        assert needed in actions
+    assert all(r.status < 500 for r in emulator.requests)
+    assert all("sig=" not in r.path or "sig=REDACTED" in r.path for r in emulator.requests)
+
+
+def test_starts_fast_and_stops_everything(tmp_path):
+    started = time.monotonic()
+    with run_emulator() as running:
+        elapsed = time.monotonic() - started
+        arm_port = int(running.endpoint.rsplit(":", 1)[1])
+        blob_port = running.azurite.port
+        ssl_context = ssl.create_default_context(cafile=str(running.ca_cert))
+        url = running.endpoint + "/subscriptions/x/resourcegroups?api-version=2021-04-01"
+        with pytest.raises(urllib.error.HTTPError, match="401"):  # no bearer token
+            urllib.request.urlopen(url, context=ssl_context)  # noqa: S310 - https, loopback
+    assert elapsed < 2.0, f"the emulator took {elapsed:.2f}s to start"
+    for port in (arm_port, blob_port):
+        with (
+            pytest.raises(ConnectionRefusedError),
+            socket.create_connection(("127.0.0.1", port), 0.5),
+        ):
+            pass
