@@ -16,7 +16,7 @@ import pytest
 
 from nixos_azure_publish import config, flake, nix
 from nixos_azure_publish.errors import ConfigError, ImageError, NixError, PublishError
-from tests.conftest import REPO
+from tests.conftest import REPO, require_tool
 
 MIB = 1024 * 1024
 
@@ -238,3 +238,23 @@ def test_build_logs_stream_at_debug_level_only(ref, caplog):
         flake.load_flake_target(ref, "no-vhd")
     assert logged("nix: building '/nix/store/")  # what is being built, also without -v
     assert not logged("making the fixture image")
+
+
+def test_the_revision_of_a_git_flake_is_reported(ref, tmp_path):
+    git = require_tool("git")
+    source = Path(ref.removeprefix("path:"))
+    identity = ["-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    for args in (["init", "-q"], ["add", "-A"], [*identity, "commit", "-q", "-m", "fixture"]):
+        subprocess.run([git, *args], cwd=source, check=True, capture_output=True)
+    head = subprocess.run(
+        [git, "rev-parse", "HEAD"], cwd=source, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    loaded = flake.load_flake_target(f"git+file://{source}", "gen.1", build=False)
+    assert loaded.flake_revision == head
+
+
+def test_the_revision_handed_over_by_the_app_is_used(ref):
+    loaded = flake.load_flake_target(
+        ref, "gen.1", build=False, environ={flake.REVISION_ENV: "0123abc"}
+    )
+    assert loaded.flake_revision == "0123abc"
