@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from nixos_azure_publish import config, nix
+from nixos_azure_publish import __version__, config, nix
 from tests.conftest import REPO, require_tool
 
 LIB = REPO / "nix" / "lib.nix"
@@ -230,47 +230,21 @@ def test_mkpublishapp_runs_the_publisher_for_the_flake_and_target():
     ) in script
 
 
-STUB_NIXPKGS = """
-# Stands in for nixpkgs: just enough lib for flake.nix's wiring of targets.
-{
-  outputs = { self }: {
-    lib = {
-      genAttrs = names: f: builtins.listToAttrs (map (n: { name = n; value = f n; }) names);
-      recursiveUpdate = a: b: a // builtins.mapAttrs
-        (n: v: if builtins.isAttrs v && builtins.isAttrs (a.${n} or null)
-          then self.lib.recursiveUpdate a.${n} v else v) b;
-      nixosSystem = { modules }:
-        let
-          platform = builtins.head (builtins.filter
-            (m: builtins.isAttrs m && m ? nixpkgs) modules);
-        in {
-          config = {
-            system.build.azureImage = builtins.derivation {
-              name = "azure-image"; system = platform.nixpkgs.hostPlatform;
-              builder = "/bin/sh"; args = [ "-c" "exit 1" ];
-            };
-            virtualisation.azureImage.vmGeneration = "v2";
-            nixpkgs.hostPlatform.system = platform.nixpkgs.hostPlatform;
-            system.nixos = { release = "25.05"; label = "25.05.20250612.abc1234"; };
-          };
-        };
-    };
-  };
-}
-"""
+STUB_NIXPKGS = REPO / "tests" / "fixtures" / "flakes" / "nixpkgs-stub"
 
 
 @pytest.fixture
 def repo_flake(tmp_path):
-    """This repository's flake, its nixpkgs replaced by the stand-in."""
+    """This repository's flake, its nixpkgs replaced by the stand-in (fixtures/flakes)."""
     dest = tmp_path / "repo"
     dest.mkdir()
     shutil.copy(REPO / "flake.nix", dest / "flake.nix")
     for folder in ("nix", "templates"):
         shutil.copytree(REPO / folder, dest / folder)
+    (dest / "nixos_azure_publish").mkdir()
+    shutil.copy(REPO / "nixos_azure_publish" / "__init__.py", dest / "nixos_azure_publish")
     stub = tmp_path / "nixpkgs"
-    stub.mkdir()
-    (stub / "flake.nix").write_text(STUB_NIXPKGS, encoding="utf-8")
+    shutil.copytree(STUB_NIXPKGS, stub)
 
     def run(attr: str, *extra: str) -> object:
         argv = nix.command_line(
@@ -311,3 +285,57 @@ def test_the_flake_s_own_targets_are_valid(repo_flake, name, architecture):
     assert target.hyper_v_generation == "V2"
     assert target.image is not None
     assert target.image.startswith("/nix/store/")
+
+
+def test_the_publish_app_runs_the_package_on_the_flake_s_own_source(repo_flake):
+    app = repo_flake("apps.x86_64-linux.publish")
+    assert repo_flake("apps.x86_64-linux.default") == app
+    assert isinstance(app, dict)
+    assert app["type"] == "app"
+    publisher = repo_flake("packages.x86_64-linux.default.outPath")
+    script = Path(app["program"]).read_text(encoding="utf-8")
+    assert f"exec {publisher}/bin/nixos-azure-publish publish --flake 'path:/nix/store/" in script
+    assert "--target 'default' \"$@\"" in script
+
+
+def test_the_package_is_wired_from_pyproject_with_its_tools(repo_flake):
+    package = repo_flake(
+        "packages.x86_64-linux.default",
+        "--apply",
+        "p: { inherit (p) pname version pyproject makeWrapperArgs disabledTestPaths; }",
+    )
+    assert isinstance(package, dict)
+    assert package["pname"] == "nixos-azure-publish"
+    assert package["version"] == __version__
+    assert package["pyproject"] is True
+    assert package["disabledTestPaths"] == ["tests/integration"]
+    prefix, suffix = package["makeWrapperArgs"][:4], package["makeWrapperArgs"][4:]
+    assert prefix[:3] == ["--prefix", "PATH", ":"]
+    assert [Path(p).parent.name.split("-", 1)[1] for p in prefix[3].split(":")] == [
+        "nix",
+        "qemu-utils",
+    ]
+    assert suffix[:3] == ["--suffix", "PATH", ":"]
+    assert "-azcopy-" in suffix[3]
+
+
+@pytest.mark.parametrize("system", ["x86_64-linux", "aarch64-linux"])
+def test_every_system_has_the_packages_and_its_own_image(repo_flake, system):
+    names = repo_flake(f"packages.{system}", "--apply", "builtins.attrNames")
+    assert names == ["azcopy", "azure-vhd", "default", "nixos-azure-publish"]
+    assert repo_flake(f"packages.{system}.azure-vhd.name") == f"azure-image-{system}"
+    assert repo_flake(f"devShells.{system}.default.type") == "derivation"
+    assert repo_flake(f"formatter.{system}.type") == "derivation"
+
+
+def test_checks_validate_every_target_and_the_lib(repo_flake):
+    names = repo_flake("checks.x86_64-linux", "--apply", "builtins.attrNames")
+    assert names == ["azcopy", "azurePublish-arm64", "azurePublish-default", "lib", "package"]
+    # The lib check throws at evaluation when one of its expectations is broken.
+    assert repo_flake("checks.x86_64-linux.lib.name") == "lib-mkTarget"
+    script = repo_flake("checks.x86_64-linux.azurePublish-default.script")
+    assert isinstance(script, str)
+    assert script.startswith("nixos-azure-publish config check --config /nix/store/")
+    target_json = script.split("--config ", 1)[1].split()[0]
+    data = json.loads(Path(target_json).read_text(encoding="utf-8"))
+    assert config.load_target(data).name == "nixos-example"
