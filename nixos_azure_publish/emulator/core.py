@@ -129,6 +129,7 @@ class ArmApp:
         body: Any = None,  # noqa: ANN401 - JSON
         location: bool = True,
         async_operation: bool = True,
+        monitor: str = "operations",
     ) -> Response:
         """The first answer of a long-running operation, with ARM's polling headers."""
         headers = {"Retry-After": str(self.settings.retry_after)}
@@ -140,10 +141,12 @@ class ArmApp:
             headers["Azure-AsyncOperation"] = (
                 f"{base}/operations/{op.id}?api-version={op.api_version}"
             )
-        if location:
+        if location and monitor == "operations":
             headers["Location"] = (
                 f"{base}/operations/{op.id}?monitor=true&api-version={op.api_version}"
             )
+        elif location:
+            headers["Location"] = f"{base}/{monitor}/{op.id}?api-version={op.api_version}"
         return Response(status, body, headers)
 
     def now(self) -> float:

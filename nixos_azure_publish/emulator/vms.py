@@ -1,12 +1,463 @@
-"""Placeholder."""
+"""Microsoft.Compute/virtualMachines: a smoke-test VM booted from a gallery image version.
+
+The image must exist and be replicated to the VM's region; the NICs must exist
+and be free. The VM gets an attached OS disk, and its boot diagnostics expose
+a serial console log in Azurite (``retrieveBootDiagnosticsData``): by default
+a NixOS-like boot ending in a login prompt, or whatever a test scripts in
+``settings.serial_log`` before the VM is created.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+import uuid
+from typing import TYPE_CHECKING, Any, Final
+
+from nixos_azure_publish.emulator import apiversions, network
+from nixos_azure_publish.emulator.armerror import ArmError, invalid_parameter, not_allowed
+from nixos_azure_publish.emulator.common import (
+    listing,
+    no_content,
+    normalize_location,
+    ok,
+    props,
+    provider_id,
+    tags_of,
+)
+from nixos_azure_publish.emulator.context import Response
+from nixos_azure_publish.emulator.galleries import IMAGE, VERSION, replicated_regions
+from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
+    from nixos_azure_publish.emulator.context import Request
     from nixos_azure_publish.emulator.core import ArmApp
+    from nixos_azure_publish.emulator.store import Operation
+
+TYPE: Final = "Microsoft.Compute/virtualMachines"
+_COMMUNITY_REF: Final = re.compile(
+    r"^/CommunityGalleries/(?P<gallery>[^/]+)/Images/(?P<image>[^/]+)/Versions/(?P<version>[^/]+)$",
+    re.IGNORECASE,
+)
+
+
+def vm_id(req: Request) -> str:
+    return provider_id(req, f"{TYPE}/{req.params['vmName']}")
+
+
+def _image_not_found(ref: str, location: str) -> ArmError:
+    return ArmError(
+        404,
+        "GalleryImageNotFound",
+        f"The gallery image {ref} is not available in {location} region. Please contact "
+        "image owner to replicate to this region, or change your requested region.",
+    )
+
+
+def _resolve_image(req: Request, reference: dict[str, Any], location: str) -> Resource:
+    """The gallery image version a VM boots from (``latest`` resolved), replicated here."""
+    ref = reference.get("id") or reference.get("communityGalleryImageId")
+    if not ref:
+        raise invalid_parameter(
+            "The emulator boots VMs from gallery images: storageProfile.imageReference.id "
+            "or communityGalleryImageId is required.",
+            "storageProfile.imageReference",
+        )
+    community = _COMMUNITY_REF.match(ref)
+    if community is not None:
+        from nixos_azure_publish.emulator.community import find_image  # noqa: PLC0415
+
+        image = find_image(req.app, community["gallery"], community["image"])
+        wanted = community["version"]
+    else:
+        image_ref, _, wanted = ref.rpartition("/versions/")
+        if not image_ref:
+            image_ref, wanted = ref, "latest"
+        image = req.app.store.get(image_ref)
+        if image is not None and image.type != IMAGE:
+            image = None
+    if image is None:
+        raise _image_not_found(ref, location)
+    versions = [
+        v
+        for v in req.app.store.children(image.id + "/versions", VERSION)
+        if location in replicated_regions(req, v)
+    ]
+    if wanted.lower() == "latest":
+        candidates = [
+            v for v in versions if not v.properties["publishingProfile"].get("excludeFromLatest")
+        ]
+        if not candidates:
+            raise _image_not_found(ref, location)
+        return max(candidates, key=lambda v: tuple(int(p) for p in v.name.split(".")))
+    for version in versions:
+        if version.name == wanted:
+            return version
+    raise _image_not_found(ref, location)
+
+
+def _nics(req: Request, properties: dict[str, Any], rid: str, location: str) -> list[Resource]:
+    refs = (properties.get("networkProfile") or {}).get("networkInterfaces") or []
+    if not refs:
+        raise invalid_parameter(
+            "A virtual machine needs at least one network interface.",
+            "properties.networkProfile.networkInterfaces",
+        )
+    nics = []
+    for ref in refs:
+        nic = req.app.store.get(str(ref.get("id", "")))
+        if nic is None or nic.type != network.NIC:
+            raise ArmError(404, "NotFound", f"Resource {ref.get('id')} not found.")
+        attached = (nic.properties.get("virtualMachine") or {}).get("id")
+        if attached and attached.lower() != rid.lower():
+            raise ArmError(
+                400,
+                "NicInUse",
+                f"Network Interface {nic.id} is used by existing resource {attached}.",
+            )
+        if nic.body["location"] != location:
+            raise ArmError(
+                400,
+                "NicLocationMismatch",
+                f"Network interface {nic.id} is in '{nic.body['location']}', not in the "
+                f"VM's region '{location}'.",
+            )
+        nics.append(nic)
+    return nics
+
+
+def put(req: Request) -> Response:
+    req.app.require_group(req)
+    body = req.json_body()
+    location = normalize_location(body.get("location"))
+    properties = props(body)
+    rid = vm_id(req)
+    if req.app.store.get(rid) is not None:
+        raise ArmError(
+            409,
+            "OperationNotAllowed",
+            "This emulator creates VMs once; delete the VM to change it.",
+        )
+    size = (properties.get("hardwareProfile") or {}).get("vmSize")
+    if not size:
+        raise invalid_parameter(
+            "Required parameter 'hardwareProfile.vmSize' is missing (null).",
+            "properties.hardwareProfile.vmSize",
+        )
+    storage = properties.get("storageProfile") or {}
+    version = _resolve_image(req, storage.get("imageReference") or {}, location)
+    image = req.app.store.get(version.id.rsplit("/versions/", 1)[0])
+    if image is None:
+        raise _image_not_found(version.id, location)
+    _check_security(properties, image)
+    os_profile = properties.get("osProfile") or {}
+    if not os_profile.get("adminUsername") or not os_profile.get(
+        "computerName", req.params["vmName"]
+    ):
+        raise invalid_parameter(
+            "Required parameter 'osProfile.adminUsername' is missing (null).",
+            "properties.osProfile.adminUsername",
+        )
+    nics = _nics(req, properties, rid, location)
+    os_disk_in = storage.get("osDisk") or {}
+    vm_body: dict[str, Any] = {
+        "id": rid,
+        "name": req.params["vmName"],
+        "type": TYPE,
+        "location": location,
+        "tags": tags_of(body),
+        "properties": {
+            "vmId": str(uuid.uuid4()),
+            "hardwareProfile": {"vmSize": size},
+            "storageProfile": {
+                "imageReference": {
+                    **(storage.get("imageReference") or {}),
+                    "exactVersion": version.name,
+                },
+                "osDisk": {
+                    "osType": image.properties["osType"],
+                    "createOption": "FromImage",
+                    "caching": os_disk_in.get("caching", "ReadWrite"),
+                    "deleteOption": os_disk_in.get("deleteOption", "Detach"),
+                    "managedDisk": {
+                        "storageAccountType": (os_disk_in.get("managedDisk") or {}).get(
+                            "storageAccountType", "Standard_LRS"
+                        )
+                    },
+                    "diskSizeGB": version.properties["storageProfile"]["osDiskImage"].get(
+                        "sizeInGB", 1
+                    ),
+                },
+                "dataDisks": [],
+            },
+            "osProfile": _public_os_profile(os_profile, req.params["vmName"]),
+            "networkProfile": {
+                "networkInterfaces": [
+                    {"id": nic.id, "properties": ref.get("properties") or {"primary": i == 0}}
+                    for i, (nic, ref) in enumerate(
+                        zip(nics, properties["networkProfile"]["networkInterfaces"], strict=True)
+                    )
+                ]
+            },
+            "diagnosticsProfile": properties.get("diagnosticsProfile")
+            or {"bootDiagnostics": {"enabled": False}},
+            "timeCreated": req.app.now_iso(),
+            "provisioningState": "Creating",
+        },
+    }
+    if properties.get("securityProfile"):
+        vm_body["properties"]["securityProfile"] = properties["securityProfile"]
+    vm = Resource(id=rid, type=TYPE, body=vm_body, meta={"serial_log": req.app.settings.serial_log})
+    for nic in nics:
+        nic.properties["virtualMachine"] = {"id": rid}
+    req.app.store.put(vm)
+    op = req.app.start_lro(req, kind="vm-create", resource_id=rid, location=location)
+    return req.app.lro_response(op, status=201, body=vm.body, location=False)
+
+
+def _public_os_profile(os_profile: dict[str, Any], default_name: str) -> dict[str, Any]:
+    """The osProfile as Azure returns it: never the password or custom data."""
+    out = {
+        "computerName": os_profile.get("computerName", default_name),
+        "adminUsername": os_profile["adminUsername"],
+        "linuxConfiguration": os_profile.get("linuxConfiguration")
+        or {"disablePasswordAuthentication": False},
+        "secrets": [],
+        "allowExtensionOperations": True,
+        "requireGuestProvisionSignal": True,
+    }
+    linux = out["linuxConfiguration"]
+    if linux.get("disablePasswordAuthentication") and not (linux.get("ssh") or {}).get(
+        "publicKeys"
+    ):
+        raise invalid_parameter(
+            "Password authentication is disabled, so at least one SSH public key is required.",
+            "properties.osProfile.linuxConfiguration.ssh.publicKeys",
+        )
+    if not linux.get("disablePasswordAuthentication") and not os_profile.get("adminPassword"):
+        raise invalid_parameter(
+            "Required parameter 'adminPassword' is missing (null).",
+            "properties.osProfile.adminPassword",
+        )
+    return out
+
+
+def _check_security(properties: dict[str, Any], image: Resource) -> None:
+    wanted = (properties.get("securityProfile") or {}).get("securityType")
+    features = {
+        str(f.get("name", "")).lower(): f.get("value") for f in image.properties.get("features", [])
+    }
+    offered = features.get("securitytype", "Standard")
+    if wanted == "TrustedLaunch" and offered not in {
+        "TrustedLaunchSupported",
+        "TrustedLaunch",
+        "TrustedLaunchAndConfidentialVmSupported",
+    }:
+        raise invalid_parameter(
+            f"The image's security type '{offered}' does not support a TrustedLaunch VM.",
+            "properties.securityProfile.securityType",
+        )
+    if offered == "TrustedLaunch" and wanted != "TrustedLaunch":
+        raise invalid_parameter(
+            "The image requires securityProfile.securityType TrustedLaunch.",
+            "properties.securityProfile.securityType",
+        )
+
+
+def get(req: Request) -> Response:
+    vm = req.app.require(req, vm_id(req), TYPE)
+    if req.query.get("$expand", "").lower() == "instanceview":
+        return Response(
+            200, {**vm.body, "properties": {**vm.properties, "instanceView": _view(vm)}}
+        )
+    return ok(vm)
+
+
+def _view(vm: Resource) -> dict[str, Any]:
+    state = vm.properties["provisioningState"]
+    statuses = [
+        {"code": f"ProvisioningState/{state.lower()}", "level": "Info", "displayStatus": state}
+    ]
+    if state == "Succeeded":
+        statuses.append(
+            {"code": "PowerState/running", "level": "Info", "displayStatus": "VM running"}
+        )
+    return {"computerName": vm.properties["osProfile"]["computerName"], "statuses": statuses}
+
+
+def instance_view(req: Request) -> Response:
+    return Response(200, _view(req.app.require(req, vm_id(req), TYPE)))
+
+
+def list_group(req: Request) -> Response:
+    req.app.require_group(req)
+    group = req.app.group_id(req.subscription, req.group)
+    return listing(list(req.app.store.children(f"{group}/providers/{TYPE}", TYPE)))
+
+
+def delete(req: Request) -> Response:
+    req.app.require_group(req)
+    vm = req.app.store.get(vm_id(req))
+    if vm is None:
+        return no_content()
+    vm.properties["provisioningState"] = "Deleting"
+    op = req.app.start_lro(req, kind="vm-delete", resource_id=vm.id, location=vm.body["location"])
+    return req.app.lro_response(op, status=202)
+
+
+def boot_diagnostics(req: Request) -> Response:
+    vm = req.app.require(req, vm_id(req), TYPE)
+    enabled = ((vm.properties.get("diagnosticsProfile") or {}).get("bootDiagnostics") or {}).get(
+        "enabled"
+    )
+    if not enabled:
+        raise not_allowed(
+            f"Boot diagnostics are not enabled on VM '{vm.name}'; enable "
+            "diagnosticsProfile.bootDiagnostics to read its serial log."
+        )
+    if "serial_log_blob" not in vm.meta:
+        raise ArmError(
+            409, "OperationNotAllowed", f"VM '{vm.name}' has not booted yet; try again later."
+        )
+    minutes = req.query.get("sasUriExpirationTimeInMinutes", "120")
+    if not minutes.isdigit() or not 1 <= int(minutes) <= 1440:  # noqa: PLR2004
+        raise invalid_parameter(
+            f"sasUriExpirationTimeInMinutes {minutes} is invalid: 1 to 1440.",
+            "sasUriExpirationTimeInMinutes",
+        )
+    container, blob = vm.meta["serial_log_blob"]
+    text = vm.meta.get("serial_log", "")
+    hours = max(1, int(minutes) // 60)
+    log_url = req.app.blobs.put_text(container, blob, text, hours=hours)
+    screenshot = req.app.blobs.put_text(
+        container, blob.replace("serialconsole.log", "screenshot.bmp"), "", hours=hours
+    )
+    return Response(
+        200, {"consoleScreenshotBlobUri": screenshot, "serialConsoleLogBlobUri": log_url}
+    )
+
+
+def _created(app: ArmApp, op: Operation) -> None:
+    vm = app.store.get(op.resource_id)
+    if vm is None:
+        return
+    group_id = vm.id.split("/providers/", 1)[0]
+    disk_name = f"{vm.name}_OsDisk_1_{uuid.uuid4().hex}"
+    disk_id = f"{group_id}/providers/Microsoft.Compute/disks/{disk_name}"
+    os_disk = vm.properties["storageProfile"]["osDisk"]
+    size_gb = int(os_disk.get("diskSizeGB", 1))
+    app.store.put(
+        Resource(
+            id=disk_id,
+            type="Microsoft.Compute/disks",
+            body={
+                "id": disk_id,
+                "name": disk_name,
+                "type": "Microsoft.Compute/disks",
+                "location": vm.body["location"],
+                "managedBy": vm.id,
+                "sku": {"name": os_disk["managedDisk"]["storageAccountType"], "tier": "Standard"},
+                "tags": {},
+                "properties": {
+                    "osType": os_disk["osType"],
+                    "creationData": {
+                        "createOption": "FromImage",
+                        "galleryImageReference": {
+                            "id": vm.properties["storageProfile"]["imageReference"].get("id", "")
+                        },
+                    },
+                    "diskSizeGB": size_gb,
+                    "diskSizeBytes": size_gb * 1024**3,
+                    "timeCreated": app.now_iso(),
+                    "provisioningState": "Succeeded",
+                    "diskState": "Attached",
+                    "uniqueId": str(uuid.uuid4()),
+                },
+            },
+        )
+    )
+    os_disk["name"] = disk_name
+    os_disk["managedDisk"]["id"] = disk_id
+    vm.properties["provisioningState"] = "Succeeded"
+    short = re.sub(r"[^a-z0-9]", "", vm.name.lower())[:9] or "vm"
+    container = f"bootdiagnostics-{short}-{vm.properties['vmId']}"
+    blob = f"{vm.name}.{vm.properties['vmId']}.serialconsole.log"
+    vm.meta["serial_log_blob"] = [container, blob]
+    vm.meta["container"] = container
+
+
+def _deleted(app: ArmApp, op: Operation) -> None:
+    vm = app.store.delete(op.resource_id)
+    if vm is None:
+        return
+    os_disk = vm.properties["storageProfile"]["osDisk"]
+    disk_id = os_disk.get("managedDisk", {}).get("id")
+    disk = app.store.get(disk_id) if disk_id else None
+    if disk is not None:
+        if os_disk.get("deleteOption") == "Delete":
+            app.store.delete(disk.id)
+        else:
+            disk.body.pop("managedBy", None)
+            disk.properties["diskState"] = "Unattached"
+    for ref in vm.properties["networkProfile"]["networkInterfaces"]:
+        nic = app.store.get(ref["id"])
+        if nic is None:
+            continue
+        nic.properties.pop("virtualMachine", None)
+        if (ref.get("properties") or {}).get("deleteOption") == "Delete":
+            app.store.delete(nic.id)
+            network.unlink_nic(app, nic)
+    if vm.meta.get("container"):
+        app.blobs.delete(vm.meta["container"])
 
 
 def register(app: ArmApp) -> None:
-    del app
+    v = apiversions.COMPUTE
+    base = (
+        "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+        "/providers/Microsoft.Compute/virtualMachines"
+    )
+    one = base + "/{vmName}"
+    add = app.router.add
+    add(
+        "PUT",
+        one,
+        put,
+        api_versions=v,
+        action=f"{TYPE}/write",
+        operation_id="VirtualMachines_CreateOrUpdate",
+    )
+    add("GET", one, get, api_versions=v, action=f"{TYPE}/read", operation_id="VirtualMachines_Get")
+    add(
+        "DELETE",
+        one,
+        delete,
+        api_versions=v,
+        action=f"{TYPE}/delete",
+        operation_id="VirtualMachines_Delete",
+    )
+    add(
+        "GET",
+        base,
+        list_group,
+        api_versions=v,
+        action=f"{TYPE}/read",
+        operation_id="VirtualMachines_List",
+    )
+    add(
+        "GET",
+        one + "/instanceView",
+        instance_view,
+        api_versions=v,
+        action=f"{TYPE}/instanceView/read",
+        operation_id="VirtualMachines_InstanceView",
+    )
+    add(
+        "POST",
+        one + "/retrieveBootDiagnosticsData",
+        boot_diagnostics,
+        api_versions=v,
+        action=f"{TYPE}/retrieveBootDiagnosticsData/action",
+        operation_id="VirtualMachines_RetrieveBootDiagnosticsData",
+    )
+    app.store.completions["vm-create"] = lambda _store, op: _created(app, op)
+    app.store.completions["vm-delete"] = lambda _store, op: _deleted(app, op)

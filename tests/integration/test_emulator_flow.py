@@ -31,7 +31,8 @@ def test_readme_flow_end_to_end(emulator):
     assert group["properties"]["provisioningState"] == "Succeeded"
     disk = step_upload(emulator, sdk)
     step_image(sdk, disk)
-    step_gallery_version(emulator, sdk, disk)
+    version = step_gallery_version(emulator, sdk, disk)
+    step_smoke_test_vm(emulator, sdk, version)
     step_delete_everything(sdk)
     step_check_log(emulator)
 
@@ -172,6 +173,111 @@ def step_gallery_version(emulator, sdk, disk):
         {"properties": {"publishingProfile": {"excludeFromLatest": False}}},
     ).result()
     assert version.publishing_profile.exclude_from_latest is False
+    return version
+
+
+def step_smoke_test_vm(emulator, sdk, version):
+    emulator.settings.serial_log = "<<< NixOS Stage 2 >>>\nnixos login: "
+    network = sdk.network
+    vnet = network.virtual_networks.begin_create_or_update(
+        "nixos-images",
+        "smoke-vnet",
+        {
+            "location": LOCATION,
+            "properties": {
+                "addressSpace": {"addressPrefixes": ["10.0.0.0/16"]},
+                "subnets": [{"name": "default", "properties": {"addressPrefix": "10.0.0.0/24"}}],
+            },
+        },
+    ).result()
+    ip = network.public_ip_addresses.begin_create_or_update(
+        "nixos-images",
+        "smoke-ip",
+        {
+            "location": LOCATION,
+            "sku": {"name": "Standard"},
+            "properties": {"publicIPAllocationMethod": "Static"},
+        },
+    ).result()
+    nic = network.network_interfaces.begin_create_or_update(
+        "nixos-images",
+        "smoke-nic",
+        {
+            "location": LOCATION,
+            "properties": {
+                "ipConfigurations": [
+                    {
+                        "name": "ipconfig1",
+                        "properties": {
+                            "subnet": {"id": vnet.subnets[0].id},
+                            "publicIPAddress": {"id": ip.id},
+                        },
+                    }
+                ]
+            },
+        },
+    ).result()
+    assert nic.provisioning_state == "Succeeded"
+    vm = sdk.compute.virtual_machines.begin_create_or_update(
+        "nixos-images",
+        "smoke-vm",
+        {
+            "location": LOCATION,
+            "properties": {
+                "hardwareProfile": {"vmSize": "Standard_B2s"},
+                "storageProfile": {
+                    "imageReference": {"id": version.id},
+                    "osDisk": {
+                        "createOption": "FromImage",
+                        "deleteOption": "Delete",
+                        "managedDisk": {"storageAccountType": "Standard_LRS"},
+                    },
+                },
+                "osProfile": {
+                    "computerName": "smoke",
+                    "adminUsername": "nixos",
+                    "linuxConfiguration": {
+                        "disablePasswordAuthentication": True,
+                        "ssh": {
+                            "publicKeys": [
+                                {
+                                    "path": "/home/nixos/.ssh/authorized_keys",
+                                    "keyData": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample",
+                                }
+                            ]
+                        },
+                    },
+                },
+                "networkProfile": {
+                    "networkInterfaces": [
+                        {"id": nic.id, "properties": {"primary": True, "deleteOption": "Delete"}}
+                    ]
+                },
+                "diagnosticsProfile": {"bootDiagnostics": {"enabled": True}},
+                "securityProfile": {
+                    "securityType": "TrustedLaunch",
+                    "uefiSettings": {"secureBootEnabled": True, "vTpmEnabled": True},
+                },
+            },
+        },
+    ).result()
+    assert vm.provisioning_state == "Succeeded"
+    assert vm.storage_profile.os_disk.managed_disk.id
+    diagnostics = sdk.compute.virtual_machines.retrieve_boot_diagnostics_data(
+        "nixos-images", "smoke-vm", sas_uri_expiration_time_in_minutes=60
+    )
+    serial = BlobClient.from_blob_url(diagnostics.serial_console_log_blob_uri)
+    assert serial.download_blob().readall().decode() == "<<< NixOS Stage 2 >>>\nnixos login: "
+
+    sdk.compute.virtual_machines.begin_delete("nixos-images", "smoke-vm").result()
+    # deleteOption Delete took the OS disk and the NIC with the VM.
+    assert [d.name for d in sdk.compute.disks.list_by_resource_group("nixos-images")] == [
+        "nixos-upload"
+    ]
+    assert list(network.network_interfaces.list("nixos-images")) == []
+    network.public_ip_addresses.begin_delete("nixos-images", "smoke-ip").result()
+    network.virtual_networks.begin_delete("nixos-images", "smoke-vnet").result()
+    assert list(network.virtual_networks.list("nixos-images")) == []
 
 
 def step_delete_everything(sdk):
