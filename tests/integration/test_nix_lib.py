@@ -339,3 +339,41 @@ def test_checks_validate_every_target_and_the_lib(repo_flake):
     target_json = script.split("--config ", 1)[1].split()[0]
     data = json.loads(Path(target_json).read_text(encoding="utf-8"))
     assert config.load_target(data).name == "nixos-example"
+
+
+def test_the_template_publishes_its_own_configuration(tmp_path, repo_flake):
+    # repo_flake prepared tmp_path/repo (this flake) and tmp_path/nixpkgs (the stand-in).
+    template = tmp_path / "template"
+    shutil.copytree(REPO / "templates" / "default", template)
+    lines = (template / "flake.nix").read_text(encoding="utf-8").splitlines()
+    assert len([line for line in lines if line.strip()]) <= 40  # "in ~30 lines"
+
+    def run(attr: str) -> object:
+        argv = nix.command_line(
+            [
+                "eval",
+                "--json",
+                "--no-write-lock-file",
+                "--override-input",
+                "nixpkgs",
+                f"path:{tmp_path / 'nixpkgs'}",
+                "--override-input",
+                "nixos-azure-publish",
+                f"path:{tmp_path / 'repo'}",
+                f"path:{template}#{attr}",
+            ]
+        )
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    target = config.load_target(run("azurePublish.default"), source="template")
+    assert (target.name, target.hyper_v_generation, target.architecture) == (
+        "my-nixos",
+        "V2",
+        "x64",
+    )
+    app = run("apps.x86_64-linux.publish")
+    assert isinstance(app, dict)
+    script = Path(app["program"]).read_text(encoding="utf-8")
+    assert "publish --flake 'path:/nix/store/" in script
