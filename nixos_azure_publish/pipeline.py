@@ -33,7 +33,13 @@ from nixos_azure_publish.azure import image as azimage
 from nixos_azure_publish.azure import names
 from nixos_azure_publish.azure import replication as azreplication
 from nixos_azure_publish.azure import version as azversion
-from nixos_azure_publish.errors import AzureError, Interrupted, PublishError, UploadError
+from nixos_azure_publish.errors import (
+    AzureError,
+    Interrupted,
+    PublishError,
+    SasExpiredError,
+    UploadError,
+)
 from nixos_azure_publish.report import (
     Action,
     PublishReport,
@@ -53,6 +59,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOURNAL_VERSION: Final = 1
+# How long to wait for a concurrent publisher that is uploading the same image.
+OTHER_UPLOAD_TIMEOUT: Final = 1800.0
 
 
 @dataclass(frozen=True)
@@ -398,24 +406,27 @@ class Upload(Step):
         group = ctx.target.resource_group
         sas = azdisk.grant_write(ctx.clients, group, disk.name)
         complete = False
+        handed_over = False
         try:
             try:
                 result = self._upload(ctx, sas)
-            except UploadError:
-                # A concurrent publisher of the same image may have finished and revoked
-                # access under us: its verified upload is as good as ours.
-                now = azdisk.get_disk(ctx.clients, group, disk.name)
-                if now is None or not now.uploaded:
+            except SasExpiredError:
+                # A concurrent publisher of the same image granted access after us (which
+                # replaces our SAS) or finished and revoked it: its verified upload is as
+                # good as ours, so wait for it instead of fighting over the disk.
+                other = self._wait_for_other_upload(ctx, disk.name)
+                if other is None:
                     raise
-                ctx.disk = now
-                complete = True
-                return "not needed: another publisher finished the upload"
+                handed_over = True
+                ctx.disk = other
+                return "not needed: another publisher uploaded this image"
             current = azdisk.get_disk(ctx.clients, group, disk.name) or disk
             azdisk.mark_uploaded(ctx.clients, current)
             ctx.save_journal(uploaded=disk.id)
             complete = True
         finally:
-            self._revoke(ctx, disk.name, strict=complete)
+            if not handed_over:
+                self._revoke(ctx, disk.name, strict=complete)
         ctx.disk = azdisk.get_disk(ctx.clients, group, disk.name) or disk
         stats = UploadStats(
             file_size=ctx.info.file_size if ctx.info else 0,
@@ -445,6 +456,29 @@ class Upload(Step):
             journal_dir=ctx.options.state_dir / "uploads" if ctx.options.state_dir else None,
             progress=ctx.options.progress,
             connection_verify=ctx.clients.settings.connection_verify,
+        )
+
+    @staticmethod
+    def _wait_for_other_upload(ctx: Context, name: str) -> azdisk.DiskState | None:
+        """The disk once another publisher's upload finished; None when nobody else uploads."""
+        group = ctx.target.resource_group
+        current = azdisk.get_disk(ctx.clients, group, name)
+        if current is None or current.uploaded:
+            return current
+        if current.state != "ActiveUpload":
+            return None
+        log.info("another publisher is uploading this image to disk %s; waiting for it", name)
+        interval = 0.2 if ctx.clients.settings.emulator else 5.0
+        deadline = time.monotonic() + OTHER_UPLOAD_TIMEOUT
+        while time.monotonic() < deadline:
+            ctx.options.sleep(interval)
+            current = azdisk.get_disk(ctx.clients, group, name)
+            if current is None or current.state != "ActiveUpload" or current.uploaded:
+                return current if current is not None and current.uploaded else None
+        raise UploadError(
+            f"another publisher's upload to disk {name} did not finish"
+            f" within {OTHER_UPLOAD_TIMEOUT:.0f}s",
+            hint="Run again once no other publish of this image is running",
         )
 
     @staticmethod
@@ -573,7 +607,7 @@ class CreateVersion(Step):
         if not ctx.has_gallery:
             return "no gallery configured"
         name = ctx.version_name or "?"
-        regions = ", ".join(f"{r.name}x{r.replicas}" for r in ctx.target.regions)
+        regions = ", ".join(f"{r.name} x{r.replicas}" for r in ctx.target.regions)
         action: Action = "exists" if ctx.already_published else "would-create"
         ctx.report.resource("image version", name, action, detail=regions)
         ctx.report.version = ctx.version_name

@@ -1,0 +1,446 @@
+"""End-to-end publishes against the emulator (HTTPS ARM + Azurite) with the real SDK clients.
+
+The publish command runs for real: in-process through ``main(argv)`` or as a
+subprocess when a test must kill or interrupt it. Assertions read the
+emulator's state through the real ``azure-mgmt-compute`` client, the disk's
+blob through ``azure-storage-blob``, and the emulator's request log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from azure.core.rest import HttpRequest
+from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.compute.models import Gallery, GalleryImage
+from azure.storage.blob import BlobClient
+
+from nixos_azure_publish import vhd
+from nixos_azure_publish.cli import main
+from nixos_azure_publish.errors import ExitCode
+from tests.conftest import REPO
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nixos_azure_publish.emulator.server import Emulator
+
+MiB = 1024 * 1024
+WRITES = frozenset({"PUT", "POST", "PATCH", "DELETE"})
+GROUP = "nixos-images"
+GALLERY = "test_gallery"
+DEFINITION = "nixos-test"
+
+
+@pytest.fixture
+def fast(emulator: Emulator) -> Emulator:
+    emulator.settings.replication_seconds = 0.2
+    return emulator
+
+
+def make_image(folder: Path, *, seed: int = 1, size_mib: int = 24) -> Path:
+    """A small fixed VHD with data at a few places (sparse elsewhere)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = folder / "disk.raw"
+    with raw.open("wb") as handle:
+        handle.truncate(size_mib * MiB)
+        for i, offset in enumerate((0, 3 * MiB + 4096, 9 * MiB, (size_mib - 1) * MiB)):
+            handle.seek(offset)
+            handle.write(bytes([(seed + i) % 251 + 1]) * (70_000 + 1000 * seed))
+    out = folder / "disk.vhd"
+    vhd.convert(raw, out, overwrite=True)
+    raw.unlink()
+    return out
+
+
+def write_target(folder: Path, image: Path, **overrides: Any) -> Path:
+    data: dict[str, Any] = {
+        "name": "nixos-test",
+        "image": str(image),
+        "resourceGroup": GROUP,
+        "location": "westeurope",
+        "hyperVGeneration": "V2",
+        "nixos": {"release": "25.05", "label": "25.05.20250612.abc1234"},
+        "gallery": {"name": GALLERY},
+        "imageDefinition": {
+            "name": DEFINITION,
+            "publisher": "NixOS",
+            "offer": "NixOS",
+            "sku": "25.05-gen2",
+        },
+        "version": {"targetRegions": ["westeurope", {"name": "northeurope", "replicas": 2}]},
+    }
+    data.update(overrides)
+    path = folder / "target.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def compute(emulator: Emulator) -> ComputeManagementClient:
+    return ComputeManagementClient(
+        emulator.credential(), emulator.subscription_id, **emulator.client_kwargs()
+    )
+
+
+def env_for(emulator: Emulator) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(emulator.environ)
+    env.pop("GITHUB_STEP_SUMMARY", None)
+    return env
+
+
+def publish(
+    emulator: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+) -> tuple[int, dict[str, Any]]:
+    """Run ``--json publish ARGS`` in-process; its exit code and JSON output."""
+    for key, value in emulator.environ.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    capsys.readouterr()
+    code = main(["--json", "publish", *args])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if out.strip() else {}
+
+
+def writes(emulator: Emulator, since: int = 0) -> list[str]:
+    return [f"{r.method} {r.path}" for r in list(emulator.requests)[since:] if r.method in WRITES]
+
+
+def versions(client: ComputeManagementClient) -> list[Any]:
+    return list(client.gallery_image_versions.list_by_gallery_image(GROUP, GALLERY, DEFINITION))
+
+
+def disks(client: ComputeManagementClient) -> list[Any]:
+    return list(client.disks.list_by_resource_group(GROUP))
+
+
+def images(client: ComputeManagementClient) -> list[Any]:
+    return list(client.images.list_by_resource_group(GROUP))
+
+
+def test_fresh_publish_then_a_rerun_changes_nothing(fast, tmp_path, monkeypatch, capsys):
+    image = make_image(tmp_path / "img")
+    # Keep the disk so that its blob can be compared with the image byte for byte.
+    target = write_target(tmp_path, image, cleanup={"deleteUploadDisk": False})
+    state = str(tmp_path / "state")
+    code, report = publish(fast, monkeypatch, capsys, "--config", str(target), "--state-dir", state)
+    assert code == 0, report
+    assert report["status"] == "published"
+    client = compute(fast)
+
+    definition = client.gallery_images.get(GROUP, GALLERY, DEFINITION).as_dict()["properties"]
+    assert definition["hyperVGeneration"] == "V2"
+    assert definition["architecture"] == "x64"
+    assert {"name": "SecurityType", "value": "TrustedLaunchSupported"} in definition["features"]
+    assert definition["identifier"] == {"publisher": "NixOS", "offer": "NixOS", "sku": "25.05-gen2"}
+
+    (version,) = versions(client)
+    assert version.name == report["version"]
+    full = client.gallery_image_versions.get(
+        GROUP, GALLERY, DEFINITION, version.name, expand="ReplicationStatus"
+    ).as_dict()
+    props = full["properties"]
+    regions = {
+        r["name"].replace(" ", "").lower(): r for r in props["publishingProfile"]["targetRegions"]
+    }
+    assert set(regions) == {"westeurope", "northeurope"}
+    assert regions["northeurope"]["regionalReplicaCount"] == 2
+    assert props["replicationStatus"]["aggregatedState"] == "Completed"
+    assert {s["state"] for s in props["replicationStatus"]["summary"]} == {"Completed"}
+    assert full["tags"]["nixos-azure-publish.store-hash"] == report["storeHash"]
+    assert full["tags"]["nixos-azure-publish.nixos-release"] == "25.05"
+    assert [r["state"] for r in report["regions"]] == ["Completed", "Completed"]
+
+    (disk,) = disks(client)
+    disk_json = disk.as_dict()
+    assert disk_json["properties"]["diskState"] == "Unattached"  # write access revoked
+    assert disk_json["tags"]["nixos-azure-publish.store-hash"] == report["storeHash"]
+    assert props["storageProfile"]["osDiskImage"]["source"]["id"].lower() == disk.id.lower()
+    read = client.disks.begin_grant_access(
+        GROUP, disk.name, {"access": "Read", "durationInSeconds": 600}
+    ).result()
+    try:
+        blob = BlobClient.from_blob_url(str(read.access_sas)).download_blob().readall()
+    finally:
+        client.disks.begin_revoke_access(GROUP, disk.name).result()
+    assert blob == image.read_bytes()
+    assert report["upload"]["bytesSent"] == report["upload"]["dataBytes"] > 0
+    assert report["upload"]["bytesSent"] < image.stat().st_size // 10  # holes are not sent
+
+    before = len(fast.requests)
+    code, again = publish(fast, monkeypatch, capsys, "--config", str(target), "--state-dir", state)
+    assert code == 0, again
+    assert again["status"] == "already-published"
+    assert again["headline"].startswith(f"already published as {version.name}")
+    assert again["upload"] is None
+    assert writes(fast, before) == []
+    assert len(versions(client)) == 1
+
+
+def test_published_disk_is_cleaned_up_and_markdown_summary_written(
+    fast, tmp_path, monkeypatch, capsys
+):
+    image = make_image(tmp_path / "img", seed=2)
+    target = write_target(tmp_path, image, managedImage={"enable": True})
+    summary = tmp_path / "summary.md"
+    code, report = publish(
+        fast,
+        monkeypatch,
+        capsys,
+        "--config",
+        str(target),
+        "--summary",
+        str(summary),
+        "--state-dir",
+        str(tmp_path / "state"),
+    )
+    assert code == 0, report
+    client = compute(fast)
+    assert disks(client) == []  # cleanup.deleteUploadDisk defaults to true
+    (managed,) = images(client)  # enabled in the config: kept, and the version's source
+    (version,) = versions(client)
+    source = version.as_dict()["properties"]["storageProfile"]["source"]["id"]
+    assert source.lower() == managed.id.lower()
+    text = summary.read_text()
+    assert text.startswith(f"## NixOS image nixos-test: published {report['version']}")
+    assert "| northeurope | Completed | 100% | 2 | Standard_LRS |" in text
+
+
+def test_definition_with_another_generation_fails_before_any_upload(
+    fast, tmp_path, monkeypatch, capsys
+):
+    client = compute(fast)
+    client_group = {"location": "westeurope"}
+    url = f"/subscriptions/{fast.subscription_id}/resourcegroups/{GROUP}?api-version=2021-04-01"
+    assert client.send_request(HttpRequest("PUT", url, json=client_group)).status_code in {200, 201}
+    client.galleries.begin_create_or_update(
+        GROUP, GALLERY, Gallery({"location": "westeurope"})
+    ).result()
+    client.gallery_images.begin_create_or_update(
+        GROUP,
+        GALLERY,
+        DEFINITION,
+        GalleryImage(
+            {
+                "location": "westeurope",
+                "properties": {
+                    "osType": "Linux",
+                    "osState": "Generalized",
+                    "hyperVGeneration": "V1",
+                    "identifier": {"publisher": "NixOS", "offer": "NixOS", "sku": "25.05-gen2"},
+                    "features": [{"name": "SecurityType", "value": "Standard"}],
+                },
+            }
+        ),
+    ).result()
+    before = len(fast.requests)
+    target = write_target(tmp_path, make_image(tmp_path / "img"))
+    code, report = publish(
+        fast, monkeypatch, capsys, "--config", str(target), "--state-dir", str(tmp_path / "s")
+    )
+    assert code == ExitCode.AZURE
+    message = report["error"]["message"]
+    assert f"image definition {DEFINITION} exists and disagrees" in message
+    assert "hyperVGeneration is 'V1', the target needs 'V2'" in message
+    assert "new imageDefinition.name" in report["error"]["hint"]
+    assert writes(fast, before) == []  # no disk, no grant, no upload
+    assert disks(client) == []
+
+
+def test_dry_run_on_empty_and_on_published_subscription_writes_nothing(
+    fast, tmp_path, monkeypatch, capsys
+):
+    image = make_image(tmp_path / "img", seed=3)
+    target = write_target(tmp_path, image)
+    state = str(tmp_path / "state")
+    code, plan = publish(
+        fast, monkeypatch, capsys, "--config", str(target), "--dry-run", "--state-dir", state
+    )
+    assert code == 0, plan
+    assert writes(fast) == []
+    assert plan["status"] == "planned"
+    assert plan["upload"] is None
+    actions = {(r["kind"], r["name"]): r["action"] for r in plan["resources"]}
+    disk_name = f"nixos-test-{plan['storeHash']}"
+    assert actions == {
+        ("resource group", GROUP): "would-create",
+        ("disk", disk_name): "would-create",
+        ("gallery", GALLERY): "would-create",
+        ("image definition", DEFINITION): "would-create",
+        ("image version", plan["version"]): "would-create",
+    }
+    version_plan = next(r for r in plan["resources"] if r["kind"] == "image version")
+    assert version_plan["detail"] == "westeurope x1, northeurope x2"
+
+    code, done = publish(fast, monkeypatch, capsys, "--config", str(target), "--state-dir", state)
+    assert code == 0, done
+    before = len(fast.requests)
+    capsys.readouterr()
+    code = main(["publish", "--config", str(target), "--dry-run", "--state-dir", state])
+    console = capsys.readouterr().out
+    assert code == 0
+    assert writes(fast, before) == []
+    assert console.startswith(
+        f"dry run: already published as {done['version']}; nothing would change"
+    )
+    assert f"exists        image version {done['version']}" in console
+    assert "would-create" not in console
+
+
+def run_publisher(
+    emulator: Emulator, target: Path, state: Path, *extra: str
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nixos_azure_publish",
+            "-v",
+            "--json",
+            "publish",
+            "--config",
+            str(target),
+            "--state-dir",
+            str(state),
+            *extra,
+        ],
+        env=env_for(emulator),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60) -> list[str]:
+    """Read stderr until a line contains *needle*; the lines read."""
+    assert proc.stderr is not None
+    seen: list[str] = []
+    found = threading.Event()
+
+    def reader() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            seen.append(line)
+            if needle in line:
+                found.set()
+                return
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    if not found.wait(timeout):
+        proc.kill()
+        pytest.fail(f"never saw {needle!r}; stderr:\n{''.join(seen)}")
+    return seen
+
+
+def assert_converged(emulator: Emulator, report: dict[str, Any]) -> None:
+    client = compute(emulator)
+    (version,) = versions(client)
+    assert version.name == report["version"]
+    assert disks(client) == []  # no orphaned upload disk, so no open write access
+    assert images(client) == []
+    state = client.gallery_image_versions.get(
+        GROUP, GALLERY, DEFINITION, version.name, expand="ReplicationStatus"
+    ).as_dict()["properties"]["replicationStatus"]["aggregatedState"]
+    assert state == "Completed"
+
+
+STEPS = [
+    "discover",
+    "ensure group",
+    "ensure upload disk",
+    "upload",
+    "ensure gallery",
+    "ensure definition",
+    "create version",
+    "replicate",
+    "cleanup",
+]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_killed_at_each_step_then_rerun_completes(fast, tmp_path, step):
+    image = make_image(tmp_path / "img", seed=4)
+    target = write_target(tmp_path, image)
+    state = tmp_path / "state"
+    # Slow every ARM call a little so that the kill lands inside the step's requests.
+    fast.faults.delay = 0.05
+    proc = run_publisher(fast, target, state)
+    wait_for_line(proc, f"nixos_azure_publish.pipeline: {step}: starting")
+    time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+    fast.faults.delay = 0.0
+
+    rerun = run_publisher(fast, target, state)
+    out, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err[-3000:]
+    report = json.loads(out)
+    assert report["status"] in {"published", "already-published"}
+    assert_converged(fast, report)
+
+
+def test_two_publishers_of_the_same_image_make_one_version(fast, tmp_path):
+    image = make_image(tmp_path / "img", seed=5)
+    target = write_target(tmp_path, image)
+    first = run_publisher(fast, target, tmp_path / "state-a")
+    second = run_publisher(fast, target, tmp_path / "state-b")
+    results = [p.communicate(timeout=120) for p in (first, second)]
+    for proc, (_out, err) in zip((first, second), results, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    reports = [json.loads(out) for out, _ in results]
+    assert reports[0]["version"] == reports[1]["version"]
+    assert_converged(fast, reports[0])
+
+
+def test_ctrl_c_during_upload_revokes_and_the_rerun_resumes(fast, tmp_path):
+    # Large enough that the upload is still running when the signal arrives.
+    image = make_image(tmp_path / "img", seed=6, size_mib=24)
+    target = write_target(tmp_path, image, upload={"concurrency": 1})
+    state = tmp_path / "state"
+    fast.faults.delay = 0.05
+    proc = run_publisher(fast, target, state)
+    wait_for_line(proc, "nixos_azure_publish.pipeline: upload: starting")
+    time.sleep(0.3)  # the grant is done; pages are being written
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.INTERRUPTED, err[-3000:]
+    assert json.loads(out)["error"]["kind"] == "interrupted"
+    client = compute(fast)
+    states = {d.as_dict()["properties"]["diskState"] for d in disks(client)}
+    assert "ActiveUpload" not in states  # access revoked
+    fast.faults.delay = 0.0
+
+    rerun = run_publisher(fast, target, state)
+    out, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err[-3000:]
+    report = json.loads(out)
+    assert report["status"] == "published"
+    assert_converged(fast, report)
+
+
+def test_sigterm_is_handled_like_ctrl_c(fast, tmp_path):
+    image = make_image(tmp_path / "img", seed=7)
+    target = write_target(tmp_path, image)
+    fast.faults.delay = 0.05
+    proc = run_publisher(fast, target, tmp_path / "state")
+    wait_for_line(proc, "nixos_azure_publish.pipeline: upload: starting")
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.INTERRUPTED, err[-3000:]
+    states = {d.as_dict()["properties"]["diskState"] for d in disks(compute(fast))}
+    assert "ActiveUpload" not in states
