@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from nixos_azure_publish.cli import config_cmd, image_cmd
+from nixos_azure_publish.cli import config_cmd, image_cmd, publish_cmd
 from nixos_azure_publish.cli.app import cli, main
 
 cli.add_command(config_cmd.config_group)
 cli.add_command(image_cmd.inspect)
 cli.add_command(image_cmd.convert)
+cli.add_command(publish_cmd.publish_command)
 
 __all__ = ["cli", "main"]
