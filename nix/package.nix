@@ -48,6 +48,10 @@ python3Packages.buildPythonApplication {
   ];
   # The integration tests drive real Nix, qemu-img and Azurite on loopback: not in a build.
   disabledTestPaths = [ "tests/integration" ];
+  # The state directory defaults to $HOME/.local/state; the build's HOME is not writable.
+  preCheck = ''
+    export HOME="$(mktemp -d)"
+  '';
   pythonImportsCheck = [ "nixos_azure_publish" ];
 
   # nix evaluates and builds targets, qemu-img converts images; azcopy is the optional
