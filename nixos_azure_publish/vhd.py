@@ -20,15 +20,17 @@ import contextlib
 import errno
 import logging
 import os
+import queue
 import shutil
 import stat
 import struct
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Self
 
 from nixos_azure_publish.errors import ImageError
 
@@ -951,7 +953,7 @@ def convert(src: Path, dst: Path, *, overwrite: bool = False) -> ConvertResult:
     tmp = dst.parent / f".{dst.name}.{os.getpid()}.tmp"
     actions: list[str] = []
     try:
-        method = _write_fixed(src, tmp, info, actions)
+        method, written = _write_fixed(src, tmp, info, actions)
         tmp.replace(dst)
     except OSError as exc:
         raise ImageError(
@@ -963,7 +965,8 @@ def convert(src: Path, dst: Path, *, overwrite: bool = False) -> ConvertResult:
             tmp.unlink()
     _fsync_dir(dst.parent)
     result_info = inspect(dst)
-    written = data_bytes(data_extents(dst))
+    if written is None:
+        written = data_bytes(data_extents(dst))
     seconds = time.monotonic() - started
     log.debug("converted %s (%s) to %s in %.2f s", src, info.format, dst, seconds)
     return ConvertResult(
@@ -1008,41 +1011,46 @@ def _check_convertible(src: Path, dst: Path, info: ImageInfo, *, overwrite: bool
 
 def _write_fixed(
     src: Path, tmp: Path, info: ImageInfo, actions: list[str]
-) -> Literal["python", "qemu-img"]:
-    """Write the fixed VHD of *src* into *tmp*, flushed to disk; return how."""
+) -> tuple[Literal["python", "qemu-img"], int | None]:
+    """Write the fixed VHD of *src* into *tmp*, flushed; return how, and the data bytes."""
     method: Literal["python", "qemu-img"] = "python"
     if info.format in {"qcow2", "vhd-differencing"} or (
         info.format == "unknown" and info.footer is None
     ):
         method = "qemu-img"
         virtual = _qemu_to_raw(src, tmp, info, actions)
+        written: int | None = None
         out = os.open(tmp, os.O_RDWR | os.O_CLOEXEC)
     else:
         out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         if method == "python":
             if info.format == "vhd-dynamic":
-                virtual = _copy_dynamic(src, out, info, actions)
+                virtual, written = _copy_dynamic(src, out, info, actions)
             else:
-                virtual = _copy_flat(src, out, info, actions)
+                virtual, written = _copy_flat(src, out, info, actions)
         target = _round_up(max(virtual, SECTOR), MIB)
         if target != virtual:
             actions.append(f"rounded the virtual size up from {virtual:,} bytes to {_mib(target)}")
         os.ftruncate(out, target)
         _pwrite_all(out, build_footer(target), target)
+        if written is not None:
+            written += FOOTER_SIZE
         actions.append(f"wrote a fixed VHD footer for {_mib(target)} at offset {target:,}")
         os.fsync(out)
     finally:
         os.close(out)
-    return method
+    return method, written
 
 
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> int:
     view = memoryview(data)
+    total = len(view)
     while view:
         written = os.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
+    return total
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -1055,20 +1063,47 @@ def _fsync_dir(folder: Path) -> None:
 
 
 class _Progress:
-    """A debug log line every few seconds during a long copy."""
+    """Follows a long copy: a log line every few seconds, and early writeback of the output.
 
-    def __init__(self, what: str, total: int) -> None:
-        self.what, self.total = what, total
+    Without the writeback the kernel holds every written page dirty until the
+    final fsync, which then waits for all of them. Asking for writeback of what
+    is done (from a thread: the call itself takes a while) lets the disk work
+    while we read and scan the rest.
+    """
+
+    WRITEBACK_EVERY: Final = 64 * MIB
+
+    def __init__(self, what: str, total: int, out: int) -> None:
+        self.what, self.total, self.out = what, total, out
         self.next_report = time.monotonic() + 5.0
+        self.written_back = 0
+        self.ranges: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._writeback, name="vhd-writeback", daemon=True)
+        self.thread.start()
+
+    def _writeback(self) -> None:
+        while (item := self.ranges.get()) is not None:
+            with contextlib.suppress(OSError):  # only advice: a failure costs speed, not data
+                os.posix_fadvise(self.out, item[0], item[1], os.POSIX_FADV_DONTNEED)
 
     def update(self, done: int) -> None:
+        if done - self.written_back >= self.WRITEBACK_EVERY:
+            self.ranges.put((self.written_back, done - self.written_back))
+            self.written_back = done
         now = time.monotonic()
         if now >= self.next_report:
             self.next_report = now + 5.0
             log.info("%s: %s of %s", self.what, _mib(done), _mib(self.total))
 
+    def __enter__(self) -> Self:
+        return self
 
-def _copy_flat(src: Path, out: int, info: ImageInfo, actions: list[str]) -> int:
+    def __exit__(self, *exc: object) -> None:
+        self.ranges.put(None)
+        self.thread.join()
+
+
+def _copy_flat(src: Path, out: int, info: ImageInfo, actions: list[str]) -> tuple[int, int]:
     """Copy a raw image or a fixed VHD's data area; return the virtual size it needs."""
     footer = info.footer
     skip: tuple[int, int] | None = None
@@ -1093,26 +1128,29 @@ def _copy_flat(src: Path, out: int, info: ImageInfo, actions: list[str]) -> int:
             )
         else:
             actions.append("copied the fixed VHD's data area and dropped its old footer")
-    progress = _Progress(f"converting {src}", limit)
-    with _open_image(src) as (fd, size):
+    written = 0
+    with _Progress(f"converting {src}", limit, out) as progress, _open_image(src) as (fd, size):
         for offset, data in _file_runs(fd, size, src, limit=limit):
             if skip is not None and offset < skip[1] and offset + len(data) > skip[0]:
-                _pwrite_skipping(out, data, offset, skip)
+                written += _pwrite_skipping(out, data, offset, skip)
             else:
                 _pwrite_all(out, data, offset)
+                written += len(data)
             progress.update(offset)
-    return virtual
+    return virtual, written
 
 
-def _pwrite_skipping(out: int, data: memoryview, offset: int, skip: tuple[int, int]) -> None:
+def _pwrite_skipping(out: int, data: memoryview, offset: int, skip: tuple[int, int]) -> int:
     end = offset + len(data)
+    written = 0
     if offset < skip[0]:
-        _pwrite_all(out, data[: skip[0] - offset], offset)
+        written += _pwrite_all(out, data[: skip[0] - offset], offset)
     if end > skip[1]:
-        _pwrite_all(out, data[skip[1] - offset :], skip[1])
+        written += _pwrite_all(out, data[skip[1] - offset :], skip[1])
+    return written
 
 
-def _copy_dynamic(src: Path, out: int, info: ImageInfo, actions: list[str]) -> int:
+def _copy_dynamic(src: Path, out: int, info: ImageInfo, actions: list[str]) -> tuple[int, int]:
     """Copy the allocated blocks of a dynamic VHD; unallocated blocks stay holes."""
     header = info.dynamic_header
     footer = info.footer
@@ -1122,9 +1160,11 @@ def _copy_dynamic(src: Path, out: int, info: ImageInfo, actions: list[str]) -> i
     block = header.block_size
     buf = bytearray(block)
     view = memoryview(buf)
-    allocated = 0
-    progress = _Progress(f"converting {src}", virtual)
-    with _open_image(src) as (fd, _size):
+    allocated = written = 0
+    with (
+        _Progress(f"converting {src}", virtual, out) as progress,
+        _open_image(src) as (fd, _size),
+    ):
         table = _pread(fd, header.max_table_entries * 4, header.table_offset, src)
         for index, (entry,) in enumerate(struct.iter_unpack(">I", table)):
             disk_offset = index * block
@@ -1138,12 +1178,13 @@ def _copy_dynamic(src: Path, out: int, info: ImageInfo, actions: list[str]) -> i
             _apply_sector_bitmap(view, length, bitmap)
             for lo, hi in _nonzero_spans(buf, _round_up(length, SECTOR)):
                 _pwrite_all(out, view[lo:hi], disk_offset + lo)
+                written += hi - lo
             progress.update(disk_offset)
     actions.append(
         f"copied {allocated:,} allocated blocks of {_mib(block)} from the dynamic VHD; "
         "unallocated blocks stay holes"
     )
-    return virtual
+    return virtual, written
 
 
 def _apply_sector_bitmap(view: memoryview, length: int, bitmap: bytes) -> None:
