@@ -943,9 +943,10 @@ def convert(src: Path, dst: Path, *, overwrite: bool = False) -> ConvertResult:
 
     Raw images, dynamic VHDs and fixed VHDs with a wrong size or a misplaced or
     damaged footer are converted here, streaming and sparse (holes stay holes,
-    all-zero sectors are not written). qcow2, differencing VHDs and other
-    formats go through ``qemu-img``. The output appears atomically: it is
-    written to a temporary file next to *dst* and renamed.
+    all-zero sectors are not written). qcow2 and other formats go through
+    ``qemu-img``. A differencing VHD is refused: its parent holds the rest.
+    The output appears atomically: it is written to a temporary file next to
+    *dst* and renamed.
     """
     started = time.monotonic()
     info = inspect(src)
@@ -999,6 +1000,12 @@ def _check_convertible(src: Path, dst: Path, info: ImageInfo, *, overwrite: bool
     if not dst.parent.is_dir():
         raise ImageError(f"{dst.parent} does not exist", hint="Create the output directory first")
     codes = {p.code for p in info.problems}
+    if info.format == "vhd-differencing":
+        # Its unwritten sectors live in the parent; qemu-img reads them as zeros.
+        raise ImageError(
+            f"{src} is a differencing VHD: it holds only the changes against its parent disk",
+            hint="Merge it into its parent first (Hyper-V: Merge-VHD), then convert the result",
+        )
     if "empty" in codes:
         raise ImageError(f"{src} is empty", hint="Rebuild the image")
     if codes & {"truncated", "bad-dynamic-header"}:
@@ -1014,9 +1021,7 @@ def _write_fixed(
 ) -> tuple[Literal["python", "qemu-img"], int | None]:
     """Write the fixed VHD of *src* into *tmp*, flushed; return how, and the data bytes."""
     method: Literal["python", "qemu-img"] = "python"
-    if info.format in {"qcow2", "vhd-differencing"} or (
-        info.format == "unknown" and info.footer is None
-    ):
+    if info.format == "qcow2" or (info.format == "unknown" and info.footer is None):
         method = "qemu-img"
         virtual = _qemu_to_raw(src, tmp, info, actions)
         written: int | None = None
@@ -1203,9 +1208,7 @@ def _apply_sector_bitmap(view: memoryview, length: int, bitmap: bytes) -> None:
 def _qemu_to_raw(src: Path, tmp: Path, info: ImageInfo, actions: list[str]) -> int:
     """Let qemu-img write a sparse raw copy into *tmp*; return its size."""
     qemu_img = shutil.which("qemu-img")
-    what = "a qcow2 image" if info.format == "qcow2" else f"a {info.format} image"
-    if info.format == "vhd-differencing":
-        what = "a differencing VHD"
+    what = "a qcow2 image" if info.format == "qcow2" else "an image in a format we do not parse"
     if qemu_img is None:
         raise ImageError(
             f"converting {what} needs qemu-img, which is not on PATH",

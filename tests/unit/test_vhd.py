@@ -589,6 +589,17 @@ def test_convert_refuses_a_damaged_dynamic_vhd(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["d.vhd"]  # no temporary left behind
 
 
+def test_convert_refuses_a_differencing_vhd(tmp_path):
+    # qemu-img would read the sectors that live in the parent as zeros: silent data loss.
+    image = make_dynamic(tmp_path / "diff.vhd", 20 * MIB, {0: b"x"})
+    raw = image.read_bytes()
+    footer = patch_footer(raw[:512], disk_type=vhd.DISK_DIFFERENCING)
+    image.write_bytes(footer + raw[512:-512] + footer)
+    with pytest.raises(ImageError, match="parent"):
+        vhd.convert(image, tmp_path / "out.vhd")
+    assert not (tmp_path / "out.vhd").exists()
+
+
 def test_convert_qcow2_without_qemu_img_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     src = tmp_path / "disk.qcow2"
