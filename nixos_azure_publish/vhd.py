@@ -76,6 +76,10 @@ CREATOR_OS: Final = b"Wi2k"
 # How far back from the end of a file we look for a footer that something
 # appended space after (holes cost nothing; this bounds the bytes read).
 DISPLACED_FOOTER_SCAN: Final = 64 * MIB
+# Bounds that keep a damaged dynamic header from making us allocate or read
+# gigabytes: 2 MiB blocks are the norm, and 64 MiB of table covers 32 TiB.
+MAX_BLOCK_SIZE: Final = 256 * MIB
+MAX_TABLE_BYTES: Final = 64 * MIB
 # One read buffer; memory use of a scan or a conversion is about this.
 CHUNK: Final = 4 * MIB
 _ZERO_SECTOR: Final = bytes(SECTOR)
@@ -807,7 +811,7 @@ def _check_footer(  # noqa: C901, PLR0912 - one branch per rule
         )
 
 
-def _check_dynamic(  # noqa: PLR0917 - private, called once
+def _check_dynamic(  # noqa: C901, PLR0917 - one branch per rule; private, called once
     fd: int,
     size: int,
     path: Path,
@@ -846,9 +850,16 @@ def _check_dynamic(  # noqa: PLR0917 - private, called once
         return header
     if not header.checksum_ok:
         problems.append(Problem("bad-checksum", "the dynamic header's checksum is wrong"))
-    if header.block_size <= 0 or header.block_size % SECTOR:
+    block = header.block_size
+    if block < SECTOR or block > MAX_BLOCK_SIZE or block & (block - 1):
+        problems.append(Problem("bad-dynamic-header", f"the block size {block:,} is invalid"))
+        return header
+    if header.max_table_entries * 4 > MAX_TABLE_BYTES:
         problems.append(
-            Problem("bad-dynamic-header", f"the block size {header.block_size} is invalid")
+            Problem(
+                "bad-dynamic-header",
+                f"the block allocation table claims {header.max_table_entries:,} entries",
+            )
         )
         return header
     if header.max_table_entries * header.block_size < footer.current_size:

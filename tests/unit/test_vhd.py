@@ -328,6 +328,23 @@ def test_truncated_dynamic_vhd(tmp_path):
     assert "truncated" in codes(info)
 
 
+@pytest.mark.parametrize(
+    ("offset", "value"),
+    [(28, 0xFFFFFFFF), (32, 3 * 1024), (32, 1 << 30), (0, 0x6378737061727300)],
+    ids=["huge-table", "block-not-power-of-two", "huge-block", "bad-cookie"],
+)
+def test_damaged_dynamic_header(tmp_path, offset, value):
+    image = make_dynamic(tmp_path / "d.vhd", 20 * MIB, {0: b"a"})
+    header = bytearray(image.read_bytes()[512:1536])
+    struct.pack_into(">I" if offset else ">Q", header, offset, value)
+    struct.pack_into(">I", header, 36, vhd.vhd_checksum(bytes(header), 36))
+    write_at(image, 512, bytes(header))
+    info = vhd.inspect(image)
+    assert "bad-dynamic-header" in codes(info)
+    with pytest.raises(ImageError, match="damaged"):
+        vhd.convert(image, tmp_path / "out.vhd")
+
+
 def test_truncated_footer(tmp_path):
     image = tmp_path / "short.vhd"
     image.write_bytes(vhd.build_footer(20 * MIB)[:300])
