@@ -112,6 +112,12 @@ def assert_matches_reference(qemu_img: str, ours: Path, reference: Path) -> None
     assert qemu["virtual-size"] == size
     done = run(qemu_img, "compare", "-f", "vpc", "-F", "vpc", str(ours), str(reference))
     assert done.returncode == 0, done.stdout + done.stderr
+    # qemu-img has no consistency check for VHD (exit 63, "does not support checks"):
+    # it must answer the same for ours as for its own output, never 2 (corrupt) or 3 (leaks).
+    ours_check = run(qemu_img, "check", "-f", "vpc", str(ours))
+    ref_check = run(qemu_img, "check", "-f", "vpc", str(reference))
+    assert ours_check.returncode == ref_check.returncode, ours_check.stderr
+    assert ours_check.returncode not in {2, 3}
     # Sparse output: no more allocated than qemu-img's own, give or take a block per extent.
     assert ours.stat().st_blocks <= reference.stat().st_blocks + 64
 
