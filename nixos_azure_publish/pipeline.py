@@ -204,6 +204,8 @@ class CheckImage(Step):
         journal = state.read_json(ctx.journal_path) or {}
         if journal.get("contentHash") == ctx.content.hash:
             ctx.journal = journal
+            finished = ", ".join(journal.get("steps") or {}) or "nothing yet"
+            log.info("resuming an earlier publish of this image (it finished: %s)", finished)
         return f"{info.format}, {info.file_size} bytes, {ctx.data_bytes} data bytes"
 
 
@@ -874,4 +876,8 @@ class Pipeline:
             record.seconds = time.monotonic() - t0
         record.status = "skipped" if detail.startswith(("not needed", "no ", "not ")) else "done"
         record.detail = detail
+        if self.ctx.content is not None and step.name not in {CheckImage.name, Discover.name}:
+            done = dict(self.ctx.journal.get("steps") or {})
+            done[step.name] = self.ctx.options.now().isoformat()
+            self.ctx.save_journal(steps=done)
         log.info("%s: %s (%.1fs)", step.name, detail, record.seconds)

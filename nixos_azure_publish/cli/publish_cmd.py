@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -63,6 +64,12 @@ SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
     help=f"Append a Markdown summary to this file (default ${SUMMARY_ENV} when set).",
 )
 @click.option(
+    "--json",
+    "json_output",
+    is_flag=True,
+    help="Print the report (or the error) as JSON on stdout, like the global --json.",
+)
+@click.option(
     "--state-dir",
     type=click.Path(path_type=Path, file_okay=False),
     help="Where the local journal lives (default $XDG_STATE_HOME/nixos-azure-publish).",
@@ -76,6 +83,7 @@ def publish_command(
     dry_run: bool,
     emulator: bool,
     summary_file: Path | None,
+    json_output: bool,
     state_dir: Path | None,
 ) -> None:
     """Build, upload and publish an image as a replicated gallery image version.
@@ -83,6 +91,10 @@ def publish_command(
     Idempotent: a rerun after a crash or Ctrl-C continues where it stopped, and a
     rerun after success changes nothing and says "already published".
     """
+    if json_output:
+        # Errors are rendered by the group from the root context's options.
+        current = click.get_current_context()
+        current.obj = current.find_root().obj = dataclasses.replace(app_context(), json=True)
     if (config_file is None) == (flake is None):
         raise UsageError(
             "give exactly one of --config FILE and --flake REF",

@@ -26,7 +26,7 @@ from azure.storage.blob import BlobClient
 from nixos_azure_publish import vhd
 from nixos_azure_publish.cli import main
 from nixos_azure_publish.errors import ExitCode
-from tests.conftest import REPO
+from tests.conftest import REPO, require_tool
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -444,3 +444,51 @@ def test_sigterm_is_handled_like_ctrl_c(fast, tmp_path):
     assert proc.returncode == ExitCode.INTERRUPTED, err[-3000:]
     states = {d.as_dict()["properties"]["diskState"] for d in disks(compute(fast))}
     assert "ActiveUpload" not in states
+
+
+def test_emulator_flag_starts_and_stops_its_own_emulator(tmp_path, monkeypatch, capsys):
+    for key in ("NIXOS_AZURE_PUBLISH_ENDPOINT", "NIXOS_AZURE_PUBLISH_CA_CERT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    image = make_image(tmp_path / "img", seed=8)
+    target = write_target(tmp_path, image, version={"targetRegions": ["westeurope"]})
+    capsys.readouterr()
+    code = main(
+        ["publish", "--emulator", "--json", "--config", str(target), "--state-dir", str(tmp_path)]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-3000:]
+    report = json.loads(captured.out)
+    assert report["status"] == "published"
+    assert report["regions"] == [
+        {
+            "region": "westeurope",
+            "state": "Completed",
+            "progress": 100,
+            "replicas": 1,
+            "storageAccountType": "Standard_LRS",
+            "details": "",
+        }
+    ]
+
+
+def test_the_main_job_publishes_the_example_image(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NIXOS_AZURE_PUBLISH_")}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    env.pop("GITHUB_STEP_SUMMARY", None)
+    proc = subprocess.run(
+        [require_tool("bash"), "scripts/example", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["status"] == "published"
+    assert report["target"].startswith("nixos-example")
+    assert {r["state"] for r in report["regions"]} == {"Completed"}
+    assert report["upload"]["bytesSent"] > 0
+    assert any(r["kind"] == "disk" and r["action"] == "deleted" for r in report["resources"])
