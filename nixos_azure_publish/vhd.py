@@ -462,14 +462,15 @@ def _data_regions(fd: int, size: int) -> list[tuple[int, int]]:
     while pos < size:
         try:
             start = os.lseek(fd, pos, os.SEEK_DATA)
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
         except OSError as exc:
             if exc.errno == errno.ENXIO:  # no data after pos
                 break
-            if exc.errno in {errno.EINVAL, errno.EOPNOTSUPP}:  # no hole support: read it all
-                regions.append((pos, size))
-                break
-            raise
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            # No hole support here (EINVAL, EOPNOTSUPP, ...): read the rest. A real
+            # read error then surfaces from the read itself.
+            log.debug("SEEK_DATA failed (%s): reading from %d on", exc.strerror, pos)
+            regions.append((pos - pos % SECTOR, _round_up(size, SECTOR)))
+            break
         start -= start % SECTOR
         end = min(_round_up(end, SECTOR), _round_up(size, SECTOR))
         if regions and regions[-1][1] >= start:
@@ -557,7 +558,10 @@ def _file_runs(
 
 
 def inspect(path: Path) -> ImageInfo:
-    """Identify the image format and check it against Azure's rules. Reads a few KiB.
+    """Identify the image format and check it against Azure's rules.
+
+    Reads a few KiB of a VHD; of a raw disk also up to the last 64 MiB of data,
+    looking for a footer that something appended space after.
 
     Raises :class:`ImageError` only when the file cannot be read at all; what is
     wrong with its contents is reported in ``problems``.
