@@ -1,0 +1,997 @@
+"""The upload engine: writes a fixed VHD into an existing page blob through its SAS URL.
+
+This is where a publish spends most of its time, so it sends only what must
+be sent. It never creates, resizes or deletes the blob (a managed disk's
+upload blob must only receive pages). The plan:
+
+1. refuse unless the image is Azure-ready and the blob's size equals the file size;
+2. list the blob's page ranges once, and load the local journal of ranges
+   finished by an earlier run (keyed by file identity, blob URL and blob
+   creation time);
+3. clear the pages the blob holds where the image has no data (a reused disk);
+4. send every data extent of the image (the VHD module's: non-zero sectors,
+   at most 4 MiB each) with a bounded pool of workers, except extents an
+   earlier run finished and the blob still holds;
+5. verify: the blob's page ranges equal the expected ones, or (``full``)
+   read every data range back and compare digests.
+
+Transient failures retry per request with exponential backoff and jitter,
+honouring ``Retry-After``; a fatal one (expired SAS, missing blob) stops every
+worker and names the range. SAS URLs only ever appear in logs and errors as
+their redacted form.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import random
+import shutil
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+from azure.core.exceptions import (
+    DecodeError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.core.pipeline.transport import RequestsTransport
+from azure.storage.blob import BlobClient
+
+from nixos_azure_publish import state, vhd
+from nixos_azure_publish.errors import (
+    ImageError,
+    Interrupted,
+    PublishError,
+    SasExpiredError,
+    UploadError,
+    UsageError,
+)
+from nixos_azure_publish.redact import RedactingFilter, redact
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+    from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PAGE: Final = 512
+MAX_PAGE_WRITE: Final = 4 * 1024 * 1024
+"""Azure's limit for one Put Page request (Azurite accepts more; we never send more)."""
+DEFAULT_CONCURRENCY: Final = 8
+"""Parallel requests; see bench/RESULTS.md for the measurement behind it."""
+BUFFER_BUDGET: Final = 32 * 1024 * 1024
+"""Image bytes held in memory at once, whatever the concurrency."""
+PAGE_RANGE_WINDOW: Final = 64 * 1024**3
+"""List page ranges in windows, so that a fragmented large disk never times out one call."""
+JOURNAL_INTERVAL: Final = 1.0
+JOURNAL_VERSION: Final = 1
+
+Verify = Literal["none", "ranges", "full"]
+Checksum = Literal["auto", "md5", "crc64", "none"]
+Span = tuple[int, int]
+"""A byte range ``[start, end)``."""
+
+_T = TypeVar("_T")
+_TRANSIENT_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
+_TRANSIENT_CODES: Final = frozenset({"Md5Mismatch", "Crc64Mismatch", "ServerBusy"})
+
+
+# --------------------------------------------------------------------------- byte ranges
+
+
+def merge_spans(spans: Iterable[Span]) -> list[Span]:
+    """Sorted, with overlapping and adjacent spans joined; empty spans dropped."""
+    merged: list[Span] = []
+    for start, end in sorted(s for s in spans if s[1] > s[0]):
+        if merged and start <= merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def clip_spans(spans: Sequence[Span], start: int, end: int) -> list[Span]:
+    """The parts of the sorted, disjoint *spans* inside ``[start, end)``."""
+    first = bisect.bisect_right(spans, (start, start)) - 1
+    first = max(first, 0)
+    clipped: list[Span] = []
+    for s, e in spans[first:]:
+        if s >= end:
+            break
+        lo, hi = max(s, start), min(e, end)
+        if hi > lo:
+            clipped.append((lo, hi))
+    return clipped
+
+
+def subtract_spans(spans: Sequence[Span], remove: Sequence[Span]) -> list[Span]:
+    """*spans* minus *remove*; both sorted and disjoint."""
+    result: list[Span] = []
+    for start, end in spans:
+        cursor = start
+        for r_start, r_end in clip_spans(remove, start, end):
+            if r_start > cursor:
+                result.append((cursor, r_start))
+            cursor = max(cursor, r_end)
+        if cursor < end:
+            result.append((cursor, end))
+    return result
+
+
+def split_span(span: Span, limit: int) -> list[Span]:
+    """*span* cut into pieces of at most *limit* bytes."""
+    start, end = span
+    return [(pos, min(pos + limit, end)) for pos in range(start, end, limit)]
+
+
+def _span_text(span: Span) -> str:
+    return f"bytes {span[0]}-{span[1] - 1}"
+
+
+# --------------------------------------------------------------------------- results, progress
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """What an upload did. ``data_bytes`` is the image's non-zero data, in bytes."""
+
+    bytes_sent: int
+    data_bytes: int
+    ranges_sent: int
+    ranges_skipped: int
+    ranges_retried: int
+    seconds: float
+    verified: bool
+    ranges_cleared: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object printed by ``upload --json``."""
+        return {
+            "bytes_sent": self.bytes_sent,
+            "data_bytes": self.data_bytes,
+            "ranges_sent": self.ranges_sent,
+            "ranges_skipped": self.ranges_skipped,
+            "ranges_retried": self.ranges_retried,
+            "seconds": round(self.seconds, 3),
+            "verified": self.verified,
+        }
+
+
+class ProgressSink(Protocol):
+    """Receives progress; calls are serialised by the engine."""
+
+    def start(self, total: int) -> None:
+        """*total*: bytes of the image's data extents (an upper bound of what is sent)."""
+
+    def update(self, done: int, sent: int) -> None:
+        """Cumulative bytes of extents finished (sent or skipped) and bytes actually sent."""
+
+    def finish(self, done: int, sent: int) -> None:
+        """The upload phase is over (successfully or not)."""
+
+
+class LogProgress:
+    """One log line every *interval* seconds: the progress sink when there is no terminal."""
+
+    def __init__(self, *, interval: float = 5.0, logger: logging.Logger | None = None) -> None:
+        self.interval = interval
+        self.logger = logger or log
+        self._total = 0
+        self._started = 0.0
+        self._last = 0.0
+
+    def start(self, total: int) -> None:
+        self._total = total
+        self._started = self._last = time.monotonic()
+
+    def update(self, done: int, sent: int) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            self.logger.info("%s", progress_line(done, sent, self._total, now - self._started))
+
+    def finish(self, done: int, sent: int) -> None:
+        self.logger.info(
+            "%s", progress_line(done, sent, self._total, time.monotonic() - self._started)
+        )
+
+
+def _mib(n: float) -> str:
+    return f"{n / 1024**2:,.1f} MiB"
+
+
+def progress_line(done: int, sent: int, total: int, elapsed: float) -> str:
+    """``uploaded 12.0 MiB; 40.0 of 100.0 MiB done (40%), 9.9 MiB/s, ETA 0:06``."""
+    rate = done / elapsed if elapsed > 0 else 0.0
+    pct = 100 * done // total if total else 100
+    eta = "?"
+    if rate > 0 and total >= done:
+        left = int((total - done) / rate)
+        eta = f"{left // 60}:{left % 60:02d}"
+    return (
+        f"uploaded {_mib(sent)}; {done / 1024**2:,.1f} of {_mib(total)} done ({pct}%), "
+        f"{_mib(sent / elapsed if elapsed > 0 else 0)}/s, ETA {eta}"
+    )
+
+
+# --------------------------------------------------------------------------- retries
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter, per request."""
+
+    attempts: int = 8
+    """Tries per request, the first included."""
+    initial: float = 0.5
+    maximum: float = 30.0
+    max_retry_after: float = 120.0
+    """A server's Retry-After is honoured up to this many seconds."""
+
+    def delay(self, retry: int, retry_after: float | None, rng: random.Random) -> float:
+        """Seconds to wait before retry number *retry* (1-based)."""
+        backoff = min(self.maximum, self.initial * 2.0 ** (retry - 1))
+        jittered = backoff / 2 + rng.uniform(0, backoff / 2)
+        if retry_after is not None:
+            return max(jittered, min(retry_after, self.max_retry_after))
+        return jittered
+
+
+@dataclass(frozen=True)
+class _Transient:
+    reason: str
+    retry_after: float | None = None
+
+
+def _retry_after(error: HttpResponseError) -> float | None:
+    headers: Mapping[str, str] = getattr(error.response, "headers", None) or {}
+    millis = headers.get("x-ms-retry-after-ms")
+    if millis:
+        with contextlib.suppress(ValueError):
+            return float(millis) / 1000.0
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return redact(text[0] if text else type(error).__name__)
+
+
+def sas_expiry(sas_url: str) -> datetime | None:
+    """The SAS's signed expiry (``se``), or ``None`` when absent or unreadable."""
+    values = parse_qs(urlsplit(sas_url).query).get("se")
+    if not values:
+        return None
+    try:
+        when = datetime.fromisoformat(values[0])
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def display_url(sas_url: str) -> str:
+    """The blob URL without its query: safe to show."""
+    parts = urlsplit(sas_url)
+    return redact(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))
+
+
+_SAS_HINT: Final = (
+    "Grant write access to the disk again (a fresh SAS) and rerun; "
+    "the upload resumes where it stopped"
+)
+
+
+def classify(error: BaseException, *, what: str, sas_url: str) -> _Transient | PublishError:
+    """Whether *error* from the storage service is worth retrying, or the error to report."""
+    if isinstance(error, ServiceRequestError | ServiceResponseError | DecodeError):
+        return _Transient(_first_line(error))
+    if not isinstance(error, HttpResponseError):
+        return UploadError(f"{what}: {_first_line(error)}")
+    status = error.status_code or 0
+    raw_code = getattr(error, "error_code", None) or ""
+    # The SDK gives a StorageErrorCode enum (whose hash is not its value's) or a string.
+    code = str(getattr(raw_code, "value", raw_code))
+    if status in _TRANSIENT_STATUS or code in _TRANSIENT_CODES:
+        return _Transient(f"HTTP {status} {code}".strip(), _retry_after(error))
+    detail = f"HTTP {status} {code}".strip()
+    blob = display_url(sas_url)
+    if status == 403:  # noqa: PLR2004
+        expiry = sas_expiry(sas_url)
+        message = str(error).lower()
+        if (expiry is not None and expiry <= datetime.now(UTC)) or "expir" in message:
+            when = f" at {expiry:%Y-%m-%d %H:%M:%S} UTC" if expiry else ""
+            return SasExpiredError(
+                f"{what}: the SAS for {blob} expired{when} ({detail})", hint=_SAS_HINT
+            )
+        if code == "AuthorizationPermissionMismatch":
+            return UploadError(
+                f"{what}: the SAS for {blob} does not allow writing ({detail})",
+                hint="Use a SAS with write permission (grant access with access=Write)",
+            )
+        return SasExpiredError(
+            f"{what}: the SAS for {blob} was refused: revoked, expired or not valid ({detail})",
+            hint=_SAS_HINT,
+        )
+    if status == 404:  # noqa: PLR2004
+        return UploadError(
+            f"{what}: {blob} does not exist ({detail})",
+            hint="Create the upload disk first (createOption Upload) and use its write SAS",
+        )
+    return UploadError(f"{what}: {blob} refused the request ({detail}: {_first_line(error)})")
+
+
+# --------------------------------------------------------------------------- the storage protocol
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """What the engine needs to know about the destination blob."""
+
+    size: int
+    blob_type: str
+    created: str
+
+
+class PageBlobApi(Protocol):
+    """The narrow storage protocol the engine depends on (one call = one request)."""
+
+    def properties(self) -> BlobInfo: ...
+
+    def page_ranges(self, start: int, end: int) -> list[Span]: ...
+
+    def put_pages(self, offset: int, data: bytes) -> None: ...
+
+    def clear_pages(self, start: int, end: int) -> None: ...
+
+    def read(self, start: int, end: int) -> bytes: ...
+
+
+def _pooled_transport(*, pool_size: int, **kwargs: Any) -> Any:  # noqa: ANN401 - untyped requests
+    """The SDK's requests transport with a connection pool as large as the worker pool.
+
+    requests keeps 10 connections per host by default; more workers than that
+    would open and drop a connection per request.
+    """
+    transport = RequestsTransport(**kwargs)
+    transport.open()
+    for prefix in ("http://", "https://"):
+        transport.session.get_adapter(prefix).init_poolmanager(1, pool_size)
+    return transport
+
+
+def _checksum_option(checksum: Checksum) -> str | None:
+    if checksum == "none":
+        return None
+    if checksum == "md5":
+        return "md5"
+    have_crc64 = importlib.util.find_spec("azure.storage.extensions") is not None
+    if checksum == "crc64" and not have_crc64:
+        raise UsageError(
+            "CRC64 checksums need the azure-storage-blob[ext-checksums] extra",
+            hint="Install it, or use checksum md5",
+        )
+    return "crc64" if have_crc64 else "md5"
+
+
+class SdkPageBlob:
+    """:class:`PageBlobApi` over azure-storage-blob's ``BlobClient``, from a SAS URL only.
+
+    The SDK's own retries are off: the engine retries per range, with its
+    own accounting. Only page operations are used: nothing that creates,
+    resizes or deletes the blob.
+    """
+
+    def __init__(
+        self,
+        sas_url: str,
+        *,
+        pool_size: int = DEFAULT_CONCURRENCY,
+        connection_verify: bool | str = True,
+        connection_timeout: float = 20.0,
+        read_timeout: float = 60.0,
+        checksum: Checksum = "auto",
+    ) -> None:
+        self._validate = _checksum_option(checksum)
+        transport = _pooled_transport(
+            pool_size=pool_size + 2,
+            connection_verify=connection_verify,
+            connection_timeout=connection_timeout,
+            read_timeout=read_timeout,
+        )
+        self.client = BlobClient.from_blob_url(sas_url, transport=transport, retry_total=0)
+
+    @property
+    def checksum(self) -> str:
+        """The per-request checksum in use: ``crc64``, ``md5`` or ``none``."""
+        return self._validate or "none"
+
+    def properties(self) -> BlobInfo:
+        props = self.client.get_blob_properties()
+        created = props.creation_time.isoformat() if props.creation_time else ""
+        blob_type = getattr(props.blob_type, "value", props.blob_type)
+        return BlobInfo(size=int(props.size or 0), blob_type=str(blob_type), created=created)
+
+    def page_ranges(self, start: int, end: int) -> list[Span]:
+        pages = self.client.list_page_ranges(offset=start, length=end - start)
+        return [(r.start or 0, (r.end or 0) + 1) for r in pages if not r.cleared]
+
+    def put_pages(self, offset: int, data: bytes) -> None:
+        options: dict[str, Any] = {}
+        if self._validate:
+            options["validate_content"] = self._validate
+        self.client.upload_page(data, offset=offset, length=len(data), **options)
+
+    def clear_pages(self, start: int, end: int) -> None:
+        self.client.clear_page(offset=start, length=end - start)
+
+    def read(self, start: int, end: int) -> bytes:
+        return self.client.download_blob(offset=start, length=end - start).readall()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _protect_third_party_logs() -> None:
+    """urllib3 logs full request URLs (SAS signature included) at DEBUG: redact them at source."""
+    for name in ("urllib3.connectionpool", "azure.core.pipeline.policies.http_logging_policy"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())
+
+
+_protect_third_party_logs()
+
+
+# --------------------------------------------------------------------------- the journal
+
+
+def _file_identity(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {
+        "path": str(path.resolve()),
+        "size": st.st_size,
+        "mtimeNs": st.st_mtime_ns,
+        "inode": st.st_ino,
+        "device": st.st_dev,
+    }
+
+
+class Journal:
+    """Extents finished by earlier runs.
+
+    Keyed by the file's identity, the blob's URL (without SAS) and the blob's
+    creation time, so a recreated disk or a changed file starts afresh. It is
+    trusted only where the blob's page ranges agree with it.
+    """
+
+    def __init__(self, path: Path | None, identity: dict[str, Any]) -> None:
+        self.path = path
+        self.identity = identity
+        self._done: dict[int, int] = {}
+        self._dirty = False
+        self._lock = threading.Lock()
+        if path is not None:
+            self._load(path)
+
+    @classmethod
+    def for_upload(
+        cls, journal_dir: Path | None, *, image: Path, blob_url: str, blob: BlobInfo
+    ) -> Journal:
+        """The journal of uploading *image* into this blob (in memory only without a directory)."""
+        identity = {"file": _file_identity(image), "blob": blob_url, "blobCreated": blob.created}
+        if journal_dir is None:
+            return cls(None, identity)
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+        return cls(journal_dir / f"{key}.json", identity)
+
+    def _load(self, path: Path) -> None:
+        data = state.read_json(path)
+        if data is None:
+            return
+        if data.get("version") != JOURNAL_VERSION or data.get("identity") != self.identity:
+            log.debug("journal %s belongs to another upload; starting afresh", path)
+            return
+        try:
+            flat = data["done"]
+            self._done = {int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        except (KeyError, TypeError, ValueError, IndexError):
+            log.warning("ignoring malformed journal %s", path)
+            self._done = {}
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    def __contains__(self, span: object) -> bool:
+        if not isinstance(span, tuple):
+            return False
+        start, end = span
+        return bool(self._done.get(start) == end)
+
+    def record(self, span: Span) -> None:
+        """*span* is written and acknowledged."""
+        with self._lock:
+            self._done[span[0]] = span[1]
+            self._dirty = True
+
+    def flush(self) -> None:
+        if self.path is None:
+            return
+        with self._lock:
+            if not self._dirty:
+                return
+            done = [x for start in sorted(self._done) for x in (start, self._done[start])]
+            self._dirty = False
+        data = {"version": JOURNAL_VERSION, "identity": self.identity, "done": done}
+        try:
+            state.write_json_atomic(self.path, data)
+        except OSError as error:
+            # The journal only saves time; losing it must not fail the upload.
+            log.warning("could not write the upload journal %s: %s", self.path, error)
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class _Stopped(Exception):  # noqa: N818 - control flow, never shown
+    """Another worker failed; this one stops quietly."""
+
+
+class _Budget:
+    """A counting semaphore over bytes: bounds the image data held in memory."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, amount: int, stop: threading.Event) -> Iterator[None]:
+        amount = min(amount, self._limit)
+        with self._cond:
+            while self._used + amount > self._limit:
+                if stop.is_set():
+                    raise _Stopped
+                self._cond.wait(0.1)
+            self._used += amount
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._used -= amount
+                self._cond.notify_all()
+
+
+@dataclass
+class _Counters:
+    bytes_sent: int = 0
+    done: int = 0
+    ranges_sent: int = 0
+    ranges_skipped: int = 0
+    ranges_cleared: int = 0
+    retried: set[Span] = field(default_factory=set)
+
+
+class _Engine:
+    def __init__(
+        self,
+        *,
+        api: PageBlobApi,
+        fd: int,
+        sas_url: str,
+        concurrency: int,
+        retry: RetryPolicy,
+        progress: ProgressSink,
+        journal: Journal,
+    ) -> None:
+        self.api = api
+        self.fd = fd
+        self.sas_url = sas_url
+        self.concurrency = concurrency
+        self.retry = retry
+        self.progress = progress
+        self.journal = journal
+        self.stop = threading.Event()
+        self.budget = _Budget(max(BUFFER_BUDGET, MAX_PAGE_WRITE))
+        self.counters = _Counters()
+        self.lock = threading.Lock()
+        self.rng = random.Random()  # noqa: S311 - jitter, not cryptography
+
+    # -- one request, with retries
+
+    def call(self, what: str, span: Span | None, fn: Callable[[], _T]) -> _T:
+        """*fn* (one request), retried while it fails transiently; *span* names its range."""
+        if span is not None:
+            what = f"{what} {_span_text(span)}"
+        retry = 0
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                return fn()
+            except Exception as error:  # noqa: BLE001 - classified right below
+                verdict = classify(error, what=what, sas_url=self.sas_url)
+            if isinstance(verdict, PublishError):
+                raise verdict
+            retry += 1
+            if retry >= self.retry.attempts:
+                raise UploadError(
+                    f"{what} failed {retry} times; last: {verdict.reason}",
+                    hint="Check the network and the storage endpoint, then rerun to resume",
+                )
+            with self.lock:
+                delay = self.retry.delay(retry, verdict.retry_after, self.rng)
+                if span is not None:
+                    self.counters.retried.add(span)
+            log.debug("%s: %s; retry %d in %.2fs", what, verdict.reason, retry, delay)
+            if self.stop.wait(delay):
+                raise _Stopped
+
+    # -- the pool
+
+    def run_pool(self, items: Iterable[_T], work: Callable[[_T], None]) -> None:
+        """Run *work* over *items* with the worker pool; the first failure stops all."""
+        iterator = iter(items)
+        take = threading.Lock()
+        failures: list[BaseException] = []
+
+        def worker() -> None:
+            while not self.stop.is_set():
+                with take:
+                    item = next(iterator, None)
+                if item is None:
+                    return
+                try:
+                    work(item)
+                except _Stopped:
+                    return
+                except BaseException as error:  # noqa: BLE001 - re-raised by the caller
+                    with self.lock:
+                        failures.append(error)
+                    self.stop.set()
+                    return
+
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="upload") as pool:
+            futures = [pool.submit(worker) for _ in range(self.concurrency)]
+            try:
+                for future in futures:
+                    while not future.done():
+                        with contextlib.suppress(TimeoutError):
+                            future.result(timeout=0.2)
+            except KeyboardInterrupt:
+                self.stop.set()
+                raise
+        if failures:
+            raise failures[0]
+
+    # -- reading the image
+
+    def pread(self, span: Span) -> bytes:
+        start, end = span
+        try:
+            data = os.pread(self.fd, end - start, start)
+        except OSError as error:
+            raise ImageError(f"cannot read the image at {_span_text(span)}: {error}") from error
+        if len(data) != end - start:
+            raise ImageError(
+                f"the image ended early at byte {start + len(data)}: it changed during the upload",
+                hint="Do not modify the image while it uploads; rerun",
+            )
+        return data
+
+    # -- the work items
+
+    def clear(self, span: Span) -> None:
+        self.call("clear", span, lambda: self.api.clear_pages(*span))
+        with self.lock:
+            self.counters.ranges_cleared += 1
+
+    def send_extent(self, span: Span, server: list[Span]) -> None:
+        """Send one extent, unless an earlier run did and the blob still holds it."""
+        start, end = span
+        if span in self.journal and clip_spans(server, start, end) == [span]:
+            self._finished(span, skipped=True)
+            return
+        with self.budget.hold(end - start, self.stop):
+            data = self.pread(span)
+            self.call("put page", span, partial(self.api.put_pages, start, data))
+        with self.lock:
+            self.counters.ranges_sent += 1
+            self.counters.bytes_sent += end - start
+        self.journal.record(span)
+        self._finished(span, skipped=False)
+
+    def _finished(self, span: Span, *, skipped: bool) -> None:
+        with self.lock:
+            self.counters.done += span[1] - span[0]
+            if skipped:
+                self.counters.ranges_skipped += 1
+            self.progress.update(self.counters.done, self.counters.bytes_sent)
+
+    def check_range(self, span: Span) -> None:
+        with self.budget.hold(2 * (span[1] - span[0]), self.stop):
+            remote = self.call("read back", span, lambda: self.api.read(*span))
+            local = self.pread(span)
+        if hashlib.sha256(remote).digest() != hashlib.sha256(local).digest():
+            raise UploadError(
+                f"verification failed: the disk differs from the image at {_span_text(span)}",
+                hint="Rerun the upload; it rewrites what differs",
+            )
+
+
+def _extents(path: Path, size: int) -> list[Span]:
+    spans: list[Span] = []
+    for extent in vhd.data_extents(path, max_extent=MAX_PAGE_WRITE):
+        start, end = extent.offset, extent.offset + extent.length
+        if start % PAGE or end % PAGE or start < 0 or end > size:
+            raise ImageError(
+                f"internal: data extent {_span_text((start, end))} is not page-aligned "
+                f"within the {size}-byte image"
+            )
+        # The 4 MiB Put Page limit is ours to enforce, whatever the extents say.
+        spans.extend(split_span((start, end), MAX_PAGE_WRITE))
+    return spans
+
+
+def _list_ranges(engine: _Engine, size: int) -> list[Span]:
+    found: list[Span] = []
+    for window in split_span((0, size), PAGE_RANGE_WINDOW):
+        found.extend(
+            engine.call("list page ranges", window, partial(engine.api.page_ranges, *window))
+        )
+    return merge_spans(found)
+
+
+def _check_destination(engine: _Engine, size: int, sas_url: str) -> BlobInfo:
+    info = engine.call("read blob properties", None, engine.api.properties)
+    blob = display_url(sas_url)
+    if info.blob_type.lower() != "pageblob":
+        raise UploadError(
+            f"{blob} is a {info.blob_type}, not a page blob; nothing was written",
+            hint="Use the write SAS of a managed disk created with createOption Upload",
+        )
+    if info.size != size:
+        raise UploadError(
+            f"{blob} holds {info.size} bytes but the image file has {size}; nothing was written",
+            hint="Create the upload disk with uploadSizeBytes equal to the VHD file size",
+        )
+    return info
+
+
+def upload_vhd(
+    *,
+    path: Path,
+    sas_url: str,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    verify: Verify = "ranges",
+    journal_dir: Path | None = None,
+    use_journal: bool = True,
+    progress: ProgressSink | None = None,
+    connection_verify: bool | str = True,
+    connection_timeout: float = 20.0,
+    read_timeout: float = 60.0,
+    retry: RetryPolicy | None = None,
+    checksum: Checksum = "auto",
+    api: PageBlobApi | None = None,
+) -> UploadResult:
+    """Write the fixed VHD at *path* into the existing page blob behind *sas_url*.
+
+    *journal_dir* defaults to ``<state dir>/uploads``; ``use_journal=False``
+    disables it. *api* replaces the SDK client (it must behave like one).
+    Raises :class:`ImageError`, :class:`UploadError` or :class:`SasExpiredError`.
+    """
+    if not 1 <= concurrency <= 64:  # noqa: PLR2004
+        raise UsageError(f"concurrency must be 1..64, not {concurrency}")
+    began = time.monotonic()
+    size, spans = _preflight(path, sas_url)
+    client = api or SdkPageBlob(
+        sas_url,
+        pool_size=concurrency,
+        connection_verify=connection_verify,
+        connection_timeout=connection_timeout,
+        read_timeout=read_timeout,
+        checksum=checksum,
+    )
+    fd = os.open(path, os.O_RDONLY)
+    engine = _Engine(
+        api=client,
+        fd=fd,
+        sas_url=sas_url,
+        concurrency=concurrency,
+        retry=retry or RetryPolicy(),
+        progress=progress or LogProgress(),
+        journal=Journal(None, {}),
+    )
+    try:
+        info = _check_destination(engine, size, sas_url)
+        server = _list_ranges(engine, size)
+        directory = (journal_dir or state.default_state_dir() / "uploads") if use_journal else None
+        engine.journal = Journal.for_upload(
+            directory, image=path, blob_url=display_url(sas_url), blob=info
+        )
+        expected = _transfer(engine, path=path, spans=spans, server=server)
+        verified = _verify(engine, verify, size, expected)
+        c = engine.counters
+        result = UploadResult(
+            bytes_sent=c.bytes_sent,
+            data_bytes=sum(e - s for s, e in expected),
+            ranges_sent=c.ranges_sent,
+            ranges_skipped=c.ranges_skipped,
+            ranges_retried=len(c.retried),
+            seconds=time.monotonic() - began,
+            verified=verified,
+            ranges_cleared=c.ranges_cleared,
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"upload interrupted after sending {_mib(engine.counters.bytes_sent)}",
+            hint="Run the same command again; it resumes where it stopped",
+        ) from None
+    finally:
+        engine.stop.set()
+        os.close(fd)
+        if api is None and isinstance(client, SdkPageBlob):
+            client.close()
+    log.info("upload finished: %s", json.dumps(result.to_json()))
+    return result
+
+
+def _preflight(path: Path, sas_url: str) -> tuple[int, list[Span]]:
+    """Check what needs no network: the image, the SAS's expiry; list the extents."""
+    vhd.require_azure_ready(path)
+    size = path.stat().st_size
+    expiry = sas_expiry(sas_url)
+    if expiry is not None and expiry <= datetime.now(UTC):
+        raise SasExpiredError(
+            f"the SAS for {display_url(sas_url)} expired at {expiry:%Y-%m-%d %H:%M:%S} UTC; "
+            "nothing was written",
+            hint=_SAS_HINT,
+        )
+    return size, _extents(path, size)
+
+
+def _transfer(engine: _Engine, *, path: Path, spans: list[Span], server: list[Span]) -> list[Span]:
+    """Clear stale pages, send the extents; the page ranges the blob must now hold."""
+    stale = subtract_spans(server, merge_spans(spans))
+    total = sum(e - s for s, e in spans)
+    log.info(
+        "uploading %s (%s in %d extents) to %s; the blob holds %s, %d stale ranges to clear, "
+        "%d extents journalled",
+        path,
+        _mib(total),
+        len(spans),
+        display_url(engine.sas_url),
+        _mib(sum(e - s for s, e in server)),
+        len(stale),
+        len(engine.journal),
+    )
+    stop_flusher = threading.Event()
+    flusher = _start_flusher(engine.journal, stop_flusher)
+    engine.progress.start(total)
+    try:
+        engine.run_pool(stale, engine.clear)
+        engine.run_pool(spans, partial(engine.send_extent, server=server))
+    finally:
+        engine.progress.finish(engine.counters.done, engine.counters.bytes_sent)
+        stop_flusher.set()
+        flusher.join()
+        engine.journal.flush()
+    return merge_spans(spans)
+
+
+def _verify(engine: _Engine, verify: Verify, size: int, expected: list[Span]) -> bool:
+    if verify == "none":
+        return False
+    _verify_ranges(engine, size, expected)
+    if verify == "full":
+        engine.run_pool(
+            [piece for run in expected for piece in split_span(run, MAX_PAGE_WRITE)],
+            engine.check_range,
+        )
+    return True
+
+
+def _start_flusher(journal: Journal, stop: threading.Event) -> threading.Thread:
+    def loop() -> None:
+        while not stop.wait(JOURNAL_INTERVAL):
+            journal.flush()
+
+    thread = threading.Thread(target=loop, name="upload-journal", daemon=True)
+    thread.start()
+    return thread
+
+
+def _verify_ranges(engine: _Engine, size: int, expected: list[Span]) -> None:
+    actual = _list_ranges(engine, size)
+    if actual == expected:
+        return
+    missing = subtract_spans(expected, actual)
+    extra = subtract_spans(actual, expected)
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} data ranges missing, first {_span_text(missing[0])}")
+    if extra:
+        problems.append(f"{len(extra)} unexpected ranges, first {_span_text(extra[0])}")
+    raise UploadError(
+        "verification failed: the disk's page ranges differ from the image's data: "
+        + "; ".join(problems),
+        hint="Rerun the upload; it rewrites what differs",
+    )
+
+
+# --------------------------------------------------------------------------- azcopy
+
+
+def upload_with_azcopy(
+    *,
+    path: Path,
+    sas_url: str,
+    azcopy: str | None = None,
+    extra_args: Sequence[str] = (),
+    environ: dict[str, str] | None = None,
+) -> UploadResult:
+    """Upload with ``azcopy copy FILE SAS --blob-type PageBlob`` (the optional backend).
+
+    azcopy does its own retries and zero skipping; it resumes only whole
+    files. No verification is done here (``verified`` is false).
+    """
+    vhd.require_azure_ready(path)
+    executable = azcopy or shutil.which("azcopy")
+    if executable is None:
+        raise UsageError(
+            "the azcopy backend was chosen but azcopy is not on PATH",
+            hint='Install azcopy, or use the native backend (upload.backend = "native")',
+        )
+    argv = [executable, "copy", str(path), sas_url, "--blob-type", "PageBlob", *extra_args]
+    log.info("running %s", redact(" ".join([*argv[:3], display_url(sas_url), *argv[4:]])))
+    began = time.monotonic()
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False, env=environ)
+    except OSError as error:
+        raise UploadError(f"could not run azcopy: {error}") from error
+    output = redact((proc.stdout or "") + (proc.stderr or ""))
+    for line in output.splitlines():
+        log.debug("azcopy: %s", line)
+    if proc.returncode != 0:
+        tail = " | ".join(line.strip() for line in output.strip().splitlines()[-3:])
+        raise UploadError(
+            f"azcopy failed with status {proc.returncode}: {tail or 'no output'}",
+            hint="See azcopy's log, or rerun with the native backend",
+        )
+    size = path.stat().st_size
+    data = sum(e.length for e in vhd.data_extents(path, max_extent=MAX_PAGE_WRITE))
+    return UploadResult(
+        bytes_sent=size,
+        data_bytes=data,
+        ranges_sent=0,
+        ranges_skipped=0,
+        ranges_retried=0,
+        seconds=time.monotonic() - began,
+        verified=False,
+    )

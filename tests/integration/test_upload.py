@@ -1,0 +1,534 @@
+"""The upload engine against a real Azurite, directly and through a fault-injecting proxy.
+
+Every test checks what a user would notice: the blob's bytes (downloaded and
+compared by digest with the file), its page ranges, the numbers reported,
+the error shown. The blob is pre-created the way Azure's disk service does
+it (an empty page blob of exactly the file's size) and the engine gets only a
+SAS URL for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+from azure.storage.blob import (
+    BlobClient,
+    BlobSasPermissions,
+    BlobServiceClient,
+    generate_blob_sas,
+)
+
+from nixos_azure_publish import pageblob
+from nixos_azure_publish.cli import main
+from nixos_azure_publish.emulator.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
+from nixos_azure_publish.errors import ImageError, SasExpiredError, UploadError, UsageError
+from tests.conftest import REPO, require_tool
+from tests.integration.faultproxy import FaultProxy, Faults, run_fault_proxy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from contextlib import AbstractContextManager
+    from pathlib import Path
+
+MIB = 1024 * 1024
+FAST_RETRY = pageblob.RetryPolicy(attempts=12, initial=0.02, maximum=0.3)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def make_vhd(tmp_path: Path, name: str, virtual_mib: int, runs: list[tuple[int, int]], seed: int):
+    """A fixed VHD (qemu-img, sparse) of *virtual_mib* MiB with random data at *runs*."""
+    qemu = require_tool("qemu-img")
+    rng = random.Random(seed)  # noqa: S311 - test data
+    raw = tmp_path / f"{name}.raw"
+    with raw.open("wb") as handle:
+        handle.truncate(virtual_mib * MIB)
+        for offset, length in runs:
+            handle.seek(offset)
+            handle.write(rng.randbytes(length))
+    out = tmp_path / f"{name}.vhd"
+    subprocess.run(
+        [qemu, "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed,force_size", raw, out],
+        check=True,
+    )
+    raw.unlink()
+    return out
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(4 * MIB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Disk:
+    """A page blob standing in for a managed disk's upload blob."""
+
+    azurite: Azurite
+    container: str
+    name: str
+    admin: BlobClient
+
+    def sas(self, *, expiry: datetime | None = None, write: bool = True) -> str:
+        token = generate_blob_sas(
+            ACCOUNT,
+            self.container,
+            self.name,
+            account_key=ACCOUNT_KEY,
+            permission=BlobSasPermissions(read=True, write=write),
+            expiry=expiry or datetime.now(UTC) + timedelta(hours=1),
+        )
+        return f"{self.admin.url}?{token}"
+
+    def digest(self) -> str:
+        digest = hashlib.sha256()
+        for chunk in self.admin.download_blob().chunks():
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return pageblob.merge_spans(
+            (r.start or 0, (r.end or 0) + 1) for r in self.admin.list_page_ranges()
+        )
+
+
+@pytest.fixture
+def disk(azurite: Azurite) -> Callable[[int], Disk]:
+    """Creates an empty page blob of a given size, as Azure's disk service does for an upload."""
+    counter = iter(range(1000))
+
+    def create(size: int) -> Disk:
+        name = f"disk{next(counter)}.vhd"
+        service = BlobServiceClient.from_connection_string(azurite.connection_string)
+        container = service.get_container_client("disks")
+        if not container.exists():
+            container.create_container()
+        admin = container.get_blob_client(name)
+        admin.create_page_blob(size)
+        return Disk(azurite, "disks", name, admin)
+
+    return create
+
+
+@pytest.fixture
+def fault_proxy(azurite: Azurite) -> Callable[[Faults], AbstractContextManager[FaultProxy]]:
+    """Runs a fault-injecting proxy in front of the test's Azurite."""
+
+    def start(faults: Faults):
+        return run_fault_proxy(azurite.host, azurite.port, faults)
+
+    return start
+
+
+def sig_of(sas_url: str) -> str:
+    return sas_url.split("sig=", 1)[1].split("&", 1)[0]
+
+
+# --------------------------------------------------------------------------- happy paths
+
+
+def test_full_upload_is_byte_identical_and_sends_only_data(tmp_path, disk, fault_proxy):
+    # 6 MiB of contiguous data (more than one 4 MiB request), a small run, and the footer.
+    image = make_vhd(tmp_path, "full", 24, [(1 * MIB, 6 * MIB), (20 * MIB + 4096, 8192)], seed=1)
+    target = disk(image.stat().st_size)
+    with fault_proxy(Faults()) as proxy:
+        result = pageblob.upload_vhd(
+            path=image,
+            sas_url=proxy.url(target.sas()),
+            journal_dir=tmp_path / "journal",
+            verify="full",
+        )
+    assert target.digest() == sha256_file(image)
+    assert result.verified
+    assert result.data_bytes == 6 * MIB + 8192 + 512
+    assert result.bytes_sent == result.data_bytes
+    # Azure's 4 MiB Put Page limit is ours to keep (Azurite would take more).
+    assert proxy.stats.max_page_write == 4 * MIB
+    assert result.ranges_sent == proxy.stats.page_writes == 4
+    assert target.ranges() == [
+        (1 * MIB, 7 * MIB),
+        (20 * MIB + 4096, 20 * MIB + 12288),
+        (24 * MIB, 24 * MIB + 512),
+    ]
+
+
+def test_sparse_image_sends_exactly_its_data(tmp_path, disk):
+    rng = random.Random(7)  # noqa: S311 - test data
+    runs = sorted(
+        {(rng.randrange(0, 255) * 256 * 1024, 4096 * rng.randrange(1, 8)) for _ in range(40)}
+    )
+    image = make_vhd(tmp_path, "sparse", 64, runs, seed=2)
+    target = disk(image.stat().st_size)
+    result = pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=tmp_path / "journal")
+    written = sum(length for _, length in runs) + 512
+    assert result.bytes_sent == result.data_bytes
+    # Overlapping random runs may merge; the data never exceeds what was written.
+    assert written - 64 * 1024 <= result.data_bytes <= written
+    assert result.data_bytes < image.stat().st_size // 20
+    assert target.digest() == sha256_file(image)
+
+
+def test_reused_blob_with_stale_data_is_cleared(tmp_path, disk):
+    image = make_vhd(tmp_path, "reused", 32, [(4 * MIB, 2 * MIB)], seed=3)
+    target = disk(image.stat().st_size)
+    # Leftovers of an earlier image: where the new one has zeros, and inside its data.
+    for offset in (0, 10 * MIB, 4 * MIB + 512 * 1024, 31 * MIB):
+        target.admin.upload_page(os.urandom(128 * 1024), offset=offset, length=128 * 1024)
+    result = pageblob.upload_vhd(path=image, sas_url=target.sas(), use_journal=False)
+    assert target.digest() == sha256_file(image)
+    assert target.ranges() == [(4 * MIB, 6 * MIB), (32 * MIB, 32 * MIB + 512)]
+    assert result.verified
+    assert result.ranges_cleared == 3
+    assert result.bytes_sent == 2 * MIB + 512
+
+
+def test_second_run_over_a_complete_blob_sends_nothing(tmp_path, disk):
+    image = make_vhd(tmp_path, "again", 24, [(0, 5 * MIB)], seed=4)
+    target = disk(image.stat().st_size)
+    journal = tmp_path / "journal"
+    first = pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal)
+    second = pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal)
+    assert first.bytes_sent == first.data_bytes == 5 * MIB + 512
+    assert second.bytes_sent == 0
+    assert second.ranges_skipped == 3
+    assert second.verified
+    # The journal is trusted only where the blob agrees: wiped pages are sent again.
+    target.admin.clear_page(offset=0, length=4 * MIB)
+    fourth = pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal)
+    assert fourth.bytes_sent == 4 * MIB
+    assert target.digest() == sha256_file(image)
+    # A lost journal costs time, never correctness: everything is sent again.
+    third = pageblob.upload_vhd(path=image, sas_url=target.sas(), use_journal=False)
+    assert third.bytes_sent == third.data_bytes
+    assert target.digest() == sha256_file(image)
+
+
+def test_resume_after_the_process_is_killed_sends_only_what_is_missing(tmp_path, disk, fault_proxy):
+    image = make_vhd(tmp_path, "resume", 40, [(0, 32 * MIB)], seed=5)
+    target = disk(image.stat().st_size)
+    journal = tmp_path / "journal"
+    sas_file = tmp_path / "sas"
+    with fault_proxy(Faults(hold_after=3)) as proxy:
+        sas_file.write_text(proxy.url(target.sas()))
+        argv = [
+            sys.executable,
+            "-m",
+            "nixos_azure_publish",
+            "--json",
+            "upload",
+            str(image),
+            "--sas-url-file",
+            str(sas_file),
+            "--journal-dir",
+            str(journal),
+            "--concurrency",
+            "2",
+        ]
+        proc = subprocess.Popen(
+            argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while proxy.stats.held < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert proxy.stats.page_writes == 3, proc.poll()
+            time.sleep(2 * pageblob.JOURNAL_INTERVAL + 0.5)  # the journal is flushed each second
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        assert proc.returncode == -signal.SIGKILL
+        sent_before_kill = proxy.stats.page_bytes
+        assert sent_before_kill == 3 * 4 * MIB
+        proxy.release()
+        second = pageblob.upload_vhd(
+            path=image, sas_url=proxy.url(target.sas()), journal_dir=journal, retry=FAST_RETRY
+        )
+    assert second.data_bytes == 32 * MIB + 512
+    assert second.bytes_sent == second.data_bytes - sent_before_kill
+    assert second.ranges_skipped == 3
+    assert target.digest() == sha256_file(image)
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_upload_through_faults_ends_byte_identical(tmp_path, disk, fault_proxy, seed):
+    rng = random.Random(seed)  # noqa: S311 - test data
+    runs = [(i * MIB + rng.randrange(0, 64) * 4096, 256 * 1024) for i in range(20)]
+    image = make_vhd(tmp_path, f"faults{seed}", 24, runs, seed=seed)
+    target = disk(image.stat().st_size)
+    faults = Faults(
+        seed=seed,
+        reset_before=0.06,
+        reset_after=0.06,
+        error_500=0.06,
+        error_503=0.06,
+        throttle_429=0.03,
+        stall=0.03,
+        stall_seconds=1.5,
+        all_requests=seed == 3,  # properties and page-range listings fail too
+    )
+    with fault_proxy(faults) as proxy:
+        result = pageblob.upload_vhd(
+            path=image,
+            sas_url=proxy.url(target.sas()),
+            journal_dir=tmp_path / "journal",
+            concurrency=4,
+            read_timeout=1.0,
+            retry=FAST_RETRY,
+        )
+    injected = sum(proxy.stats.injected.values())
+    assert injected >= 3, proxy.stats
+    assert result.ranges_retried >= 1
+    assert result.verified
+    assert target.digest() == sha256_file(image)
+
+
+def test_throttling_honours_retry_after(tmp_path, disk, fault_proxy):
+    image = make_vhd(tmp_path, "throttle", 24, [(0, 4096)], seed=6)
+    target = disk(image.stat().st_size)
+    with fault_proxy(Faults(throttle_429=1.0, retry_after=1)) as proxy:
+        started = time.monotonic()
+        with pytest.raises(
+            UploadError, match=r"put page bytes \d+-\d+ failed 3 times; last: HTTP 429"
+        ):
+            pageblob.upload_vhd(
+                path=image,
+                sas_url=proxy.url(target.sas()),
+                use_journal=False,
+                retry=pageblob.RetryPolicy(attempts=3, initial=0.01, maximum=0.01),
+            )
+        elapsed = time.monotonic() - started
+    assert 2.0 <= elapsed < 10, "two retries, each after the 1 s the server asked for"
+    assert target.ranges() == []
+
+
+def test_sas_already_expired_is_reported_as_such(tmp_path, disk, fault_proxy):
+    image = make_vhd(tmp_path, "expired", 24, [(0, MIB)], seed=7)
+    target = disk(image.stat().st_size)
+    sas = target.sas(expiry=datetime.now(UTC) - timedelta(minutes=1))
+    with fault_proxy(Faults()) as proxy, pytest.raises(SasExpiredError) as caught:
+        pageblob.upload_vhd(path=image, sas_url=proxy.url(sas), use_journal=False)
+    assert "expired" in caught.value.message
+    assert "nothing was written" in caught.value.message
+    assert sig_of(sas) not in str(caught.value)
+    assert proxy.stats.requests == 0
+
+
+def test_sas_expiring_mid_upload_stops_all_workers_and_resumes_with_a_new_one(
+    tmp_path, disk, fault_proxy, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    image = make_vhd(tmp_path, "midway", 40, [(0, 32 * MIB)], seed=8)
+    target = disk(image.stat().st_size)
+    journal = tmp_path / "journal"
+    expiry = datetime.now(UTC) + timedelta(seconds=2)
+    short = target.sas(expiry=expiry)
+    failures: list[BaseException] = []
+
+    def run(sas_url: str) -> None:
+        try:
+            pageblob.upload_vhd(path=image, sas_url=sas_url, journal_dir=journal, concurrency=2)
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread
+            failures.append(error)
+
+    # Two page writes get through, then the proxy holds the upload until the SAS has expired.
+    with fault_proxy(Faults(hold_after=2)) as proxy:
+        worker = threading.Thread(target=run, args=(proxy.url(short),))
+        worker.start()
+        while datetime.now(UTC) < expiry + timedelta(seconds=1.1):
+            time.sleep(0.05)
+        proxy.release()
+        worker.join(timeout=60)
+        assert len(failures) == 1
+        error = failures[0]
+        assert isinstance(error, SasExpiredError), error
+        assert "expired" in error.message
+        assert "put page bytes" in error.message  # which range failed
+        assert "fresh SAS" in (error.hint or "")
+        written_before = proxy.stats.page_bytes
+        assert written_before == 2 * 4 * MIB
+        fresh = target.sas()
+        result = pageblob.upload_vhd(path=image, sas_url=proxy.url(fresh), journal_dir=journal)
+    assert result.bytes_sent == result.data_bytes - written_before
+    assert target.digest() == sha256_file(image)
+    for sas in (short, fresh):
+        assert sig_of(sas) not in caplog.text
+        assert sig_of(sas) not in str(error)
+
+
+def test_wrong_size_is_refused_with_nothing_written(tmp_path, disk, fault_proxy):
+    image = make_vhd(tmp_path, "size", 24, [(0, MIB)], seed=9)
+    target = disk(image.stat().st_size + MIB)
+    with fault_proxy(Faults()) as proxy, pytest.raises(UploadError) as caught:
+        pageblob.upload_vhd(path=image, sas_url=proxy.url(target.sas()), use_journal=False)
+    assert f"holds {image.stat().st_size + MIB} bytes" in caught.value.message
+    assert "nothing was written" in caught.value.message
+    assert "uploadSizeBytes" in (caught.value.hint or "")
+    assert proxy.stats.page_writes == 0
+    assert target.ranges() == []
+
+
+def test_an_image_azure_rejects_is_refused_before_any_request(tmp_path, disk, fault_proxy):
+    raw = tmp_path / "plain.raw"
+    raw.write_bytes(os.urandom(MIB))
+    with raw.open("r+b") as handle:
+        handle.truncate(24 * MIB)
+    target = disk(24 * MIB)
+    with fault_proxy(Faults()) as proxy, pytest.raises(ImageError):
+        pageblob.upload_vhd(path=raw, sas_url=proxy.url(target.sas()), use_journal=False)
+    assert proxy.stats.requests == 0
+    assert target.ranges() == []
+
+
+def test_a_read_only_sas_is_refused_with_a_clear_error(tmp_path, disk):
+    image = make_vhd(tmp_path, "readonly", 24, [(0, MIB)], seed=10)
+    target = disk(image.stat().st_size)
+    with pytest.raises(UploadError, match="does not allow writing"):
+        pageblob.upload_vhd(path=image, sas_url=target.sas(write=False), use_journal=False)
+
+
+def test_a_missing_blob_is_reported_not_created(tmp_path, disk):
+    image = make_vhd(tmp_path, "missing", 24, [(0, MIB)], seed=11)
+    target = disk(image.stat().st_size)
+    target.admin.delete_blob()
+    with pytest.raises(UploadError, match="does not exist"):
+        pageblob.upload_vhd(path=image, sas_url=target.sas(), use_journal=False)
+    assert not target.admin.exists()
+
+
+# --------------------------------------------------------------------------- secrets, CLI
+
+
+def test_no_sas_signature_reaches_logs_errors_or_output(tmp_path, disk, fault_proxy, capfd):
+    image = make_vhd(tmp_path, "secret", 24, [(0, 2 * MIB)], seed=12)
+    target = disk(image.stat().st_size)
+    with fault_proxy(Faults(seed=4, error_500=0.15, reset_before=0.1, all_requests=True)) as proxy:
+        sas = proxy.url(target.sas())
+        # -vv: our debug logs and the SDK's and urllib3's HTTP logs, which print request URLs.
+        code = main(
+            [
+                "-vv",
+                "--json",
+                "upload",
+                str(image),
+                "--sas-url",
+                sas,
+                "--journal-dir",
+                str(tmp_path / "journal"),
+            ]
+        )
+        out, err = capfd.readouterr()
+        assert code == 0, err
+        assert proxy.stats.injected
+        expired = target.sas(expiry=datetime.now(UTC) - timedelta(seconds=5))
+        failed = main(
+            ["-vv", "upload", str(image), "--sas-url", proxy.url(expired), "--no-journal"]
+        )
+        out2, err2 = capfd.readouterr()
+    assert failed == 6
+    assert "expired" in err2
+    assert "sig=REDACTED" in err  # the HTTP logs were there, redacted
+    for text in (out, err, out2, err2):
+        assert sig_of(sas) not in text
+        assert sig_of(expired) not in text
+
+
+def test_cli_prints_the_result_as_json(tmp_path, disk):
+    image = make_vhd(tmp_path, "cli", 24, [(0, MIB)], seed=13)
+    target = disk(image.stat().st_size)
+    sas_file = tmp_path / "sas"
+    sas_file.write_text(target.sas() + "\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nixos_azure_publish",
+            "--json",
+            "upload",
+            str(image),
+            "--sas-url-file",
+            str(sas_file),
+            "--no-journal",
+            "--verify",
+            "full",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert set(data) == {
+        "bytes_sent",
+        "data_bytes",
+        "ranges_sent",
+        "ranges_skipped",
+        "ranges_retried",
+        "seconds",
+        "verified",
+    }
+    assert data["bytes_sent"] == data["data_bytes"] == MIB + 512
+    assert data["verified"] is True
+    assert "uploaded" in proc.stderr  # the progress log line (no terminal here)
+    assert target.digest() == sha256_file(image)
+
+
+# --------------------------------------------------------------------------- azcopy backend
+
+
+def test_azcopy_backend_needs_azcopy_on_path(tmp_path, disk, monkeypatch):
+    image = make_vhd(tmp_path, "noazcopy", 24, [(0, MIB)], seed=14)
+    target = disk(image.stat().st_size)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(UsageError, match="azcopy is not on PATH"):
+        pageblob.upload_with_azcopy(path=image, sas_url=target.sas())
+
+
+def test_azcopy_backend_runs_azcopy_copy_as_a_page_blob(tmp_path, disk, monkeypatch, caplog):
+    # azcopy is not packaged for Debian and cannot be downloaded here: a stand-in script
+    # records its arguments. What is tested is our command line and our error handling.
+    caplog.set_level(logging.DEBUG)
+    image = make_vhd(tmp_path, "azcopy", 24, [(0, MIB)], seed=15)
+    target = disk(image.stat().st_size)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    record = tmp_path / "argv.json"
+    fake = bindir / "azcopy"
+    fake.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n"
+        "print('INFO: copying to ' + sys.argv[3])\n"
+        "sys.exit(int(__import__('os').environ.get('FAKE_AZCOPY_STATUS', '0')))\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    sas = target.sas()
+    result = pageblob.upload_with_azcopy(path=image, sas_url=sas)
+    assert json.loads(record.read_text()) == ["copy", str(image), sas, "--blob-type", "PageBlob"]
+    assert result.data_bytes == MIB + 512
+    assert not result.verified
+    monkeypatch.setenv("FAKE_AZCOPY_STATUS", "3")
+    with pytest.raises(UploadError, match="azcopy failed with status 3") as caught:
+        pageblob.upload_with_azcopy(path=image, sas_url=sas)
+    assert sig_of(sas) not in str(caught.value)
+    assert sig_of(sas) not in caplog.text

@@ -1,0 +1,183 @@
+"""Pure parts of the upload engine: range arithmetic, zero detection, retries, errors, journal."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+from nixos_azure_publish import pageblob
+from nixos_azure_publish.errors import SasExpiredError, UploadError
+from nixos_azure_publish.pageblob import (
+    BlobInfo,
+    Journal,
+    RetryPolicy,
+    classify,
+    clip_spans,
+    merge_spans,
+    split_span,
+    subtract_spans,
+)
+
+SAS = (
+    "https://md-abc.z1.blob.storage.azure.net/xyz/abcd?sv=2018-03-28&sr=b"
+    "&se={se}&sp=rw&sig=S3cr3tSignature%2Bvalue%3D"
+)
+
+
+def sas(expiry: datetime) -> str:
+    return SAS.format(se=expiry.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def http_error(status: int, code: str = "", headers: dict[str, str] | None = None):
+    # A stand-in for the SDK's HTTP response: only status, reason and headers are read.
+    response = SimpleNamespace(
+        status_code=status, reason="x", headers=headers or {}, text=lambda: "", request=None
+    )
+    error = HttpResponseError(message=f"status {status}", response=response)
+    error.error_code = code  # type: ignore[attr-defined]
+    return error
+
+
+def test_merge_joins_overlapping_and_adjacent_spans():
+    assert merge_spans([(10, 20), (0, 5), (5, 8), (15, 30), (40, 40)]) == [(0, 8), (10, 30)]
+
+
+def test_clip_and_subtract():
+    spans = [(0, 10), (20, 30), (40, 50)]
+    assert clip_spans(spans, 5, 45) == [(5, 10), (20, 30), (40, 45)]
+    assert clip_spans(spans, 10, 20) == []
+    assert clip_spans(spans, 25, 26) == [(25, 26)]
+    assert subtract_spans(spans, [(5, 25), (45, 60)]) == [(0, 5), (25, 30), (40, 45)]
+    assert subtract_spans([(0, 100)], []) == [(0, 100)]
+
+
+def test_subtract_agrees_with_sets_on_random_input():
+    rng = random.Random(3)  # noqa: S311 - test data
+    for _ in range(200):
+        a = merge_spans((s, s + rng.randrange(1, 20)) for s in rng.sample(range(200), 8))
+        b = merge_spans((s, s + rng.randrange(1, 20)) for s in rng.sample(range(200), 8))
+        want = {x for s, e in a for x in range(s, e)} - {x for s, e in b for x in range(s, e)}
+        got = subtract_spans(a, b)
+        assert {x for s, e in got for x in range(s, e)} == want
+        assert got == merge_spans(got)
+
+
+def test_split_never_exceeds_the_put_page_limit():
+    pieces = split_span((512, 512 + 9 * 1024 * 1024), pageblob.MAX_PAGE_WRITE)
+    assert [e - s for s, e in pieces] == [4 << 20, 4 << 20, 1 << 20]
+    assert pieces[0][0] == 512
+    assert pieces[-1][1] == 512 + 9 * 1024 * 1024
+
+
+def test_backoff_grows_is_jittered_bounded_and_honours_retry_after():
+    policy = RetryPolicy(initial=1.0, maximum=8.0)
+    rng = random.Random(1)  # noqa: S311 - jitter under test
+    delays = [policy.delay(n, None, rng) for n in range(1, 8)]
+    assert 0.5 <= delays[0] <= 1.0
+    assert all(d <= 8.0 for d in delays)
+    assert delays[5] >= 4.0
+    assert policy.delay(1, 7.0, rng) == 7.0
+    assert policy.delay(1, 1000.0, rng) == policy.max_retry_after
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_transient_statuses_are_retried(status):
+    verdict = classify(http_error(status, headers={"Retry-After": "3"}), what="w", sas_url=SAS)
+    assert isinstance(verdict, pageblob._Transient)
+    assert verdict.retry_after == 3.0
+
+
+def test_connection_errors_and_checksum_mismatches_are_transient():
+    for error in (
+        ServiceRequestError("connection reset"),
+        ServiceResponseError("read timed out"),
+        http_error(400, "Md5Mismatch"),
+    ):
+        assert isinstance(classify(error, what="w", sas_url=SAS), pageblob._Transient)
+
+
+def test_expired_sas_is_reported_as_expired_without_the_signature():
+    url = sas(datetime.now(UTC) - timedelta(minutes=1))
+    verdict = classify(
+        http_error(403, "AuthenticationFailed"), what="put page bytes 0-511", sas_url=url
+    )
+    assert isinstance(verdict, SasExpiredError)
+    assert "put page bytes 0-511" in verdict.message
+    assert "expired at" in verdict.message
+    assert "S3cr3t" not in str(verdict)
+
+
+def test_refused_sas_and_missing_blob_are_fatal():
+    url = sas(datetime.now(UTC) + timedelta(hours=1))
+    refused = classify(http_error(403, "AuthenticationFailed"), what="w", sas_url=url)
+    assert isinstance(refused, SasExpiredError)
+    assert "refused" in refused.message
+    read_only = classify(http_error(403, "AuthorizationPermissionMismatch"), what="w", sas_url=url)
+    assert type(read_only) is UploadError
+    missing = classify(http_error(404, "BlobNotFound"), what="w", sas_url=url)
+    assert type(missing) is UploadError
+    assert "does not exist" in missing.message
+    assert "sig" not in missing.message
+
+
+def test_display_url_and_expiry():
+    when = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert pageblob.display_url(sas(when)) == "https://md-abc.z1.blob.storage.azure.net/xyz/abcd"
+    assert pageblob.sas_expiry(sas(when)) == when
+    assert pageblob.sas_expiry("https://h/p?sig=x") is None
+
+
+def test_upload_result_json_has_exactly_the_documented_keys():
+    result = pageblob.UploadResult(1, 2, 3, 4, 5, 6.0, verified=True)
+    assert list(result.to_json()) == [
+        "bytes_sent",
+        "data_bytes",
+        "ranges_sent",
+        "ranges_skipped",
+        "ranges_retried",
+        "seconds",
+        "verified",
+    ]
+
+
+def test_progress_line_reports_rate_and_eta():
+    line = pageblob.progress_line(50 * 1024**2, 40 * 1024**2, 100 * 1024**2, 5.0)
+    assert line == "uploaded 40.0 MiB; 50.0 of 100.0 MiB done (50%), 8.0 MiB/s, ETA 0:05"
+
+
+def make_journal(tmp_path, image, created="2026-01-01T00:00:00+00:00"):
+    blob = BlobInfo(size=image.stat().st_size, blob_type="PageBlob", created=created)
+    return Journal.for_upload(tmp_path / "j", image=image, blob_url="https://h/c/b", blob=blob)
+
+
+def test_journal_round_trips_and_is_keyed_by_file_and_blob(tmp_path):
+    image = tmp_path / "disk.vhd"
+    image.write_bytes(b"x" * 1024)
+    journal = make_journal(tmp_path, image)
+    journal.record((0, 4096))
+    journal.record((8192, 9216))
+    journal.flush()
+    again = make_journal(tmp_path, image)
+    assert (0, 4096) in again
+    assert (8192, 9216) in again
+    assert (0, 8192) not in again  # a different extent at the same offset
+    # A recreated disk (new creation time) or a changed file starts afresh.
+    assert len(make_journal(tmp_path, image, created="2026-01-02T00:00:00+00:00")) == 0
+    image.write_bytes(b"y" * 2048)
+    assert len(make_journal(tmp_path, image)) == 0
+
+
+def test_a_corrupt_journal_is_ignored(tmp_path, caplog):
+    image = tmp_path / "disk.vhd"
+    image.write_bytes(b"x" * 1024)
+    journal = make_journal(tmp_path, image)
+    journal.record((0, 512))
+    journal.flush()
+    assert journal.path is not None
+    journal.path.write_text('{"version": 1, "identity": ', encoding="utf-8")
+    assert len(make_journal(tmp_path, image)) == 0
+    assert "corrupt" in caplog.text
