@@ -13,7 +13,6 @@ import pytest
 
 from nixos_azure_publish.emulator.azurite import Azurite, run_azurite
 from nixos_azure_publish.emulator.server import Emulator, run_emulator
-from nixos_azure_publish.emulator.server import Emulator, run_emulator
 from tests.conftest import require_tool
 
 if TYPE_CHECKING:
@@ -79,26 +78,20 @@ def fixture_flake(tmp_path: Path, nix_env: None) -> Callable[[str], str]:
 # --- The local Azure emulator (nixos_azure_publish.emulator) ---------------------------------
 
 
+@pytest.fixture(scope="session")
+def emulator_azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """One Azurite for every emulator of the session (each disk has its own container)."""
+    location = tmp_path_factory.mktemp("emulator-azurite")
+    with run_azurite(location=location, log_file=location / "azurite.log") as service:
+        yield service
+
+
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    """The local Azure: HTTPS Resource Manager + its own Azurite, fast LROs; always stopped.
+def emulator(emulator_azurite: Azurite) -> Iterator[Emulator]:
+    """The local Azure: a fresh HTTPS Resource Manager over Azurite, fast LROs; always stopped.
 
     ``emulator.requests`` logs every call; ``emulator.faults`` and ``emulator.settings``
     may be changed while a test runs.
     """
-    with run_emulator() as running:
-        yield running
-
-
-# --- The local Azure emulator (nixos_azure_publish.emulator) ---------------------------------
-
-
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    """The local Azure: HTTPS Resource Manager + its own Azurite, fast LROs; always stopped.
-
-    ``emulator.requests`` logs every call; ``emulator.faults`` and ``emulator.settings``
-    may be changed while a test runs.
-    """
-    with run_emulator() as running:
+    with run_emulator(azurite=emulator_azurite) as running:
         yield running

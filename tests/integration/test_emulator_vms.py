@@ -1,0 +1,366 @@
+"""Azure's rules for the smoke-test VM and its network resources."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+from azure.storage.blob import BlobClient
+
+from nixos_azure_publish.emulator.settings import DEFAULT_SERIAL_LOG
+from nixos_azure_publish.emulator.testing import clients
+
+GROUP = "vm-rules"
+LOCATION = "westeurope"
+
+
+def error_of(call) -> Any:
+    """The HttpResponseError that *call* raises (tests read .error.code and .message)."""
+    with pytest.raises(HttpResponseError) as info:
+        call()
+    return info.value
+
+
+@pytest.fixture
+def sdk(emulator):
+    emulator.settings.replication_seconds = 0.1
+    sdk = clients(emulator)
+    sdk.create_group(GROUP, LOCATION)
+    return sdk
+
+
+@pytest.fixture
+def version(sdk):
+    """A replicated version (westeurope, northeurope) of a V2 TrustedLaunchSupported image."""
+    disk = sdk.upload_disk(GROUP, "disk")
+    compute = sdk.compute
+    compute.galleries.begin_create_or_update(GROUP, "gallery", {"location": LOCATION}).result()
+    compute.gallery_images.begin_create_or_update(
+        GROUP,
+        "gallery",
+        "nixos",
+        {
+            "location": LOCATION,
+            "properties": {
+                "osType": "Linux",
+                "osState": "Generalized",
+                "identifier": {"publisher": "p", "offer": "o", "sku": "s"},
+            },
+        },
+    ).result()
+    return compute.gallery_image_versions.begin_create_or_update(
+        GROUP,
+        "gallery",
+        "nixos",
+        "1.0.0",
+        {
+            "location": LOCATION,
+            "properties": {
+                "publishingProfile": {
+                    "targetRegions": [{"name": "westeurope"}, {"name": "northeurope"}]
+                },
+                "storageProfile": {"osDiskImage": {"source": {"id": disk.id}}},
+            },
+        },
+    ).result()
+
+
+def make_network(sdk, location=LOCATION, suffix=""):
+    vnet = sdk.network.virtual_networks.begin_create_or_update(
+        GROUP,
+        f"vnet{suffix}",
+        {
+            "location": location,
+            "properties": {
+                "addressSpace": {"addressPrefixes": ["10.0.0.0/16"]},
+                "subnets": [{"name": "default", "properties": {"addressPrefix": "10.0.0.0/24"}}],
+            },
+        },
+    ).result()
+    ip = sdk.network.public_ip_addresses.begin_create_or_update(
+        GROUP,
+        f"ip{suffix}",
+        {"location": location, "properties": {"publicIPAllocationMethod": "Static"}},
+    ).result()
+    return sdk.network.network_interfaces.begin_create_or_update(
+        GROUP,
+        f"nic{suffix}",
+        {
+            "location": location,
+            "properties": {
+                "ipConfigurations": [
+                    {
+                        "name": "ipconfig1",
+                        "properties": {
+                            "subnet": {"id": vnet.subnets[0].id},
+                            "publicIPAddress": {"id": ip.id},
+                        },
+                    }
+                ]
+            },
+        },
+    ).result()
+
+
+def vm_body(image_id, nic_id, location=LOCATION, **properties):
+    return {
+        "location": location,
+        "properties": {
+            "hardwareProfile": {"vmSize": "Standard_B2s"},
+            "storageProfile": {"imageReference": {"id": image_id}},
+            "osProfile": {
+                "computerName": "smoke",
+                "adminUsername": "nixos",
+                "adminPassword": "Correct-Horse-1",
+            },
+            "networkProfile": {"networkInterfaces": [{"id": nic_id}]},
+            "diagnosticsProfile": {"bootDiagnostics": {"enabled": True}},
+            **properties,
+        },
+    }
+
+
+def test_default_serial_log_ends_at_a_login_prompt(sdk, version):
+    nic = make_network(sdk)
+    sdk.compute.virtual_machines.begin_create_or_update(
+        GROUP, "vm", vm_body(version.id, nic.id)
+    ).result()
+    data = sdk.compute.virtual_machines.retrieve_boot_diagnostics_data(GROUP, "vm")
+    text = BlobClient.from_blob_url(data.serial_console_log_blob_uri).download_blob().readall()
+    assert text.decode() == DEFAULT_SERIAL_LOG
+    assert text.decode().rstrip().endswith("login:")
+    view = sdk.compute.virtual_machines.instance_view(GROUP, "vm")
+    assert "PowerState/running" in [s.code for s in view.statuses]
+    # The password never comes back.
+    assert "adminPassword" not in sdk.compute.virtual_machines.get(GROUP, "vm").os_profile
+
+
+def test_latest_skips_excluded_versions(sdk, version):
+    nic = make_network(sdk)
+    image_id = version.id.rsplit("/versions/", 1)[0]
+    sdk.compute.gallery_image_versions.begin_update(
+        GROUP,
+        "gallery",
+        "nixos",
+        "1.0.0",
+        {"properties": {"publishingProfile": {"excludeFromLatest": True}}},
+    ).result()
+    error = error_of(
+        lambda: sdk.compute.virtual_machines.begin_create_or_update(
+            GROUP, "vm", vm_body(image_id, nic.id)
+        )
+    )
+    assert error.error.code == "GalleryImageNotFound"
+    sdk.compute.gallery_image_versions.begin_update(
+        GROUP,
+        "gallery",
+        "nixos",
+        "1.0.0",
+        {"properties": {"publishingProfile": {"excludeFromLatest": False}}},
+    ).result()
+    vm = sdk.compute.virtual_machines.begin_create_or_update(
+        GROUP, "vm", vm_body(image_id, nic.id)
+    ).result()
+    assert vm.storage_profile.image_reference.exact_version == "1.0.0"
+
+
+def test_image_must_be_replicated_to_the_vm_region(sdk, version):
+    nic = make_network(sdk, "eastus", "-east")
+    error = error_of(
+        lambda: sdk.compute.virtual_machines.begin_create_or_update(
+            GROUP, "vm", vm_body(version.id, nic.id, "eastus")
+        )
+    )
+    assert error.status_code == 404
+    assert error.error.code == "GalleryImageNotFound"
+
+
+def test_nic_can_serve_one_vm_and_cannot_be_deleted_under_it(sdk, version):
+    nic = make_network(sdk)
+    sdk.compute.virtual_machines.begin_create_or_update(
+        GROUP, "vm", vm_body(version.id, nic.id)
+    ).result()
+    error = error_of(
+        lambda: sdk.compute.virtual_machines.begin_create_or_update(
+            GROUP, "vm2", vm_body(version.id, nic.id)
+        )
+    )
+    assert error.error.code == "NicInUse"
+    error = error_of(lambda: sdk.network.network_interfaces.begin_delete(GROUP, "nic"))
+    assert error.error.code == "NicInUse"
+    error = error_of(lambda: sdk.network.public_ip_addresses.begin_delete(GROUP, "ip"))
+    assert error.error.code == "PublicIPAddressInUse"
+    error = error_of(lambda: sdk.network.virtual_networks.begin_delete(GROUP, "vnet"))
+    assert error.error.code == "InUseSubnetCannotBeDeleted"
+    # The OS disk is attached: no SAS, no delete.
+    os_disk = sdk.compute.virtual_machines.get(GROUP, "vm").storage_profile.os_disk.name
+    error = error_of(
+        lambda: sdk.compute.disks.begin_grant_access(
+            GROUP, os_disk, {"access": "Read", "durationInSeconds": 60}
+        )
+    )
+    assert error.error.code == "OperationNotAllowed"
+    error = error_of(lambda: sdk.compute.disks.begin_delete(GROUP, os_disk))
+    assert error.error.code == "OperationNotAllowed"
+    # Without deleteOption the VM leaves its disk and NIC behind, detached.
+    sdk.compute.virtual_machines.begin_delete(GROUP, "vm").result()
+    assert sdk.compute.disks.get(GROUP, os_disk).disk_state == "Unattached"
+    sdk.network.network_interfaces.begin_delete(GROUP, "nic").result()
+    sdk.network.public_ip_addresses.begin_delete(GROUP, "ip").result()
+    sdk.network.virtual_networks.begin_delete(GROUP, "vnet").result()
+
+
+def test_nic_needs_an_existing_subnet(sdk):
+    vnet_id = (
+        f"/subscriptions/{sdk.emulator.subscription_id}/resourceGroups/{GROUP}"
+        "/providers/Microsoft.Network/virtualNetworks/none/subnets/default"
+    )
+    error = error_of(
+        lambda: sdk.network.network_interfaces.begin_create_or_update(
+            GROUP,
+            "nic",
+            {
+                "location": LOCATION,
+                "properties": {
+                    "ipConfigurations": [{"name": "c", "properties": {"subnet": {"id": vnet_id}}}]
+                },
+            },
+        )
+    )
+    assert error.error.code == "InvalidResourceReference"
+
+
+def test_subnet_must_be_inside_the_address_space(sdk):
+    error = error_of(
+        lambda: sdk.network.virtual_networks.begin_create_or_update(
+            GROUP,
+            "vnet",
+            {
+                "location": LOCATION,
+                "properties": {
+                    "addressSpace": {"addressPrefixes": ["10.0.0.0/16"]},
+                    "subnets": [{"name": "s", "properties": {"addressPrefix": "10.1.0.0/24"}}],
+                },
+            },
+        )
+    )
+    assert error.error.code == "NetcfgSubnetRangeOutsideVnet"
+
+
+def test_boot_diagnostics_must_be_enabled(sdk, version):
+    nic = make_network(sdk)
+    body = vm_body(version.id, nic.id)
+    del body["properties"]["diagnosticsProfile"]
+    sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", body).result()
+    error = error_of(
+        lambda: sdk.compute.virtual_machines.retrieve_boot_diagnostics_data(GROUP, "vm")
+    )
+    assert error.error.code == "OperationNotAllowed"
+
+
+def test_linux_vm_needs_a_credential(sdk, version):
+    nic = make_network(sdk)
+    body = vm_body(version.id, nic.id)
+    del body["properties"]["osProfile"]["adminPassword"]
+    error = error_of(lambda: sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", body))
+    assert error.error.code == "InvalidParameter"
+
+
+def test_trusted_launch_needs_a_supporting_image(sdk, version):
+    nic = make_network(sdk)
+    # The version's definition is TrustedLaunchSupported: a TrustedLaunch VM works.
+    sdk.compute.virtual_machines.begin_create_or_update(
+        GROUP, "vm", vm_body(version.id, nic.id, securityProfile={"securityType": "TrustedLaunch"})
+    ).result()
+    sdk.compute.virtual_machines.begin_delete(GROUP, "vm").result()
+    disk = sdk.upload_disk(GROUP, "disk-v1", generation="V1")
+    sdk.compute.gallery_images.begin_create_or_update(
+        GROUP,
+        "gallery",
+        "legacy",
+        {
+            "location": LOCATION,
+            "properties": {
+                "osType": "Linux",
+                "osState": "Generalized",
+                "hyperVGeneration": "V1",
+                "identifier": {"publisher": "p", "offer": "o", "sku": "legacy"},
+            },
+        },
+    ).result()
+    legacy = sdk.compute.gallery_image_versions.begin_create_or_update(
+        GROUP,
+        "gallery",
+        "legacy",
+        "1.0.0",
+        {
+            "location": LOCATION,
+            "properties": {"storageProfile": {"osDiskImage": {"source": {"id": disk.id}}}},
+        },
+    ).result()
+    error = error_of(
+        lambda: sdk.compute.virtual_machines.begin_create_or_update(
+            GROUP,
+            "vm",
+            vm_body(legacy.id, nic.id, securityProfile={"securityType": "TrustedLaunch"}),
+        )
+    )
+    assert error.error.code == "InvalidParameter"
+
+
+def test_vm_from_a_community_image(sdk):
+    disk = sdk.upload_disk(GROUP, "disk")
+    compute = sdk.compute
+    gallery = compute.galleries.begin_create_or_update(
+        GROUP,
+        "public",
+        {
+            "location": LOCATION,
+            "properties": {
+                "sharingProfile": {
+                    "permissions": "Community",
+                    "communityGalleryInfo": {
+                        "publisherUri": "https://nixos.org",
+                        "publisherContact": "images@example.org",
+                        "eula": "MIT",
+                        "publicNamePrefix": "nixos",
+                    },
+                }
+            },
+        },
+    ).result()
+    compute.gallery_sharing_profile.begin_update(
+        GROUP, "public", {"operationType": "EnableCommunity"}
+    ).result()
+    compute.gallery_images.begin_create_or_update(
+        GROUP,
+        "public",
+        "nixos",
+        {
+            "location": LOCATION,
+            "properties": {
+                "osType": "Linux",
+                "osState": "Generalized",
+                "identifier": {"publisher": "p", "offer": "o", "sku": "s"},
+            },
+        },
+    ).result()
+    compute.gallery_image_versions.begin_create_or_update(
+        GROUP,
+        "public",
+        "nixos",
+        "1.2.3",
+        {
+            "location": LOCATION,
+            "properties": {"storageProfile": {"osDiskImage": {"source": {"id": disk.id}}}},
+        },
+    ).result()
+    public = gallery.sharing_profile.community_gallery_info.public_names[0]
+    nic = make_network(sdk)
+    body = vm_body(None, nic.id)
+    body["properties"]["storageProfile"]["imageReference"] = {
+        "communityGalleryImageId": f"/CommunityGalleries/{public}/Images/nixos/Versions/latest"
+    }
+    vm = compute.virtual_machines.begin_create_or_update(GROUP, "vm", body).result()
+    assert vm.storage_profile.image_reference.exact_version == "1.2.3"
