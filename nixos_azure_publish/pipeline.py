@@ -270,15 +270,39 @@ class Discover(Step):
 
     @staticmethod
     def _check_version_name_free(ctx: Context) -> None:
-        name = ctx.version_name
-        if name is None or ctx.definition is None:
+        if ctx.version_name is None or ctx.definition is None:
             return
-        existing = azreplication.get_version(ctx.clients, ctx.target, name)
-        if existing is not None and existing.tags.get(names.TAG_CONTENT) != ctx.hash:
+        ctx.version_name = free_version_name(ctx, ctx.version_name)
+
+
+MAX_NAME_BUMPS: Final = 100
+
+
+def free_version_name(ctx: Context, name: str) -> str:
+    """*name*, or the next free patch number when another image holds it.
+
+    Only the default, time-based template is bumped (two images published in the
+    same second); a name from the user's own template is theirs to change. Every
+    publisher of the same image sees the same versions, so they pick the same name.
+    """
+    candidate = name
+    for _ in range(MAX_NAME_BUMPS):
+        existing = azreplication.get_version(ctx.clients, ctx.target, candidate)
+        if existing is None or existing.tags.get(names.TAG_CONTENT) == ctx.hash:
+            if candidate != name:
+                log.info("version %s holds another image; using %s", name, candidate)
+            return candidate
+        if ctx.target.version.name != config.DEFAULT_VERSION_TEMPLATE:
             raise AzureError(
-                f"image version {name} already exists and holds another image",
+                f"image version {candidate} already exists and holds another image",
                 hint="Change version.name so that it renders a new Major.Minor.Patch",
             )
+        major, minor, patch = (int(part) for part in candidate.split("."))
+        candidate = f"{major}.{minor}.{patch + 1}"
+    raise AzureError(
+        f"image versions {name} and the next {MAX_NAME_BUMPS} patch numbers are taken",
+        hint="Set version.name to a template that renders a new Major.Minor.Patch",
+    )
 
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
@@ -629,7 +653,7 @@ class CreateVersion(Step):
             # Read the disk again: a concurrent publisher's create may have set its time.
             disk = azdisk.get_disk(ctx.clients, ctx.target.resource_group, disk.name) or disk
             ctx.disk = disk
-        ctx.version_name = choose_version_name(ctx)
+        ctx.version_name = free_version_name(ctx, choose_version_name(ctx))
         source_id, from_disk = self._source(ctx)
         body = azversion.version_body(
             ctx.target, source_id=source_id, from_disk=from_disk, tags=ctx.tags()

@@ -39,7 +39,7 @@ UPLOAD_COMPLETE: Final = "complete"
 MAX_TAG_VALUE: Final = 256
 
 _STORE_PATH = re.compile(r"^(/nix/store/([0-9a-df-np-sv-z]{32})-[^/]+)")
-_CHUNK: Final = 4 * 1024 * 1024
+_BLOCK: Final = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -78,11 +78,28 @@ def content_id(path: Path, *, store_path: str | None = None) -> ContentId:
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of the file's bytes, as 32 hex digits (the length of a store hash)."""
-    digest = hashlib.sha256()
+    """sha256 of the file's content, as 32 hex digits (the length of a store hash).
+
+    Only the data extents are read (holes are zeros): the digest covers the size
+    and every 1 MiB block that is not all zeros, with its offset, so it does not
+    depend on how sparse a copy of the same bytes happens to be.
+    """
+    from nixos_azure_publish import vhd  # noqa: PLC0415 - the extents come from the VHD module
+
+    size = path.stat().st_size
+    digest = hashlib.sha256(f"size={size}\n".encode())
+    blocks: list[int] = []
+    for extent in vhd.data_extents(path):
+        first = extent.offset // _BLOCK
+        last = (extent.offset + extent.length - 1) // _BLOCK
+        blocks.extend(b for b in range(first, last + 1) if not blocks or b > blocks[-1])
     with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+        for block in blocks:
+            handle.seek(block * _BLOCK)
+            data = handle.read(_BLOCK)
+            if data.count(0) != len(data):
+                digest.update(f"{block * _BLOCK}:{len(data)}\n".encode())
+                digest.update(data)
     return digest.hexdigest()[:32]
 
 

@@ -20,11 +20,15 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from azure.core.rest import HttpRequest
 from azure.mgmt.compute import ComputeManagementClient
-from azure.mgmt.compute.models import Gallery, GalleryImage
+from azure.mgmt.compute.models import Disk, Gallery, GalleryImage, GalleryImageVersion
 from azure.storage.blob import BlobClient
 
-from nixos_azure_publish import vhd
+from nixos_azure_publish import pipeline, vhd
+from nixos_azure_publish.azure import disk as azdisk
+from nixos_azure_publish.azure import names
+from nixos_azure_publish.azure import version as azversion
 from nixos_azure_publish.cli import main
+from nixos_azure_publish.config import load_target_file, render_version_name
 from nixos_azure_publish.errors import ExitCode
 from tests.conftest import REPO, require_tool
 
@@ -38,6 +42,12 @@ WRITES = frozenset({"PUT", "POST", "PATCH", "DELETE"})
 GROUP = "nixos-images"
 GALLERY = "test_gallery"
 DEFINITION = "nixos-test"
+
+
+@pytest.fixture(autouse=True)
+def _state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Journals go to the test's own directory, also in subprocesses (they inherit it)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
 
 
 @pytest.fixture
@@ -492,3 +502,58 @@ def test_the_main_job_publishes_the_example_image(tmp_path):
     assert {r["state"] for r in report["regions"]} == {"Completed"}
     assert report["upload"]["bytesSent"] > 0
     assert any(r["kind"] == "disk" and r["action"] == "deleted" for r in report["resources"])
+
+
+def test_a_version_name_taken_by_another_image_moves_to_the_next_patch(
+    fast, tmp_path, monkeypatch, capsys
+):
+    # Image A is published and its disk kept; image B's upload disk is made by hand so
+    # that we know the time its version name is rendered from, and a version of that
+    # name holding image A is created first: B must not fail, nor reuse it.
+    image_a = make_image(tmp_path / "a", seed=9)
+    target_a = write_target(tmp_path / "a", image_a, cleanup={"deleteUploadDisk": False})
+    code, report_a = publish(fast, monkeypatch, capsys, "--config", str(target_a))
+    assert code == 0, report_a
+    client = compute(fast)
+    (disk_a,) = disks(client)
+
+    image_b = make_image(tmp_path / "b", seed=10)
+    target_b = write_target(tmp_path / "b", image_b)
+    content_b = names.content_id(image_b)
+    loaded_b = load_target_file(target_b)
+    disk_b = client.disks.begin_create_or_update(
+        GROUP,
+        names.upload_disk_name(loaded_b, content_b),
+        Disk(
+            azdisk.disk_body(
+                loaded_b,
+                size=image_b.stat().st_size,
+                tags=names.resource_tags(loaded_b, content_b),
+            )
+        ),
+    ).result()
+    created = pipeline.parse_time(disk_b.as_dict()["properties"]["timeCreated"])
+    assert created is not None
+    taken = render_version_name(loaded_b, store_hash=content_b.hash, now=created)
+    client.gallery_image_versions.begin_create_or_update(
+        GROUP,
+        GALLERY,
+        DEFINITION,
+        taken,
+        GalleryImageVersion(
+            azversion.version_body(
+                loaded_b,
+                source_id=disk_a.id,
+                from_disk=True,
+                tags={names.TAG_CONTENT: report_a["storeHash"]},
+            )
+        ),
+    ).result()
+
+    code, report_b = publish(fast, monkeypatch, capsys, "--config", str(target_b))
+    assert code == 0, report_b
+    major, minor, patch = taken.split(".")
+    assert report_b["version"] == f"{major}.{minor}.{int(patch) + 1}"
+    by_name = {v.name: v.as_dict()["tags"][names.TAG_CONTENT] for v in versions(client)}
+    assert by_name[taken] == report_a["storeHash"]
+    assert by_name[report_b["version"]] == content_b.hash

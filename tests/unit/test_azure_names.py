@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +51,26 @@ def test_store_path_and_hash_come_from_the_store_path():
     assert content.store_path == f"/nix/store/{STORE_HASH}-nixos-image-azure"
 
 
-def test_content_of_a_file_outside_the_store_is_its_digest(tmp_path):
-    image = tmp_path / "a.vhd"
-    image.write_bytes(b"x" * 1000)
-    content = names.content_id(image)
+def test_content_of_a_file_outside_the_store_is_a_digest_of_its_bytes(tmp_path):
+    sparse = tmp_path / "sparse.vhd"
+    with sparse.open("wb") as handle:
+        handle.truncate(8 * 1024 * 1024)
+        handle.seek(3 * 1024 * 1024 + 17)
+        handle.write(b"nixos" * 100)
+    dense = tmp_path / "dense.vhd"
+    dense.write_bytes(sparse.read_bytes())  # the same bytes, no holes
+    content = names.content_id(sparse)
     assert content.store_path is None
-    assert content.hash == hashlib.sha256(b"x" * 1000).hexdigest()[:32]
+    assert len(content.hash) == 32
     assert content.source == f"sha256:{content.hash}"
-    image.write_bytes(b"y" * 1000)
-    assert names.content_id(image).hash != content.hash
+    assert names.content_id(dense).hash == content.hash
+    with dense.open("r+b") as handle:
+        handle.seek(7 * 1024 * 1024)
+        handle.write(b"x")
+    assert names.content_id(dense).hash != content.hash
+    with sparse.open("r+b") as handle:
+        handle.truncate(9 * 1024 * 1024)  # more zeros: another disk size
+    assert names.content_id(sparse).hash != content.hash
 
 
 def test_names_are_valid_azure_disk_names():
