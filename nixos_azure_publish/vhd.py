@@ -1191,12 +1191,13 @@ def _copy_dynamic(src: Path, out: int, info: ImageInfo, actions: list[str]) -> t
             if entry == UNALLOCATED or disk_offset >= virtual:
                 continue
             allocated += 1
-            length = min(block, virtual - disk_offset)
+            length = _round_up(min(block, virtual - disk_offset), SECTOR)
             bitmap = _pread(fd, header.bitmap_size, entry * SECTOR, src)
             got = _read_into(fd, view[:length], entry * SECTOR + header.bitmap_size, src)
+            got = min(got, virtual - disk_offset)  # a partial last sector ends in zeros
             view[got:length] = bytes(length - got)
             _apply_sector_bitmap(view, length, bitmap)
-            for lo, hi in _nonzero_spans(buf, _round_up(length, SECTOR)):
+            for lo, hi in _nonzero_spans(buf, length):
                 _pwrite_all(out, view[lo:hi], disk_offset + lo)
                 written += hi - lo
             progress.update(disk_offset)

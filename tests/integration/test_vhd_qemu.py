@@ -199,10 +199,20 @@ def test_convert_raw_matches_qemu_img(qemu_img, disk, tmp_path):
     assert_matches_reference(qemu_img, tmp_path / "ours.vhd", reference)
 
 
-def test_convert_chs_rounded_fixed_matches_qemu_img(qemu_img, disk, tmp_path):
+@pytest.mark.parametrize("subformat", ["fixed", "dynamic"])
+def test_convert_chs_rounded_matches_qemu_img(qemu_img, disk, tmp_path, subformat):
+    # Without force_size the size is a CHS product: not a whole MiB, nor whole blocks.
     raw, reference = disk
     chs = qemu_convert(
-        qemu_img, raw, tmp_path / "chs.vhd", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed"
+        qemu_img,
+        raw,
+        tmp_path / "chs.vhd",
+        "-f",
+        "raw",
+        "-O",
+        "vpc",
+        "-o",
+        f"subformat={subformat}",
     )
     vhd.convert(chs, tmp_path / "ours.vhd")
     ours = tmp_path / "ours.vhd"
