@@ -617,6 +617,23 @@ def test_convert_refuses_a_differencing_vhd(tmp_path):
     assert not (tmp_path / "out.vhd").exists()
 
 
+def test_an_interrupted_convert_leaves_nothing_behind(tmp_path, monkeypatch):
+    src = make_raw(tmp_path / "in.raw", 20 * MIB, {0: b"a", 10 * MIB: b"b"})
+    real = vhd._pwrite_all
+    calls = []
+
+    def interrupt_second_write(fd, data, offset):
+        calls.append(offset)
+        if len(calls) == 2:  # Ctrl-C in the middle of the copy
+            raise KeyboardInterrupt
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(vhd, "_pwrite_all", interrupt_second_write)
+    with pytest.raises(KeyboardInterrupt):
+        vhd.convert(src, tmp_path / "out.vhd")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.raw"]
+
+
 def test_convert_qcow2_without_qemu_img_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     src = tmp_path / "disk.qcow2"
