@@ -112,11 +112,15 @@ def publish(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     *args: str,
+    summary: Path | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Run ``--json publish ARGS`` in-process; its exit code and JSON output."""
     for key, value in emulator.environ.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    if summary is None:
+        monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    else:  # as GitHub Actions runs it
+        monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     capsys.readouterr()
     code = main(["--json", "publish", *args])
     out = capsys.readouterr().out
@@ -204,17 +208,7 @@ def test_published_disk_is_cleaned_up_and_markdown_summary_written(
     image = make_image(tmp_path / "img", seed=2)
     target = write_target(tmp_path, image, managedImage={"enable": True})
     summary = tmp_path / "summary.md"
-    code, report = publish(
-        fast,
-        monkeypatch,
-        capsys,
-        "--config",
-        str(target),
-        "--summary",
-        str(summary),
-        "--state-dir",
-        str(tmp_path / "state"),
-    )
+    code, report = publish(fast, monkeypatch, capsys, "--config", str(target), summary=summary)
     assert code == 0, report
     client = compute(fast)
     assert disks(client) == []  # cleanup.deleteUploadDisk defaults to true
@@ -355,12 +349,12 @@ def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60)
     return seen
 
 
-def assert_converged(emulator: Emulator, report: dict[str, Any]) -> None:
+def assert_converged(emulator: Emulator, report: dict[str, Any], *, kept_images: int = 0) -> None:
     client = compute(emulator)
     (version,) = versions(client)
     assert version.name == report["version"]
     assert disks(client) == []  # no orphaned upload disk, so no open write access
-    assert images(client) == []
+    assert len(images(client)) == kept_images  # a managed image only when the config keeps one
     state = client.gallery_image_versions.get(
         GROUP, GALLERY, DEFINITION, version.name, expand="ReplicationStatus"
     ).as_dict()["properties"]["replicationStatus"]["aggregatedState"]
@@ -374,6 +368,7 @@ STEPS = [
     "upload",
     "ensure gallery",
     "ensure definition",
+    "managed image",
     "create version",
     "replicate",
     "cleanup",
@@ -383,7 +378,8 @@ STEPS = [
 @pytest.mark.parametrize("step", STEPS)
 def test_killed_at_each_step_then_rerun_completes(fast, tmp_path, step):
     image = make_image(tmp_path / "img", seed=4)
-    target = write_target(tmp_path, image)
+    managed = step == "managed image"
+    target = write_target(tmp_path, image, managedImage={"enable": managed})
     state = tmp_path / "state"
     # Slow every ARM call a little so that the kill lands inside the step's requests.
     fast.faults.delay = 0.05
@@ -400,7 +396,7 @@ def test_killed_at_each_step_then_rerun_completes(fast, tmp_path, step):
     assert rerun.returncode == 0, err[-3000:]
     report = json.loads(out)
     assert report["status"] in {"published", "already-published"}
-    assert_converged(fast, report)
+    assert_converged(fast, report, kept_images=1 if managed else 0)
 
 
 def test_two_publishers_of_the_same_image_make_one_version(fast, tmp_path):
