@@ -12,6 +12,7 @@ from azure.mgmt.network import NetworkManagementClient
 from azure.storage.blob import BlobClient
 
 if TYPE_CHECKING:
+    from nixos_azure_publish.emulator.recording import TrafficRecorder
     from nixos_azure_publish.emulator.server import Emulator
 
 RESOURCE_GROUPS_API = "2021-04-01"
@@ -101,9 +102,21 @@ class Clients:
         return int(response.status_code)
 
 
-def clients(emulator: Emulator, *, polling_interval: float = 0.02) -> Clients:
-    """Compute and network clients for *emulator*, trusting its certificate."""
-    kwargs = emulator.client_kwargs(polling_interval=polling_interval)
+def clients(
+    emulator: Emulator,
+    *,
+    polling_interval: float = 0.02,
+    recorder: TrafficRecorder | None = None,
+    **options: object,
+) -> Clients:
+    """Compute and network clients for *emulator*, trusting its certificate.
+
+    With *recorder*, every HTTP exchange of both clients is recorded (oav format).
+    Other *options* go to the clients (e.g. ``retry_total``).
+    """
+    kwargs = emulator.client_kwargs(polling_interval=polling_interval) | options
+    if recorder is not None:
+        kwargs["per_retry_policies"] = [recorder]
     credential = emulator.credential()
     return Clients(
         compute=ComputeManagementClient(credential, emulator.subscription_id, **kwargs),
