@@ -880,14 +880,7 @@ class Pipeline:
         return report
 
     def _nothing_created(self) -> bool:
-        return (
-            self.ctx.has_gallery
-            and not self.report.created
-            and self.report.upload is None
-            and not any(
-                r.kind == "image version" and r.action != "reused" for r in self.report.resources
-            )
-        )
+        return not self.report.created and self.report.upload is None
 
     def _run_step(self, step: Step) -> None:
         log.debug("%s: starting", step.name)

@@ -122,8 +122,12 @@ class PublishReport:
         """One line saying what happened."""
         where = f"{self.gallery}/{self.definition_name}" if self.gallery else self.target
         if self.status == "already-published":
+            if self.version is None:
+                return f"the upload disk of {self.target} already holds this image; nothing to do"
             return f"already published as {self.version} in {where}; nothing to do"
         if self.status == "published":
+            if self.version is None:
+                return f"uploaded {self.target} into its disk (no gallery configured)"
             return f"published {self.version} to {where}"
         if self.status == "planned":
             if self.version and any(

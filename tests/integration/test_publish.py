@@ -425,6 +425,7 @@ def test_ctrl_c_during_upload_revokes_and_the_rerun_resumes(fast, tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.INTERRUPTED, err[-3000:]
     assert json.loads(out)["error"]["kind"] == "interrupted"
+    assert "sig=" not in err.replace("sig=REDACTED", "")  # the write SAS never reaches a log
     client = compute(fast)
     states = {d.as_dict()["properties"]["diskState"] for d in disks(client)}
     assert "ActiveUpload" not in states  # access revoked
@@ -553,3 +554,39 @@ def test_a_version_name_taken_by_another_image_moves_to_the_next_patch(
     by_name = {v.name: v.as_dict()["tags"][names.TAG_CONTENT] for v in versions(client)}
     assert by_name[taken] == report_a["storeHash"]
     assert by_name[report_b["version"]] == content_b.hash
+
+
+def test_a_target_without_a_gallery_uploads_a_disk_and_keeps_it(
+    fast, tmp_path, monkeypatch, capsys
+):
+    image = make_image(tmp_path / "img", seed=11)
+    target = write_target(tmp_path, image, gallery=None, imageDefinition=None)
+    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, report
+    assert report["status"] == "published"
+    assert report["headline"] == "uploaded nixos-test into its disk (no gallery configured)"
+    (disk,) = disks(compute(fast))
+    assert disk.as_dict()["properties"]["diskState"] == "Unattached"
+    before = len(fast.requests)
+    code, again = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, again
+    assert again["status"] == "already-published"
+    assert writes(fast, before) == []
+
+
+def test_a_community_gallery_is_created_shared(fast, tmp_path, monkeypatch, capsys):
+    image = make_image(tmp_path / "img", seed=12)
+    community = {
+        "publicNamePrefix": "nixos",
+        "publisherUri": "https://nixos.org",
+        "publisherContact": "images@example.org",
+        "eula": "https://nixos.org/eula",
+    }
+    target = write_target(tmp_path, image, gallery={"name": GALLERY, "community": community})
+    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, report
+    gallery = compute(fast).galleries.get(GROUP, GALLERY).as_dict()["properties"]
+    sharing = gallery["sharingProfile"]
+    assert sharing["permissions"] == "Community"
+    assert sharing["communityGalleryInfo"]["communityGalleryEnabled"] is True
+    assert sharing["communityGalleryInfo"]["publicNamePrefix"] == "nixos"
