@@ -590,3 +590,35 @@ def test_a_community_gallery_is_created_shared(fast, tmp_path, monkeypatch, caps
     assert sharing["permissions"] == "Community"
     assert sharing["communityGalleryInfo"]["communityGalleryEnabled"] is True
     assert sharing["communityGalleryInfo"]["publicNamePrefix"] == "nixos"
+
+
+def test_a_flake_target_is_built_with_nix_and_tagged_with_its_provenance(
+    fast, fixture_flake, monkeypatch, capsys
+):
+    flake = fixture_flake("publish")
+    monkeypatch.setenv("NIXOS_AZURE_PUBLISH_FLAKE_REVISION", "0123abcd")
+    args = ("--flake", flake, "--target", "default")
+    code, report = publish(fast, monkeypatch, capsys, *args)
+    assert code == 0, report
+    store_path = report["storePath"]
+    assert store_path.startswith("/nix/store/")
+    assert report["storeHash"] == store_path.removeprefix("/nix/store/")[:32]
+    assert report["flakeRevision"] == "0123abcd"
+    # The fixture target names its own subscription; the emulator serves any.
+    client = ComputeManagementClient(
+        fast.credential(), "00000000-0000-0000-0000-000000000000", **fast.client_kwargs()
+    )
+    (version,) = client.gallery_image_versions.list_by_gallery_image(
+        "nixos-images", "fixture_gallery", "nixos-fixture"
+    )
+    tags = version.as_dict()["tags"]
+    assert tags[names.TAG_STORE_PATH] == store_path
+    assert tags[names.TAG_CONTENT] == report["storeHash"]
+    assert tags[names.TAG_RELEASE] == "25.05"
+    assert tags[names.TAG_LABEL] == "25.05.20250612.abc1234"
+    assert tags[names.TAG_FLAKE_REV] == "0123abcd"
+    assert tags[names.TAG_TARGET] == "fixture-gen2"
+
+    code, again = publish(fast, monkeypatch, capsys, *args)
+    assert code == 0, again
+    assert again["status"] == "already-published"
