@@ -270,7 +270,11 @@ def share(req: Request) -> Response:
         location=gallery.body["location"],
         args={"update": body, "marks_resource": False},
     )
-    return req.app.lro_response(op, status=202)
+    # GalleryRP declares a SharingUpdate body on the 202, unlike most POST actions.
+    echo: dict[str, Any] = {"operationType": operation}
+    if body.get("groups"):
+        echo["groups"] = body["groups"]
+    return req.app.lro_response(op, status=202, body=echo)
 
 
 # -- image definitions -----------------------------------------------------------------------
@@ -815,6 +819,12 @@ def patch_version(req: Request) -> Response:
         raise not_found(VERSION, req.params["galleryImageVersionName"], req.group)
     body = req.json_body()
     properties = props(body)
+    if properties.get("storageProfile") is None:
+        # The update model requires it too (GalleryImageVersionUpdate in GalleryRP).
+        raise invalid_parameter(
+            "Required parameter 'galleryImageVersion.properties.storageProfile' is missing.",
+            "galleryImageVersion.properties.storageProfile",
+        )
     profile = properties.get("publishingProfile") or {}
     merged = {**version.properties["publishingProfile"], **profile}
     regions = _target_regions(merged, version.body["location"], merged.get("replicaCount", 1))

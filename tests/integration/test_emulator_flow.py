@@ -170,7 +170,12 @@ def step_gallery_version(emulator, sdk, disk):
         "nixos_gallery",
         "nixos",
         "25.5.1",
-        {"properties": {"publishingProfile": {"excludeFromLatest": False}}},
+        {
+            "properties": {
+                "publishingProfile": {"excludeFromLatest": False},
+                "storageProfile": {"osDiskImage": {"source": {"id": disk.id}}},
+            }
+        },
     ).result()
     assert version.publishing_profile.exclude_from_latest is False
     return version

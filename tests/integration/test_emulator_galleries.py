@@ -308,7 +308,8 @@ def test_version_updates_regions_and_flags(sdk, emulator):
                 "publishingProfile": {
                     "targetRegions": [{"name": "westeurope"}, {"name": "uksouth"}],
                     "excludeFromLatest": False,
-                }
+                },
+                "storageProfile": {"osDiskImage": {"source": {"id": disk.id}}},
             }
         },
     )
@@ -338,10 +339,34 @@ def test_replicated_regions_can_be_protected(sdk):
             "gallery",
             "nixos",
             "1.0.0",
-            {"properties": {"publishingProfile": {"targetRegions": [{"name": "westeurope"}]}}},
+            {
+                "properties": {
+                    "publishingProfile": {"targetRegions": [{"name": "westeurope"}]},
+                    "storageProfile": {"osDiskImage": {"source": {"id": disk.id}}},
+                }
+            },
         ).result()
     )
     assert error.error.code == "OperationNotAllowed"
+
+
+def test_version_update_needs_the_storage_profile(sdk):
+    make_definition(sdk)
+    disk = sdk.upload_disk(GROUP, "disk")
+    sdk.compute.gallery_image_versions.begin_create_or_update(
+        GROUP, "gallery", "nixos", "1.0.0", version_body(disk.id)
+    ).result()
+    error = error_of(
+        lambda: sdk.compute.gallery_image_versions.begin_update(
+            GROUP,
+            "gallery",
+            "nixos",
+            "1.0.0",
+            {"properties": {"publishingProfile": {"excludeFromLatest": True}}},
+        )
+    )
+    assert error.error.code == "InvalidParameter"
+    assert "storageProfile" in error.message
 
 
 def test_version_source_cannot_change(sdk):

@@ -144,7 +144,12 @@ def test_latest_skips_excluded_versions(sdk, version):
         "gallery",
         "nixos",
         "1.0.0",
-        {"properties": {"publishingProfile": {"excludeFromLatest": True}}},
+        {
+            "properties": {
+                "publishingProfile": {"excludeFromLatest": True},
+                "storageProfile": version.storage_profile,
+            }
+        },
     ).result()
     error = error_of(
         lambda: sdk.compute.virtual_machines.begin_create_or_update(
@@ -157,7 +162,12 @@ def test_latest_skips_excluded_versions(sdk, version):
         "gallery",
         "nixos",
         "1.0.0",
-        {"properties": {"publishingProfile": {"excludeFromLatest": False}}},
+        {
+            "properties": {
+                "publishingProfile": {"excludeFromLatest": False},
+                "storageProfile": version.storage_profile,
+            }
+        },
     ).result()
     vm = sdk.compute.virtual_machines.begin_create_or_update(
         GROUP, "vm", vm_body(image_id, nic.id)
