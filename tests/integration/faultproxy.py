@@ -3,15 +3,19 @@
 It sits between a client and Azurite, parses each HTTP/1.1 request, and
 either forwards it (over its own keep-alive connection upstream) or injects
 a fault chosen by a seeded random generator: a connection reset before or
-after forwarding, an injected 500 or 503, a 429 with ``Retry-After``, or a
-stall longer than the client's timeout. ``hold_after`` lets a number of page
+after forwarding, an injected 500 or 503, a 429 with ``Retry-After``, a
+stall longer than the client's timeout, or a corrupted body. Like Azure (and
+unlike Azurite) it checks a page write's ``Content-MD5`` and answers a
+mismatch with 400 ``Md5Mismatch``. ``hold_after`` lets a number of page
 writes through and then holds every later request until released, which
 freezes an upload mid-way so that a test can kill it.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import http.client
 import random
 import socket
@@ -43,6 +47,8 @@ class Faults:
     throttle_429: float = 0.0
     retry_after: int = 1
     stall: float = 0.0
+    corrupt: float = 0.0
+    """Flip a byte of a page write's body, as a faulty network would."""
     stall_seconds: float = 3.0
     delay_seconds: float = 0.0
     """Every forwarded request waits this long first (slows an upload down)."""
@@ -61,6 +67,8 @@ class Stats:
     max_page_write: int = 0
     admitted: int = 0
     held: int = 0
+    md5_checked: int = 0
+    md5_mismatches: int = 0
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -121,6 +129,14 @@ class _Handler(socketserver.StreamRequestHandler):
         self.wfile.flush()
 
 
+_ERRORS = {
+    "error_500": (500, "Internal Server Error", "InternalError"),
+    "error_503": (503, "Service Unavailable", "ServerBusy"),
+    "throttle_429": (429, "Too Many Requests", "TooManyRequests"),
+    "md5_mismatch": (400, "Bad Request", "Md5Mismatch"),
+}
+
+
 def _error_body(code: str, message: str) -> bytes:
     return (
         f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code>'
@@ -177,6 +193,7 @@ class FaultProxy:
             ("error_503", f.error_503),
             ("throttle_429", f.throttle_429),
             ("stall", f.stall),
+            ("corrupt", f.corrupt),
         ):
             if roll < chance:
                 return name
@@ -212,28 +229,18 @@ class FaultProxy:
         if fault is not None:
             with self._lock:
                 self.stats.injected[fault] += 1
-        if fault == "reset_before":
+        if fault in {"reset_before", "stall"}:
+            # A stall outlasts the client's timeout; then the connection dies.
+            self.stopping.wait(self.faults.stall_seconds if fault == "stall" else 0)
             handler.reset()
             return False
-        if fault == "stall":
-            self.stopping.wait(self.faults.stall_seconds)
-            handler.reset()
-            return False
-        if fault in {"error_500", "error_503", "throttle_429"}:
-            status, reason, code = {
-                "error_500": (500, "Internal Server Error", "InternalError"),
-                "error_503": (503, "Service Unavailable", "ServerBusy"),
-                "throttle_429": (429, "Too Many Requests", "TooManyRequests"),
-            }[fault]
-            payload = _error_body(code, "injected by the test proxy")
-            reply_headers = [
-                ("Content-Type", "application/xml"),
-                ("Content-Length", str(len(payload))),
-                ("x-ms-error-code", code),
-            ]
-            if fault == "throttle_429":
-                reply_headers.append(("Retry-After", str(self.faults.retry_after)))
-            handler.reply(status, reason, reply_headers, b"" if method == "HEAD" else payload)
+        if fault in _ERRORS:
+            self._reply_error(handler, fault, head_only=method == "HEAD")
+            return True
+        if fault == "corrupt" and body:
+            body = bytes([body[0] ^ 0xFF]) + body[1:]
+        if is_page_write and not self._md5_matches(headers, body):
+            self._reply_error(handler, "md5_mismatch", head_only=False)
             return True
         if self.faults.delay_seconds:
             self.stopping.wait(self.faults.delay_seconds)
@@ -250,6 +257,29 @@ class FaultProxy:
             return False
         handler.reply(status, reason, reply_headers, payload)
         return True
+
+    def _reply_error(self, handler: _Handler, kind: str, *, head_only: bool) -> None:
+        status, reason, code = _ERRORS[kind]
+        payload = _error_body(code, "injected by the test proxy")
+        headers = [
+            ("Content-Type", "application/xml"),
+            ("Content-Length", str(len(payload))),
+            ("x-ms-error-code", code),
+        ]
+        if kind == "throttle_429":
+            headers.append(("Retry-After", str(self.faults.retry_after)))
+        # A response to HEAD has headers only, or the next response on the connection breaks.
+        handler.reply(status, reason, headers, b"" if head_only else payload)
+
+    def _md5_matches(self, headers: list[tuple[str, str]], body: bytes) -> bool:
+        sent = next((v for k, v in headers if k.lower() == "content-md5"), None)
+        if sent is None:
+            return True
+        match = base64.b64encode(hashlib.md5(body).digest()).decode() == sent  # noqa: S324
+        with self._lock:
+            self.stats.md5_checked += 1
+            self.stats.md5_mismatches += not match
+        return match
 
     def _forward(
         self,

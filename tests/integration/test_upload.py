@@ -161,6 +161,9 @@ def test_full_upload_is_byte_identical_and_sends_only_data(tmp_path, disk, fault
     assert result.bytes_sent == result.data_bytes
     # Azure's 4 MiB Put Page limit is ours to keep (Azurite would take more).
     assert proxy.stats.max_page_write == 4 * MIB
+    # Every page write carried a correct Content-MD5 (the proxy checks it, as Azure does).
+    assert proxy.stats.md5_checked == proxy.stats.page_writes
+    assert proxy.stats.md5_mismatches == 0
     assert result.ranges_sent == proxy.stats.page_writes == 4
     assert target.ranges() == [
         (1 * MIB, 7 * MIB),
@@ -284,6 +287,7 @@ def test_upload_through_faults_ends_byte_identical(tmp_path, disk, fault_proxy, 
         throttle_429=0.03,
         stall=0.03,
         stall_seconds=1.5,
+        corrupt=0.05,
         all_requests=seed == 3,  # properties and page-range listings fail too
     )
     with fault_proxy(faults) as proxy:
@@ -297,6 +301,8 @@ def test_upload_through_faults_ends_byte_identical(tmp_path, disk, fault_proxy, 
         )
     injected = sum(proxy.stats.injected.values())
     assert injected >= 3, proxy.stats
+    # A body corrupted on the way is caught by its MD5, refused, and sent again.
+    assert proxy.stats.md5_mismatches == proxy.stats.injected["corrupt"]
     assert result.ranges_retried >= 1
     assert result.verified
     assert target.digest() == sha256_file(image)
