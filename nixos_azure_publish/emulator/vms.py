@@ -117,7 +117,7 @@ def _nics(req: Request, properties: dict[str, Any], rid: str, location: str) -> 
         if nic.body["location"] != location:
             raise ArmError(
                 400,
-                "NicLocationMismatch",
+                "InvalidParameter",
                 f"Network interface {nic.id} is in '{nic.body['location']}', not in the "
                 f"VM's region '{location}'.",
             )
