@@ -273,6 +273,13 @@ def step_smoke_test_vm(emulator, sdk, version):
     )
     serial = BlobClient.from_blob_url(diagnostics.serial_console_log_blob_uri)
     assert serial.download_blob().readall().decode() == "<<< NixOS Stage 2 >>>\nnixos login: "
+    view = sdk.compute.virtual_machines.instance_view("nixos-images", "smoke-vm")
+    assert "PowerState/running" in [status.code for status in view.statuses]
+    assert [v.name for v in sdk.compute.virtual_machines.list("nixos-images")] == ["smoke-vm"]
+    assert len(list(sdk.compute.disks.list())) == 2  # the upload disk and the OS disk
+    assert [i.name for i in sdk.compute.images.list_by_resource_group("nixos-images")] == [
+        "nixos-image"
+    ]
 
     sdk.compute.virtual_machines.begin_delete("nixos-images", "smoke-vm").result()
     # deleteOption Delete took the OS disk and the NIC with the VM.
