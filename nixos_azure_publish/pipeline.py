@@ -857,14 +857,20 @@ class Pipeline:
         """Run every step; the report says what was created, reused and sent."""
         began = time.monotonic()
         report = self.report
+        current = ""
         try:
             for step in self.steps:
+                current = step.name
                 self._run_step(step)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted) as error:
             report.status = "interrupted"
             report.seconds = time.monotonic() - began
+            revoked = (
+                " (write access to the upload disk was revoked)" if current == "upload" else ""
+            )
+            detail = f": {error.message}" if isinstance(error, Interrupted) else ""
             raise Interrupted(
-                "interrupted; write access to the upload disk was revoked",
+                f"interrupted during step {current!r}{revoked}{detail}",
                 hint="Run the same command again to resume",
             ) from None
         except PublishError as error:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -56,8 +57,12 @@ def fast(emulator: Emulator) -> Emulator:
     return emulator
 
 
-def make_image(folder: Path, *, seed: int = 1, size_mib: int = 24) -> Path:
-    """A small fixed VHD with data at a few places (sparse elsewhere)."""
+def make_image(folder: Path, *, seed: int = 1, size_mib: int = 24, data_mib: int = 0) -> Path:
+    """A small fixed VHD with data at a few places (sparse elsewhere).
+
+    *data_mib* adds that many MiB of random data from offset 10 MiB, for uploads
+    that must last long enough to be interrupted.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     raw = folder / "disk.raw"
     with raw.open("wb") as handle:
@@ -65,6 +70,8 @@ def make_image(folder: Path, *, seed: int = 1, size_mib: int = 24) -> Path:
         for i, offset in enumerate((0, 3 * MiB + 4096, 9 * MiB, (size_mib - 1) * MiB)):
             handle.seek(offset)
             handle.write(bytes([(seed + i) % 251 + 1]) * (70_000 + 1000 * seed))
+        handle.seek(10 * MiB)
+        handle.write(random.Random(seed).randbytes(data_mib * MiB))  # noqa: S311 - test data
     out = folder / "disk.vhd"
     vhd.convert(raw, out, overwrite=True)
     raw.unlink()
@@ -413,39 +420,42 @@ def test_two_publishers_of_the_same_image_make_one_version(fast, tmp_path):
 
 
 def test_ctrl_c_during_upload_revokes_and_the_rerun_resumes(fast, tmp_path):
-    # Large enough that the upload is still running when the signal arrives.
-    image = make_image(tmp_path / "img", seed=6, size_mib=24)
+    # 64 MiB of data written one 4 MiB page at a time: still running when the signal comes.
+    image = make_image(tmp_path / "img", seed=6, size_mib=96, data_mib=64)
     target = write_target(tmp_path, image, upload={"concurrency": 1})
     state = tmp_path / "state"
-    fast.faults.delay = 0.05
     proc = run_publisher(fast, target, state)
-    wait_for_line(proc, "nixos_azure_publish.pipeline: upload: starting")
-    time.sleep(0.3)  # the grant is done; pages are being written
+    wait_for_line(proc, "nixos_azure_publish.pageblob: uploading")
+    time.sleep(0.2)  # some pages are written, not all
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.INTERRUPTED, err[-3000:]
-    assert json.loads(out)["error"]["kind"] == "interrupted"
+    error = json.loads(out)["error"]
+    assert error["kind"] == "interrupted"
+    assert error["message"].startswith(
+        "interrupted during step 'upload' (write access to the upload disk was revoked)"
+    )
     assert "sig=" not in err.replace("sig=REDACTED", "")  # the write SAS never reaches a log
     client = compute(fast)
     states = {d.as_dict()["properties"]["diskState"] for d in disks(client)}
     assert "ActiveUpload" not in states  # access revoked
-    fast.faults.delay = 0.0
 
     rerun = run_publisher(fast, target, state)
     out, err = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, err[-3000:]
     report = json.loads(out)
     assert report["status"] == "published"
+    # The interrupted upload left its journal: only the rest is sent again.
+    assert 0 < report["upload"]["bytesSent"] < report["upload"]["dataBytes"]
     assert_converged(fast, report)
 
 
 def test_sigterm_is_handled_like_ctrl_c(fast, tmp_path):
-    image = make_image(tmp_path / "img", seed=7)
-    target = write_target(tmp_path, image)
-    fast.faults.delay = 0.05
+    image = make_image(tmp_path / "img", seed=7, size_mib=96, data_mib=64)
+    target = write_target(tmp_path, image, upload={"concurrency": 1})
     proc = run_publisher(fast, target, tmp_path / "state")
-    wait_for_line(proc, "nixos_azure_publish.pipeline: upload: starting")
-    time.sleep(0.3)
+    wait_for_line(proc, "nixos_azure_publish.pageblob: uploading")
+    time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.INTERRUPTED, err[-3000:]
