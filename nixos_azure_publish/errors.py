@@ -33,9 +33,14 @@ class PublishError(Exception):
     exit_code: ClassVar[ExitCode] = ExitCode.INTERNAL
     kind: ClassVar[str] = "error"
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        self.message = redact(message)
-        self.hint = redact(hint) if hint else None
+    def __init__(
+        self, message: str, *, hint: str | None = None, details: str | None = None
+    ) -> None:
+        # The message and hint form the one line a user reads; details (a tool's own
+        # output, such as a failed build's log tail) are shown indented below it.
+        self.message = " ".join(redact(message).split())
+        self.hint = " ".join(redact(hint).split()) if hint else None
+        self.details = redact(details).strip("\n") if details else None
         super().__init__(self.message)
 
     def __str__(self) -> str:
@@ -44,7 +49,7 @@ class PublishError(Exception):
     def one_line(self) -> str:
         """The message and the hint as one line, for the terminal and for logs."""
         if self.hint:
-            return f"{self.message.rstrip('.')}. {self.hint}"
+            return f"{self.message.rstrip('.;:')}. {self.hint}"
         return self.message
 
 

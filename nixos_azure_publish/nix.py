@@ -10,6 +10,7 @@ command to rerun. The commands stay compatible with Nix 2.8 (no
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 import os
@@ -43,9 +44,16 @@ class NixCommandError(NixError):
     """A ``nix`` command exited non-zero."""
 
     def __init__(
-        self, message: str, *, hint: str, command: Sequence[str], returncode: int, stderr_tail: str
+        self,
+        message: str,
+        *,
+        hint: str,
+        command: Sequence[str],
+        returncode: int,
+        stderr_tail: str,
+        details: str | None = None,
     ) -> None:
-        super().__init__(message, hint=hint)
+        super().__init__(message, hint=hint, details=details)
         self.command = list(command)
         self.returncode = returncode
         self.stderr_tail = stderr_tail
@@ -78,20 +86,19 @@ def _tail(lines: collections.deque[str]) -> str:
     return "\n".join(line.rstrip() for line in lines).strip()
 
 
-def _summary(tail: str) -> str:
-    """The first ``error:`` paragraph of *tail*, else its last line."""
+def _summary(tail: str) -> tuple[str, str]:
+    """The first ``error:`` line of *tail* (else its last line) and the lines that belong to it."""
     lines = tail.splitlines()
     for i, line in enumerate(lines):
         if _ERROR_LINE.match(line):
             # Nix indents the continuation lines of one error (e.g. a builder's log tail).
-            block = [line]
-            block.extend(
-                more
-                for more in lines[i + 1 :]
-                if more.startswith(" ") and "--show-trace" not in more
-            )
-            return "\n".join(block)
-    return lines[-1] if lines else "(no output on stderr)"
+            block = [
+                more.strip()
+                for more in itertools.takewhile(lambda more: more.startswith(" "), lines[i + 1 :])
+                if "--show-trace" not in more
+            ]
+            return _ERROR_LINE.sub("", line).strip().rstrip(";:"), "\n".join(block)
+    return (lines[-1] if lines else "(no output on stderr)"), ""
 
 
 def _read_all(stream: IO[bytes], into: list[bytes]) -> None:
@@ -179,12 +186,13 @@ def run_nix(
     log.debug("%s: exit %d after %.1f s", what, returncode, time.monotonic() - started)
     if returncode != 0:
         text = _tail(tail)
-        summary = _summary(text)
+        summary, details = _summary(text)
         if _MISSING_ATTRIBUTE.search(text):
             kind = NixAttributeMissingError
         raise kind(
-            f"cannot {what} (nix exited with {returncode}):\n{summary}",
+            f"cannot {what} (nix exited with {returncode}): {summary}",
             hint=f"Rerun it to see everything: {rerun} --show-trace -L",
+            details=details or None,
             command=argv,
             returncode=returncode,
             stderr_tail=text,

@@ -78,6 +78,7 @@ def _fail(ctx: click.Context, error: PublishError) -> NoReturn:
                         "kind": error.kind,
                         "message": error.message,
                         "hint": error.hint,
+                        "details": error.details,
                         "exitCode": int(error.exit_code),
                     }
                 },
@@ -85,6 +86,8 @@ def _fail(ctx: click.Context, error: PublishError) -> NoReturn:
             )
         )
     click.echo(f"error: {error.one_line()}", err=True)
+    if error.details:
+        click.echo("\n".join(f"  {line}" for line in error.details.splitlines()), err=True)
     ctx.exit(int(error.exit_code))
 
 

@@ -119,8 +119,10 @@ def test_a_build_failure_shows_the_log_tail_and_the_command(ref):
         flake.load_flake_target(ref, "broken-build")
     error = info.value
     assert "cannot build" in error.message
-    assert "the image build failed on purpose" in error.message
     assert "failed with exit code 3" in error.message
+    # The message is one line; the builder's log tail comes as details below it.
+    assert "\n" not in error.one_line()
+    assert "the image build failed on purpose" in (error.details or "")
     assert f"build --json --no-link '{ref}#azurePublish.broken-build.image'" in (error.hint or "")
     # The command in the hint really reproduces the failure.
     rerun = subprocess.run(error.command, capture_output=True, text=True, check=False)

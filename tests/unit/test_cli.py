@@ -194,3 +194,27 @@ def test_main_returns_usage_code(capsys):
 
 def test_main_returns_zero(capsys, tmp_path):
     assert main(["config", "check", "--config", write(tmp_path, VALID)]) == 0
+
+
+@click.command("fail-with-details", hidden=True)
+def _fail_with_details() -> None:
+    """Raise an error with details, for tests."""
+    raise AzureError(
+        "the build failed\n on two lines",
+        hint="Read the log",
+        details="last 2 log lines:\n> one\n> two",
+    )
+
+
+def test_details_come_indented_below_the_one_line(capsys):
+    cli.add_command(_fail_with_details)
+    try:
+        assert main(["fail-with-details"]) == 4
+    finally:
+        del cli.commands["fail-with-details"]
+    assert capsys.readouterr().err.splitlines() == [
+        "error: the build failed on two lines. Read the log",
+        "  last 2 log lines:",
+        "  > one",
+        "  > two",
+    ]

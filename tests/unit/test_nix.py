@@ -34,15 +34,14 @@ def test_summary_keeps_the_error_and_its_indented_details():
         "(use '--show-trace' to show detailed location information)"
     )
     assert nix._summary(tail) == (
-        "error: builder for '/nix/store/x-image.drv' failed with exit code 3;\n"
-        "       last 1 log lines:\n"
-        "       > the disk is full"
+        "builder for '/nix/store/x-image.drv' failed with exit code 3",
+        "last 1 log lines:\n> the disk is full",
     )
 
 
 def test_summary_without_an_error_line_is_the_last_line():
-    assert nix._summary("one\ntwo") == "two"
-    assert nix._summary("") == "(no output on stderr)"
+    assert nix._summary("one\ntwo") == ("two", "")
+    assert nix._summary("") == ("(no output on stderr)", "")
 
 
 @pytest.mark.parametrize("call", [lambda: nix.eval_json(".#x"), lambda: nix.build(".#x")])
