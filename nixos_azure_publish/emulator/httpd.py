@@ -73,6 +73,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: ArmHttpServer
     timeout = 30
+    # Headers and body are separate writes: without this, Nagle + delayed ACK add 40 ms.
+    disable_nagle_algorithm = True
 
     def setup(self) -> None:
         super().setup()
