@@ -5,13 +5,16 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 import click
 
 from nixos_azure_publish import pageblob
 from nixos_azure_publish.cli.app import app_context
 from nixos_azure_publish.errors import UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 SAS_ENV = "NIXOS_AZURE_PUBLISH_SAS_URL"
 CA_CERT_ENV = "NIXOS_AZURE_PUBLISH_CA_CERT"
@@ -20,26 +23,33 @@ CA_CERT_ENV = "NIXOS_AZURE_PUBLISH_CA_CERT"
 class TerminalProgress:
     """A live one-line bar on stderr: data done, bytes sent, rate, ETA."""
 
-    def __init__(self, *, width: int = 30, interval: float = 0.2) -> None:
+    def __init__(
+        self,
+        *,
+        width: int = 30,
+        interval: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.width = width
         self.interval = interval
+        self.clock = clock
         self._total = 0
         self._started = 0.0
         self._last = 0.0
 
     def start(self, total: int) -> None:
         self._total = total
-        self._started = time.monotonic()
+        self._started = self.clock()
         self._last = 0.0
 
     def _draw(self, done: int, sent: int, *, final: bool = False) -> None:
         filled = self.width * done // self._total if self._total else self.width
         bar = "#" * filled + "." * (self.width - filled)
-        line = pageblob.progress_line(done, sent, self._total, time.monotonic() - self._started)
+        line = pageblob.progress_line(done, sent, self._total, self.clock() - self._started)
         click.echo(f"\r[{bar}] {line}\x1b[K", err=True, nl=final)
 
     def update(self, done: int, sent: int) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if now - self._last >= self.interval:
             self._last = now
             self._draw(done, sent)
