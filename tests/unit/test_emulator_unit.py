@@ -128,3 +128,17 @@ def test_store_persists_resources_and_operations(tmp_path):
     assert again.tick()
     (op,) = again.operations.values()
     assert op.status == "Succeeded"
+
+
+def test_missing_azurite_is_a_clear_usage_error(monkeypatch, tmp_path, capsys):
+    from nixos_azure_publish.cli import main  # noqa: PLC0415
+    from nixos_azure_publish.emulator import azurite  # noqa: PLC0415
+
+    monkeypatch.setattr("shutil.which", lambda _name: None)
+    # Neither the working directory nor the package's own checkout has node_modules.
+    monkeypatch.setattr(azurite, "__file__", str(tmp_path / "pkg" / "emulator" / "azurite.py"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["emulator", "serve"]) == 2
+    err = capsys.readouterr().err
+    assert "Azurite (the Azure Storage emulator) is not installed" in err
+    assert "npm install azurite@3" in err
