@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from nixos_azure_publish.azure import arm
+from nixos_azure_publish.azure.names import arm_datetime
 from nixos_azure_publish.errors import AzureError
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ def definition_body(target: PublishTarget, *, tags: Mapping[str, str]) -> dict[s
         "eula": d.eula,
         "releaseNoteUri": d.release_note_uri,
         "privacyStatementUri": d.privacy_statement_uri,
-        "endOfLifeDate": d.end_of_life_date,
+        "endOfLifeDate": arm_datetime(d.end_of_life_date) if d.end_of_life_date else None,
     }
     props.update({k: v for k, v in optional.items() if v is not None})
     if d.recommended is not None:

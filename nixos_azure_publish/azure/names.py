@@ -10,6 +10,7 @@ already holds this exact image.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass
@@ -150,6 +151,17 @@ def container_tags(target: PublishTarget) -> dict[str, str]:
 def has_content(tags: Mapping[str, str] | None, content: ContentId) -> bool:
     """True when a resource's tags say it holds *content*."""
     return bool(tags) and (tags or {}).get(TAG_CONTENT) == content.hash
+
+
+def arm_datetime(value: str) -> str:
+    """An ISO 8601 date or date-time as the RFC 3339 date-time ARM expects (UTC when no zone).
+
+    Targets may say ``2026-12-31``; ``endOfLifeDate`` is a ``date-time`` in the API.
+    """
+    parsed = dt.datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.isoformat()
 
 
 def resource_id(subscription: str, group: str, *parts: str) -> str:

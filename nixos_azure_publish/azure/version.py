@@ -9,7 +9,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
 from nixos_azure_publish.azure import arm
 from nixos_azure_publish.azure.clients import azure_error, is_not_found
-from nixos_azure_publish.azure.names import TAG_CONTENT
+from nixos_azure_publish.azure.names import TAG_CONTENT, arm_datetime
 from nixos_azure_publish.azure.replication import VersionState, get_version
 from nixos_azure_publish.errors import AzureError
 
@@ -84,7 +84,7 @@ def version_body(
         "replicationMode": v.replication_mode,
     }
     if v.end_of_life_date:
-        publishing["endOfLifeDate"] = v.end_of_life_date
+        publishing["endOfLifeDate"] = arm_datetime(v.end_of_life_date)
     storage: dict[str, Any] = (
         {"osDiskImage": {"source": {"id": source_id}}}
         if from_disk

@@ -100,6 +100,11 @@ def test_tags_carry_provenance_and_user_tags():
     assert not names.has_content({}, content)
 
 
+def test_dates_become_rfc3339_date_times():
+    assert names.arm_datetime("2099-01-01") == "2099-01-01T00:00:00+00:00"
+    assert names.arm_datetime("2099-01-01T12:00:00+02:00") == "2099-01-01T12:00:00+02:00"
+
+
 def test_resource_id():
     assert names.resource_id(SUB, "rg", "galleries", "g", "images", "d") == (
         f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/galleries/g/images/d"
@@ -221,7 +226,7 @@ def test_version_body_has_regions_replicas_and_source():
         {"name": "northeurope", "regionalReplicaCount": 3, "storageAccountType": "Standard_LRS"},
     ]
     assert profile["excludeFromLatest"] is True
-    assert profile["endOfLifeDate"] == "2099-01-01"
+    assert profile["endOfLifeDate"] == "2099-01-01T00:00:00+00:00"  # a date-time in the API
     assert profile["replicationMode"] == "Full"
     assert body["properties"]["storageProfile"] == {"osDiskImage": {"source": {"id": "/disk"}}}
     image = version.version_body(t, source_id="/image", from_disk=False, tags={})
