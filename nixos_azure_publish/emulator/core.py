@@ -25,6 +25,7 @@ from nixos_azure_publish.emulator import (
 from nixos_azure_publish.emulator.armerror import group_not_found, not_found
 from nixos_azure_publish.emulator.context import Response
 from nixos_azure_publish.emulator.faults import Faults
+from nixos_azure_publish.emulator.recording import ServerTraffic
 from nixos_azure_publish.emulator.requestlog import RequestLog
 from nixos_azure_publish.emulator.router import Router
 from nixos_azure_publish.emulator.settings import EmulatorSettings
@@ -59,6 +60,8 @@ class ArmApp:
         self.settings = settings or EmulatorSettings()
         self.faults = Faults()
         self.requests = RequestLog()
+        # Server-side traffic in oav's format; None until record_traffic() is called.
+        self.traffic: ServerTraffic | None = None
         self.store = Store(state_dir)
         self.blobs = blobs
         self.base_url = ""
@@ -74,6 +77,12 @@ class ArmApp:
             vms,
         ):
             module.register(self)
+
+    def record_traffic(self) -> ServerTraffic:
+        """Start keeping every exchange from now on (for spec validation); the recorder."""
+        if self.traffic is None:
+            self.traffic = ServerTraffic()
+        return self.traffic
 
     # -- ids and lookups -------------------------------------------------------------------
 

@@ -165,7 +165,8 @@ class _Handler(BaseHTTPRequestHandler):
                 500,
                 {"error": {"code": "InternalServerError", "message": "The emulator failed."}},
             )
-        self._send(response, method)
+        payload, headers = self._encode(response)
+        # Log before answering: a client's retry must not be logged before this answer.
         error_code = None
         if isinstance(response.body, dict) and isinstance(response.body.get("error"), dict):
             error_code = response.body["error"].get("code")
@@ -181,6 +182,17 @@ class _Handler(BaseHTTPRequestHandler):
                 fault=fault,
             )
         )
+        if app.traffic is not None:
+            app.traffic.record(
+                method=method,
+                url=app.base_url + self.path,
+                request_headers=dict(self.headers.items()),
+                request_body=raw,
+                status=response.status,
+                response_headers=headers,
+                response_body=response.body if payload else None,
+            )
+        self._write(response.status, headers, payload if method != "HEAD" else b"")
 
     def _authenticate(self) -> None:
         header = self.headers.get("Authorization", "")
@@ -216,11 +228,10 @@ class _Handler(BaseHTTPRequestHandler):
             )
         )
 
-    def _send(self, response: Response, method: str) -> None:
+    def _encode(self, response: Response) -> tuple[bytes, dict[str, str]]:
         payload = b""
         if response.body is not None and response.status != 204:  # noqa: PLR2004
             payload = json.dumps(response.body).encode("utf-8")
-        self.send_response(response.status)
         request_id = str(uuid.uuid4())
         headers = {
             "x-ms-request-id": request_id,
@@ -231,11 +242,15 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if payload:
             headers["Content-Type"] = "application/json; charset=utf-8"
+        headers["Content-Length"] = str(len(payload))
+        return payload, headers
+
+    def _write(self, status: int, headers: dict[str, str], payload: bytes) -> None:
+        self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
-        self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        if payload and method != "HEAD":
+        if payload:
             self.wfile.write(payload)
 
 

@@ -1,5 +1,9 @@
 """Record SDK <-> Resource Manager traffic in the format of Azure's spec validator (oav).
 
+Two recorders: :class:`ServerTraffic` is kept by the emulator itself
+(``app.record_traffic()``) and sees every client, the tool's own commands
+included; :class:`TrafficRecorder` sits in one SDK client's pipeline.
+
 :class:`TrafficRecorder` is an azure-core pipeline policy: add it to a client
 (``per_retry_policies=[recorder]``) and every HTTP exchange is kept as
 ``{"liveRequest": {url, method, headers, body}, "liveResponse": {statusCode,
@@ -43,6 +47,52 @@ def _json(content: bytes | str | None) -> Any:  # noqa: ANN401 - JSON
         return None
 
 
+def write_exchanges(exchanges: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """One ``NNNN.json`` file per exchange in *folder*; their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, exchange in enumerate(exchanges):
+        path = folder / f"{index:04d}.json"
+        path.write_text(json.dumps(exchange, indent=1), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+class ServerTraffic:
+    """The emulator's own record of every exchange, whoever the client was."""
+
+    def __init__(self) -> None:
+        self.exchanges: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def record(
+        self,
+        *,
+        method: str,
+        url: str,
+        request_headers: dict[str, str],
+        request_body: bytes,
+        status: int,
+        response_headers: dict[str, str],
+        response_body: Any,  # noqa: ANN401 - JSON
+    ) -> None:
+        exchange = {
+            "liveRequest": {
+                "url": redact(url),
+                "method": method,
+                "headers": _headers(request_headers),
+                "body": _json(request_body),
+            },
+            "liveResponse": {
+                "statusCode": str(status),
+                "headers": _headers(response_headers),
+                "body": _json(json.dumps(response_body)) if response_body is not None else None,
+            },
+        }
+        with self._lock:
+            self.exchanges.append(exchange)
+
+
 class TrafficRecorder(SansIOHTTPPolicy[Any, Any]):
     """Keeps every request/response pair that passes through a client's pipeline."""
 
@@ -77,11 +127,5 @@ class TrafficRecorder(SansIOHTTPPolicy[Any, Any]):
 
     def write(self, folder: Path) -> list[Path]:
         """One ``NNNN.json`` file per exchange in *folder*; their paths."""
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = []
         with self._lock:
-            for index, exchange in enumerate(self.exchanges):
-                path = folder / f"{index:04d}.json"
-                path.write_text(json.dumps(exchange, indent=1), encoding="utf-8")
-                paths.append(path)
-        return paths
+            return write_exchanges(list(self.exchanges), folder)

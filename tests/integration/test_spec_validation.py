@@ -280,3 +280,65 @@ def test_an_operation_outside_the_spec_is_reported(recorded, tmp_path):
         )
     result = validate(emulator, moved, tmp_path)
     assert any("was not matched to a spec operation" in p for p in result.problems)
+
+
+def test_the_publish_command_traffic_validates_against_the_specs(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    """The tool's own requests (and the emulator's answers to them) follow the specs too."""
+    from nixos_azure_publish import vhd  # noqa: PLC0415 - only this test needs the tool
+    from nixos_azure_publish.cli import main  # noqa: PLC0415
+
+    traffic = emulator.app.record_traffic()
+    emulator.settings.replication_seconds = 0.2
+    raw = tmp_path / "disk.raw"
+    with raw.open("wb") as handle:
+        handle.truncate(24 * 1024 * 1024)
+        handle.write(b"\xeb\x63\x90" + b"\x01" * 70_000)
+    image = tmp_path / "disk.vhd"
+    vhd.convert(raw, image)
+    target = tmp_path / "target.json"
+    target.write_text(
+        json.dumps(
+            {
+                "name": "nixos-spec",
+                "image": str(image),
+                "resourceGroup": "nixos-images",
+                "location": "westeurope",
+                "hyperVGeneration": "V2",
+                "gallery": {
+                    "name": "spec_gallery",
+                    "community": {
+                        "publicNamePrefix": "nixos",
+                        "publisherUri": "https://nixos.org",
+                        "publisherContact": "images@example.org",
+                        "eula": "https://nixos.org/eula",
+                    },
+                },
+                "imageDefinition": {
+                    "name": "nixos-spec",
+                    "publisher": "NixOS",
+                    "offer": "NixOS",
+                    "sku": "spec",
+                },
+                "managedImage": {"enable": True},
+                "version": {"targetRegions": ["westeurope", "northeurope"]},
+            }
+        ),
+        encoding="utf-8",
+    )
+    for key, value in emulator.environ.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    code = main(["--json", "publish", "--config", str(target)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    result = validate(emulator, traffic.exchanges, tmp_path / "oav")
+    assert result.problems == []
+    assert {"Disks_CreateOrUpdate", "GalleryImageVersions_CreateOrUpdate"} <= result.operations
+    with capsys.disabled():
+        print(  # noqa: T201 - the count is this test's report
+            f"\npublish: {result.exchanges} operations validated against the specs "
+            f"({len(result.operations)} distinct)"
+        )
