@@ -106,6 +106,8 @@ class Context:
     disk: azdisk.DiskState | None = None
     managed_image: dict[str, Any] | None = None
     version_name: str | None = None
+    # Versions that hold this image but failed: replaced by a new one.
+    failed_versions: list[azreplication.VersionState] = field(default_factory=list)
 
     @property
     def target(self) -> PublishTarget:
@@ -257,14 +259,9 @@ class Discover(Step):
             return
         azgallery.check_definition(ctx.definition, t)
         found.append(f"definition {t.image_definition.name if t.image_definition else ''}")
-        ctx.published = azversion.find_published(ctx.clients, t, ctx.hash)
+        ctx.published, ctx.failed_versions = azversion.find_versions(ctx.clients, t, ctx.hash)
+        found.extend(f"failed version {failed.name}" for failed in ctx.failed_versions)
         if ctx.published is not None:
-            if ctx.published.failed:
-                raise AzureError(
-                    f"image version {ctx.published.name} holds this image but is"
-                    f" {ctx.published.provisioning_state}",
-                    hint=f"Delete version {ctx.published.name} and run again",
-                )
             ctx.version_name = ctx.published.name
             found.append(f"version {ctx.published.name}")
 
@@ -634,6 +631,11 @@ class CreateVersion(Step):
             return "no gallery configured"
         name = ctx.version_name or "?"
         regions = ", ".join(f"{r.name} x{r.replicas}" for r in ctx.target.regions)
+        if not ctx.already_published:
+            for failed in ctx.failed_versions:
+                ctx.report.resource(
+                    "image version", failed.name, "would-delete", detail=failed.provisioning_state
+                )
         action: Action = "exists" if ctx.already_published else "would-create"
         ctx.report.resource("image version", name, action, detail=regions)
         ctx.report.version = ctx.version_name
@@ -643,11 +645,20 @@ class CreateVersion(Step):
         if not ctx.has_gallery:
             return "no gallery configured"
         if ctx.published is None:
-            ctx.published = azversion.find_published(ctx.clients, ctx.target, ctx.hash)
+            ctx.published, ctx.failed_versions = azversion.find_versions(
+                ctx.clients, ctx.target, ctx.hash
+            )
         if ctx.published is not None:
             ctx.version_name = ctx.published.name
             ctx.report.resource("image version", ctx.published.name, "reused", id=ctx.published.id)
             return f"exists: {ctx.published.name}"
+        for failed in ctx.failed_versions:
+            # Ours (tagged with this image) and unusable: replace it, do not make the user.
+            log.warning("deleting version %s: it holds this image but failed", failed.name)
+            azversion.delete_version(ctx.clients, ctx.target, failed.name)
+            ctx.report.resource(
+                "image version", failed.name, "deleted", id=failed.id, detail="failed; replaced"
+            )
         disk = ctx.disk
         if disk is not None:
             # Read the disk again: a concurrent publisher's create may have set its time.
@@ -660,7 +671,9 @@ class CreateVersion(Step):
         )
         azversion.create_version(ctx.clients, ctx.target, ctx.version_name, body)
         ctx.save_journal(version=ctx.version_name)
-        ctx.report.resource("image version", ctx.version_name, "created")
+        replaced = ctx.version_name in {failed.name for failed in ctx.failed_versions}
+        detail = "replaces the failed version of that name" if replaced else ""
+        ctx.report.resource("image version", ctx.version_name, "created", detail=detail)
         return f"created {ctx.version_name}"
 
     @staticmethod

@@ -51,6 +51,7 @@ USER_AGENT: Final = f"nixos-azure-publish/{__version__}"
 DEFAULT_POLLING_INTERVAL: Final = 5.0
 EMULATOR_POLLING_INTERVAL: Final = 0.2
 RESOURCE_GROUPS_API: Final = "2021-04-01"
+STATUS_RETRIES: Final = 10
 
 
 class StaticTokenCredential:
@@ -219,6 +220,10 @@ def make_clients(settings: AzureSettings) -> AzureClients:
         "credential_scopes": [MANAGEMENT_SCOPE],
         "polling_interval": settings.polling_interval,
         "user_agent": USER_AGENT,
+        # ARM throttles (429) and sheds load (503) in streaks; every call we make is
+        # idempotent or checked afterwards, so retrying longer than the SDK's 3 is safe.
+        "retry_total": STATUS_RETRIES,
+        "retry_status": STATUS_RETRIES,
     }
     if settings.ca_cert is not None:
         kwargs["connection_verify"] = str(settings.ca_cert)

@@ -25,12 +25,19 @@ log = logging.getLogger(__name__)
 def find_published(
     clients: AzureClients, target: PublishTarget, content_hash: str
 ) -> VersionState | None:
-    """A version of the definition tagged with this image's store hash, or None.
+    """A version of the definition tagged with this image's store hash that has not failed.
 
     When several exist (made by hand, or by an older tool), the oldest name wins.
     """
+    return find_versions(clients, target, content_hash)[0]
+
+
+def find_versions(
+    clients: AzureClients, target: PublishTarget, content_hash: str
+) -> tuple[VersionState | None, list[VersionState]]:
+    """The version holding this image (or None), and the failed ones that also hold it."""
     if target.gallery is None or target.image_definition is None:
-        return None
+        return None, []
     pager = arm.call(
         "listing image versions",
         clients.compute.gallery_image_versions.list_by_gallery_image,
@@ -46,14 +53,22 @@ def find_published(
                 names.append(str(body.get("name")))
     except HttpResponseError as error:
         if is_not_found(error):
-            return None
+            return None, []
         raise azure_error(error, "listing image versions") from None
-    if not names:
-        return None
     names.sort(key=_version_key)
-    if len(names) > 1:
-        log.warning("several versions hold this image: %s; using %s", ", ".join(names), names[0])
-    return get_version(clients, target, names[0])
+    healthy: list[VersionState] = []
+    failed: list[VersionState] = []
+    for name in names:
+        state = get_version(clients, target, name)
+        if state is not None:
+            (failed if state.failed else healthy).append(state)
+    if len(healthy) > 1:
+        log.warning(
+            "several versions hold this image: %s; using %s",
+            ", ".join(v.name for v in healthy),
+            healthy[0].name,
+        )
+    return (healthy[0] if healthy else None), failed
 
 
 def _version_key(name: str) -> tuple[int, ...]:

@@ -632,3 +632,43 @@ def test_a_flake_target_is_built_with_nix_and_tagged_with_its_provenance(
     code, again = publish(fast, monkeypatch, capsys, *args)
     assert code == 0, again
     assert again["status"] == "already-published"
+
+
+def test_a_version_that_failed_is_replaced_on_the_rerun(fast, tmp_path, monkeypatch, capsys):
+    image = make_image(tmp_path / "img", seed=13)
+    target = write_target(tmp_path, image)
+    fast.faults.fail_lro = {"Microsoft.Compute/galleries/images/versions/write": "InternalError"}
+    code, failed = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == ExitCode.AZURE, failed
+    assert "failed" in failed["error"]["message"]
+    client = compute(fast)
+    (broken,) = versions(client)
+    assert len(disks(client)) == 1  # kept: the rerun needs no upload
+
+    fast.faults.reset()
+    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, report
+    assert report["upload"] is None
+    (record,) = [r for r in report["resources"] if r["kind"] == "image version"]
+    if record["name"] == broken.name:  # the same name again (it comes from the disk's time)
+        assert record["detail"] == "replaces the failed version of that name"
+    else:
+        assert ("image version", broken.name, "deleted") in {
+            (r["kind"], r["name"], r["action"]) for r in report["resources"]
+        }
+    assert record["action"] == "created"
+    assert_converged(fast, report)
+
+
+def test_throttling_and_transient_errors_are_retried(fast, tmp_path, monkeypatch, capsys):
+    image = make_image(tmp_path / "img", seed=14)
+    target = write_target(tmp_path, image)
+    fast.faults.seed = 7
+    fast.faults.retry_after = 0.1
+    fast.faults.throttle_rate = 0.15
+    fast.faults.error_rate = 0.1
+    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, report
+    answered = {r.status for r in fast.requests if r.fault}
+    assert {429, 503} <= answered  # the faults really happened
+    assert_converged(fast, report)
