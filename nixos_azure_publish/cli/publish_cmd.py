@@ -15,7 +15,7 @@ import click
 
 from nixos_azure_publish import config
 from nixos_azure_publish.cli.app import app_context
-from nixos_azure_publish.errors import ConfigError, UsageError
+from nixos_azure_publish.errors import ConfigError, PublishError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -104,7 +104,9 @@ def publish_command(
         raise UsageError("--target needs --flake", hint="Name the flake with --flake REF")
     with _emulator_environ(enabled=emulator) as environ, _sigterm_interrupts():
         publish = _load(config_file, flake, target_name or "default", image, environ)
-        report = _publish(publish, environ=environ, dry_run=dry_run, state_dir=state_dir)
+        report = _publish(
+            publish, environ=environ, dry_run=dry_run, state_dir=state_dir, summary=summary_file
+        )
     _write_summary(report, summary_file)
     app_context().emit(report.to_json(), report.to_console().rstrip("\n"))
 
@@ -152,6 +154,7 @@ def _publish(
     environ: Mapping[str, str],
     dry_run: bool,
     state_dir: Path | None,
+    summary: Path | None,
 ) -> PublishReport:
     from nixos_azure_publish.azure.clients import AzureSettings, make_clients  # noqa: PLC0415
     from nixos_azure_publish.pageblob import LogProgress  # noqa: PLC0415
@@ -165,7 +168,13 @@ def _publish(
     pipeline = Pipeline(publish, clients=clients, options=options)
     if dry_run:
         return pipeline.plan()
-    return pipeline.run()
+    try:
+        return pipeline.run()
+    except PublishError:
+        # CI shows the summary of a failed or interrupted publish too: what it got done.
+        with contextlib.suppress(UsageError):
+            _write_summary(pipeline.report, summary)
+        raise
 
 
 def _write_summary(report: PublishReport, summary_file: Path | None) -> None:

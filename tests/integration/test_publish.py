@@ -638,9 +638,16 @@ def test_a_version_that_failed_is_replaced_on_the_rerun(fast, tmp_path, monkeypa
     image = make_image(tmp_path / "img", seed=13)
     target = write_target(tmp_path, image)
     fast.faults.fail_lro = {"Microsoft.Compute/galleries/images/versions/write": "InternalError"}
-    code, failed = publish(fast, monkeypatch, capsys, "--config", str(target))
+    summary = tmp_path / "summary.md"
+    code, failed = publish(fast, monkeypatch, capsys, "--config", str(target), summary=summary)
     assert code == ExitCode.AZURE, failed
     assert "failed" in failed["error"]["message"]
+    # CI still gets a summary: what failed, and what was done before.
+    text = summary.read_text()
+    assert text.startswith(
+        f"## NixOS image nixos-test: failed to publish to {GALLERY}/{DEFINITION}"
+    )
+    assert "| upload | done |" in text
     client = compute(fast)
     (broken,) = versions(client)
     assert len(disks(client)) == 1  # kept: the rerun needs no upload
