@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import TYPE_CHECKING, Any
 
-from nixos_azure_publish.emulator.armerror import ArmError, invalid_parameter
+from nixos_azure_publish.emulator.armerror import ArmError, invalid_parameter, property_change
 from nixos_azure_publish.emulator.context import Response
 
 if TYPE_CHECKING:
@@ -18,6 +19,16 @@ _ARM_ID = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/(?P<rest>.+)$",
     re.IGNORECASE,
 )
+
+
+def utc_now_iso() -> str:
+    """Now as Azure writes it: ISO 8601 with a UTC offset."""
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def iso(timestamp: float) -> str:
+    """A POSIX timestamp as Azure writes times."""
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat()
 
 
 def provider_id(req: Request, rest: str) -> str:
@@ -92,6 +103,4 @@ def no_content() -> Response:
 def immutable(old: object, new: object, prop: str) -> None:
     """Refuse a change of a property that Azure fixes at creation."""
     if new is not None and old != new:
-        from nixos_azure_publish.emulator.armerror import property_change  # noqa: PLC0415
-
         raise property_change(prop)

@@ -7,7 +7,6 @@ here and use the helpers for ids, resource groups and long-running operations.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from nixos_azure_publish.emulator import (
     vms,
 )
 from nixos_azure_publish.emulator.armerror import group_not_found, not_found
+from nixos_azure_publish.emulator.common import utc_now_iso
 from nixos_azure_publish.emulator.context import Response
 from nixos_azure_publish.emulator.faults import Faults
 from nixos_azure_publish.emulator.recording import ServerTraffic
@@ -36,15 +36,6 @@ if TYPE_CHECKING:
 
     from nixos_azure_publish.emulator.blobs import BlobBackend
     from nixos_azure_publish.emulator.context import Request
-
-
-def utc_now_iso() -> str:
-    """Now as Azure writes it: ISO 8601 with a UTC offset."""
-    return dt.datetime.now(dt.UTC).isoformat()
-
-
-def iso(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat()
 
 
 class ArmApp:

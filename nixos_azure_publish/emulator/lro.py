@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from nixos_azure_publish.emulator import apiversions
 from nixos_azure_publish.emulator.armerror import ArmError
+from nixos_azure_publish.emulator.common import iso
 from nixos_azure_publish.emulator.context import Response
 from nixos_azure_publish.emulator.store import Operation
 
@@ -31,12 +32,6 @@ _STATUS_OF_CODE = {
 }
 
 
-def _iso(timestamp: float) -> str:
-    from nixos_azure_publish.emulator.core import iso  # noqa: PLC0415 - cycle
-
-    return iso(timestamp)
-
-
 def _operation(req: Request) -> Operation:
     op = req.app.store.operations.get(req.params["operationId"])
     if op is None or op.subscription.lower() != req.subscription.lower():
@@ -50,9 +45,9 @@ def poll_status(req: Request) -> Response:
     retry = {"Retry-After": str(req.app.settings.retry_after)}
     if req.query.get("monitor", "").lower() == "true":
         return _monitor(req, op, retry)
-    body: dict[str, object] = {"startTime": _iso(op.start), "status": op.status, "name": op.id}
+    body: dict[str, object] = {"startTime": iso(op.start), "status": op.status, "name": op.id}
     if op.end is not None:
-        body["endTime"] = _iso(op.end)
+        body["endTime"] = iso(op.end)
     if op.error is not None:
         body["error"] = op.error
     if op.output is not None:

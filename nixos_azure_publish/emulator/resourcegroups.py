@@ -14,6 +14,7 @@ from nixos_azure_publish.emulator.common import (
     tags_of,
 )
 from nixos_azure_publish.emulator.context import Response
+from nixos_azure_publish.emulator.lro import poll_result
 from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
@@ -114,8 +115,6 @@ def delete(req: Request) -> Response:
 
 
 def operation_result(req: Request) -> Response:
-    from nixos_azure_publish.emulator.lro import poll_result  # noqa: PLC0415
-
     return poll_result(req)
 
 

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nixos_azure_publish.emulator.armerror import ArmError
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
@@ -146,8 +148,6 @@ class Store:
 
     def tick(self, now: float | None = None) -> bool:
         """Finish every operation that is due, oldest first. True when something changed."""
-        from nixos_azure_publish.emulator.armerror import ArmError  # noqa: PLC0415 - cycle
-
         now = time.time() if now is None else now
         changed = False
         with self.lock:

@@ -24,6 +24,7 @@ from nixos_azure_publish.emulator.common import (
     provider_id,
     tags_of,
 )
+from nixos_azure_publish.emulator.community import find_image
 from nixos_azure_publish.emulator.context import Response
 from nixos_azure_publish.emulator.galleries import IMAGE, VERSION, replicated_regions
 from nixos_azure_publish.emulator.store import Resource
@@ -64,8 +65,6 @@ def _resolve_image(req: Request, reference: dict[str, Any], location: str) -> Re
         )
     community = _COMMUNITY_REF.match(ref)
     if community is not None:
-        from nixos_azure_publish.emulator.community import find_image  # noqa: PLC0415
-
         image = find_image(req.app, community["gallery"], community["image"])
         wanted = community["version"]
     else:
