@@ -357,6 +357,16 @@ def _check_not_in_use(req: Request, resource: Resource) -> None:
             f"Public IP address {resource.id} can not be deleted since it is still allocated to "
             f"resource {resource.properties['ipConfiguration']['id']}.",
         )
+    if resource.type == NSG:
+        for nic in req.app.store.resources.values():
+            ref = (nic.properties.get("networkSecurityGroup") or {}).get("id", "")
+            if nic.type == NIC and ref.lower() == resource.id.lower():
+                raise ArmError(
+                    400,
+                    "InUseNetworkSecurityGroupCannotBeDeleted",
+                    f"Network security group {resource.id} cannot be deleted because it is in "
+                    f"use by the following resources: {nic.id}.",
+                )
     if resource.type == VNET:
         for subnet in resource.properties.get("subnets", []):
             if subnet["properties"].get("ipConfigurations"):
@@ -366,7 +376,6 @@ def _check_not_in_use(req: Request, resource: Resource) -> None:
                     f"Subnet {subnet['name']} is in use by "
                     f"{subnet['properties']['ipConfigurations'][0]['id']} and cannot be deleted.",
                 )
-    del req
 
 
 def get_subnet(req: Request) -> Response:

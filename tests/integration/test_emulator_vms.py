@@ -374,3 +374,55 @@ def test_vm_from_a_community_image(sdk):
     }
     vm = compute.virtual_machines.begin_create_or_update(GROUP, "vm", body).result()
     assert vm.storage_profile.image_reference.exact_version == "1.2.3"
+
+
+def test_security_group_and_subnet_reads(sdk):
+    nsg = sdk.network.network_security_groups.begin_create_or_update(
+        GROUP,
+        "nsg",
+        {
+            "location": LOCATION,
+            "properties": {
+                "securityRules": [
+                    {
+                        "name": "ssh",
+                        "properties": {
+                            "priority": 100,
+                            "direction": "Inbound",
+                            "access": "Allow",
+                            "protocol": "Tcp",
+                            "sourceAddressPrefix": "*",
+                            "sourcePortRange": "*",
+                            "destinationAddressPrefix": "*",
+                            "destinationPortRange": "22",
+                        },
+                    }
+                ]
+            },
+        },
+    ).result()
+    assert [rule.name for rule in nsg.security_rules] == ["ssh"]
+    nic = make_network(sdk)
+    subnet_id = nic.ip_configurations[0].subnet.id
+    subnet = sdk.network.subnets.get(GROUP, "vnet", "default")
+    assert subnet.id == subnet_id
+    assert [c.id for c in subnet.ip_configurations] == [nic.ip_configurations[0].id]
+    body: Any = {
+        "location": LOCATION,
+        "properties": {
+            "ipConfigurations": [{"name": "c", "properties": {"subnet": {"id": subnet_id}}}],
+            "networkSecurityGroup": {"id": nsg.id + "-missing"},
+        },
+    }
+    error = error_of(
+        lambda: sdk.network.network_interfaces.begin_create_or_update(GROUP, "nic2", body)
+    )
+    assert error.error.code == "InvalidResourceReference"
+    body["properties"]["networkSecurityGroup"]["id"] = nsg.id
+    nic2 = sdk.network.network_interfaces.begin_create_or_update(GROUP, "nic2", body).result()
+    assert nic2.network_security_group.id == nsg.id
+    error = error_of(lambda: sdk.network.network_security_groups.begin_delete(GROUP, "nsg"))
+    assert error.error.code == "InUseNetworkSecurityGroupCannotBeDeleted"
+    sdk.network.network_interfaces.begin_delete(GROUP, "nic2").result()
+    sdk.network.network_security_groups.begin_delete(GROUP, "nsg").result()
+    assert list(sdk.network.network_security_groups.list(GROUP)) == []
