@@ -698,6 +698,15 @@ class WaitReplication(Step):
             return "no gallery configured"
         if ctx.published is not None:
             _record_regions(ctx, ctx.published)
+            missing = ctx.published.missing_regions(ctx.target)
+            if missing:
+                ctx.report.resource(
+                    "image version",
+                    ctx.published.name,
+                    "would-update",
+                    detail="add regions " + ", ".join(missing),
+                )
+                return "would add " + ", ".join(missing)
             return azreplication.describe(ctx.published)
         return "would wait for " + ", ".join(r.name for r in ctx.target.regions)
 
@@ -705,9 +714,19 @@ class WaitReplication(Step):
         if not ctx.has_gallery or ctx.version_name is None:
             return "no gallery configured"
         published = ctx.published
-        if published is not None and published.replicated:
+        missing = published.missing_regions(ctx.target) if published is not None else []
+        if published is not None and missing:
+            # The target lists regions this version was never replicated to: add them.
+            azversion.add_regions(ctx.clients, ctx.target, published)
+            ctx.report.resource(
+                "image version",
+                published.name,
+                "updated",
+                id=published.id,
+                detail="added regions " + ", ".join(missing),
+            )
+        elif published is not None and published.replicated:
             _record_regions(ctx, published)
-            self._warn_missing(ctx, published)
             return azreplication.describe(published)
         interval = ctx.options.replication_interval
         if interval is None:
@@ -724,17 +743,6 @@ class WaitReplication(Step):
         ctx.published = final
         _record_regions(ctx, final)
         return azreplication.describe(final)
-
-    @staticmethod
-    def _warn_missing(ctx: Context, published: azreplication.VersionState) -> None:
-        missing = published.missing_regions(ctx.target)
-        if missing:
-            log.warning(
-                "version %s is not replicated to %s (added to the target later);"
-                " update its target regions to add them",
-                published.name,
-                ", ".join(missing),
-            )
 
 
 def _record_regions(ctx: Context, state_: azreplication.VersionState) -> None:
@@ -899,7 +907,10 @@ class Pipeline:
         return report
 
     def _nothing_created(self) -> bool:
-        return not self.report.created and self.report.upload is None
+        changed = {"created", "updated", "deleted"}
+        return self.report.upload is None and not any(
+            r.action in changed for r in self.report.resources
+        )
 
     def _run_step(self, step: Step) -> None:
         log.debug("%s: starting", step.name)

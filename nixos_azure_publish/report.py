@@ -21,7 +21,17 @@ from nixos_azure_publish.redact import redact
 TEMPLATES: Final = Path(__file__).resolve().parent / "report_templates"
 
 Status = Literal["published", "already-published", "planned", "failed", "interrupted"]
-Action = Literal["created", "reused", "deleted", "exists", "would-create", "would-delete", "kept"]
+Action = Literal[
+    "created",
+    "reused",
+    "updated",
+    "deleted",
+    "exists",
+    "would-create",
+    "would-update",
+    "would-delete",
+    "kept",
+]
 
 
 @dataclass

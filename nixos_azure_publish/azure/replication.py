@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from nixos_azure_publish.azure import arm
@@ -57,6 +57,7 @@ class VersionState:
     regions: tuple[RegionStatus, ...]
     tags: dict[str, str]
     target_regions: tuple[str, ...]
+    storage_profile: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> VersionState:
@@ -83,6 +84,7 @@ class VersionState:
             target_regions=tuple(
                 region_key(str(r.get("name", ""))) for r in publishing.get("targetRegions") or []
             ),
+            storage_profile=dict(props.get("storageProfile") or {}),
         )
 
     @property

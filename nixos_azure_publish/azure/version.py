@@ -10,7 +10,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from nixos_azure_publish.azure import arm
 from nixos_azure_publish.azure.clients import azure_error, is_not_found
 from nixos_azure_publish.azure.names import TAG_CONTENT, arm_datetime
-from nixos_azure_publish.azure.replication import VersionState, get_version
+from nixos_azure_publish.azure.replication import VersionState, get_version, region_key
 from nixos_azure_publish.errors import AzureError
 
 if TYPE_CHECKING:
@@ -78,12 +78,9 @@ def _version_key(name: str) -> tuple[int, ...]:
         return (2**31,)
 
 
-def version_body(
-    target: PublishTarget, *, source_id: str, from_disk: bool, tags: Mapping[str, str]
-) -> dict[str, Any]:
-    """The create body of the version: target regions, replicas, storage, EOL, mode."""
-    v = target.version
-    regions = [
+def target_regions(target: PublishTarget) -> list[dict[str, Any]]:
+    """The target's regions as the API's ``targetRegions``."""
+    return [
         {
             "name": r.name,
             "regionalReplicaCount": r.replicas,
@@ -91,8 +88,66 @@ def version_body(
         }
         for r in target.regions
     ]
+
+
+def add_regions(clients: AzureClients, target: PublishTarget, state: VersionState) -> None:
+    """Start replicating an existing version to the target's regions it lacks.
+
+    Regions are only ever added: a region the target no longer lists keeps its replicas
+    (removing them could break deployments that use them).
+    """
+    if target.gallery is None or target.image_definition is None:  # pragma: no cover
+        return
+    wanted = target_regions(target)
+    have = set(state.target_regions)
+    keep = [{"name": name} for name in state.target_regions if name not in _keys(wanted)]
+    body = {
+        "properties": {
+            "publishingProfile": {"targetRegions": wanted + keep},
+            # The update model requires the storage profile: send it back unchanged,
+            # without the properties Azure computed (sizeInGB), which it refuses.
+            "storageProfile": _writable_storage_profile(state.storage_profile),
+        }
+    }
+    log.info(
+        "adding regions %s to image version %s",
+        ", ".join(r["name"] for r in wanted if r["name"] not in have),
+        state.name,
+    )
+    begin: Any = clients.compute.gallery_image_versions.begin_update
+    arm.call(
+        f"adding regions to image version {state.name}",
+        begin,
+        target.resource_group,
+        target.gallery.name,
+        target.image_definition.name,
+        state.name,
+        body,
+        polling=False,
+    )
+
+
+def _writable_storage_profile(profile: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if profile.get("source"):
+        out["source"] = profile["source"]
+    disk = profile.get("osDiskImage") or {}
+    if disk:
+        out["osDiskImage"] = {k: v for k, v in disk.items() if k in {"source", "hostCaching"}}
+    return out
+
+
+def _keys(regions: list[dict[str, Any]]) -> set[str]:
+    return {region_key(str(r["name"])) for r in regions}
+
+
+def version_body(
+    target: PublishTarget, *, source_id: str, from_disk: bool, tags: Mapping[str, str]
+) -> dict[str, Any]:
+    """The create body of the version: target regions, replicas, storage, EOL, mode."""
+    v = target.version
     publishing: dict[str, Any] = {
-        "targetRegions": regions,
+        "targetRegions": target_regions(target),
         "replicaCount": v.replica_count,
         "storageAccountType": v.storage_account_type,
         "excludeFromLatest": v.exclude_from_latest,

@@ -96,6 +96,7 @@ def write_target(folder: Path, image: Path, **overrides: Any) -> Path:
         "version": {"targetRegions": ["westeurope", {"name": "northeurope", "replicas": 2}]},
     }
     data.update(overrides)
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "target.json"
     path.write_text(json.dumps(data))
     return path
@@ -679,3 +680,48 @@ def test_throttling_and_transient_errors_are_retried(fast, tmp_path, monkeypatch
     answered = {r.status for r in fast.requests if r.fault}
     assert {429, 503} <= answered  # the faults really happened
     assert_converged(fast, report)
+
+
+def test_regions_added_to_the_target_are_added_to_the_published_version(
+    fast, tmp_path, monkeypatch, capsys
+):
+    image = make_image(tmp_path / "img", seed=15)
+    one = write_target(tmp_path / "one", image, version={"targetRegions": ["westeurope"]})
+    code, first = publish(fast, monkeypatch, capsys, "--config", str(one))
+    assert code == 0, first
+    two = write_target(
+        tmp_path / "two",
+        image,
+        version={"targetRegions": ["westeurope", {"name": "eastus", "replicas": 2}]},
+    )
+    before = len(fast.requests)
+    code, plan = publish(fast, monkeypatch, capsys, "--config", str(two), "--dry-run")
+    assert code == 0, plan
+    assert writes(fast, before) == []
+    assert {
+        "kind": "image version",
+        "name": first["version"],
+        "action": "would-update",
+    }.items() <= next(r for r in plan["resources"] if r["kind"] == "image version").items()
+
+    code, second = publish(fast, monkeypatch, capsys, "--config", str(two))
+    assert code == 0, second
+    assert second["status"] == "published"
+    assert second["version"] == first["version"]
+    assert second["upload"] is None  # nothing uploaded again
+    (record,) = [r for r in second["resources"] if r["kind"] == "image version"]
+    assert (record["action"], record["detail"]) == ("updated", "added regions eastus")
+    assert {(r["region"], r["state"]) for r in second["regions"]} == {
+        ("westeurope", "Completed"),
+        ("eastus", "Completed"),
+    }
+    (version,) = versions(compute(fast))
+    regions = version.as_dict()["properties"]["publishingProfile"]["targetRegions"]
+    by_name = {r["name"].replace(" ", "").lower(): r for r in regions}
+    assert by_name["eastus"]["regionalReplicaCount"] == 2
+
+    before = len(fast.requests)
+    code, third = publish(fast, monkeypatch, capsys, "--config", str(two))
+    assert code == 0, third
+    assert third["status"] == "already-published"
+    assert writes(fast, before) == []

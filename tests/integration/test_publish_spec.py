@@ -8,6 +8,7 @@ fails on an operation the specs do not know.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from azure.mgmt.compute import ComputeManagementClient
@@ -72,6 +73,16 @@ def test_publish_traffic_validates_against_the_specs(emulator: Emulator, tmp_pat
         PublishInput(target=target, image_path=image), clients=clients, options=options
     ).run()
     assert again.status == "already-published"
+    wider = dataclasses.replace(
+        target,
+        version=dataclasses.replace(
+            target.version, target_regions=(*(target.version.target_regions or ()), "eastus")
+        ),
+    )
+    added = Pipeline(
+        PublishInput(target=wider, image_path=image), clients=clients, options=options
+    ).run()
+    assert [r.action for r in added.resources if r.kind == "image version"] == ["updated"]
 
     result = validate(emulator, recorder.exchanges, tmp_path / "oav")
     assert result.problems == [], "\n".join(p[:700] for p in result.problems)
@@ -92,4 +103,5 @@ def test_publish_traffic_validates_against_the_specs(emulator: Emulator, tmp_pat
         "GalleryImageVersions_Get",
         "GalleryImageVersions_CreateOrUpdate",
         "GalleryImageVersions_ListByGalleryImage",
+        "GalleryImageVersions_Update",
     } <= result.operations
