@@ -725,3 +725,21 @@ def test_regions_added_to_the_target_are_added_to_the_published_version(
     assert code == 0, third
     assert third["status"] == "already-published"
     assert writes(fast, before) == []
+
+
+def test_a_fixed_version_name_holding_another_image_fails_before_any_upload(
+    fast, tmp_path, monkeypatch, capsys
+):
+    fixed = {"name": "1.0.0", "targetRegions": ["westeurope"]}
+    first = write_target(tmp_path / "a", make_image(tmp_path / "a", seed=16), version=fixed)
+    code, report = publish(fast, monkeypatch, capsys, "--config", str(first))
+    assert code == 0, report
+    other = write_target(tmp_path / "b", make_image(tmp_path / "b", seed=17), version=fixed)
+    before = len(fast.requests)
+    code, failed = publish(fast, monkeypatch, capsys, "--config", str(other))
+    assert code == ExitCode.AZURE
+    assert (
+        failed["error"]["message"] == "image version 1.0.0 already exists and holds another image"
+    )
+    assert "version.name" in failed["error"]["hint"]
+    assert writes(fast, before) == []  # refused before any disk or upload
