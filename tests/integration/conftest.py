@@ -5,18 +5,23 @@ from __future__ import annotations
 import platform
 import shutil
 import sys
+import tempfile
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from nixos_azure_publish.emulator import speccheck
 from nixos_azure_publish.emulator.azurite import Azurite, run_azurite
 from nixos_azure_publish.emulator.server import Emulator, run_emulator
-from tests.conftest import require_tool
+from tests.conftest import REPO, require_tool
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+
+    from nixos_azure_publish.emulator.router import Router
 
 
 @pytest.fixture
@@ -91,7 +96,51 @@ def emulator(emulator_azurite: Azurite) -> Iterator[Emulator]:
     """The local Azure: a fresh HTTPS Resource Manager over Azurite, fast LROs; always stopped.
 
     ``emulator.requests`` logs every call; ``emulator.faults`` and ``emulator.settings``
-    may be changed while a test runs.
+    may be changed while a test runs. Its traffic is checked against Azure's API specs
+    at the end of the session (see ``pytest_sessionfinish`` below).
     """
     with run_emulator(azurite=emulator_azurite) as running:
+        traffic = running.app.record_traffic()
         yield running
+    _SPEC_TRAFFIC.router = running.app.router
+    # What the emulator accepted must be valid per the specs, and so must its answers;
+    # requests it refused are often broken on purpose, so only 2xx exchanges are kept.
+    _SPEC_TRAFFIC.exchanges += [
+        e for e in traffic.exchanges if e["liveResponse"]["statusCode"].startswith("2")
+    ]
+
+
+@dataclass
+class _SpecTraffic:
+    router: Router | None = None
+    exchanges: list[dict[str, Any]] = field(default_factory=list)
+
+
+_SPEC_TRAFFIC = _SpecTraffic()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Validate every 2xx exchange the emulator fixture saw this session with oav."""
+    del exitstatus
+    oav = REPO / "node_modules" / ".bin" / "oav"
+    if _SPEC_TRAFFIC.router is None or not _SPEC_TRAFFIC.exchanges or not oav.exists():
+        return
+    with tempfile.TemporaryDirectory(prefix="spec-traffic-") as work:
+        result = speccheck.validate(
+            _SPEC_TRAFFIC.exchanges,
+            router=_SPEC_TRAFFIC.router,
+            spec_root=Path(__file__).resolve().parent / "test_spec_files",
+            oav=str(oav),
+            work=Path(work),
+        )
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    write = reporter.write_line if reporter is not None else print
+    write(
+        f"emulator traffic of this session: {result.exchanges} operations validated against "
+        f"Azure's API specs ({len(result.operations)} distinct)"
+    )
+    if result.problems:
+        write("spec violations in accepted requests or in the emulator's answers:")
+        for problem in result.problems:
+            write(f"  {problem}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

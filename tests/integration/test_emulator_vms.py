@@ -138,6 +138,7 @@ def test_default_serial_log_ends_at_a_login_prompt(sdk, version):
 
 def test_latest_skips_excluded_versions(sdk, version):
     nic = make_network(sdk)
+    source_id = version.storage_profile.os_disk_image.source.id
     image_id = version.id.rsplit("/versions/", 1)[0]
     sdk.compute.gallery_image_versions.begin_update(
         GROUP,
@@ -147,7 +148,7 @@ def test_latest_skips_excluded_versions(sdk, version):
         {
             "properties": {
                 "publishingProfile": {"excludeFromLatest": True},
-                "storageProfile": version.storage_profile,
+                "storageProfile": {"osDiskImage": {"source": {"id": source_id}}},
             }
         },
     ).result()
@@ -165,7 +166,7 @@ def test_latest_skips_excluded_versions(sdk, version):
         {
             "properties": {
                 "publishingProfile": {"excludeFromLatest": False},
-                "storageProfile": version.storage_profile,
+                "storageProfile": {"osDiskImage": {"source": {"id": source_id}}},
             }
         },
     ).result()

@@ -14,16 +14,13 @@ network provider have no spec here and are not validated.
 from __future__ import annotations
 
 import json
-import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from nixos_azure_publish.emulator import apiversions
+from nixos_azure_publish.emulator import speccheck
 from nixos_azure_publish.emulator.recording import TrafficRecorder
 from nixos_azure_publish.emulator.server import Emulator, run_emulator
 from nixos_azure_publish.emulator.testing import clients
@@ -41,17 +38,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from nixos_azure_publish.emulator.azurite import Azurite
+    from nixos_azure_publish.emulator.speccheck import Validation
 
-STABLE = (
-    Path(__file__).resolve().parent
-    / "test_spec_files/specification/compute/resource-manager/Microsoft.Compute/Compute/stable"
-)
-SPECS = {
-    "disks": (apiversions.DISKS, STABLE / "2026-03-02" / "DiskRP.json"),
-    "galleries": (apiversions.GALLERIES, STABLE / "2026-03-03" / "GalleryRP.json"),
-    "compute": (apiversions.COMPUTE, STABLE / "2026-04-01" / "ComputeRP.json"),
-}
-NOT_IN_SPECS = ("Operations_Get", "OperationResults_Get")
+SPEC_ROOT = Path(__file__).resolve().parent / "test_spec_files"
 
 
 def oav() -> str:
@@ -61,84 +50,10 @@ def oav() -> str:
     return str(path)
 
 
-@dataclass
-class Validation:
-    """What oav said about one recorded session."""
-
-    exchanges: int = 0
-    operations: set[str] = field(default_factory=set)
-    problems: list[str] = field(default_factory=list)
-
-
-def _by_spec(
-    emulator: Emulator, exchanges: list[dict[str, Any]]
-) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """The exchanges that a spec covers, with their operation ids, by spec (LRO polls left out)."""
-    by_spec: dict[str, list[tuple[str, dict[str, Any]]]] = {name: [] for name in SPECS}
-    for exchange in exchanges:
-        request = exchange["liveRequest"]
-        route = emulator.app.router.resolve(request["method"], urlsplit(request["url"]).path).route
-        if route.operation_id in NOT_IN_SPECS:
-            continue
-        for name, (versions, _spec) in SPECS.items():
-            if route.api_versions == versions:
-                by_spec[name].append((route.operation_id, exchange))
-    return by_spec
-
-
-def _run_oav(folder: Path, spec: Path, report_path: Path) -> tuple[dict[str, Any], str]:
-    run = subprocess.run(
-        [
-            oav(),
-            "validate-traffic",
-            str(folder),
-            str(spec),
-            "--report",
-            "",  # the HTML report crashes in oav 4.0.3
-            "--jsonReport",
-            str(report_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    report: dict[str, Any] = json.loads(report_path.read_text(encoding="utf-8"))
-    return report, run.stdout + run.stderr
-
-
 def validate(emulator: Emulator, exchanges: list[dict[str, Any]], work: Path) -> Validation:
-    """Run oav over *exchanges*, each against its provider's spec; collect every problem."""
-    result = Validation()
-    for name, recorded in _by_spec(emulator, exchanges).items():
-        if not recorded:
-            continue
-        folder = work / name
-        folder.mkdir(parents=True)
-        for index, (_operation, exchange) in enumerate(recorded):
-            (folder / f"{index:04d}.json").write_text(json.dumps(exchange), encoding="utf-8")
-        report, output = _run_oav(folder, SPECS[name][1], work / f"{name}-report.json")
-        if "Undefined operation" in output:
-            result.problems.append(f"{name}: oav found undefined operations")
-        result.problems += [f"{name}: {json.dumps(e)[:2000]}" for e in report.get("errors", [])]
-        matched = {
-            op
-            for group in (
-                *report.get("passedOperationsList", []),
-                *report.get("failedOperationsList", []),
-            )
-            for op in group.get("operationIds", [])
-        }
-        result.problems += [
-            f"{name}: {operation} was not matched to a spec operation"
-            for operation, _exchange in recorded
-            if operation not in matched
-        ]
-        if report.get("failedOperations"):
-            result.problems.append(f"{name}: {report['failedOperations']} operations failed")
-        result.exchanges += len(recorded)
-        result.operations |= {op for op, _ in recorded}
-    return result
+    return speccheck.validate(
+        exchanges, router=emulator.app.router, spec_root=SPEC_ROOT, oav=oav(), work=work
+    )
 
 
 def step_community(sdk: Any, disk_id: str) -> None:
