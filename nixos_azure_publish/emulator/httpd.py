@@ -120,7 +120,17 @@ class _Handler(BaseHTTPRequestHandler):
         }
         api_version = query.get("api-version")
         length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(min(length, MAX_BODY)) if length else b""
+        if length > MAX_BODY:
+            # The rest of the body is never read, so the connection cannot be reused.
+            self.close_connection = True
+            payload, headers = self._encode(
+                Response(
+                    413, ArmError(413, "RequestEntityTooLarge", "The request is too large.").body()
+                )
+            )
+            self._write(413, {**headers, "Connection": "close"}, payload)
+            return
+        raw = self.rfile.read(length) if length else b""
         action: str | None = None
         fault: str | None = None
         if app.faults.drop_connections:
@@ -213,9 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
 
     def _drop(self, method: str, path: str, api_version: str | None, started: float) -> None:
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
+        # Log first: the client may look at the log as soon as it sees the connection go.
         self.server.app.requests.record(
             RequestRecord(
                 method=method,
@@ -227,6 +235,9 @@ class _Handler(BaseHTTPRequestHandler):
                 fault="drop",
             )
         )
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def _encode(self, response: Response) -> tuple[bytes, dict[str, str]]:
         payload = b""

@@ -108,3 +108,23 @@ def test_the_kill_switch_drops_connections(emulator):
     assert emulator.requests[-1].fault == "drop"
     emulator.faults.reset()
     assert sdk.group_request("GET", GROUP) == 200
+
+
+def test_an_oversized_body_is_refused_and_the_connection_closed(emulator):
+    import http.client  # noqa: PLC0415 - only here: headers without the body
+    import ssl  # noqa: PLC0415
+
+    context = ssl.create_default_context(cafile=str(emulator.ca_cert))
+    host, port = emulator.endpoint.removeprefix("https://").split(":")
+    connection = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
+    connection.putrequest("PUT", "/subscriptions/s/resourcegroups/g?api-version=2021-04-01")
+    connection.putheader("Authorization", "Bearer t")
+    connection.putheader("Content-Length", str(5 * 1024 * 1024))
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 413
+    assert response.getheader("Connection") == "close"
+    assert b"RequestEntityTooLarge" in response.read()
+    connection.close()
+    # The emulator still serves.
+    assert clients(emulator).group_request("GET", "g") == 404
