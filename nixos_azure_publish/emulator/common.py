@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from nixos_azure_publish.emulator.store import Resource
 
 MAX_TAGS = 50
+# Disks and images: 1-80 letters, digits, '_', '.', '-'; start with a letter or digit, end
+# with a letter, digit or '_' (Azure's resource naming rules).
+COMPUTE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,78}[A-Za-z0-9_])?$")
 _LOCATION = re.compile(r"^[a-z0-9]+$")
 _ARM_ID = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/(?P<rest>.+)$",
@@ -29,6 +32,12 @@ def utc_now_iso() -> str:
 def iso(timestamp: float) -> str:
     """A POSIX timestamp as Azure writes times."""
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat()
+
+
+def check_compute_name(name: str, kind: str) -> None:
+    """Azure's naming rule for disks and images (``InvalidParameter`` on ``<kind>.name``)."""
+    if not COMPUTE_NAME.match(name):
+        raise invalid_parameter(f"The value of parameter {kind}.name is invalid.", f"{kind}.name")
 
 
 def provider_id(req: Request, rest: str) -> str:

@@ -22,6 +22,7 @@ from nixos_azure_publish.emulator.armerror import (
 )
 from nixos_azure_publish.emulator.blobs import FOOTER_SIZE
 from nixos_azure_publish.emulator.common import (
+    check_compute_name,
     listing,
     no_content,
     normalize_location,
@@ -173,6 +174,7 @@ def new_disk_body(
 
 def put(req: Request) -> Response:
     req.app.require_group(req)
+    check_compute_name(req.params["diskName"], "disk")
     body = req.json_body()
     location = normalize_location(body.get("location"))
     tags = tags_of(body)

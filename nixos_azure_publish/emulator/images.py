@@ -12,6 +12,7 @@ from nixos_azure_publish.emulator.armerror import (
     property_change,
 )
 from nixos_azure_publish.emulator.common import (
+    check_compute_name,
     listing,
     no_content,
     normalize_location,
@@ -87,6 +88,7 @@ def _os_disk(
 
 def put(req: Request) -> Response:
     req.app.require_group(req)
+    check_compute_name(req.params["imageName"], "image")
     body = req.json_body()
     location = normalize_location(body.get("location"))
     tags = tags_of(body)

@@ -102,6 +102,25 @@ def test_upload_size_bounds_and_alignment(sdk, size, why):
     assert why in error.message
 
 
+@pytest.mark.parametrize("name", ["-disk", "disk.", "disk-", "a" * 81, "disk!"])
+def test_disk_name_rules(sdk, name):
+    error = error_of(
+        lambda: sdk.compute.disks.begin_create_or_update(
+            GROUP, name, upload_disk_body(21 * MIB + 512)
+        )
+    )
+    assert error.error.code == "InvalidParameter"
+    assert "disk.name" in error.message
+
+
+def test_disk_names_may_use_dots_dashes_and_underscores(sdk):
+    name = "nixos-25.05_" + "a" * 60 + "_"
+    disk = sdk.compute.disks.begin_create_or_update(
+        GROUP, name, upload_disk_body(21 * MIB + 512)
+    ).result()
+    assert disk.name == name
+
+
 def test_upload_needs_upload_size(sdk):
     body = upload_disk_body(0)
     del body["properties"]["creationData"]["uploadSizeBytes"]
