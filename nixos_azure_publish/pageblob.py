@@ -474,10 +474,6 @@ class _PageWriter:
             "User-Agent": f"nixos-azure-publish/{__version__}",
         }
         self._checksum = checksum
-        # Checksums are the only CPU-heavy work of an upload. Hashing in every worker at
-        # once starves everything else on a small machine (a local emulator, the TLS
-        # stack); one core is left free.
-        self._hashing = threading.BoundedSemaphore(max(1, (os.cpu_count() or 2) - 1))
         options: dict[str, Any] = {
             "num_pools": 2,
             "maxsize": pool_size,
@@ -509,12 +505,11 @@ class _PageWriter:
             "x-ms-range": f"bytes={offset}-{offset + len(data) - 1}",
         }
         if self._checksum == "md5":
-            with self._hashing:
-                digest = hashlib.md5(data).digest()  # noqa: S324 - the service checks MD5
+            # hashlib releases the GIL: workers hash in parallel.
+            digest = hashlib.md5(data).digest()  # noqa: S324 - the service checks MD5
             headers["Content-MD5"] = base64.b64encode(digest).decode()
         elif self._checksum == "crc64":
-            with self._hashing:
-                digest = _crc64(data)
+            digest = _crc64(data)
             headers["x-ms-content-crc64"] = base64.b64encode(digest).decode()
         self._send(headers, data)
 
