@@ -32,12 +32,16 @@ from nixos_azure_publish.azure import group as azgroup
 from nixos_azure_publish.azure import image as azimage
 from nixos_azure_publish.azure import names
 from nixos_azure_publish.azure import replication as azreplication
+from nixos_azure_publish.azure import retention as azretention
 from nixos_azure_publish.azure import version as azversion
+from nixos_azure_publish.azure import vm as azvm
 from nixos_azure_publish.errors import (
     AzureError,
+    ConfigError,
     Interrupted,
     PublishError,
     SasExpiredError,
+    SmokeTestError,
     UploadError,
 )
 from nixos_azure_publish.report import (
@@ -81,6 +85,9 @@ class PublishOptions:
     replication_interval: float | None = None
     replication_timeout: float = azreplication.DEFAULT_TIMEOUT
     progress: ProgressSink | None = None
+    # Overrides smokeTest.timeoutSeconds (tests); the poll interval of the serial log.
+    smoke_timeout: float | None = None
+    smoke_interval: float | None = None
     now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
     sleep: Callable[[float], None] = time.sleep
 
@@ -221,6 +228,7 @@ class Discover(Step):
 
     def run(self, ctx: Context) -> str:
         t = ctx.target
+        check_smoke_location(t)
         clients = ctx.clients
         clients.check_credentials()
         ctx.group_exists = azgroup.group_exists(clients, t.resource_group)
@@ -273,6 +281,23 @@ class Discover(Step):
 
 
 MAX_NAME_BUMPS: Final = 100
+
+
+def check_smoke_location(target: PublishTarget) -> None:
+    """The smoke test boots where the version is replicated; refuse anything else early."""
+    if not target.smoke_test.enable:
+        return
+    where = azvm.smoke_location(target)
+    regions = {azreplication.region_key(r.name) for r in target.regions}
+    if azreplication.region_key(where) not in regions:
+        raise ConfigError(
+            [
+                (
+                    f"smokeTest.location: {where} is not one of the target regions"
+                    f" ({', '.join(sorted(regions))}); use one of them, or add it to regions"
+                )
+            ]
+        )
 
 
 def free_version_name(ctx: Context, name: str) -> str:
@@ -666,8 +691,14 @@ class CreateVersion(Step):
             ctx.disk = disk
         ctx.version_name = free_version_name(ctx, choose_version_name(ctx))
         source_id, from_disk = self._source(ctx)
+        # A version waiting for its smoke test is kept out of `latest` until it passes.
+        exclude = True if ctx.target.smoke_test.enable else None
         body = azversion.version_body(
-            ctx.target, source_id=source_id, from_disk=from_disk, tags=ctx.tags()
+            ctx.target,
+            source_id=source_id,
+            from_disk=from_disk,
+            tags=ctx.tags(),
+            exclude_from_latest=exclude,
         )
         azversion.create_version(ctx.clients, ctx.target, ctx.version_name, body)
         ctx.save_journal(version=ctx.version_name)
@@ -800,6 +831,126 @@ class Cleanup(Step):
         return f"deleted disk {current.name}"
 
 
+class SmokeTest(Step):
+    """Boot a throwaway VM from the version; promote it to latest when it boots."""
+
+    name = "smoke test"
+
+    def plan(self, ctx: Context) -> str:
+        s = ctx.target.smoke_test
+        if not s.enable or not ctx.has_gallery:
+            return "not enabled"
+        if ctx.published is not None and _smoke_passed(ctx.published):
+            return f"not needed: {ctx.published.name} passed earlier"
+        where = azvm.smoke_location(ctx.target)
+        ctx.report.resource(
+            "virtual machine",
+            f"smoke-{ctx.target.name}",
+            "would-create",
+            detail=f"{s.vm_size} in {where}, with NIC and VNet; deleted after the test",
+        )
+        promote = "" if ctx.target.version.exclude_from_latest else "; then include it in latest"
+        return (
+            f"would boot {ctx.version_name or '?'} on {s.vm_size} in {where} and wait up to"
+            f" {s.timeout_seconds}s for /{s.expect}/ in the serial log{promote}"
+        )
+
+    def run(self, ctx: Context) -> str:
+        s = ctx.target.smoke_test
+        if not s.enable or not ctx.has_gallery or ctx.published is None:
+            return "not enabled"
+        version = ctx.published
+        if _smoke_passed(version):
+            return f"not needed: {version.name} passed earlier"
+        interval = ctx.options.smoke_interval
+        if interval is None:
+            interval = 0.2 if ctx.clients.settings.emulator else 10.0
+        result = azvm.run_smoke_test(
+            ctx.clients,
+            ctx.target,
+            version_id=version.id,
+            content_hash=ctx.hash,
+            timeout=ctx.options.smoke_timeout,
+            interval=interval,
+            sleep=ctx.options.sleep,
+        )
+        ctx.report.resource(
+            "virtual machine",
+            result.vm_name,
+            "deleted",
+            detail=f"smoke test in {result.location}, with its disk, NIC and VNet",
+        )
+        if not result.passed:
+            ctx.report.resource(
+                "image version",
+                version.name,
+                "kept",
+                id=version.id,
+                detail="smoke test failed; excluded from latest",
+            )
+            raise SmokeTestError(
+                f"smoke test of image version {version.name} failed: /{s.expect}/ did not appear"
+                f" in the serial log within {result.seconds:.0f}s; the version stays excluded"
+                " from latest",
+                hint="Read the serial log below; fix the image (or smokeTest.expect) and"
+                " publish again",
+                details=result.log_tail or "(the serial log was empty)",
+            )
+        promote = not ctx.target.version.exclude_from_latest
+        azversion.mark_smoke_test(
+            ctx.clients,
+            ctx.target,
+            version,
+            tag=azvm.TAG_SMOKE_TEST,
+            value=azvm.PASSED,
+            promote=promote,
+        )
+        ctx.published = azreplication.get_version(ctx.clients, ctx.target, version.name) or version
+        detail = "smoke test passed" + ("; included in latest" if promote else "")
+        ctx.report.resource("image version", version.name, "updated", id=version.id, detail=detail)
+        return f"passed in {result.seconds:.0f}s" + ("; promoted to latest" if promote else "")
+
+
+def _smoke_passed(version: azreplication.VersionState) -> bool:
+    return version.tags.get(azvm.TAG_SMOKE_TEST) == azvm.PASSED
+
+
+class Retention(Step):
+    """Delete older versions of ours: beyond keepVersions, or past their end of life."""
+
+    name = "retention"
+
+    def _doomed(self, ctx: Context) -> list[azretention.Doomed] | None:
+        r = ctx.target.retention
+        if not ctx.has_gallery or (r.keep_versions is None and not r.delete_after_end_of_life):
+            return None
+        if ctx.definition is None:
+            return []
+        return azretention.plan(
+            ctx.clients, ctx.target, current=ctx.version_name, now=ctx.options.now()
+        )
+
+    def plan(self, ctx: Context) -> str:
+        doomed = self._doomed(ctx)
+        if doomed is None:
+            return "not enabled"
+        for d in doomed:
+            ctx.report.resource("image version", d.name, "would-delete", id=d.id, detail=d.reason)
+        return (
+            "would delete " + ", ".join(d.name for d in doomed) if doomed else "nothing to delete"
+        )
+
+    def run(self, ctx: Context) -> str:
+        doomed = self._doomed(ctx)
+        if doomed is None:
+            return "not enabled"
+        for d in doomed:
+            log.info("retention: deleting image version %s (%s)", d.name, d.reason)
+            azversion.delete_version(ctx.clients, ctx.target, d.name)
+            ctx.report.resource("image version", d.name, "deleted", id=d.id, detail=d.reason)
+        return "deleted " + ", ".join(d.name for d in doomed) if doomed else "nothing to delete"
+
+
 STEPS: Final[tuple[type[Step], ...]] = (
     CheckImage,
     Discover,
@@ -811,7 +962,9 @@ STEPS: Final[tuple[type[Step], ...]] = (
     ManagedImage,
     CreateVersion,
     WaitReplication,
+    SmokeTest,
     Cleanup,
+    Retention,
 )
 
 

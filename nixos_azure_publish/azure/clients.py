@@ -27,6 +27,7 @@ from azure.core.exceptions import (
 )
 from azure.core.rest import HttpRequest
 from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.network import NetworkManagementClient
 
 from nixos_azure_publish import __version__
 from nixos_azure_publish.errors import AzureError, UsageError
@@ -140,6 +141,8 @@ class AzureClients:
     settings: AzureSettings
     credential: TokenCredential
     compute: ComputeManagementClient
+    # The smoke test's throwaway VNet and NIC; None in clients built without it.
+    network: NetworkManagementClient | None = None
 
     def check_credentials(self) -> None:
         """Get a token now, so that a missing login fails before anything is uploaded."""
@@ -228,8 +231,9 @@ def make_clients(settings: AzureSettings) -> AzureClients:
     if settings.ca_cert is not None:
         kwargs["connection_verify"] = str(settings.ca_cert)
     compute = ComputeManagementClient(credential, settings.subscription_id, **kwargs)
+    network = NetworkManagementClient(credential, settings.subscription_id, **kwargs)
     log.debug("Azure endpoint %s (emulator: %s)", settings.endpoint, settings.emulator)
-    return AzureClients(settings=settings, credential=credential, compute=compute)
+    return AzureClients(settings=settings, credential=credential, compute=compute, network=network)
 
 
 def raise_connection_error(settings: AzureSettings, error: Exception) -> NoReturn:

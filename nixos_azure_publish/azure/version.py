@@ -127,6 +127,37 @@ def add_regions(clients: AzureClients, target: PublishTarget, state: VersionStat
     )
 
 
+def mark_smoke_test(
+    clients: AzureClients,
+    target: PublishTarget,
+    state: VersionState,
+    *,
+    tag: str,
+    value: str,
+    promote: bool,
+) -> None:
+    """Tag the version with its smoke test's result; when *promote*, include it in latest."""
+    if target.gallery is None or target.image_definition is None:  # pragma: no cover
+        return
+    body: dict[str, Any] = {
+        "tags": {**state.tags, tag: value},
+        "properties": {"storageProfile": _writable_storage_profile(state.storage_profile)},
+    }
+    if promote:
+        body["properties"]["publishingProfile"] = {"excludeFromLatest": False}
+    log.info("image version %s: smoke test %s%s", state.name, value, "; promoting" * promote)
+    begin: Any = clients.compute.gallery_image_versions.begin_update
+    arm.wait(
+        f"updating image version {state.name}",
+        begin,
+        target.resource_group,
+        target.gallery.name,
+        target.image_definition.name,
+        state.name,
+        body,
+    )
+
+
 def _writable_storage_profile(profile: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if profile.get("source"):
@@ -142,15 +173,25 @@ def _keys(regions: list[dict[str, Any]]) -> set[str]:
 
 
 def version_body(
-    target: PublishTarget, *, source_id: str, from_disk: bool, tags: Mapping[str, str]
+    target: PublishTarget,
+    *,
+    source_id: str,
+    from_disk: bool,
+    tags: Mapping[str, str],
+    exclude_from_latest: bool | None = None,
 ) -> dict[str, Any]:
-    """The create body of the version: target regions, replicas, storage, EOL, mode."""
+    """The create body of the version: target regions, replicas, storage, EOL, mode.
+
+    *exclude_from_latest* overrides ``version.excludeFromLatest`` (a version waiting
+    for its smoke test is excluded until it passes).
+    """
     v = target.version
+    exclude = v.exclude_from_latest if exclude_from_latest is None else exclude_from_latest
     publishing: dict[str, Any] = {
         "targetRegions": target_regions(target),
         "replicaCount": v.replica_count,
         "storageAccountType": v.storage_account_type,
-        "excludeFromLatest": v.exclude_from_latest,
+        "excludeFromLatest": exclude,
         "replicationMode": v.replication_mode,
     }
     if v.end_of_life_date:
