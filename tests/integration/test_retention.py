@@ -1,0 +1,178 @@
+"""Retention against the emulator: only our older versions go, never the new one."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from nixos_azure_publish.azure import names
+from tests.integration.test_publish import (
+    DEFINITION,
+    GALLERY,
+    GROUP,
+    compute,
+    make_image,
+    publish,
+    versions,
+    write_target,
+    writes,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nixos_azure_publish.emulator.server import Emulator
+
+
+@pytest.fixture(autouse=True)
+def _state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
+def _publish(
+    emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    seed: int,
+    *extra: str,
+    **overrides: Any,
+) -> tuple[str, dict[str, Any]]:
+    folder = tmp_path / f"p{seed}"
+    image = make_image(folder / "img", seed=seed, size_mib=24)
+    target = write_target(folder, image, version={"targetRegions": ["westeurope"]}, **overrides)
+    code, report = publish(emulator, monkeypatch, capsys, "--config", str(target), *extra)
+    assert code == 0, report
+    return str(report["version"]), report
+
+
+def _names(emulator: Emulator) -> set[str]:
+    return {v.name for v in versions(compute(emulator))}
+
+
+def _untag(emulator: Emulator, name: str) -> None:
+    """Make a version look hand-made: none of our tags."""
+    client = compute(emulator)
+    body = client.gallery_image_versions.get(GROUP, GALLERY, DEFINITION, name).as_dict()
+    begin: Any = client.gallery_image_versions.begin_update  # a dict body; typed for models
+    begin(
+        GROUP,
+        GALLERY,
+        DEFINITION,
+        name,
+        {
+            "tags": {"owner": "someone else"},
+            "properties": {
+                "storageProfile": {
+                    "osDiskImage": {
+                        "source": {
+                            "id": body["properties"]["storageProfile"]["osDiskImage"]["source"][
+                                "id"
+                            ]
+                        }
+                    }
+                }
+            },
+        },
+    ).result()
+
+
+def _set_end_of_life(emulator: Emulator, name: str, when: str) -> None:
+    client = compute(emulator)
+    body = client.gallery_image_versions.get(GROUP, GALLERY, DEFINITION, name).as_dict()
+    begin: Any = client.gallery_image_versions.begin_update  # a dict body; typed for models
+    begin(
+        GROUP,
+        GALLERY,
+        DEFINITION,
+        name,
+        {
+            "properties": {
+                "publishingProfile": {"endOfLifeDate": when},
+                "storageProfile": {
+                    "osDiskImage": {
+                        "source": {
+                            "id": body["properties"]["storageProfile"]["osDiskImage"]["source"][
+                                "id"
+                            ]
+                        }
+                    }
+                },
+            },
+        },
+    ).result()
+
+
+def test_keep_versions_deletes_exactly_our_older_versions(emulator, tmp_path, monkeypatch, capsys):
+    emulator.settings.replication_seconds = 0.1
+    first, _ = _publish(emulator, tmp_path, monkeypatch, capsys, 41)
+    second, _ = _publish(emulator, tmp_path, monkeypatch, capsys, 42)
+    third, _ = _publish(emulator, tmp_path, monkeypatch, capsys, 43)
+    _untag(emulator, first)  # not ours any more: never deleted
+    assert _names(emulator) == {first, second, third}
+
+    # A dry run lists what would go and writes nothing.
+    before = len(emulator.requests)
+    image = make_image(tmp_path / "p44" / "img", seed=44, size_mib=24)
+    target = write_target(
+        tmp_path / "p44",
+        image,
+        version={"targetRegions": ["westeurope"]},
+        retention={"keepVersions": 2},
+    )
+    code, plan = publish(emulator, monkeypatch, capsys, "--config", str(target), "--dry-run")
+    assert code == 0, plan
+    assert writes(emulator, before) == []
+    would = [
+        r["name"]
+        for r in plan["resources"]
+        if r["action"] == "would-delete" and r["kind"] == "image version"
+    ]
+    # The new version is not there yet: the two newest of ours stay (third and the new one).
+    assert would == [second]
+
+    code, report = publish(emulator, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, report
+    fourth = str(report["version"])
+    deleted = [
+        r["name"]
+        for r in report["resources"]
+        if r["action"] == "deleted" and r["kind"] == "image version"
+    ]
+    assert deleted == [second]
+    assert _names(emulator) == {first, third, fourth}
+    retention = {s["name"]: s for s in report["steps"]}["retention"]
+    assert retention["detail"] == f"deleted {second}"
+
+    # A rerun of the same image deletes nothing more and writes nothing.
+    before = len(emulator.requests)
+    code, again = publish(emulator, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, again
+    assert again["status"] == "already-published"
+    assert writes(emulator, before) == []
+
+
+def test_versions_past_their_end_of_life_are_deleted(emulator, tmp_path, monkeypatch, capsys):
+    emulator.settings.replication_seconds = 0.1
+    old, _ = _publish(emulator, tmp_path, monkeypatch, capsys, 51)
+    later, _ = _publish(emulator, tmp_path, monkeypatch, capsys, 52)
+    _set_end_of_life(emulator, old, "2020-01-01T00:00:00Z")
+    _set_end_of_life(emulator, later, "2099-01-01T00:00:00Z")
+    new, report = _publish(
+        emulator,
+        tmp_path,
+        monkeypatch,
+        capsys,
+        53,
+        retention={"deleteAfterEndOfLife": True},
+    )
+    deleted = [
+        r for r in report["resources"] if r["action"] == "deleted" and r["kind"] == "image version"
+    ]
+    assert [r["name"] for r in deleted] == [old]
+    assert "end of life 2020-01-01" in deleted[0]["detail"]
+    assert _names(emulator) == {later, new}
+    # Our tags were what made it a candidate.
+    tags = compute(emulator).gallery_image_versions.get(GROUP, GALLERY, DEFINITION, new).tags or {}
+    assert tags[names.TAG_TARGET] == "nixos-test"
