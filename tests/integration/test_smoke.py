@@ -159,6 +159,9 @@ def test_a_serial_log_without_the_expected_text_fails_and_keeps_the_version_out_
     kept = [r for r in report.resources if r.kind == "image version" and r.action == "kept"]
     assert kept
     assert "excluded from latest" in kept[0].detail
+    # The Markdown summary and the console summary say so too.
+    assert "smoke test failed; excluded from latest" in report.to_markdown()
+    assert "smoke test failed; excluded from latest" in report.to_console()
     # The rerun tests the same version again (it has not passed), this time with success.
     fast.settings.serial_log = "<<< Welcome to NixOS >>>\nnixos login: "
     again = _pipeline(fast, target, image, tmp_path).run()
