@@ -121,6 +121,14 @@ class ArmApp:
             args=args,
         )
 
+    def start_delete(self, req: Request, resource: Resource) -> Response:
+        """Mark *resource* Deleting and answer 202 with ARM's polling headers."""
+        resource.properties["provisioningState"] = "Deleting"
+        op = self.start_lro(
+            req, kind="delete", resource_id=resource.id, location=resource.body["location"]
+        )
+        return self.lro_response(op, status=202)
+
     def lro_response(
         self,
         op: lro.Operation,

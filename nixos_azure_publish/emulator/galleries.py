@@ -234,11 +234,7 @@ def delete_gallery(req: Request) -> Response:
             "definitions; delete them first.",
             "CannotDeleteResource",
         )
-    gallery.properties["provisioningState"] = "Deleting"
-    op = req.app.start_lro(
-        req, kind="delete", resource_id=gallery.id, location=gallery.body["location"]
-    )
-    return req.app.lro_response(op, status=202)
+    return req.app.start_delete(req, gallery)
 
 
 def share(req: Request) -> Response:
@@ -482,11 +478,7 @@ def delete_image(req: Request) -> Response:
             "delete them first.",
             "CannotDeleteResource",
         )
-    image.properties["provisioningState"] = "Deleting"
-    op = req.app.start_lro(
-        req, kind="delete", resource_id=image.id, location=image.body["location"]
-    )
-    return req.app.lro_response(op, status=202)
+    return req.app.start_delete(req, image)
 
 
 # -- image versions --------------------------------------------------------------------------
@@ -863,11 +855,7 @@ def delete_version(req: Request) -> Response:
     version = req.app.store.get(_version_id(req))
     if version is None:
         return no_content()
-    version.properties["provisioningState"] = "Deleting"
-    op = req.app.start_lro(
-        req, kind="delete", resource_id=version.id, location=version.body["location"]
-    )
-    return req.app.lro_response(op, status=202)
+    return req.app.start_delete(req, version)
 
 
 # -- registration ----------------------------------------------------------------------------

@@ -161,11 +161,7 @@ def delete(req: Request) -> Response:
     image = req.app.store.get(image_id(req))
     if image is None:
         return no_content()
-    image.properties["provisioningState"] = "Deleting"
-    op = req.app.start_lro(
-        req, kind="delete", resource_id=image.id, location=image.body["location"]
-    )
-    return req.app.lro_response(op, status=202)
+    return req.app.start_delete(req, image)
 
 
 def register(app: ArmApp) -> None:
