@@ -90,6 +90,31 @@ class Clients:
             self.compute.disks.begin_revoke_access(group, name).result()
         return self.compute.disks.get(group, name)
 
+    def create_image(
+        self,
+        group: str,
+        name: str,
+        disk_id: str,
+        *,
+        location: str = "westeurope",
+        generation: str = "V2",
+    ) -> Any:  # noqa: ANN401 - the SDK's Image model
+        """A generalized Linux managed image made from *disk_id*, once it has succeeded."""
+        body: Any = {
+            "location": location,
+            "properties": {
+                "hyperVGeneration": generation,
+                "storageProfile": {
+                    "osDisk": {
+                        "osType": "Linux",
+                        "osState": "Generalized",
+                        "managedDisk": {"id": disk_id},
+                    }
+                },
+            },
+        }
+        return self.compute.images.begin_create_or_update(group, name, body).result()
+
     def group_request(self, method: str, name: str) -> int:
         """Send GET/HEAD/DELETE for a resource group; the status code."""
         response = self.compute.send_request(

@@ -79,23 +79,7 @@ def step_upload(emulator, sdk):
 
 
 def step_image(sdk, disk):
-    image = sdk.compute.images.begin_create_or_update(
-        "nixos-images",
-        "nixos-image",
-        {
-            "location": LOCATION,
-            "properties": {
-                "hyperVGeneration": "V2",
-                "storageProfile": {
-                    "osDisk": {
-                        "osType": "Linux",
-                        "osState": "Generalized",
-                        "managedDisk": {"id": disk.id},
-                    }
-                },
-            },
-        },
-    ).result()
+    image = sdk.create_image("nixos-images", "nixos-image", disk.id, location=LOCATION)
     assert image.provisioning_state == "Succeeded"
 
 

@@ -387,23 +387,7 @@ def test_version_source_cannot_change(sdk):
 def test_version_from_a_managed_image(sdk):
     make_definition(sdk)
     disk = sdk.upload_disk(GROUP, "disk")
-    image = sdk.compute.images.begin_create_or_update(
-        GROUP,
-        "image",
-        {
-            "location": LOCATION,
-            "properties": {
-                "hyperVGeneration": "V2",
-                "storageProfile": {
-                    "osDisk": {
-                        "osType": "Linux",
-                        "osState": "Generalized",
-                        "managedDisk": {"id": disk.id},
-                    }
-                },
-            },
-        },
-    ).result()
+    image = sdk.create_image(GROUP, "image", disk.id, location=LOCATION)
     body = version_body(image.id)
     body["properties"]["storageProfile"] = {"source": {"id": image.id}}
     version = sdk.compute.gallery_image_versions.begin_create_or_update(
@@ -415,23 +399,7 @@ def test_version_from_a_managed_image(sdk):
 def test_image_generation_must_match_its_disk(sdk):
     disk = sdk.upload_disk(GROUP, "disk", generation="V1")
     error = error_of(
-        lambda: sdk.compute.images.begin_create_or_update(
-            GROUP,
-            "image",
-            {
-                "location": LOCATION,
-                "properties": {
-                    "hyperVGeneration": "V2",
-                    "storageProfile": {
-                        "osDisk": {
-                            "osType": "Linux",
-                            "osState": "Generalized",
-                            "managedDisk": {"id": disk.id},
-                        }
-                    },
-                },
-            },
-        )
+        lambda: sdk.create_image(GROUP, "image", disk.id, location=LOCATION, generation="V2")
     )
     assert error.error.code == "InvalidParameter"
 
