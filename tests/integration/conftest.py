@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 
 from nixos_azure_publish.emulator import speccheck
 from nixos_azure_publish.emulator.azurite import Azurite, run_azurite
@@ -22,6 +23,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from nixos_azure_publish.emulator.router import Router
+
+
+def error_of(call: Callable[[], object]) -> Any:
+    """The HttpResponseError that *call* raises (tests read .error.code and .message)."""
+    with pytest.raises(HttpResponseError) as info:
+        call()
+    return info.value
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ from __future__ import annotations
 import ssl
 import urllib.error
 import urllib.request
-from typing import Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobClient
 
 from nixos_azure_publish.emulator.testing import clients, fixed_vhd_footer
+from tests.integration.conftest import error_of
 
 MIB = 1024 * 1024
 GROUP = "rules"
@@ -26,13 +26,6 @@ def sdk(emulator):
     sdk = clients(emulator)
     sdk.create_group(GROUP, LOCATION)
     return sdk
-
-
-def error_of(call) -> Any:
-    """The HttpResponseError that *call* raises (tests read .error.code and .message)."""
-    with pytest.raises(HttpResponseError) as info:
-        call()
-    return info.value
 
 
 def upload_disk_body(size: int, **extra):

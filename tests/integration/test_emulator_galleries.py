@@ -6,9 +6,10 @@ import time
 from typing import Any
 
 import pytest
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 
 from nixos_azure_publish.emulator.testing import clients
+from tests.integration.conftest import error_of
 
 GROUP = "gallery-rules"
 LOCATION = "westeurope"
@@ -19,13 +20,6 @@ COMMUNITY = {
     "eula": "https://nixos.org/licence",
     "publicNamePrefix": "nixos",
 }
-
-
-def error_of(call) -> Any:
-    """The HttpResponseError that *call* raises (tests read .error.code and .message)."""
-    with pytest.raises(HttpResponseError) as info:
-        call()
-    return info.value
 
 
 @pytest.fixture

@@ -5,21 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobClient
 
 from nixos_azure_publish.emulator.settings import DEFAULT_SERIAL_LOG
 from nixos_azure_publish.emulator.testing import clients
+from tests.integration.conftest import error_of
 
 GROUP = "vm-rules"
 LOCATION = "westeurope"
-
-
-def error_of(call) -> Any:
-    """The HttpResponseError that *call* raises (tests read .error.code and .message)."""
-    with pytest.raises(HttpResponseError) as info:
-        call()
-    return info.value
 
 
 @pytest.fixture
