@@ -34,6 +34,7 @@ python3Packages.buildPythonApplication {
 
   build-system = [ python3Packages.hatchling ];
   dependencies = with python3Packages; [
+    awscrt
     azure-identity
     azure-mgmt-compute
     azure-mgmt-network

@@ -23,11 +23,9 @@ their redacted form.
 
 from __future__ import annotations
 
-import base64
 import bisect
 import contextlib
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -57,6 +55,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobClient
 
 from nixos_azure_publish import __version__, state, vhd
+from nixos_azure_publish import checksum as checksums
 from nixos_azure_publish.errors import (
     ImageError,
     Interrupted,
@@ -86,7 +85,7 @@ JOURNAL_INTERVAL: Final = 1.0
 JOURNAL_VERSION: Final = 1
 
 Verify = Literal["none", "ranges", "full"]
-Checksum = Literal["auto", "md5", "crc64", "none"]
+Checksum = checksums.Checksum
 Span = tuple[int, int]
 """A byte range ``[start, end)``."""
 
@@ -418,23 +417,6 @@ def _pooled_transport(*, pool_size: int, **kwargs: Any) -> Any:  # noqa: ANN401 
     return transport
 
 
-def _checksum_option(checksum: Checksum) -> str | None:
-    if checksum == "none":
-        return None
-    if checksum == "md5":
-        return "md5"
-    try:
-        have_crc64 = importlib.util.find_spec("azure.storage.extensions.checksums") is not None
-    except ModuleNotFoundError:  # the parent namespace package is absent
-        have_crc64 = False
-    if checksum == "crc64" and not have_crc64:
-        raise UsageError(
-            "CRC64 checksums need the azure-storage-blob[ext-checksums] extra",
-            hint="Install it, or use checksum md5",
-        )
-    return "crc64" if have_crc64 else "md5"
-
-
 _XML_MESSAGE = re.compile(rb"<Message>(.*?)</Message>", re.DOTALL)
 
 
@@ -463,7 +445,7 @@ class _PageWriter:
         connection_verify: bool | str,
         connection_timeout: float,
         read_timeout: float,
-        checksum: str | None,
+        checksum: checksums.Kind | None,
     ) -> None:
         parts = urlsplit(sas_url)
         self._url = urlunsplit(
@@ -504,13 +486,9 @@ class _PageWriter:
             "x-ms-page-write": "update",
             "x-ms-range": f"bytes={offset}-{offset + len(data) - 1}",
         }
-        if self._checksum == "md5":
-            # hashlib releases the GIL: workers hash in parallel.
-            digest = hashlib.md5(data).digest()  # noqa: S324 - the service checks MD5
-            headers["Content-MD5"] = base64.b64encode(digest).decode()
-        elif self._checksum == "crc64":
-            digest = _crc64(data)
-            headers["x-ms-content-crc64"] = base64.b64encode(digest).decode()
+        if self._checksum is not None:
+            name, value = checksums.header(self._checksum, data)
+            headers[name] = value
         self._send(headers, data)
 
     def clear(self, start: int, end: int) -> None:
@@ -540,15 +518,6 @@ class _PageWriter:
         self._pool.clear()
 
 
-def _crc64(data: bytes) -> bytes:
-    from azure.storage.extensions import (  # type: ignore[import-untyped,unused-ignore] # noqa: PLC0415 - optional
-        checksums,
-    )
-
-    value: int = checksums.crc64.compute(data, 0)
-    return value.to_bytes(8, "little")
-
-
 class SdkPageBlob:
     """:class:`PageBlobApi` from a SAS URL only: azure-storage-blob's ``BlobClient``
     for properties, page ranges and reads, a lean urllib3 pool for page writes.
@@ -568,7 +537,7 @@ class SdkPageBlob:
         read_timeout: float = 60.0,
         checksum: Checksum = "auto",
     ) -> None:
-        self._validate = _checksum_option(checksum)
+        self._validate = checksums.resolve(checksum)
         transport = _pooled_transport(
             pool_size=pool_size + 2,
             connection_verify=connection_verify,

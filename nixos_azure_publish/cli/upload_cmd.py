@@ -121,8 +121,8 @@ def _read_sas(sas_url: str | None, sas_url_file: str | None) -> str:
     type=click.Choice(get_args(pageblob.Checksum)),
     default="auto",
     show_default=True,
-    help="Per-request integrity check: auto picks CRC64 when the SDK's checksum extra is "
-    "installed, else MD5.",
+    help="Per-request integrity check: auto is Azure Storage's CRC64 (MD5 where no CRC64 "
+    "library is installed).",
 )
 @click.option(
     "--journal-dir",

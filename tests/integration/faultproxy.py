@@ -5,8 +5,10 @@ either forwards it (over its own keep-alive connection upstream) or injects
 a fault chosen by a seeded random generator: a connection reset before or
 after forwarding, an injected 500 or 503, a 429 with ``Retry-After``, a
 stall longer than the client's timeout, or a corrupted body. Like Azure (and
-unlike Azurite) it checks a page write's ``Content-MD5`` and answers a
-mismatch with 400 ``Md5Mismatch``. ``hold_after`` lets a number of page
+unlike Azurite) it checks a page write's ``Content-MD5`` or
+``x-ms-content-crc64`` (with the Azure SDK's own CRC64, not the one the
+uploader uses) and answers a mismatch with 400 ``Md5Mismatch`` /
+``Crc64Mismatch``, and both headers at once with 400. ``hold_after`` lets a number of page
 writes through and then holds every later request until released, which
 freezes an upload mid-way so that a test can kill it.
 """
@@ -27,9 +29,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
+from azure.storage.extensions import checksums as azure_checksums
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+
+azure_crc64 = azure_checksums.crc64
 
 _Request = tuple[str, str, list[tuple[str, str]], bytes]
 """method, target, headers, body"""
@@ -67,8 +73,9 @@ class Stats:
     max_page_write: int = 0
     admitted: int = 0
     held: int = 0
-    md5_checked: int = 0
-    md5_mismatches: int = 0
+    checked: Counter[str] = field(default_factory=Counter)
+    """Page writes whose checksum was checked, by kind (``md5``, ``crc64``)."""
+    mismatches: int = 0
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -133,7 +140,9 @@ _ERRORS = {
     "error_500": (500, "Internal Server Error", "InternalError"),
     "error_503": (503, "Service Unavailable", "ServerBusy"),
     "throttle_429": (429, "Too Many Requests", "TooManyRequests"),
-    "md5_mismatch": (400, "Bad Request", "Md5Mismatch"),
+    "md5": (400, "Bad Request", "Md5Mismatch"),
+    "crc64": (400, "Bad Request", "Crc64Mismatch"),
+    "both": (400, "Bad Request", "InvalidHeaderValue"),
 }
 
 
@@ -239,8 +248,9 @@ class FaultProxy:
             return True
         if fault == "corrupt" and body:
             body = bytes([body[0] ^ 0xFF]) + body[1:]
-        if is_page_write and not self._md5_matches(headers, body):
-            self._reply_error(handler, "md5_mismatch", head_only=False)
+        refusal = self._check_checksum(headers, body) if is_page_write else None
+        if refusal is not None:
+            self._reply_error(handler, refusal, head_only=False)
             return True
         if self.faults.delay_seconds:
             self.stopping.wait(self.faults.delay_seconds)
@@ -271,15 +281,23 @@ class FaultProxy:
         # A response to HEAD has headers only, or the next response on the connection breaks.
         handler.reply(status, reason, headers, b"" if head_only else payload)
 
-    def _md5_matches(self, headers: list[tuple[str, str]], body: bytes) -> bool:
-        sent = next((v for k, v in headers if k.lower() == "content-md5"), None)
-        if sent is None:
-            return True
-        match = base64.b64encode(hashlib.md5(body).digest()).decode() == sent  # noqa: S324
+    def _check_checksum(self, headers: list[tuple[str, str]], body: bytes) -> str | None:
+        """The error to answer when the body does not match its checksum header, else None."""
+        sent = {k.lower(): v for k, v in headers}
+        md5, crc64 = sent.get("content-md5"), sent.get("x-ms-content-crc64")
+        if md5 is not None and crc64 is not None:
+            return "both"
+        if md5 is not None:
+            kind, match = "md5", base64.b64encode(hashlib.md5(body).digest()).decode() == md5  # noqa: S324
+        elif crc64 is not None:
+            value = azure_crc64.compute(body, 0).to_bytes(8, "little")
+            kind, match = "crc64", base64.b64encode(value).decode() == crc64
+        else:
+            return None
         with self._lock:
-            self.stats.md5_checked += 1
-            self.stats.md5_mismatches += not match
-        return match
+            self.stats.checked[kind] += 1
+            self.stats.mismatches += not match
+        return None if match else kind
 
     def _forward(
         self,

@@ -161,9 +161,9 @@ def test_full_upload_is_byte_identical_and_sends_only_data(tmp_path, disk, fault
     assert result.bytes_sent == result.data_bytes
     # Azure's 4 MiB Put Page limit is ours to keep (Azurite would take more).
     assert proxy.stats.max_page_write == 4 * MIB
-    # Every page write carried a correct Content-MD5 (the proxy checks it, as Azure does).
-    assert proxy.stats.md5_checked == proxy.stats.page_writes
-    assert proxy.stats.md5_mismatches == 0
+    # Every page write carried a correct CRC64 (the proxy checks it, as Azure does).
+    assert proxy.stats.checked == {"crc64": proxy.stats.page_writes}
+    assert proxy.stats.mismatches == 0
     assert result.ranges_sent == proxy.stats.page_writes == 4
     assert target.ranges() == [
         (1 * MIB, 7 * MIB),
@@ -272,8 +272,8 @@ def test_resume_after_the_process_is_killed_sends_only_what_is_missing(tmp_path,
 # --------------------------------------------------------------------------- faults
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_upload_through_faults_ends_byte_identical(tmp_path, disk, fault_proxy, seed):
+@pytest.mark.parametrize(("seed", "checksum"), [(1, "auto"), (2, "md5"), (3, "auto")])
+def test_upload_through_faults_ends_byte_identical(tmp_path, disk, fault_proxy, seed, checksum):
     rng = random.Random(seed)  # noqa: S311 - test data
     runs = [(i * MIB + rng.randrange(0, 64) * 4096, 256 * 1024) for i in range(20)]
     image = make_vhd(tmp_path, f"faults{seed}", 24, runs, seed=seed)
@@ -298,11 +298,13 @@ def test_upload_through_faults_ends_byte_identical(tmp_path, disk, fault_proxy, 
             concurrency=4,
             read_timeout=1.0,
             retry=FAST_RETRY,
+            checksum=checksum,
         )
     injected = sum(proxy.stats.injected.values())
     assert injected >= 3, proxy.stats
-    # A body corrupted on the way is caught by its MD5, refused, and sent again.
-    assert proxy.stats.md5_mismatches == proxy.stats.injected["corrupt"]
+    # A body corrupted on the way is caught by its checksum, refused, and sent again.
+    assert proxy.stats.mismatches == proxy.stats.injected["corrupt"]
+    assert set(proxy.stats.checked) == {"crc64" if checksum == "auto" else "md5"}
     assert result.ranges_retried >= 1
     assert result.verified
     assert target.digest() == sha256_file(image)
