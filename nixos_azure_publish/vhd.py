@@ -928,21 +928,46 @@ def data_extents(path: Path, *, max_extent: int = DEFAULT_MAX_EXTENT) -> list[Ex
     trimmed of all-zero sectors. A range may end past the end of a file whose
     size is not a multiple of 512 (never for a VHD).
     """
+    return list(iter_data_extents(path, max_extent=max_extent))
+
+
+def iter_data_extents(path: Path, *, max_extent: int = DEFAULT_MAX_EXTENT) -> Iterator[Extent]:
+    """:func:`data_extents` as they are found, so that a consumer can start on the first
+    while the rest of the file is read. The file stays open until the iterator ends."""
     if max_extent <= 0 or max_extent % SECTOR:
         msg = f"max_extent must be a positive multiple of {SECTOR}, not {max_extent}"
         raise ValueError(msg)
-    merged: list[list[int]] = []
+    return _iter_data_extents(path, max_extent)
+
+
+def _iter_data_extents(path: Path, max_extent: int) -> Iterator[Extent]:
+    # Adjacent non-zero runs are joined, then cut into max_extent pieces from the
+    # start of the joined run: the same extents whether or not runs cross chunks.
+    start = end = 0
     with _open_image(path) as (fd, size):
         for offset, data in _file_runs(fd, size, path):
-            if merged and merged[-1][1] == offset:
-                merged[-1][1] = offset + len(data)
-            else:
-                merged.append([offset, offset + len(data)])
-    return [
-        Extent(offset, min(max_extent, end - offset))
-        for start, end in merged
-        for offset in range(start, end, max_extent)
-    ]
+            if offset != end:
+                if end > start:
+                    yield from _pieces(start, end, max_extent)
+                start = offset
+            end = offset + len(data)
+            while end - start >= max_extent:
+                yield Extent(start, max_extent)
+                start += max_extent
+    if end > start:
+        yield from _pieces(start, end, max_extent)
+
+
+def available_bytes(path: Path) -> int:
+    """An upper bound of :func:`data_bytes` without reading: the bytes the filesystem
+    stores for *path* (its size where it cannot tell data from holes)."""
+    with _open_image(path) as (fd, size):
+        return sum(end - start for start, end in _data_regions(fd, size))
+
+
+def _pieces(start: int, end: int, max_extent: int) -> Iterator[Extent]:
+    for offset in range(start, end, max_extent):
+        yield Extent(offset, min(max_extent, end - offset))
 
 
 def data_bytes(extents: list[Extent]) -> int:

@@ -469,6 +469,42 @@ def test_extents_split_at_max_extent_and_include_the_footer(tmp_path):
     assert vhd.data_bytes(extents) == 3 * MIB + 512
 
 
+@pytest.mark.parametrize("max_extent", [512, 4096, 3 * MIB, 4 * MIB, 64 * MIB])
+def test_extents_are_the_nonzero_runs_cut_from_their_start(tmp_path, max_extent):
+    # Runs that cross the 4 MiB read chunks, touch each other and end at the end of the file.
+    rng = random.Random(max_extent)  # noqa: S311 - reproducible layouts, not secrets
+    writes = {offset: rng.randbytes(length) for offset, length in [
+        (3 * MIB + 4096, 6 * MIB), (9 * MIB + 4096, 700), (16 * MIB - 512, 1024),
+        (20 * MIB, 9 * MIB), (32 * MIB - 5, 5)]}  # fmt: skip
+    image = make_raw(tmp_path / "r.raw", 32 * MIB, writes)
+    expected = [
+        vhd.Extent(offset, min(max_extent, end - offset))
+        for start, end in brute_force_extents(image)
+        for offset in range(start, end, max_extent)
+    ]
+    assert list(vhd.iter_data_extents(image, max_extent=max_extent)) == expected
+    assert vhd.data_extents(image, max_extent=max_extent) == expected
+    assert vhd.available_bytes(image) >= vhd.data_bytes(expected)
+
+
+def test_the_extent_iterator_starts_before_the_file_is_read(tmp_path, monkeypatch):
+    writes = {0: b"\x01" * MIB, 8 * MIB: b"\x03", 60 * MIB: b"\x02"}
+    image = make_raw(tmp_path / "r.raw", 64 * MIB, writes)
+    reads: list[int] = []
+    real_preadv = os.preadv
+
+    def preadv(fd, buffers, offset):
+        reads.append(offset)
+        return real_preadv(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    extents = vhd.iter_data_extents(image)
+    assert next(extents) == vhd.Extent(0, MIB)
+    # A run is known to have ended when the next one is found, and no later.
+    assert max(reads) < 60 * MIB
+    assert list(extents) == [vhd.Extent(8 * MIB, 512), vhd.Extent(60 * MIB, 512)]
+
+
 def test_extents_of_a_sparse_file_with_no_data(tmp_path):
     image = make_raw(tmp_path / "zero.raw", 64 * MIB, {})
     assert vhd.data_extents(image) == []
