@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import random
 import re
 import shutil
@@ -180,7 +181,10 @@ class ProgressSink(Protocol):
     """Receives progress; calls are serialised by the engine."""
 
     def start(self, total: int) -> None:
-        """*total*: bytes of the image's data extents (an upper bound of what is sent)."""
+        """*total*: an upper bound of the image's data bytes, before the image is scanned."""
+
+    def set_total(self, total: int) -> None:
+        """The bytes of the image's data extents, once the scan has found them all."""
 
     def update(self, done: int, sent: int) -> None:
         """Cumulative bytes of extents finished (sent or skipped) and bytes actually sent."""
@@ -202,6 +206,9 @@ class LogProgress:
     def start(self, total: int) -> None:
         self._total = total
         self._started = self._last = time.monotonic()
+
+    def set_total(self, total: int) -> None:
+        self._total = total
 
     def update(self, done: int, sent: int) -> None:
         now = time.monotonic()
@@ -875,9 +882,9 @@ class _Engine:
             )
 
 
-def _extents(path: Path, size: int) -> list[Span]:
-    spans: list[Span] = []
-    for extent in vhd.data_extents(path, max_extent=MAX_PAGE_WRITE):
+def _extents(path: Path, size: int) -> Iterator[Span]:
+    """The image's data extents as the scan finds them; each at most one Put Page."""
+    for extent in vhd.iter_data_extents(path, max_extent=MAX_PAGE_WRITE):
         start, end = extent.offset, extent.offset + extent.length
         if start % PAGE or end % PAGE or start < 0 or end > size:
             raise ImageError(
@@ -885,8 +892,7 @@ def _extents(path: Path, size: int) -> list[Span]:
                 f"within the {size}-byte image"
             )
         # The 4 MiB Put Page limit is ours to enforce, whatever the extents say.
-        spans.extend(split_span((start, end), MAX_PAGE_WRITE))
-    return spans
+        yield from split_span((start, end), MAX_PAGE_WRITE)
 
 
 def _list_ranges(engine: _Engine, size: int) -> list[Span]:
@@ -939,7 +945,7 @@ def upload_vhd(
     if not 1 <= concurrency <= 64:  # noqa: PLR2004
         raise UsageError(f"concurrency must be 1..64, not {concurrency}")
     began = time.monotonic()
-    size, spans = _preflight(path, sas_url)
+    size = _preflight(path, sas_url)
     client = api or SdkPageBlob(
         sas_url,
         pool_size=concurrency,
@@ -965,7 +971,7 @@ def upload_vhd(
         engine.journal = Journal.for_upload(
             directory, image=path, blob_url=display_url(sas_url), blob=info
         )
-        expected = _transfer(engine, path=path, spans=spans, server=server)
+        expected = _transfer(engine, path=path, size=size, server=server)
         verified = _verify(engine, verify, size, expected)
         c = engine.counters
         result = UploadResult(
@@ -992,8 +998,8 @@ def upload_vhd(
     return result
 
 
-def _preflight(path: Path, sas_url: str) -> tuple[int, list[Span]]:
-    """Check what needs no network: the image, the SAS's expiry; list the extents."""
+def _preflight(path: Path, sas_url: str) -> int:
+    """Check what needs no network: the image, the SAS's expiry; the image's size."""
     vhd.require_azure_ready(path)
     size = path.stat().st_size
     expiry = sas_expiry(sas_url)
@@ -1003,36 +1009,128 @@ def _preflight(path: Path, sas_url: str) -> tuple[int, list[Span]]:
             "nothing was written",
             hint=_SAS_HINT,
         )
-    return size, _extents(path, size)
+    return size
 
 
-def _transfer(engine: _Engine, *, path: Path, spans: list[Span], server: list[Span]) -> list[Span]:
-    """Clear stale pages, send the extents; the page ranges the blob must now hold."""
-    stale = subtract_spans(server, merge_spans(spans))
-    total = sum(e - s for s, e in spans)
+def _transfer(engine: _Engine, *, path: Path, size: int, server: list[Span]) -> list[Span]:
+    """Send the extents while the image is scanned, then clear stale pages.
+
+    A scanner thread feeds the workers as it finds data, so that sending starts
+    at once instead of after a pass over the whole image; the pages the blob
+    holds where the image has no data are known, and cleared, once the scan
+    ends. Returns the page ranges the blob must now hold.
+    """
     log.info(
-        "uploading %s (%s in %d extents) to %s; the blob holds %s, %d stale ranges to clear, "
-        "%d extents journalled",
+        "uploading %s to %s; the blob holds %s, %d extents journalled",
         path,
-        _mib(total),
-        len(spans),
         display_url(engine.sas_url),
         _mib(sum(e - s for s, e in server)),
-        len(stale),
         len(engine.journal),
     )
+    scanner = _Scanner(engine, path=path, size=size, server=server)
     stop_flusher = threading.Event()
     flusher = _start_flusher(engine.journal, stop_flusher)
-    engine.progress.start(total)
+    engine.progress.start(vhd.available_bytes(path))
     try:
-        engine.run_pool(stale, engine.clear)
-        engine.run_pool(spans, partial(engine.send_extent, server=server))
+        scanner.start()
+        try:
+            engine.run_pool(scanner.items(), partial(_work, engine, server=server))
+        except BaseException:
+            engine.stop.set()  # the scanner stops too
+            scanner.join(reraise=False)
+            raise
+        scanner.join()  # raises what stopped the scan (the workers stopped with it)
     finally:
         engine.progress.finish(engine.counters.done, engine.counters.bytes_sent)
         stop_flusher.set()
         flusher.join()
         engine.journal.flush()
-    return merge_spans(spans)
+    return scanner.expected
+
+
+_Work = tuple[Literal["put", "clear"], Span]
+_SCAN_AHEAD: Final = 4096
+"""Work items the scanner may queue ahead of the workers (spans, not data)."""
+
+
+def _work(engine: _Engine, item: _Work, *, server: list[Span]) -> None:
+    kind, span = item
+    if kind == "put":
+        engine.send_extent(span, server)
+    else:
+        engine.clear(span)
+
+
+class _Scanner:
+    """Finds the image's extents in its own thread and queues them as work items."""
+
+    def __init__(self, engine: _Engine, *, path: Path, size: int, server: list[Span]) -> None:
+        self._engine = engine
+        self._path = path
+        self._size = size
+        self._server = server
+        self._queue: queue.Queue[_Work | None] = queue.Queue(_SCAN_AHEAD)
+        self._thread = threading.Thread(target=self._run, name="upload-scan", daemon=True)
+        self._error: BaseException | None = None
+        self.expected: list[Span] = []
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, *, reraise: bool = True) -> None:
+        """Wait for the scan; re-raise what stopped it."""
+        self._thread.join()
+        if self._error is not None and reraise:
+            raise self._error
+
+    def items(self) -> Iterator[_Work]:
+        """The work as it is found; ends when the scan ends or the upload stops.
+
+        Consumed by one worker at a time (the pool's lock), like any iterator."""
+        while True:
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._engine.stop.is_set() or not self._thread.is_alive():
+                    return
+                continue
+            if item is None:
+                return
+            yield item
+
+    def _put(self, item: _Work | None) -> None:
+        while not self._engine.stop.is_set():
+            with contextlib.suppress(queue.Full):
+                self._queue.put(item, timeout=0.1)
+                return
+        raise _Stopped
+
+    def _run(self) -> None:
+        spans: list[Span] = []
+        try:
+            for span in _extents(self._path, self._size):
+                spans.append(span)
+                self._put(("put", span))
+            self.expected = merge_spans(spans)
+            stale = subtract_spans(self._server, self.expected)
+            total = sum(e - s for s, e in spans)
+            with self._engine.lock:
+                self._engine.progress.set_total(total)
+            log.info(
+                "scanned %s: %s in %d extents; %d stale ranges to clear",
+                self._path,
+                _mib(total),
+                len(spans),
+                len(stale),
+            )
+            for span in stale:
+                self._put(("clear", span))
+            self._put(None)
+        except _Stopped:
+            pass
+        except BaseException as error:  # noqa: BLE001 - re-raised by join()
+            self._error = error
+            self._engine.stop.set()
 
 
 def _verify(engine: _Engine, verify: Verify, size: int, expected: list[Span]) -> bool:

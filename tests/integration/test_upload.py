@@ -31,7 +31,7 @@ from azure.storage.blob import (
     generate_blob_sas,
 )
 
-from nixos_azure_publish import pageblob
+from nixos_azure_publish import pageblob, vhd
 from nixos_azure_publish.cli import main
 from nixos_azure_publish.emulator.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
 from nixos_azure_publish.errors import ImageError, SasExpiredError, UploadError, UsageError
@@ -200,6 +200,87 @@ def test_reused_blob_with_stale_data_is_cleared(tmp_path, disk):
     assert result.verified
     assert result.ranges_cleared == 3
     assert result.bytes_sent == 2 * MIB + 512
+
+
+class RecordingProgress:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, int]] = []
+
+    def start(self, total: int) -> None:
+        self.calls.append(("start", total, 0))
+
+    def set_total(self, total: int) -> None:
+        self.calls.append(("set_total", total, 0))
+
+    def update(self, done: int, sent: int) -> None:
+        self.calls.append(("update", done, sent))
+
+    def finish(self, done: int, sent: int) -> None:
+        self.calls.append(("finish", done, sent))
+
+
+def test_sending_starts_while_the_image_is_still_scanned(tmp_path, disk, fault_proxy, monkeypatch):
+    """The scan feeds the workers: the first page is on the disk before the scan ends."""
+    image = make_vhd(tmp_path, "stream", 40, [(MIB, 3 * MIB), (20 * MIB, 4 * MIB)], seed=8)
+    target = disk(image.stat().st_size)
+    real = vhd.iter_data_extents
+    overlapped = threading.Event()
+
+    def slow_scan(path, *, max_extent):
+        extents = real(path, max_extent=max_extent)
+        yield next(extents)
+        # The rest of the image is "still being read" until the first page is written.
+        deadline = time.monotonic() + 10
+        while proxy.stats.page_writes == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if proxy.stats.page_writes:
+            overlapped.set()
+        yield from extents
+
+    monkeypatch.setattr(vhd, "iter_data_extents", slow_scan)
+    progress = RecordingProgress()
+    with fault_proxy(Faults()) as proxy:
+        result = pageblob.upload_vhd(
+            path=image, sas_url=proxy.url(target.sas()), use_journal=False, progress=progress
+        )
+    assert overlapped.is_set()
+    assert target.digest() == sha256_file(image)
+    assert result.bytes_sent == result.data_bytes == 7 * MIB + 512
+    # Progress starts from what the filesystem stores, then learns the exact total.
+    kinds = [call[0] for call in progress.calls]
+    assert kinds[0] == "start"
+    assert progress.calls[0][1] >= result.data_bytes
+    assert ("set_total", result.data_bytes, 0) in progress.calls
+    assert progress.calls[-1] == ("finish", result.data_bytes, result.bytes_sent)
+
+
+def test_a_read_error_during_the_scan_stops_the_upload_and_a_rerun_resumes(
+    tmp_path, disk, monkeypatch
+):
+    image = make_vhd(tmp_path, "readerr", 40, [(0, 12 * MIB), (30 * MIB, 1 * MIB)], seed=9)
+    target = disk(image.stat().st_size)
+    real = vhd.iter_data_extents
+
+    def failing_scan(path, *, max_extent):
+        extents = real(path, max_extent=max_extent)
+        yield next(extents)
+        yield next(extents)
+        # The disk fails under the scan once the first two extents are on the blob.
+        deadline = time.monotonic() + 10
+        while target.ranges() != [(0, 8 * MIB)] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise ImageError(f"{path}: read error at offset {8 * MIB}: Input/output error")
+
+    monkeypatch.setattr(vhd, "iter_data_extents", failing_scan)
+    journal = tmp_path / "journal"
+    with pytest.raises(ImageError, match="read error at offset 8388608"):
+        pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal)
+    monkeypatch.setattr(vhd, "iter_data_extents", real)
+    result = pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal)
+    assert target.digest() == sha256_file(image)
+    # The extents sent before the error are not sent again.
+    assert result.bytes_sent == result.data_bytes - 8 * MIB
+    assert result.ranges_skipped == 2
 
 
 def test_second_run_over_a_complete_blob_sends_nothing(tmp_path, disk):
