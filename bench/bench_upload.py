@@ -12,13 +12,14 @@ Inputs (generated once into --workdir, sparse):
 
 Clients, each in its own child process (peak RSS from wait4), each run against
 a fresh Azurite with its own storage and a page blob pre-created like a disk's:
-  ours    nixos_azure_publish.pageblob.upload_vhd (defaults: MD5 per request, verify ranges)
+  ours    nixos_azure_publish.pageblob.upload_vhd (defaults: Azure's CRC64 per request,
+          verify ranges, journal)
   sdk     azure-storage-blob upload_blob(..., blob_type="PageBlob", max_concurrency=8)
   az      `az storage blob upload --type page` (Debian azure-cli), when installed
   ideal   PUTs the same data ranges from memory with 8 keep-alive connections, no
           checksums: the ceiling of Azurite + loopback on this machine
-  ours-nosum, ideal-md5   the same without per-request checksums / with Content-MD5,
-          to show what the checksum costs on this machine
+  ours-md5, ours-nosum    ours with Content-MD5 instead of CRC64 / with no checksum
+  ideal-md5               the ideal client with Content-MD5: what MD5 costs here
 
 Prints median wall time of the upload itself (the child's own clock, process
 start-up excluded; for az the whole process), bytes sent, peak RSS and ratios.
@@ -114,9 +115,18 @@ def make_image(workdir: Path, name: str) -> Path:
 # --------------------------------------------------------------------------- clients, one per child
 
 
+_CPU_AT_START = [0.0]
+
+
+def _start_clocks() -> float:
+    """Start of the measured part of a child: its wall clock; its CPU clock is kept."""
+    _CPU_AT_START[0] = time.process_time()
+    return time.perf_counter()
+
+
 def child_ours(image: Path, sas: str, concurrency: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as journal:
-        started = time.perf_counter()
+        started = _start_clocks()
         result = pageblob.upload_vhd(
             path=image, sas_url=sas, concurrency=concurrency, journal_dir=Path(journal)
         )
@@ -126,7 +136,7 @@ def child_ours(image: Path, sas: str, concurrency: int) -> dict[str, object]:
 
 def child_sdk(image: Path, sas: str, concurrency: int) -> dict[str, object]:
     client = BlobClient.from_blob_url(sas)
-    started = time.perf_counter()
+    started = _start_clocks()
     with image.open("rb") as handle:
         client.upload_blob(
             handle,
@@ -172,7 +182,7 @@ def child_ideal(image: Path, sas: str, concurrency: int, *, md5: bool = False) -
                 errors.append(f"{response.status} {response.reason}")
         conn.close()
 
-    started = time.perf_counter()
+    started = _start_clocks()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     for thread in threads:
         thread.start()
@@ -185,9 +195,17 @@ def child_ideal(image: Path, sas: str, concurrency: int, *, md5: bool = False) -
 
 
 def child_ours_nochecksum(image: Path, sas: str, concurrency: int) -> dict[str, object]:
-    started = time.perf_counter()
+    started = _start_clocks()
     result = pageblob.upload_vhd(
         path=image, sas_url=sas, concurrency=concurrency, use_journal=False, checksum="none"
+    )
+    return {"seconds": time.perf_counter() - started, "bytes_sent": result.bytes_sent}
+
+
+def child_ours_md5(image: Path, sas: str, concurrency: int) -> dict[str, object]:
+    started = _start_clocks()
+    result = pageblob.upload_vhd(
+        path=image, sas_url=sas, concurrency=concurrency, use_journal=False, checksum="md5"
     )
     return {"seconds": time.perf_counter() - started, "bytes_sent": result.bytes_sent}
 
@@ -198,6 +216,7 @@ def child_ideal_md5(image: Path, sas: str, concurrency: int) -> dict[str, object
 
 CHILDREN = {
     "ours": child_ours,
+    "ours-md5": child_ours_md5,
     "ours-nosum": child_ours_nochecksum,
     "sdk": child_sdk,
     "ideal": child_ideal,
@@ -249,6 +268,7 @@ def measure(client: str, image: Path, concurrency: int, *, check: bool) -> dict[
         if client != "sdk":  # the SDK creates the blob itself; that is its way
             blob.create_page_blob(size)
         sas = f"{blob.url}?{_sas('disks', 'disk.vhd')}"
+        azurite_pid = _pid_of(location)
         if client == "az":
             started = time.perf_counter()
             argv = [
@@ -261,9 +281,11 @@ def measure(client: str, image: Path, concurrency: int, *, check: bool) -> dict[
             data, rss = _run_child([sys.executable, __file__, "--wrap", json.dumps(argv)], env=env)
             data["seconds"] = time.perf_counter() - started
         else:
+            server_cpu = _process_cpu(azurite_pid)
             data, rss = _run_child(
                 [sys.executable, __file__, "--child", client, str(image), sas, str(concurrency)]
             )
+            data["server_cpu"] = _process_cpu(azurite_pid) - server_cpu
         stored = sum(
             (r.end or 0) + 1 - (r.start or 0) for r in blob.list_page_ranges() if not r.cleared
         )
@@ -273,6 +295,23 @@ def measure(client: str, image: Path, concurrency: int, *, check: bool) -> dict[
         if check:
             data["identical"] = _same_content(blob, image)
     return data
+
+
+def _pid_of(location: str) -> int:
+    """The Azurite process serving *location* (its command line names it)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+                if location.encode() in argv and any(b"azurite" in a for a in argv):
+                    return int(proc.name)
+    raise SystemExit(f"no Azurite process found for {location}")
+
+
+def _process_cpu(pid: int) -> float:
+    """User + system CPU seconds of *pid* so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _same_content(blob: BlobClient, image: Path) -> bool:
@@ -305,7 +344,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", default=",".join(IMAGES))
-    parser.add_argument("--clients", default="ours,ours-nosum,sdk,az,ideal,ideal-md5")
+    parser.add_argument("--clients", default="ours,ours-md5,ours-nosum,sdk,az,ideal,ideal-md5")
     parser.add_argument("--concurrency", type=int, default=pageblob.DEFAULT_CONCURRENCY)
     parser.add_argument("--sweep", default="", help="e.g. 1,2,4,8,16: our time per concurrency")
     parser.add_argument("--sweep-image", default="4g-25")
@@ -365,7 +404,8 @@ def _median(runs: list[dict[str, object]]) -> float:
 
 
 def _summary(name: str, runs: dict[str, list[dict[str, object]]], data_bytes: int) -> None:
-    print(f"  -- {name}: median seconds, bytes sent / data bytes, peak RSS")
+    print(f"  -- {name}: median seconds, bytes sent / data bytes, peak RSS, median CPU "
+          "seconds of the client / of Azurite during the upload")  # fmt: skip
     ours = _median(runs["ours"]) if runs.get("ours") else None
     for client, results in runs.items():
         if not results:
@@ -374,12 +414,23 @@ def _summary(name: str, runs: dict[str, list[dict[str, object]]], data_bytes: in
         sent = max(float(r["bytes_sent"]) for r in results)  # type: ignore[arg-type]
         rss = max(float(r["rss_mib"]) for r in results)  # type: ignore[arg-type]
         ratio = f"ours / {client} {ours / median:.2f}x" if ours and client != "ours" else ""
-        print(f"  {client:6} {median:7.2f} s  {sent / data_bytes:6.3f}  {rss:6.0f} MiB  {ratio}")
+        cpu = _cpu_text(results)
+        print(f"  {client:10} {median:7.2f} s  {sent / data_bytes:6.3f}  {rss:6.0f} MiB  "
+              f"{cpu}  {ratio}")  # fmt: skip
+
+
+def _cpu_text(results: list[dict[str, object]]) -> str:
+    if not all("cpu" in r and "server_cpu" in r for r in results):
+        return " " * 13
+    client = statistics.median(float(r["cpu"]) for r in results)  # type: ignore[arg-type]
+    server = statistics.median(float(r["server_cpu"]) for r in results)  # type: ignore[arg-type]
+    return f"{client:5.2f} / {server:5.2f}"
 
 
 def _child_main(argv: list[str]) -> None:
     client, image, sas, concurrency = argv
     data = CHILDREN[client](Path(image), sas, int(concurrency))
+    data["cpu"] = time.process_time() - _CPU_AT_START[0]
     data["maxrss_kib"] = _peak_rss_kib()
     print(json.dumps(data))
 
