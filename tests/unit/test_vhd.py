@@ -487,6 +487,84 @@ def test_extents_are_the_nonzero_runs_cut_from_their_start(tmp_path, max_extent)
     assert vhd.available_bytes(image) >= vhd.data_bytes(expected)
 
 
+class CountingBuffers:
+    """A vhd.Buffers that never reuses a buffer and counts every hold."""
+
+    def __init__(self) -> None:
+        self.holds: dict[int, int] = {}
+        self.taken: list[bytearray] = []
+        self.most_held = 0
+
+    def take(self) -> bytearray:
+        buf = bytearray(vhd.CHUNK)
+        self.taken.append(buf)
+        self.holds[id(buf)] = 1
+        self.most_held = max(self.most_held, self.held)
+        return buf
+
+    def hold(self, buffer: bytearray) -> None:
+        assert self.holds[id(buffer)] > 0, "held after its last release"
+        self.holds[id(buffer)] += 1
+
+    def release(self, buffer: bytearray) -> None:
+        assert self.holds[id(buffer)] > 0, "released more often than held"
+        self.holds[id(buffer)] -= 1
+
+    @property
+    def held(self) -> int:
+        return sum(1 for n in self.holds.values() if n)
+
+
+@pytest.mark.parametrize("max_extent", [512, 4096, 3 * MIB, 4 * MIB])
+def test_data_comes_with_its_bytes_read_once(tmp_path, max_extent):
+    rng = random.Random(max_extent)  # noqa: S311 - reproducible layouts, not secrets
+    writes = {offset: rng.randbytes(length) for offset, length in [
+        (3 * MIB + 4096, 6 * MIB), (9 * MIB + 4096, 700), (16 * MIB - 512, 1024),
+        (20 * MIB, 9 * MIB), (32 * MIB - 5, 5)]}  # fmt: skip
+    image = make_raw(tmp_path / "r.raw", 32 * MIB, writes)
+    content = image.read_bytes()
+    buffers = CountingBuffers()
+    found = []
+    for extent, data in vhd.iter_data(image, buffers=buffers, max_extent=max_extent):
+        assert bytes(data) == content[extent.offset : extent.offset + extent.length]
+        found.append(extent)
+        buffers.release(data.obj)  # type: ignore[arg-type]
+    assert found == vhd.data_extents(image, max_extent=max_extent)
+    # Every hold was released, and the scan itself never kept more than three buffers.
+    assert buffers.held == 0
+    assert buffers.most_held <= 3
+    # One buffer per 4 MiB read, plus one per extent that straddles two reads (copied).
+    fd = os.open(image, os.O_RDONLY)
+    try:
+        regions = vhd._data_regions(fd, image.stat().st_size)
+    finally:
+        os.close(fd)
+    reads = sum(-(-(end - start) // vhd.CHUNK) for start, end in regions)
+    straddling = sum(
+        1 for e in found if e.offset // vhd.CHUNK != (e.offset + e.length - 1) // vhd.CHUNK
+    )
+    assert len(buffers.taken) <= reads + straddling
+
+
+def test_held_data_stays_valid_while_the_scan_goes_on(tmp_path):
+    # The consumer keeps every extent until the end: no buffer may be reused under it.
+    rng = random.Random(5)  # noqa: S311 - test data
+    writes = {i * 3 * MIB + 512: rng.randbytes(2 * MIB + 1024) for i in range(8)}
+    image = make_raw(tmp_path / "r.raw", 26 * MIB, writes)
+    content = image.read_bytes()
+    buffers = CountingBuffers()
+    kept = list(vhd.iter_data(image, buffers=buffers))
+    for extent, data in kept:
+        assert bytes(data) == content[extent.offset : extent.offset + extent.length]
+    assert buffers.held == len({id(data.obj) for _, data in kept})
+
+
+def test_data_extents_are_at_most_one_read(tmp_path):
+    image = make_raw(tmp_path / "r.raw", MIB, {})
+    with pytest.raises(ValueError, match="up to"):
+        vhd.iter_data(image, buffers=CountingBuffers(), max_extent=8 * MIB)
+
+
 def test_the_extent_iterator_starts_before_the_file_is_read(tmp_path, monkeypatch):
     writes = {0: b"\x01" * MIB, 8 * MIB: b"\x03", 60 * MIB: b"\x02"}
     image = make_raw(tmp_path / "r.raw", 64 * MIB, writes)
