@@ -58,6 +58,8 @@ class BlobBackend:
     ) -> str:
         """A SAS URL for the disk blob, valid *seconds*, revocable by :meth:`revoke`."""
         now = dt.datetime.now(dt.UTC)
+        # The policy keeps whole seconds: round the expiry up, never short of *seconds*.
+        expiry = (now + dt.timedelta(seconds=seconds + 1)).replace(microsecond=0)
         permission = ContainerSasPermissions(read=True, write=access == "Write")
         client = self.service.get_container_client(container)
         client.set_container_access_policy(
@@ -65,7 +67,7 @@ class BlobBackend:
                 policy_id: AccessPolicy(
                     permission=permission,
                     start=now - dt.timedelta(minutes=5),
-                    expiry=now + dt.timedelta(seconds=seconds),
+                    expiry=expiry,
                 )
             }
         )
