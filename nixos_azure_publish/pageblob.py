@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import urllib3
@@ -89,7 +89,6 @@ Verify = Literal["none", "ranges", "full"]
 Checksum = checksums.Checksum
 Span = tuple[int, int]
 """A byte range ``[start, end)``."""
-Data = bytes | bytearray | memoryview
 
 _T = TypeVar("_T")
 _TRANSIENT_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
@@ -405,7 +404,7 @@ class PageBlobApi(Protocol):
 
     def page_ranges(self, start: int, end: int) -> list[Span]: ...
 
-    def put_pages(self, offset: int, data: Data) -> None: ...
+    def put_pages(self, offset: int, data: bytes) -> None: ...
 
     def clear_pages(self, start: int, end: int) -> None: ...
 
@@ -488,7 +487,7 @@ class _PageWriter:
             urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
         )
 
-    def put(self, offset: int, data: Data) -> None:
+    def put(self, offset: int, data: bytes) -> None:
         headers = {
             **self._headers,
             "x-ms-page-write": "update",
@@ -507,15 +506,9 @@ class _PageWriter:
         }
         self._send(headers, b"")
 
-    def _send(self, headers: dict[str, str], body: Data) -> None:
-        # urllib3 sends any buffer as it is, in one piece (its annotation says bytes).
+    def _send(self, headers: dict[str, str], body: bytes) -> None:
         response = self._pool.request(
-            "PUT",
-            self._url,
-            body=cast("bytes", body),
-            headers=headers,
-            redirect=False,
-            retries=False,
+            "PUT", self._url, body=body, headers=headers, redirect=False, retries=False
         )
         if 200 <= response.status < 300:  # noqa: PLR2004
             return
@@ -584,7 +577,7 @@ class SdkPageBlob:
         pages = self.client.list_page_ranges(offset=start, length=end - start)
         return [(r.start or 0, (r.end or 0) + 1) for r in pages if not r.cleared]
 
-    def put_pages(self, offset: int, data: Data) -> None:
+    def put_pages(self, offset: int, data: bytes) -> None:
         self._writer.put(offset, data)
 
     def clear_pages(self, start: int, end: int) -> None:
@@ -732,56 +725,6 @@ class _Budget:
                 self._cond.notify_all()
 
 
-class _BufferPool:
-    """The read buffers an upload shares between its scan and its workers.
-
-    A buffer goes back to the pool when its last holder releases it: the read
-    that filled it, and every extent that is a view of it until that extent
-    is sent. Their number bounds the image data in memory.
-    """
-
-    def __init__(self, count: int, stop: threading.Event) -> None:
-        self._count = count
-        self._stop = stop
-        self._free: list[bytearray] = []
-        self._holds: dict[int, int] = {}
-        self._cond = threading.Condition()
-
-    def take(self) -> bytearray:
-        with self._cond:
-            while not self._free and len(self._holds) >= self._count:
-                if self._stop.is_set():
-                    raise _Stopped
-                self._cond.wait(0.1)
-            buf = self._free.pop() if self._free else bytearray(vhd.CHUNK)
-            self._holds[id(buf)] = 1
-            return buf
-
-    def hold(self, buffer: bytearray) -> None:
-        with self._cond:
-            self._holds[id(buffer)] += 1
-
-    def release(self, buffer: bytearray) -> None:
-        with self._cond:
-            left = self._holds[id(buffer)] - 1
-            if left:
-                self._holds[id(buffer)] = left
-                return
-            del self._holds[id(buffer)]
-            self._free.append(buffer)
-            self._cond.notify()
-
-    def release_view(self, view: memoryview) -> None:
-        """Release the buffer *view* is a view of."""
-        self.release(cast("bytearray", view.obj))
-
-    @property
-    def held(self) -> int:
-        """Buffers in use (for tests: zero once an upload is over)."""
-        with self._cond:
-            return len(self._holds)
-
-
 @dataclass
 class _Counters:
     bytes_sent: int = 0
@@ -813,8 +756,6 @@ class _Engine:
         self.journal = journal
         self.stop = threading.Event()
         self.budget = _Budget(max(BUFFER_BUDGET, MAX_PAGE_WRITE))
-        # The scan may hold three at once (a read, a straddling run, its copy).
-        self.buffers = _BufferPool(max(3, BUFFER_BUDGET // vhd.CHUNK), self.stop)
         self.counters = _Counters()
         self.lock = threading.Lock()
         self.rng = random.Random()  # noqa: S311 - jitter, not cryptography
@@ -908,17 +849,15 @@ class _Engine:
         with self.lock:
             self.counters.ranges_cleared += 1
 
-    def send_extent(self, span: Span, data: memoryview, server: list[Span]) -> None:
-        """Send one extent (*data*: its bytes, held in the buffer pool), unless an
-        earlier run did and the blob still holds it."""
+    def send_extent(self, span: Span, server: list[Span]) -> None:
+        """Send one extent, unless an earlier run did and the blob still holds it."""
         start, end = span
-        try:
-            if span in self.journal and clip_spans(server, start, end) == [span]:
-                self._finished(span, skipped=True)
-                return
+        if span in self.journal and clip_spans(server, start, end) == [span]:
+            self._finished(span, skipped=True)
+            return
+        with self.budget.hold(end - start, self.stop):
+            data = self.pread(span)
             self.call("put page", span, partial(self.api.put_pages, start, data))
-        finally:
-            self.buffers.release_view(data)
         with self.lock:
             self.counters.ranges_sent += 1
             self.counters.bytes_sent += end - start
@@ -943,15 +882,17 @@ class _Engine:
             )
 
 
-def _checked(extent: vhd.Extent, size: int) -> Span:
-    start, end = extent.offset, extent.offset + extent.length
-    # The 4 MiB Put Page limit is ours to enforce, whatever the extents say.
-    if start % PAGE or end % PAGE or start < 0 or end > size or end - start > MAX_PAGE_WRITE:
-        raise ImageError(
-            f"internal: data extent {_span_text((start, end))} is not a page-aligned "
-            f"Put Page within the {size}-byte image"
-        )
-    return start, end
+def _extents(path: Path, size: int) -> Iterator[Span]:
+    """The image's data extents as the scan finds them; each at most one Put Page."""
+    for extent in vhd.iter_data_extents(path, max_extent=MAX_PAGE_WRITE):
+        start, end = extent.offset, extent.offset + extent.length
+        if start % PAGE or end % PAGE or start < 0 or end > size:
+            raise ImageError(
+                f"internal: data extent {_span_text((start, end))} is not page-aligned "
+                f"within the {size}-byte image"
+            )
+        # The 4 MiB Put Page limit is ours to enforce, whatever the extents say.
+        yield from split_span((start, end), MAX_PAGE_WRITE)
 
 
 def _list_ranges(engine: _Engine, size: int) -> list[Span]:
@@ -1097,7 +1038,6 @@ def _transfer(engine: _Engine, *, path: Path, size: int, server: list[Span]) -> 
         except BaseException:
             engine.stop.set()  # the scanner stops too
             scanner.join(reraise=False)
-            scanner.drain()
             raise
         scanner.join()  # raises what stopped the scan (the workers stopped with it)
     finally:
@@ -1108,16 +1048,15 @@ def _transfer(engine: _Engine, *, path: Path, size: int, server: list[Span]) -> 
     return scanner.expected
 
 
-_Work = tuple[Span, memoryview | None]
-"""An extent and its bytes to send, or a stale range (no bytes) to clear."""
+_Work = tuple[Literal["put", "clear"], Span]
 _SCAN_AHEAD: Final = 4096
 """Work items the scanner may queue ahead of the workers (spans, not data)."""
 
 
 def _work(engine: _Engine, item: _Work, *, server: list[Span]) -> None:
-    span, data = item
-    if data is not None:
-        engine.send_extent(span, data, server)
+    kind, span = item
+    if kind == "put":
+        engine.send_extent(span, server)
     else:
         engine.clear(span)
 
@@ -1144,16 +1083,6 @@ class _Scanner:
         if self._error is not None and reraise:
             raise self._error
 
-    def drain(self) -> None:
-        """Release the buffers of work queued but never done (the upload stopped)."""
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is not None and item[1] is not None:
-                self._engine.buffers.release_view(item[1])
-
     def items(self) -> Iterator[_Work]:
         """The work as it is found; ends when the scan ends or the upload stops.
 
@@ -1179,18 +1108,9 @@ class _Scanner:
     def _run(self) -> None:
         spans: list[Span] = []
         try:
-            extents = vhd.iter_data(
-                self._path, buffers=self._engine.buffers, max_extent=MAX_PAGE_WRITE
-            )
-            with contextlib.closing(extents):
-                for extent, data in extents:
-                    try:
-                        span = _checked(extent, self._size)
-                        self._put((span, data))
-                    except BaseException:
-                        self._engine.buffers.release_view(data)
-                        raise
-                    spans.append(span)
+            for span in _extents(self._path, self._size):
+                spans.append(span)
+                self._put(("put", span))
             self.expected = merge_spans(spans)
             stale = subtract_spans(self._server, self.expected)
             total = sum(e - s for s, e in spans)
@@ -1204,7 +1124,7 @@ class _Scanner:
                 len(stale),
             )
             for span in stale:
-                self._put((span, None))
+                self._put(("clear", span))
             self._put(None)
         except _Stopped:
             pass

@@ -30,12 +30,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Protocol, Self
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Self
 
 from nixos_azure_publish.errors import ImageError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterator
+    from collections.abc import Iterator
     from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -537,31 +537,20 @@ def _file_runs(
     The memoryview is only valid until the next item. Past the end of the file
     the last sector reads as zeros.
     """
+    end_of_data = size if limit is None else min(size, limit)
     buf = bytearray(CHUNK)
     view = memoryview(buf)
-    for pos, _, want in _reads(fd, size, path, lambda: buf, limit=limit):
-        for lo, hi in _nonzero_spans(buf, want):
-            yield pos + lo, view[lo:hi]
-
-
-def _reads(
-    fd: int, size: int, path: Path, take: Callable[[], bytearray], *, limit: int | None = None
-) -> Iterator[tuple[int, bytearray, int]]:
-    """``(offset, buffer, length)``: the file's data regions read in chunks, each into a
-    buffer from *take*. Past the end of the file the last sector reads as zeros."""
-    end_of_data = size if limit is None else min(size, limit)
     for start, end in _data_regions(fd, end_of_data):
         end = min(end, _round_up(end_of_data, SECTOR))  # noqa: PLW2901 - clamp to the limit
         pos = start
         while pos < end:
             want = min(CHUNK, end - pos)
-            buf = take()
-            view = memoryview(buf)
             got = _read_into(fd, view[:want], pos, path)
             got = min(got, max(0, end_of_data - pos))
             if got < want:
                 view[got:want] = bytes(want - got)
-            yield pos, buf, want
+            for lo, hi in _nonzero_spans(buf, want):
+                yield pos + lo, view[lo:hi]
             pos += want
 
 
@@ -967,106 +956,6 @@ def _iter_data_extents(path: Path, max_extent: int) -> Iterator[Extent]:
                 start += max_extent
     if end > start:
         yield from _pieces(start, end, max_extent)
-
-
-class Buffers(Protocol):
-    """Read buffers of :data:`CHUNK` bytes for :func:`iter_data`, counted per holder."""
-
-    def take(self) -> bytearray:
-        """A buffer no one holds, now held once (may wait for one to be released)."""
-
-    def hold(self, buffer: bytearray) -> None:
-        """One more holder of *buffer*."""
-
-    def release(self, buffer: bytearray) -> None:
-        """One holder less; the buffer may be reused once none is left."""
-
-
-def iter_data(
-    path: Path, *, buffers: Buffers, max_extent: int = DEFAULT_MAX_EXTENT
-) -> Generator[tuple[Extent, memoryview], None, None]:
-    """:func:`iter_data_extents` with each extent's bytes, reading the file once.
-
-    The bytes are a view of a buffer from *buffers*, held once for the caller,
-    who releases it (``buffers.release(view.obj)``) when done. An extent inside
-    one read is a view of that read's buffer, not a copy; one that straddles two
-    reads is copied into a buffer of its own. *max_extent* is at most :data:`CHUNK`.
-    """
-    if not 0 < max_extent <= CHUNK or max_extent % SECTOR:
-        msg = f"max_extent must be a multiple of {SECTOR} up to {CHUNK}, not {max_extent}"
-        raise ValueError(msg)
-    return _iter_data(path, buffers, max_extent)
-
-
-def _iter_data(
-    path: Path, buffers: Buffers, max_extent: int
-) -> Generator[tuple[Extent, memoryview], None, None]:
-    run = _PendingRun(buffers)
-    try:
-        with _open_image(path) as (fd, size):
-            for pos, buf, want in _reads(fd, size, path, buffers.take):
-                try:
-                    for lo, hi in _nonzero_spans(buf, want):
-                        if pos + lo != run.end and run.pieces:
-                            yield run.cut(run.end - run.start)
-                        run.add(pos + lo, buf, lo, hi)
-                        while run.end - run.start >= max_extent:
-                            yield run.cut(max_extent)
-                finally:
-                    buffers.release(buf)  # the read's own hold; the pieces hold their own
-        if run.pieces:
-            yield run.cut(run.end - run.start)
-    finally:
-        run.drop()  # stopped early: what was found but not yielded
-
-
-class _PendingRun:
-    """The data found but not yet yielded: pieces of read buffers, each held once."""
-
-    def __init__(self, buffers: Buffers) -> None:
-        self.buffers = buffers
-        self.pieces: list[tuple[bytearray, int, int]] = []
-        self.start = self.end = 0
-
-    def add(self, offset: int, buf: bytearray, lo: int, hi: int) -> None:
-        if not self.pieces:
-            self.start = offset
-        self.buffers.hold(buf)
-        self.pieces.append((buf, lo, hi))
-        self.end = offset + hi - lo
-
-    def drop(self) -> None:
-        for buf, _, _ in self.pieces:
-            self.buffers.release(buf)
-        self.pieces.clear()
-
-    def cut(self, length: int) -> tuple[Extent, memoryview]:
-        """The run's first *length* bytes, held once for the caller."""
-        buf, lo, hi = self.pieces[0]
-        if hi - lo >= length:  # inside one read: a view, no copy
-            if hi - lo == length:
-                del self.pieces[0]  # its hold passes to the caller
-            else:
-                self.buffers.hold(buf)
-                self.pieces[0] = (buf, lo + length, hi)
-            view = memoryview(buf)[lo : lo + length]
-        else:  # across two reads: copied
-            out = self.buffers.take()
-            view = memoryview(out)[:length]
-            filled = 0
-            while filled < length:
-                buf, lo, hi = self.pieces[0]
-                step = min(hi - lo, length - filled)
-                view[filled : filled + step] = memoryview(buf)[lo : lo + step]
-                filled += step
-                if step == hi - lo:
-                    del self.pieces[0]
-                    self.buffers.release(buf)
-                else:
-                    self.pieces[0] = (buf, lo + step, hi)
-        extent = Extent(self.start, length)
-        self.start += length
-        return extent, view
 
 
 def available_bytes(path: Path) -> int:

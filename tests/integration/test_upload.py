@@ -137,20 +137,6 @@ def fault_proxy(azurite: Azurite) -> Callable[[Faults], AbstractContextManager[F
     return start
 
 
-@pytest.fixture
-def pools(monkeypatch) -> list[pageblob._BufferPool]:
-    """Every buffer pool an upload makes, to check afterwards that none leaked a hold."""
-    made: list[pageblob._BufferPool] = []
-
-    class Recorded(pageblob._BufferPool):
-        def __init__(self, count: int, stop: threading.Event) -> None:
-            super().__init__(count, stop)
-            made.append(self)
-
-    monkeypatch.setattr(pageblob, "_BufferPool", Recorded)
-    return made
-
-
 def sig_of(sas_url: str) -> str:
     return sas_url.split("sig=", 1)[1].split("&", 1)[0]
 
@@ -237,11 +223,11 @@ def test_sending_starts_while_the_image_is_still_scanned(tmp_path, disk, fault_p
     """The scan feeds the workers: the first page is on the disk before the scan ends."""
     image = make_vhd(tmp_path, "stream", 40, [(MIB, 3 * MIB), (20 * MIB, 4 * MIB)], seed=8)
     target = disk(image.stat().st_size)
-    real = vhd.iter_data
+    real = vhd.iter_data_extents
     overlapped = threading.Event()
 
-    def slow_scan(path, *, buffers, max_extent):
-        extents = real(path, buffers=buffers, max_extent=max_extent)
+    def slow_scan(path, *, max_extent):
+        extents = real(path, max_extent=max_extent)
         yield next(extents)
         # The rest of the image is "still being read" until the first page is written.
         deadline = time.monotonic() + 10
@@ -251,7 +237,7 @@ def test_sending_starts_while_the_image_is_still_scanned(tmp_path, disk, fault_p
             overlapped.set()
         yield from extents
 
-    monkeypatch.setattr(vhd, "iter_data", slow_scan)
+    monkeypatch.setattr(vhd, "iter_data_extents", slow_scan)
     progress = RecordingProgress()
     with fault_proxy(Faults()) as proxy:
         result = pageblob.upload_vhd(
@@ -269,14 +255,14 @@ def test_sending_starts_while_the_image_is_still_scanned(tmp_path, disk, fault_p
 
 
 def test_a_read_error_during_the_scan_stops_the_upload_and_a_rerun_resumes(
-    tmp_path, disk, monkeypatch, pools
+    tmp_path, disk, monkeypatch
 ):
     image = make_vhd(tmp_path, "readerr", 40, [(0, 12 * MIB), (30 * MIB, 1 * MIB)], seed=9)
     target = disk(image.stat().st_size)
-    real = vhd.iter_data
+    real = vhd.iter_data_extents
 
-    def failing_scan(path, *, buffers, max_extent):
-        extents = real(path, buffers=buffers, max_extent=max_extent)
+    def failing_scan(path, *, max_extent):
+        extents = real(path, max_extent=max_extent)
         yield next(extents)
         yield next(extents)
         # The disk fails under the scan once the first two extents are on the blob.
@@ -285,17 +271,16 @@ def test_a_read_error_during_the_scan_stops_the_upload_and_a_rerun_resumes(
             time.sleep(0.01)
         raise ImageError(f"{path}: read error at offset {8 * MIB}: Input/output error")
 
-    monkeypatch.setattr(vhd, "iter_data", failing_scan)
+    monkeypatch.setattr(vhd, "iter_data_extents", failing_scan)
     journal = tmp_path / "journal"
     with pytest.raises(ImageError, match="read error at offset 8388608"):
         pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal)
-    monkeypatch.setattr(vhd, "iter_data", real)
+    monkeypatch.setattr(vhd, "iter_data_extents", real)
     result = pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal)
     assert target.digest() == sha256_file(image)
     # The extents sent before the error are not sent again.
     assert result.bytes_sent == result.data_bytes - 8 * MIB
     assert result.ranges_skipped == 2
-    assert [pool.held for pool in pools] == [0, 0]
 
 
 def test_second_run_over_a_complete_blob_sends_nothing(tmp_path, disk):
@@ -369,9 +354,7 @@ def test_resume_after_the_process_is_killed_sends_only_what_is_missing(tmp_path,
 
 
 @pytest.mark.parametrize(("seed", "checksum"), [(1, "auto"), (2, "md5"), (3, "auto")])
-def test_upload_through_faults_ends_byte_identical(
-    tmp_path, disk, fault_proxy, pools, *, seed, checksum
-):
+def test_upload_through_faults_ends_byte_identical(tmp_path, disk, fault_proxy, seed, checksum):
     rng = random.Random(seed)  # noqa: S311 - test data
     runs = [(i * MIB + rng.randrange(0, 64) * 4096, 256 * 1024) for i in range(20)]
     image = make_vhd(tmp_path, f"faults{seed}", 24, runs, seed=seed)
@@ -403,8 +386,6 @@ def test_upload_through_faults_ends_byte_identical(
     # A body corrupted on the way is caught by its checksum, refused, and sent again.
     assert proxy.stats.mismatches == proxy.stats.injected["corrupt"]
     assert set(proxy.stats.checked) == {"crc64" if checksum == "auto" else "md5"}
-    # Retried pages were sent from buffers still held for them, and every hold ended.
-    assert [pool.held for pool in pools] == [0]
     assert result.ranges_retried >= 1
     assert result.verified
     assert target.digest() == sha256_file(image)
@@ -442,7 +423,7 @@ def test_sas_already_expired_is_reported_as_such(tmp_path, disk, fault_proxy):
 
 
 def test_sas_expiring_mid_upload_stops_all_workers_and_resumes_with_a_new_one(
-    tmp_path, disk, fault_proxy, pools, caplog
+    tmp_path, disk, fault_proxy, caplog
 ):
     caplog.set_level(logging.DEBUG)
     image = make_vhd(tmp_path, "midway", 40, [(0, 32 * MIB)], seed=8)
@@ -478,8 +459,6 @@ def test_sas_expiring_mid_upload_stops_all_workers_and_resumes_with_a_new_one(
         result = pageblob.upload_vhd(path=image, sas_url=proxy.url(fresh), journal_dir=journal)
     assert result.bytes_sent == result.data_bytes - written_before
     assert target.digest() == sha256_file(image)
-    # The stopped upload gave back every buffer, also those of work it never did.
-    assert [pool.held for pool in pools] == [0, 0]
     for sas in (short, fresh):
         assert sig_of(sas) not in caplog.text
         assert sig_of(sas) not in str(error)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import threading
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -182,29 +181,3 @@ def test_a_corrupt_journal_is_ignored(tmp_path, caplog):
     journal.path.write_text('{"version": 1, "identity": ', encoding="utf-8")
     assert len(make_journal(tmp_path, image)) == 0
     assert "corrupt" in caplog.text
-
-
-def test_buffer_pool_bounds_memory_and_reuses_released_buffers():
-    stop = threading.Event()
-    pool = pageblob._BufferPool(2, stop)
-    first, second = pool.take(), pool.take()
-    pool.hold(first)
-    pool.release(first)
-    assert pool.held == 2
-    # The pool is exhausted: a third take waits for a release, then gets that buffer.
-    got: list[bytearray] = []
-    waiter = threading.Thread(target=lambda: got.append(pool.take()))
-    waiter.start()
-    waiter.join(0.3)
-    assert waiter.is_alive()
-    pool.release(first)
-    waiter.join(5)
-    assert got == [first]
-    assert got[0] is first
-    # A stopped upload does not wait for buffers.
-    stop.set()
-    with pytest.raises(pageblob._Stopped):
-        pool.take()
-    pool.release_view(memoryview(second)[10:20])
-    pool.release(first)
-    assert pool.held == 0
