@@ -1050,7 +1050,9 @@ def _transfer(engine: _Engine, *, path: Path, size: int, server: list[Span]) -> 
 
 _Work = tuple[Literal["put", "clear"], Span]
 _SCAN_AHEAD: Final = 4096
-"""Work items the scanner may queue ahead of the workers (spans, not data)."""
+"""Work items the scanner may queue ahead of the workers (spans, not data)..."""
+_SCAN_AHEAD_BYTES: Final = 256 * 1024 * 1024
+"""...and image bytes: what the scan read is still cached when a worker reads it to send."""
 
 
 def _work(engine: _Engine, item: _Work, *, server: list[Span]) -> None:
@@ -1059,6 +1061,13 @@ def _work(engine: _Engine, item: _Work, *, server: list[Span]) -> None:
         engine.send_extent(span, server)
     else:
         engine.clear(span)
+
+
+def _bytes_of(item: _Work | None) -> int:
+    """The image bytes a work item will read: an extent's length, nothing for a clear."""
+    if item is None or item[0] != "put":
+        return 0
+    return item[1][1] - item[1][0]
 
 
 class _Scanner:
@@ -1070,6 +1079,8 @@ class _Scanner:
         self._size = size
         self._server = server
         self._queue: queue.Queue[_Work | None] = queue.Queue(_SCAN_AHEAD)
+        self._ahead = 0
+        self._room = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="upload-scan", daemon=True)
         self._error: BaseException | None = None
         self.expected: list[Span] = []
@@ -1096,9 +1107,19 @@ class _Scanner:
                 continue
             if item is None:
                 return
+            with self._room:
+                self._ahead -= _bytes_of(item)
+                self._room.notify()
             yield item
 
     def _put(self, item: _Work | None) -> None:
+        size = _bytes_of(item)
+        with self._room:
+            while self._ahead and self._ahead + size > _SCAN_AHEAD_BYTES:
+                if self._engine.stop.is_set():
+                    raise _Stopped
+                self._room.wait(0.1)
+            self._ahead += size
         while not self._engine.stop.is_set():
             with contextlib.suppress(queue.Full):
                 self._queue.put(item, timeout=0.1)

@@ -254,6 +254,48 @@ def test_sending_starts_while_the_image_is_still_scanned(tmp_path, disk, fault_p
     assert progress.calls[-1] == ("finish", result.data_bytes, result.bytes_sent)
 
 
+def test_the_scan_runs_a_bounded_distance_ahead_of_the_sends(
+    tmp_path, disk, fault_proxy, monkeypatch
+):
+    """What the scan read must still be cached when a worker reads it: it may not run far ahead."""
+    monkeypatch.setattr(pageblob, "_SCAN_AHEAD_BYTES", 8 * MIB)
+    image = make_vhd(tmp_path, "ahead", 72, [(0, 64 * MIB)], seed=10)
+    target = disk(image.stat().st_size)
+    real = vhd.iter_data_extents
+    found: list[vhd.Extent] = []
+
+    def counting_scan(path, *, max_extent):
+        for extent in real(path, max_extent=max_extent):
+            found.append(extent)
+            yield extent
+
+    monkeypatch.setattr(vhd, "iter_data_extents", counting_scan)
+    failures: list[BaseException] = []
+
+    def run(sas_url: str) -> None:
+        try:
+            pageblob.upload_vhd(path=image, sas_url=sas_url, use_journal=False, concurrency=2)
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread
+            failures.append(error)
+
+    # One page write gets through, then the sends stall: the scan must stop too.
+    with fault_proxy(Faults(hold_after=1)) as proxy:
+        worker = threading.Thread(target=run, args=(proxy.url(target.sas()),))
+        worker.start()
+        deadline = time.monotonic() + 10
+        while proxy.stats.held < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)  # time enough to scan all 64 MiB, were it allowed to
+        scanned_while_stalled = len(found)
+        proxy.release()
+        worker.join(timeout=60)
+    assert failures == []
+    # Sent (1) + held by the two workers (2) + 8 MiB queued (2) + one waiting for room (1).
+    assert scanned_while_stalled <= 6, found
+    assert len(found) == 17
+    assert target.digest() == sha256_file(image)
+
+
 def test_a_read_error_during_the_scan_stops_the_upload_and_a_rerun_resumes(
     tmp_path, disk, monkeypatch
 ):
