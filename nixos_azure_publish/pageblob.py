@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import random
 import re
 import shutil
@@ -42,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import urllib3
@@ -89,6 +88,7 @@ Verify = Literal["none", "ranges", "full"]
 Checksum = checksums.Checksum
 Span = tuple[int, int]
 """A byte range ``[start, end)``."""
+Data = bytes | bytearray | memoryview
 
 _T = TypeVar("_T")
 _TRANSIENT_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
@@ -181,13 +181,10 @@ class ProgressSink(Protocol):
     """Receives progress; calls are serialised by the engine."""
 
     def start(self, total: int) -> None:
-        """*total*: an upper bound of the image's data bytes, before the image is scanned."""
-
-    def set_total(self, total: int) -> None:
-        """The bytes of the image's data extents, once the scan has found them all."""
+        """*total*: the bytes of the image's data regions, which hold all its data."""
 
     def update(self, done: int, sent: int) -> None:
-        """Cumulative bytes of extents finished (sent or skipped) and bytes actually sent."""
+        """Cumulative bytes of data regions finished, and bytes actually sent."""
 
     def finish(self, done: int, sent: int) -> None:
         """The upload phase is over (successfully or not)."""
@@ -206,9 +203,6 @@ class LogProgress:
     def start(self, total: int) -> None:
         self._total = total
         self._started = self._last = time.monotonic()
-
-    def set_total(self, total: int) -> None:
-        self._total = total
 
     def update(self, done: int, sent: int) -> None:
         now = time.monotonic()
@@ -404,7 +398,7 @@ class PageBlobApi(Protocol):
 
     def page_ranges(self, start: int, end: int) -> list[Span]: ...
 
-    def put_pages(self, offset: int, data: bytes) -> None: ...
+    def put_pages(self, offset: int, data: Data) -> None: ...
 
     def clear_pages(self, start: int, end: int) -> None: ...
 
@@ -487,7 +481,7 @@ class _PageWriter:
             urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
         )
 
-    def put(self, offset: int, data: bytes) -> None:
+    def put(self, offset: int, data: Data) -> None:
         headers = {
             **self._headers,
             "x-ms-page-write": "update",
@@ -506,9 +500,15 @@ class _PageWriter:
         }
         self._send(headers, b"")
 
-    def _send(self, headers: dict[str, str], body: bytes) -> None:
+    def _send(self, headers: dict[str, str], body: Data) -> None:
+        # urllib3 sends any buffer as it is, in one piece (its annotation says bytes).
         response = self._pool.request(
-            "PUT", self._url, body=body, headers=headers, redirect=False, retries=False
+            "PUT",
+            self._url,
+            body=cast("bytes", body),
+            headers=headers,
+            redirect=False,
+            retries=False,
         )
         if 200 <= response.status < 300:  # noqa: PLR2004
             return
@@ -577,7 +577,7 @@ class SdkPageBlob:
         pages = self.client.list_page_ranges(offset=start, length=end - start)
         return [(r.start or 0, (r.end or 0) + 1) for r in pages if not r.cleared]
 
-    def put_pages(self, offset: int, data: bytes) -> None:
+    def put_pages(self, offset: int, data: Data) -> None:
         self._writer.put(offset, data)
 
     def clear_pages(self, start: int, end: int) -> None:
@@ -757,6 +757,8 @@ class _Engine:
         self.stop = threading.Event()
         self.budget = _Budget(max(BUFFER_BUDGET, MAX_PAGE_WRITE))
         self.counters = _Counters()
+        self.runs: list[Span] = []
+        """The image's data: the non-zero runs of the pieces read so far."""
         self.lock = threading.Lock()
         self.rng = random.Random()  # noqa: S311 - jitter, not cryptography
 
@@ -849,26 +851,28 @@ class _Engine:
         with self.lock:
             self.counters.ranges_cleared += 1
 
-    def send_extent(self, span: Span, server: list[Span]) -> None:
-        """Send one extent, unless an earlier run did and the blob still holds it."""
-        start, end = span
-        if span in self.journal and clip_spans(server, start, end) == [span]:
-            self._finished(span, skipped=True)
-            return
+    def send_piece(self, piece: Span, server: list[Span]) -> None:
+        """Read one piece of a data region and send its non-zero runs, except runs an
+        earlier run sent and the blob still holds. Each byte of the image is read once."""
+        start, end = piece
         with self.budget.hold(end - start, self.stop):
-            data = self.pread(span)
-            self.call("put page", span, partial(self.api.put_pages, start, data))
+            data = self.pread(piece)
+            view = memoryview(data)
+            for lo, hi in vhd.nonzero_runs(data):
+                span = (start + lo, start + hi)
+                with self.lock:
+                    self.runs.append(span)
+                if span in self.journal and clip_spans(server, *span) == [span]:
+                    with self.lock:
+                        self.counters.ranges_skipped += 1
+                    continue
+                self.call("put page", span, partial(self.api.put_pages, span[0], view[lo:hi]))
+                with self.lock:
+                    self.counters.ranges_sent += 1
+                    self.counters.bytes_sent += hi - lo
+                self.journal.record(span)
         with self.lock:
-            self.counters.ranges_sent += 1
-            self.counters.bytes_sent += end - start
-        self.journal.record(span)
-        self._finished(span, skipped=False)
-
-    def _finished(self, span: Span, *, skipped: bool) -> None:
-        with self.lock:
-            self.counters.done += span[1] - span[0]
-            if skipped:
-                self.counters.ranges_skipped += 1
+            self.counters.done += end - start
             self.progress.update(self.counters.done, self.counters.bytes_sent)
 
     def check_range(self, span: Span) -> None:
@@ -882,17 +886,19 @@ class _Engine:
             )
 
 
-def _extents(path: Path, size: int) -> Iterator[Span]:
-    """The image's data extents as the scan finds them; each at most one Put Page."""
-    for extent in vhd.iter_data_extents(path, max_extent=MAX_PAGE_WRITE):
-        start, end = extent.offset, extent.offset + extent.length
-        if start % PAGE or end % PAGE or start < 0 or end > size:
+def _pieces(path: Path, size: int) -> list[Span]:
+    """The image's data regions in pieces of at most one Put Page (no reads)."""
+    pieces: list[Span] = []
+    for piece in vhd.data_pieces(path, max_extent=MAX_PAGE_WRITE):
+        start, end = piece.offset, piece.offset + piece.length
+        # The 4 MiB Put Page limit is ours to enforce, whatever the VHD module says.
+        if start % PAGE or end % PAGE or start < 0 or end > size or end - start > MAX_PAGE_WRITE:
             raise ImageError(
-                f"internal: data extent {_span_text((start, end))} is not page-aligned "
-                f"within the {size}-byte image"
+                f"internal: data piece {_span_text((start, end))} is not a page-aligned "
+                f"Put Page within the {size}-byte image"
             )
-        # The 4 MiB Put Page limit is ours to enforce, whatever the extents say.
-        yield from split_span((start, end), MAX_PAGE_WRITE)
+        pieces.append((start, end))
+    return pieces
 
 
 def _list_ranges(engine: _Engine, size: int) -> list[Span]:
@@ -1013,145 +1019,42 @@ def _preflight(path: Path, sas_url: str) -> int:
 
 
 def _transfer(engine: _Engine, *, path: Path, size: int, server: list[Span]) -> list[Span]:
-    """Send the extents while the image is scanned, then clear stale pages.
+    """Send the image's data, then clear stale pages; the page ranges the blob must now hold.
 
-    A scanner thread feeds the workers as it finds data, so that sending starts
-    at once instead of after a pass over the whole image; the pages the blob
-    holds where the image has no data are known, and cleared, once the scan
-    ends. Returns the page ranges the blob must now hold.
+    The work is the data regions the filesystem reports (no reads), in pieces of
+    at most 4 MiB: each worker reads its piece once and sends the non-zero runs
+    in it (the VHD module's data extents), so sending starts at once and the
+    image is read once. The pages the blob holds where the image has no data are
+    known when every piece has been read, and are cleared then.
     """
+    pieces = _pieces(path, size)
+    total = sum(e - s for s, e in pieces)
     log.info(
-        "uploading %s to %s; the blob holds %s, %d extents journalled",
+        "uploading %s (data regions of %s in %d pieces) to %s; the blob holds %s, "
+        "%d ranges journalled",
         path,
+        _mib(total),
+        len(pieces),
         display_url(engine.sas_url),
         _mib(sum(e - s for s, e in server)),
         len(engine.journal),
     )
-    scanner = _Scanner(engine, path=path, size=size, server=server)
     stop_flusher = threading.Event()
     flusher = _start_flusher(engine.journal, stop_flusher)
-    engine.progress.start(vhd.available_bytes(path))
+    engine.progress.start(total)
     try:
-        scanner.start()
-        try:
-            engine.run_pool(scanner.items(), partial(_work, engine, server=server))
-        except BaseException:
-            engine.stop.set()  # the scanner stops too
-            scanner.join(reraise=False)
-            raise
-        scanner.join()  # raises what stopped the scan (the workers stopped with it)
+        engine.run_pool(pieces, partial(engine.send_piece, server=server))
+        expected = merge_spans(engine.runs)
+        stale = subtract_spans(server, expected)
+        if stale:
+            log.info("clearing %d stale ranges the image has no data in", len(stale))
+            engine.run_pool(stale, engine.clear)
     finally:
         engine.progress.finish(engine.counters.done, engine.counters.bytes_sent)
         stop_flusher.set()
         flusher.join()
         engine.journal.flush()
-    return scanner.expected
-
-
-_Work = tuple[Literal["put", "clear"], Span]
-_SCAN_AHEAD: Final = 4096
-"""Work items the scanner may queue ahead of the workers (spans, not data)..."""
-_SCAN_AHEAD_BYTES: Final = 256 * 1024 * 1024
-"""...and image bytes: what the scan read is still cached when a worker reads it to send."""
-
-
-def _work(engine: _Engine, item: _Work, *, server: list[Span]) -> None:
-    kind, span = item
-    if kind == "put":
-        engine.send_extent(span, server)
-    else:
-        engine.clear(span)
-
-
-def _bytes_of(item: _Work | None) -> int:
-    """The image bytes a work item will read: an extent's length, nothing for a clear."""
-    if item is None or item[0] != "put":
-        return 0
-    return item[1][1] - item[1][0]
-
-
-class _Scanner:
-    """Finds the image's extents in its own thread and queues them as work items."""
-
-    def __init__(self, engine: _Engine, *, path: Path, size: int, server: list[Span]) -> None:
-        self._engine = engine
-        self._path = path
-        self._size = size
-        self._server = server
-        self._queue: queue.Queue[_Work | None] = queue.Queue(_SCAN_AHEAD)
-        self._ahead = 0
-        self._room = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="upload-scan", daemon=True)
-        self._error: BaseException | None = None
-        self.expected: list[Span] = []
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, *, reraise: bool = True) -> None:
-        """Wait for the scan; re-raise what stopped it."""
-        self._thread.join()
-        if self._error is not None and reraise:
-            raise self._error
-
-    def items(self) -> Iterator[_Work]:
-        """The work as it is found; ends when the scan ends or the upload stops.
-
-        Consumed by one worker at a time (the pool's lock), like any iterator."""
-        while True:
-            try:
-                item = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                if self._engine.stop.is_set() or not self._thread.is_alive():
-                    return
-                continue
-            if item is None:
-                return
-            with self._room:
-                self._ahead -= _bytes_of(item)
-                self._room.notify()
-            yield item
-
-    def _put(self, item: _Work | None) -> None:
-        size = _bytes_of(item)
-        with self._room:
-            while self._ahead and self._ahead + size > _SCAN_AHEAD_BYTES:
-                if self._engine.stop.is_set():
-                    raise _Stopped
-                self._room.wait(0.1)
-            self._ahead += size
-        while not self._engine.stop.is_set():
-            with contextlib.suppress(queue.Full):
-                self._queue.put(item, timeout=0.1)
-                return
-        raise _Stopped
-
-    def _run(self) -> None:
-        spans: list[Span] = []
-        try:
-            for span in _extents(self._path, self._size):
-                spans.append(span)
-                self._put(("put", span))
-            self.expected = merge_spans(spans)
-            stale = subtract_spans(self._server, self.expected)
-            total = sum(e - s for s, e in spans)
-            with self._engine.lock:
-                self._engine.progress.set_total(total)
-            log.info(
-                "scanned %s: %s in %d extents; %d stale ranges to clear",
-                self._path,
-                _mib(total),
-                len(spans),
-                len(stale),
-            )
-            for span in stale:
-                self._put(("clear", span))
-            self._put(None)
-        except _Stopped:
-            pass
-        except BaseException as error:  # noqa: BLE001 - re-raised by join()
-            self._error = error
-            self._engine.stop.set()
+    return expected
 
 
 def _verify(engine: _Engine, verify: Verify, size: int, expected: list[Span]) -> bool:

@@ -481,7 +481,7 @@ def _data_regions(fd: int, size: int) -> list[tuple[int, int]]:
     return regions
 
 
-def _nonzero_spans(buf: bytearray, length: int) -> Iterator[tuple[int, int]]:
+def _nonzero_spans(buf: bytes | bytearray, length: int) -> Iterator[tuple[int, int]]:
     """``(start, end)`` of the runs of *buf[:length]* that are not whole all-zero sectors.
 
     *length* is a multiple of 512. ``bytearray.find`` of 512 zero bytes runs in
@@ -958,11 +958,26 @@ def _iter_data_extents(path: Path, max_extent: int) -> Iterator[Extent]:
         yield from _pieces(start, end, max_extent)
 
 
-def available_bytes(path: Path) -> int:
-    """An upper bound of :func:`data_bytes` without reading: the bytes the filesystem
-    stores for *path* (its size where it cannot tell data from holes)."""
+def data_pieces(path: Path, *, max_extent: int = DEFAULT_MAX_EXTENT) -> list[Extent]:
+    """The file's data regions (``SEEK_DATA``), cut into pieces of at most *max_extent*
+    bytes, without reading anything: :func:`nonzero_runs` of each piece's bytes are
+    exactly the :func:`data_extents` inside it."""
+    if max_extent <= 0 or max_extent % SECTOR:
+        msg = f"max_extent must be a positive multiple of {SECTOR}, not {max_extent}"
+        raise ValueError(msg)
     with _open_image(path) as (fd, size):
-        return sum(end - start for start, end in _data_regions(fd, size))
+        return [
+            piece
+            for start, end in _data_regions(fd, size)
+            for piece in _pieces(start, end, max_extent)
+        ]
+
+
+def nonzero_runs(data: bytes | bytearray) -> list[tuple[int, int]]:
+    """``(start, end)`` within *data* of the runs that are not whole all-zero sectors;
+    *data* is read from a sector boundary (a short last sector counts as zero-padded)."""
+    padded = data if len(data) % SECTOR == 0 else bytes(data) + bytes(-len(data) % SECTOR)
+    return [(lo, min(hi, len(data))) for lo, hi in _nonzero_spans(padded, len(padded))]
 
 
 def _pieces(start: int, end: int, max_extent: int) -> Iterator[Extent]:

@@ -42,9 +42,6 @@ class TerminalProgress:
         self._started = self.clock()
         self._last = 0.0
 
-    def set_total(self, total: int) -> None:
-        self._total = total
-
     def _draw(self, done: int, sent: int, *, final: bool = False) -> None:
         filled = self.width * done // self._total if self._total else self.width
         bar = "#" * filled + "." * (self.width - filled)

@@ -9,6 +9,7 @@ SAS URL for it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -21,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -41,7 +43,6 @@ from tests.integration.faultproxy import FaultProxy, Faults, run_fault_proxy
 if TYPE_CHECKING:
     from collections.abc import Callable
     from contextlib import AbstractContextManager
-    from pathlib import Path
 
 MIB = 1024 * 1024
 FAST_RETRY = pageblob.RetryPolicy(attempts=12, initial=0.02, maximum=0.3)
@@ -209,9 +210,6 @@ class RecordingProgress:
     def start(self, total: int) -> None:
         self.calls.append(("start", total, 0))
 
-    def set_total(self, total: int) -> None:
-        self.calls.append(("set_total", total, 0))
-
     def update(self, done: int, sent: int) -> None:
         self.calls.append(("update", done, sent))
 
@@ -219,108 +217,98 @@ class RecordingProgress:
         self.calls.append(("finish", done, sent))
 
 
-def test_sending_starts_while_the_image_is_still_scanned(tmp_path, disk, fault_proxy, monkeypatch):
-    """The scan feeds the workers: the first page is on the disk before the scan ends."""
-    image = make_vhd(tmp_path, "stream", 40, [(MIB, 3 * MIB), (20 * MIB, 4 * MIB)], seed=8)
+def transfer_reads_of(image: Path, monkeypatch) -> list[tuple[int, int]]:
+    """Every ``os.pread`` of *image` once the transfer starts (after the image's
+    header and footer are inspected), as ``(offset, length)``."""
+    reads: list[tuple[int, int]] = []
+    started = threading.Event()
+    real_pread, real_preadv, real_pieces = os.pread, os.preadv, pageblob._pieces
+
+    def record(fd: int, offset: int, length: int) -> None:
+        if started.is_set() and Path(f"/proc/self/fd/{fd}").readlink() == image:
+            reads.append((offset, length))
+
+    def pread(fd: int, length: int, offset: int) -> bytes:
+        record(fd, offset, length)
+        return real_pread(fd, length, offset)
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        got = real_preadv(fd, buffers, offset)
+        record(fd, offset, got)
+        return got
+
+    def pieces(path: Path, size: int) -> list[tuple[int, int]]:
+        started.set()
+        return real_pieces(path, size)
+
+    monkeypatch.setattr(os, "pread", pread)
+    monkeypatch.setattr(os, "preadv", preadv)
+    monkeypatch.setattr(pageblob, "_pieces", pieces)
+    return reads
+
+
+def test_the_image_is_read_once_and_zero_sectors_are_not_sent(
+    tmp_path, disk, fault_proxy, monkeypatch
+):
+    # Written zeros are data to the filesystem (so they are read) but not to Azure.
+    image = tmp_path / "zeros.vhd"
+    rng = random.Random(11)  # noqa: S311 - test data
+    with image.open("wb") as handle:
+        handle.truncate(40 * MIB)
+        handle.seek(MIB)
+        handle.write(rng.randbytes(MIB) + bytes(MIB + 4096) + rng.randbytes(3 * MIB))
+        handle.seek(20 * MIB)
+        handle.write(rng.randbytes(5 * MIB))
+        handle.seek(40 * MIB)
+        handle.write(vhd.build_footer(40 * MIB))
     target = disk(image.stat().st_size)
-    real = vhd.iter_data_extents
-    overlapped = threading.Event()
-
-    def slow_scan(path, *, max_extent):
-        extents = real(path, max_extent=max_extent)
-        yield next(extents)
-        # The rest of the image is "still being read" until the first page is written.
-        deadline = time.monotonic() + 10
-        while proxy.stats.page_writes == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if proxy.stats.page_writes:
-            overlapped.set()
-        yield from extents
-
-    monkeypatch.setattr(vhd, "iter_data_extents", slow_scan)
+    pieces = [(p.offset, p.offset + p.length) for p in vhd.data_pieces(image)]
+    reads = transfer_reads_of(image, monkeypatch)
     progress = RecordingProgress()
     with fault_proxy(Faults()) as proxy:
         result = pageblob.upload_vhd(
-            path=image, sas_url=proxy.url(target.sas()), use_journal=False, progress=progress
+            path=image,
+            sas_url=proxy.url(target.sas()),
+            use_journal=False,
+            concurrency=2,
+            progress=progress,
         )
-    assert overlapped.is_set()
     assert target.digest() == sha256_file(image)
-    assert result.bytes_sent == result.data_bytes == 7 * MIB + 512
-    # Progress starts from what the filesystem stores, then learns the exact total.
-    kinds = [call[0] for call in progress.calls]
-    assert kinds[0] == "start"
-    assert progress.calls[0][1] >= result.data_bytes
-    assert ("set_total", result.data_bytes, 0) in progress.calls
-    assert progress.calls[-1] == ("finish", result.data_bytes, result.bytes_sent)
+    # Each piece of the data regions was read once, nothing else (no separate scan).
+    assert sorted((o, o + n) for o, n in reads) == pieces
+    # The 1 MiB + 4 KiB of zeros inside the data were read, not sent.
+    assert result.bytes_sent == result.data_bytes == 9 * MIB + 512
+    assert proxy.stats.page_bytes == result.bytes_sent
+    assert target.ranges() == [
+        (MIB, 2 * MIB),
+        (3 * MIB + 4096, 6 * MIB + 4096),
+        (20 * MIB, 25 * MIB),
+        (40 * MIB, 40 * MIB + 512),
+    ]
+    # Progress counts the data regions, read to the end.
+    total = sum(e - s for s, e in pieces)
+    assert progress.calls[0] == ("start", total, 0)
+    assert progress.calls[-1] == ("finish", total, result.bytes_sent)
 
 
-def test_the_scan_runs_a_bounded_distance_ahead_of_the_sends(
-    tmp_path, disk, fault_proxy, monkeypatch
-):
-    """What the scan read must still be cached when a worker reads it: it may not run far ahead."""
-    monkeypatch.setattr(pageblob, "_SCAN_AHEAD_BYTES", 8 * MIB)
-    image = make_vhd(tmp_path, "ahead", 72, [(0, 64 * MIB)], seed=10)
-    target = disk(image.stat().st_size)
-    real = vhd.iter_data_extents
-    found: list[vhd.Extent] = []
-
-    def counting_scan(path, *, max_extent):
-        for extent in real(path, max_extent=max_extent):
-            found.append(extent)
-            yield extent
-
-    monkeypatch.setattr(vhd, "iter_data_extents", counting_scan)
-    failures: list[BaseException] = []
-
-    def run(sas_url: str) -> None:
-        try:
-            pageblob.upload_vhd(path=image, sas_url=sas_url, use_journal=False, concurrency=2)
-        except BaseException as error:  # noqa: BLE001 - handed to the test thread
-            failures.append(error)
-
-    # One page write gets through, then the sends stall: the scan must stop too.
-    with fault_proxy(Faults(hold_after=1)) as proxy:
-        worker = threading.Thread(target=run, args=(proxy.url(target.sas()),))
-        worker.start()
-        deadline = time.monotonic() + 10
-        while proxy.stats.held < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.5)  # time enough to scan all 64 MiB, were it allowed to
-        scanned_while_stalled = len(found)
-        proxy.release()
-        worker.join(timeout=60)
-    assert failures == []
-    # Sent (1) + held by the two workers (2) + 8 MiB queued (2) + one waiting for room (1).
-    assert scanned_while_stalled <= 6, found
-    assert len(found) == 17
-    assert target.digest() == sha256_file(image)
-
-
-def test_a_read_error_during_the_scan_stops_the_upload_and_a_rerun_resumes(
-    tmp_path, disk, monkeypatch
-):
+def test_a_read_error_stops_the_upload_and_a_rerun_resumes(tmp_path, disk, monkeypatch):
     image = make_vhd(tmp_path, "readerr", 40, [(0, 12 * MIB), (30 * MIB, 1 * MIB)], seed=9)
     target = disk(image.stat().st_size)
-    real = vhd.iter_data_extents
+    real = os.pread
 
-    def failing_scan(path, *, max_extent):
-        extents = real(path, max_extent=max_extent)
-        yield next(extents)
-        yield next(extents)
-        # The disk fails under the scan once the first two extents are on the blob.
-        deadline = time.monotonic() + 10
-        while target.ranges() != [(0, 8 * MIB)] and time.monotonic() < deadline:
-            time.sleep(0.01)
-        raise ImageError(f"{path}: read error at offset {8 * MIB}: Input/output error")
+    def failing_pread(fd: int, length: int, offset: int) -> bytes:
+        if offset == 8 * MIB and Path(f"/proc/self/fd/{fd}").readlink() == image:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(fd, length, offset)
 
-    monkeypatch.setattr(vhd, "iter_data_extents", failing_scan)
+    monkeypatch.setattr(os, "pread", failing_pread)
     journal = tmp_path / "journal"
-    with pytest.raises(ImageError, match="read error at offset 8388608"):
-        pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal)
-    monkeypatch.setattr(vhd, "iter_data_extents", real)
+    with pytest.raises(ImageError, match="cannot read the image at bytes 8388608-"):
+        pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal, concurrency=1)
+    monkeypatch.setattr(os, "pread", real)
     result = pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal)
     assert target.digest() == sha256_file(image)
-    # The extents sent before the error are not sent again.
+    # The data sent before the error is not sent again.
     assert result.bytes_sent == result.data_bytes - 8 * MIB
     assert result.ranges_skipped == 2
 
