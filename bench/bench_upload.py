@@ -20,6 +20,8 @@ a fresh Azurite with its own storage and a page blob pre-created like a disk's:
           checksums: the ceiling of Azurite + loopback on this machine
   ours-md5, ours-nosum    ours with Content-MD5 instead of CRC64 / with no checksum
   ideal-md5               the ideal client with Content-MD5: what MD5 costs here
+  ideal-read              the ideal client reading each range from the file as it sends
+                          it: the ceiling for any client that uploads a file
 
 Prints median wall time of the upload itself (the child's own clock, process
 start-up excluded; for az the whole process), bytes sent, peak RSS and ratios.
@@ -148,10 +150,15 @@ def child_sdk(image: Path, sas: str, concurrency: int) -> dict[str, object]:
     return {"seconds": time.perf_counter() - started}
 
 
-def child_ideal(image: Path, sas: str, concurrency: int, *, md5: bool = False) -> dict[str, object]:
+def child_ideal(
+    image: Path, sas: str, concurrency: int, *, md5: bool = False, read: bool = False
+) -> dict[str, object]:
     extents = vhd.data_extents(image, max_extent=pageblob.MAX_PAGE_WRITE)
-    with image.open("rb") as handle:
-        payloads = [(e.offset, os.pread(handle.fileno(), e.length, e.offset)) for e in extents]
+    fd = os.open(image, os.O_RDONLY)
+    # From memory (read before the clock starts), or read from the file as it is sent.
+    payloads: list[tuple[int, bytes | int]] = [
+        (e.offset, e.length if read else os.pread(fd, e.length, e.offset)) for e in extents
+    ]
     parts = urlsplit(sas)
     target = f"{parts.path}?comp=page&{parts.query}"
     queue = iter(payloads)
@@ -165,7 +172,8 @@ def child_ideal(image: Path, sas: str, concurrency: int, *, md5: bool = False) -
                 item = next(queue, None)
             if item is None:
                 break
-            offset, data = item
+            offset, payload = item
+            data = os.pread(fd, payload, offset) if isinstance(payload, int) else payload
             headers = {
                 "x-ms-page-write": "update",
                 "x-ms-range": f"bytes={offset}-{offset + len(data) - 1}",
@@ -189,9 +197,10 @@ def child_ideal(image: Path, sas: str, concurrency: int, *, md5: bool = False) -
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - started
+    os.close(fd)
     if errors:
         raise SystemExit(f"ideal client: {errors[:3]}")
-    return {"seconds": seconds, "bytes_sent": sum(len(d) for _, d in payloads)}
+    return {"seconds": seconds, "bytes_sent": sum(e.length for e in extents)}
 
 
 def child_ours_nochecksum(image: Path, sas: str, concurrency: int) -> dict[str, object]:
@@ -214,6 +223,10 @@ def child_ideal_md5(image: Path, sas: str, concurrency: int) -> dict[str, object
     return child_ideal(image, sas, concurrency, md5=True)
 
 
+def child_ideal_read(image: Path, sas: str, concurrency: int) -> dict[str, object]:
+    return child_ideal(image, sas, concurrency, read=True)
+
+
 CHILDREN = {
     "ours": child_ours,
     "ours-md5": child_ours_md5,
@@ -221,6 +234,7 @@ CHILDREN = {
     "sdk": child_sdk,
     "ideal": child_ideal,
     "ideal-md5": child_ideal_md5,
+    "ideal-read": child_ideal_read,
 }
 
 
@@ -344,7 +358,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", default=",".join(IMAGES))
-    parser.add_argument("--clients", default="ours,ours-md5,ours-nosum,sdk,az,ideal,ideal-md5")
+    parser.add_argument(
+        "--clients", default="ours,ours-md5,ours-nosum,sdk,az,ideal,ideal-read,ideal-md5"
+    )
     parser.add_argument("--concurrency", type=int, default=pageblob.DEFAULT_CONCURRENCY)
     parser.add_argument("--sweep", default="", help="e.g. 1,2,4,8,16: our time per concurrency")
     parser.add_argument("--sweep-image", default="4g-25")
