@@ -4,8 +4,9 @@ Azure accepts exactly one shape of disk: a fixed VHD whose virtual size is a
 whole number of MiB, followed by a valid 512-byte footer at the very end of
 the file. :func:`inspect` finds out whether a file is that, in milliseconds and
 without reading the disk's contents, and reports every problem it sees.
-:func:`data_extents` lists the byte ranges that hold non-zero data, which is
-what the upload engine sends. :func:`convert` writes a new, Azure-ready file
+:func:`data_extents` lists the byte ranges that hold non-zero data: what the
+upload engine sends, which finds it piece by piece as it reads (:func:`data_pieces`,
+:func:`nonzero_runs`). :func:`convert` writes a new, Azure-ready file
 from a raw image, a dynamic VHD or a mis-sized fixed VHD in pure Python, and
 from qcow2 and other formats through ``qemu-img``.
 
@@ -928,43 +929,22 @@ def data_extents(path: Path, *, max_extent: int = DEFAULT_MAX_EXTENT) -> list[Ex
     trimmed of all-zero sectors. A range may end past the end of a file whose
     size is not a multiple of 512 (never for a VHD).
     """
-    return list(iter_data_extents(path, max_extent=max_extent))
-
-
-def iter_data_extents(path: Path, *, max_extent: int = DEFAULT_MAX_EXTENT) -> Iterator[Extent]:
-    """:func:`data_extents` as they are found, so that a consumer can start on the first
-    while the rest of the file is read. The file stays open until the iterator ends."""
-    if max_extent <= 0 or max_extent % SECTOR:
-        msg = f"max_extent must be a positive multiple of {SECTOR}, not {max_extent}"
-        raise ValueError(msg)
-    return _iter_data_extents(path, max_extent)
-
-
-def _iter_data_extents(path: Path, max_extent: int) -> Iterator[Extent]:
-    # Adjacent non-zero runs are joined, then cut into max_extent pieces from the
-    # start of the joined run: the same extents whether or not runs cross chunks.
-    start = end = 0
+    _check_max_extent(max_extent)
+    merged: list[list[int]] = []
     with _open_image(path) as (fd, size):
         for offset, data in _file_runs(fd, size, path):
-            if offset != end:
-                if end > start:
-                    yield from _pieces(start, end, max_extent)
-                start = offset
-            end = offset + len(data)
-            while end - start >= max_extent:
-                yield Extent(start, max_extent)
-                start += max_extent
-    if end > start:
-        yield from _pieces(start, end, max_extent)
+            if merged and merged[-1][1] == offset:
+                merged[-1][1] = offset + len(data)
+            else:
+                merged.append([offset, offset + len(data)])
+    return [piece for start, end in merged for piece in _pieces(start, end, max_extent)]
 
 
 def data_pieces(path: Path, *, max_extent: int = DEFAULT_MAX_EXTENT) -> list[Extent]:
     """The file's data regions (``SEEK_DATA``), cut into pieces of at most *max_extent*
     bytes, without reading anything: :func:`nonzero_runs` of each piece's bytes are
     exactly the :func:`data_extents` inside it."""
-    if max_extent <= 0 or max_extent % SECTOR:
-        msg = f"max_extent must be a positive multiple of {SECTOR}, not {max_extent}"
-        raise ValueError(msg)
+    _check_max_extent(max_extent)
     with _open_image(path) as (fd, size):
         return [
             piece
@@ -978,6 +958,12 @@ def nonzero_runs(data: bytes | bytearray) -> list[tuple[int, int]]:
     *data* is read from a sector boundary (a short last sector counts as zero-padded)."""
     padded = data if len(data) % SECTOR == 0 else bytes(data) + bytes(-len(data) % SECTOR)
     return [(lo, min(hi, len(data))) for lo, hi in _nonzero_spans(padded, len(padded))]
+
+
+def _check_max_extent(max_extent: int) -> None:
+    if max_extent <= 0 or max_extent % SECTOR:
+        msg = f"max_extent must be a positive multiple of {SECTOR}, not {max_extent}"
+        raise ValueError(msg)
 
 
 def _pieces(start: int, end: int, max_extent: int) -> Iterator[Extent]:

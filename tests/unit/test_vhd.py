@@ -482,7 +482,6 @@ def test_extents_are_the_nonzero_runs_cut_from_their_start(tmp_path, max_extent)
         for start, end in brute_force_extents(image)
         for offset in range(start, end, max_extent)
     ]
-    assert list(vhd.iter_data_extents(image, max_extent=max_extent)) == expected
     assert vhd.data_extents(image, max_extent=max_extent) == expected
     # Read piece by piece, the non-zero runs of the data regions are the same data.
     content = image.read_bytes()
@@ -494,24 +493,6 @@ def test_extents_are_the_nonzero_runs_cut_from_their_start(tmp_path, max_extent)
         for lo, hi in vhd.nonzero_runs(content[p.offset : p.offset + p.length])
     ]
     assert merged(runs) == brute_force_extents(image)
-
-
-def test_the_extent_iterator_starts_before_the_file_is_read(tmp_path, monkeypatch):
-    writes = {0: b"\x01" * MIB, 8 * MIB: b"\x03", 60 * MIB: b"\x02"}
-    image = make_raw(tmp_path / "r.raw", 64 * MIB, writes)
-    reads: list[int] = []
-    real_preadv = os.preadv
-
-    def preadv(fd, buffers, offset):
-        reads.append(offset)
-        return real_preadv(fd, buffers, offset)
-
-    monkeypatch.setattr(os, "preadv", preadv)
-    extents = vhd.iter_data_extents(image)
-    assert next(extents) == vhd.Extent(0, MIB)
-    # A run is known to have ended when the next one is found, and no later.
-    assert max(reads) < 60 * MIB
-    assert list(extents) == [vhd.Extent(8 * MIB, 512), vhd.Extent(60 * MIB, 512)]
 
 
 def test_extents_of_a_sparse_file_with_no_data(tmp_path):
