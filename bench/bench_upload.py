@@ -45,8 +45,13 @@ import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -203,18 +208,12 @@ def child_ideal(
     return {"seconds": seconds, "bytes_sent": sum(e.length for e in extents)}
 
 
-def child_ours_nochecksum(image: Path, sas: str, concurrency: int) -> dict[str, object]:
+def _child_ours_checksum(
+    checksum: pageblob.Checksum, image: Path, sas: str, concurrency: int
+) -> dict[str, object]:
     started = _start_clocks()
     result = pageblob.upload_vhd(
-        path=image, sas_url=sas, concurrency=concurrency, use_journal=False, checksum="none"
-    )
-    return {"seconds": time.perf_counter() - started, "bytes_sent": result.bytes_sent}
-
-
-def child_ours_md5(image: Path, sas: str, concurrency: int) -> dict[str, object]:
-    started = _start_clocks()
-    result = pageblob.upload_vhd(
-        path=image, sas_url=sas, concurrency=concurrency, use_journal=False, checksum="md5"
+        path=image, sas_url=sas, concurrency=concurrency, use_journal=False, checksum=checksum
     )
     return {"seconds": time.perf_counter() - started, "bytes_sent": result.bytes_sent}
 
@@ -227,10 +226,10 @@ def child_ideal_read(image: Path, sas: str, concurrency: int) -> dict[str, objec
     return child_ideal(image, sas, concurrency, read=True)
 
 
-CHILDREN = {
+CHILDREN: dict[str, Callable[[Path, str, int], dict[str, object]]] = {
     "ours": child_ours,
-    "ours-md5": child_ours_md5,
-    "ours-nosum": child_ours_nochecksum,
+    "ours-md5": partial(_child_ours_checksum, "md5"),
+    "ours-nosum": partial(_child_ours_checksum, "none"),
     "sdk": child_sdk,
     "ideal": child_ideal,
     "ideal-md5": child_ideal_md5,
