@@ -217,15 +217,20 @@ class RecordingProgress:
         self.calls.append(("finish", done, sent))
 
 
+def is_file(fd: int, path: Path) -> bool:
+    """Whether the open file descriptor *fd* is *path*."""
+    return Path(f"/proc/self/fd/{fd}").readlink() == path
+
+
 def transfer_reads_of(image: Path, monkeypatch) -> list[tuple[int, int]]:
-    """Every ``os.pread`` of *image` once the transfer starts (after the image's
-    header and footer are inspected), as ``(offset, length)``."""
+    """Every read of *image* once the transfer starts (after the image's header
+    and footer are inspected), as ``(offset, length)``."""
     reads: list[tuple[int, int]] = []
     started = threading.Event()
     real_pread, real_preadv, real_pieces = os.pread, os.preadv, pageblob._pieces
 
     def record(fd: int, offset: int, length: int) -> None:
-        if started.is_set() and Path(f"/proc/self/fd/{fd}").readlink() == image:
+        if started.is_set() and is_file(fd, image):
             reads.append((offset, length))
 
     def pread(fd: int, length: int, offset: int) -> bytes:
@@ -297,7 +302,7 @@ def test_a_read_error_stops_the_upload_and_a_rerun_resumes(tmp_path, disk, monke
     real = os.pread
 
     def failing_pread(fd: int, length: int, offset: int) -> bytes:
-        if offset == 8 * MIB and Path(f"/proc/self/fd/{fd}").readlink() == image:
+        if offset == 8 * MIB and is_file(fd, image):
             raise OSError(errno.EIO, "Input/output error")
         return real(fd, length, offset)
 
