@@ -92,3 +92,16 @@ def test_falls_back_to_the_sdk_extension_without_awscrt():
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout
     assert out.split() == ["azure-storage-extensions", "0xae8b14860a799888"]
+
+
+@pytest.mark.parametrize("kind", ["crc64", "md5"])
+def test_a_checksum_taken_in_parts_equals_the_whole(kind):
+    rng = random.Random(kind)  # noqa: S311 - test data
+    data = rng.randbytes(100_000)
+    for _ in range(20):
+        cuts = sorted(rng.sample(range(1, len(data)), rng.randrange(0, 6)))
+        running = checksum.Running(kind)
+        for lo, hi in zip([0, *cuts], [*cuts, len(data)], strict=True):
+            running.update(memoryview(data)[lo:hi])
+        assert running.header() == checksum.header(kind, data)
+    assert checksum.Running(kind).header() == checksum.header(kind, b"")
