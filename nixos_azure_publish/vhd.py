@@ -482,14 +482,18 @@ def _data_regions(fd: int, size: int) -> list[tuple[int, int]]:
     return regions
 
 
-def _nonzero_spans(buf: bytes | bytearray, length: int) -> Iterator[tuple[int, int]]:
-    """``(start, end)`` of the runs of *buf[:length]* that are not whole all-zero sectors.
+def _nonzero_spans(
+    buf: bytes | bytearray, length: int, start: int = 0
+) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of the runs of *buf[start:length]* that are not whole all-zero
+    sectors, as offsets in *buf*.
 
-    *length* is a multiple of 512. ``bytearray.find`` of 512 zero bytes runs in
-    C and skips dense data quickly; only zero runs are walked in Python.
+    *start* and *length* are multiples of 512. ``bytearray.find`` of 512 zero
+    bytes runs in C and skips dense data quickly; only zero runs are walked in
+    Python.
     """
-    run_start = 0
-    search = 0
+    run_start = start
+    search = start
     while search < length:
         hit = buf.find(_ZERO_SECTOR, search, length)
         if hit < 0:
@@ -951,6 +955,17 @@ def data_pieces(path: Path, *, max_extent: int = DEFAULT_MAX_EXTENT) -> list[Ext
             for start, end in _data_regions(fd, size)
             for piece in _pieces(start, end, max_extent)
         ]
+
+
+def sector_runs(buf: bytes | bytearray, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """``(lo, hi)`` offsets in *buf* of the runs of *buf[start:end]* that are not whole
+    all-zero sectors; *start* and *end* are sector boundaries. Unlike
+    :func:`nonzero_runs`, nothing is copied: a part of a larger buffer is searched
+    in place."""
+    if start % SECTOR or end % SECTOR or not 0 <= start <= end <= len(buf):
+        msg = f"sector_runs needs sector boundaries within the buffer, not {start}..{end}"
+        raise ValueError(msg)
+    return _nonzero_spans(buf, end, start)
 
 
 def nonzero_runs(data: bytes | bytearray) -> list[tuple[int, int]]:

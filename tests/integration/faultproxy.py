@@ -61,6 +61,9 @@ class Faults:
     all_requests: bool = False
     hold_after: int | None = None
     """Forward this many page writes, then hold every request until :meth:`FaultProxy.release`."""
+    idle_timeout: float | None = None
+    """Close a client connection that sends no request for this long, as servers close
+    idle keep-alive connections (without telling the client first)."""
 
 
 @dataclass
@@ -76,6 +79,9 @@ class Stats:
     checked: Counter[str] = field(default_factory=Counter)
     """Page writes whose checksum was checked, by kind (``md5``, ``crc64``)."""
     mismatches: int = 0
+    connections: int = 0
+    proxied: int = 0
+    """Requests that named a whole URL, as clients do through a forward proxy."""
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -93,7 +99,13 @@ class _Handler(socketserver.StreamRequestHandler):
         proxy.track(self.connection)
         try:
             while not proxy.stopping.is_set():
-                request = self._read_request()
+                self.connection.settimeout(proxy.faults.idle_timeout)
+                try:
+                    line = self.rfile.readline(65537)
+                except TimeoutError:
+                    return
+                self.connection.settimeout(None)
+                request = self._read_request(line)
                 if request is None:
                     return
                 if not proxy.serve(self, upstream, request):
@@ -104,11 +116,14 @@ class _Handler(socketserver.StreamRequestHandler):
             upstream.close()
             proxy.untrack(self.connection)
 
-    def _read_request(self) -> _Request | None:
-        line = self.rfile.readline(65537)
+    def _read_request(self, line: bytes) -> _Request | None:
         if not line:
             return None
         method, target, _ = line.decode("latin-1").split(" ", 2)
+        if target.startswith("http://"):  # absolute form: we are the client's forward proxy
+            with self.server.proxy.lock:
+                self.server.proxy.stats.proxied += 1
+            target = urlunsplit(urlsplit(target)._replace(scheme="", netloc=""))
         headers: list[tuple[str, str]] = []
         length = 0
         while True:
@@ -181,9 +196,14 @@ class FaultProxy:
         self.faults.hold_after = None
         self.released.set()
 
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
+
     def track(self, conn: socket.socket) -> None:
         with self._lock:
             self._connections.add(conn)
+            self.stats.connections += 1
 
     def untrack(self, conn: socket.socket) -> None:
         with self._lock:

@@ -33,7 +33,7 @@ from azure.storage.blob import (
     generate_blob_sas,
 )
 
-from nixos_azure_publish import pageblob, vhd
+from nixos_azure_publish import pageblob, piece, vhd
 from nixos_azure_publish.cli import main
 from nixos_azure_publish.emulator.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
 from nixos_azure_publish.errors import ImageError, SasExpiredError, UploadError, UsageError
@@ -279,8 +279,11 @@ def test_the_image_is_read_once_and_zero_sectors_are_not_sent(
             progress=progress,
         )
     assert target.digest() == sha256_file(image)
-    # Each piece of the data regions was read once, nothing else (no separate scan).
-    assert sorted((o, o + n) for o, n in reads) == pieces
+    # Each byte of the data regions was read once (in cache-sized chunks), nothing
+    # else (no separate scan).
+    assert sum(n for _, n in reads) == sum(e - s for s, e in pieces)
+    assert pageblob.merge_spans((o, o + n) for o, n in reads) == pageblob.merge_spans(pieces)
+    assert max(n for _, n in reads) <= piece.CHUNK
     # The 1 MiB + 4 KiB of zeros inside the data were read, not sent.
     assert result.bytes_sent == result.data_bytes == 9 * MIB + 512
     assert proxy.stats.page_bytes == result.bytes_sent
@@ -299,18 +302,19 @@ def test_the_image_is_read_once_and_zero_sectors_are_not_sent(
 def test_a_read_error_stops_the_upload_and_a_rerun_resumes(tmp_path, disk, monkeypatch):
     image = make_vhd(tmp_path, "readerr", 40, [(0, 12 * MIB), (30 * MIB, 1 * MIB)], seed=9)
     target = disk(image.stat().st_size)
-    real = os.pread
+    real = os.preadv
 
-    def failing_pread(fd: int, length: int, offset: int) -> bytes:
-        if offset == 8 * MIB and is_file(fd, image):
+    def failing_preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        if offset == 8 * MIB + piece.CHUNK and is_file(fd, image):
             raise OSError(errno.EIO, "Input/output error")
-        return real(fd, length, offset)
+        return real(fd, buffers, offset)
 
-    monkeypatch.setattr(os, "pread", failing_pread)
+    monkeypatch.setattr(os, "preadv", failing_preadv)
     journal = tmp_path / "journal"
-    with pytest.raises(ImageError, match="cannot read the image at bytes 8388608-"):
+    # The error names the piece it is in.
+    with pytest.raises(ImageError, match="cannot read the image at bytes 8388608-12582911: "):
         pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal, concurrency=1)
-    monkeypatch.setattr(os, "pread", real)
+    monkeypatch.setattr(os, "preadv", real)
     result = pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal)
     assert target.digest() == sha256_file(image)
     # The data sent before the error is not sent again.
@@ -424,6 +428,43 @@ def test_upload_through_faults_ends_byte_identical(tmp_path, disk, fault_proxy, 
     assert result.ranges_retried >= 1
     assert result.verified
     assert target.digest() == sha256_file(image)
+
+
+def test_a_connection_the_server_closed_while_idle_is_opened_again_not_failed(
+    tmp_path, disk, fault_proxy
+):
+    # Servers close idle keep-alive connections without notice (Azure after minutes,
+    # Azurite after 5 s); a page write must not be sent into one and fail.
+    target = disk(MIB)
+    data = random.Random(4).randbytes(512)  # noqa: S311 - test data
+    with fault_proxy(Faults(idle_timeout=0.2)) as proxy:
+        blob = pageblob.SdkPageBlob(proxy.url(target.sas()), pool_size=1)
+        try:
+            blob.put_pages(0, data)
+            time.sleep(0.6)  # the proxy has closed the connection by now
+            blob.put_pages(512, data)
+            blob.clear_pages(0, 512)
+        finally:
+            blob.close()
+    assert proxy.stats.connections == 2
+    assert proxy.stats.page_writes == 3  # two updates and a clear
+    assert target.ranges() == [(512, 1024)]
+
+
+def test_uploads_through_the_proxy_the_environment_names(tmp_path, disk, fault_proxy, monkeypatch):
+    image = make_vhd(tmp_path, "proxied", 24, [(0, 5 * MIB), (12 * MIB, 4096)], seed=12)
+    target = disk(image.stat().st_size)
+    with fault_proxy(Faults()) as proxy:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.port}")
+        result = pageblob.upload_vhd(path=image, sas_url=target.sas(), use_journal=False)
+        monkeypatch.undo()
+    assert target.digest() == sha256_file(image)
+    # Every page write went through the proxy, naming the whole URL as RFC 9112 asks.
+    assert proxy.stats.page_writes == result.ranges_sent == 4  # 4 MiB, 1 MiB, 4 KiB, footer
+    assert proxy.stats.proxied == proxy.stats.requests >= result.ranges_sent
 
 
 def test_throttling_honours_retry_after(tmp_path, disk, fault_proxy):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import random
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -96,8 +97,13 @@ def test_connection_errors_and_checksum_mismatches_are_transient():
         ServiceRequestError("connection reset"),
         ServiceResponseError("read timed out"),
         http_error(400, "Md5Mismatch"),
+        http_error(400, "Crc64Mismatch"),
+        http.client.RemoteDisconnected("Remote end closed connection without response"),
+        http.client.IncompleteRead(b"", 10),
+        BrokenPipeError(32, "Broken pipe"),
+        TimeoutError("timed out"),
     ):
-        assert isinstance(classify(error, what="w", sas_url=SAS), pageblob._Transient)
+        assert isinstance(classify(error, what="w", sas_url=SAS), pageblob._Transient), error
 
 
 def test_expired_sas_is_reported_as_expired_without_the_signature():
