@@ -33,6 +33,7 @@ import os
 import random
 import re
 import shutil
+import ssl
 import subprocess
 import threading
 import time
@@ -325,11 +326,41 @@ _SAS_HINT: Final = (
 )
 
 
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """*error* and the errors it wraps: Python's chain, azure-core's ``inner_exception``,
+    urllib3's ``reason`` and exceptions passed as arguments (as requests does)."""
+    seen: set[int] = set()
+    todo = [error]
+    while todo and len(seen) < 20:  # noqa: PLR2004 - a bound, not a tunable
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [
+            current.__cause__,
+            current.__context__,
+            getattr(current, "inner_exception", None),
+            getattr(current, "reason", None),
+            *current.args,
+        ]
+        todo.extend(e for e in linked if isinstance(e, BaseException))
+
+
 def classify(error: BaseException, *, what: str, sas_url: str) -> _Transient | PublishError:
     """Whether *error* from the storage service is worth retrying, or the error to report."""
-    if isinstance(error, urllib3.exceptions.SSLError):
+    tls = next(
+        (
+            e
+            for e in _causes(error)
+            if isinstance(e, ssl.SSLCertVerificationError | urllib3.exceptions.SSLError)
+        ),
+        None,
+    )
+    if tls is not None:
+        # Retrying cannot make a certificate trusted: stop at once.
         return UploadError(
-            f"{what}: TLS with {display_url(sas_url)} failed: {_first_line(error)}",
+            f"{what}: TLS with {display_url(sas_url)} failed: {_first_line(tls)}",
             hint="Trust the endpoint's certificate (--ca-cert for a local emulator)",
         )
     if isinstance(
@@ -339,6 +370,7 @@ def classify(error: BaseException, *, what: str, sas_url: str) -> _Transient | P
         | DecodeError
         | urllib3.exceptions.HTTPError
         | http.client.HTTPException  # a broken response, from a connection used directly
+        | ssl.SSLError  # a TLS connection cut mid-way (an untrusted certificate is above)
         | ConnectionError
         | TimeoutError,
     ):

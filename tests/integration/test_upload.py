@@ -35,7 +35,8 @@ from azure.storage.blob import (
 
 from nixos_azure_publish import pageblob, piece, vhd
 from nixos_azure_publish.cli import main
-from nixos_azure_publish.emulator.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
+from nixos_azure_publish.emulator.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, run_azurite
+from nixos_azure_publish.emulator.certs import write_self_signed
 from nixos_azure_publish.errors import ImageError, SasExpiredError, UploadError, UsageError
 from tests.conftest import REPO, require_tool
 from tests.integration.faultproxy import FaultProxy, Faults, run_fault_proxy
@@ -465,6 +466,35 @@ def test_uploads_through_the_proxy_the_environment_names(tmp_path, disk, fault_p
     # Every page write went through the proxy, naming the whole URL as RFC 9112 asks.
     assert proxy.stats.page_writes == result.ranges_sent == 4  # 4 MiB, 1 MiB, 4 KiB, footer
     assert proxy.stats.proxied == proxy.stats.requests >= result.ranges_sent
+
+
+def test_uploads_over_https_and_refuses_an_untrusted_certificate(tmp_path, monkeypatch):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    write_self_signed(cert, key)
+    image = make_vhd(tmp_path, "tls", 24, [(0, 5 * MIB), (12 * MIB, 4096)], seed=13)
+    size = image.stat().st_size
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    with run_azurite(location=tmp_path / "azurite", cert=cert, key=key) as azurite:
+        service = BlobServiceClient.from_connection_string(
+            azurite.connection_string, connection_verify=str(cert)
+        )
+        admin = service.create_container("disks").get_blob_client("disk.vhd")
+        admin.create_page_blob(size)
+        target = Disk(azurite, "disks", "disk.vhd", admin)
+        assert target.sas().startswith("https://")
+        # Without trusting the certificate: one clear error, nothing written.
+        with pytest.raises(
+            UploadError,
+            match=r"TLS with https://127\.0\.0\.1:\d+/\S+ failed: .*CERTIFICATE_VERIFY_FAILED",
+        ):
+            pageblob.upload_vhd(path=image, sas_url=target.sas(), use_journal=False)
+        assert target.ranges() == []
+        result = pageblob.upload_vhd(
+            path=image, sas_url=target.sas(), use_journal=False, connection_verify=str(cert)
+        )
+        assert result.verified
+        assert target.digest() == sha256_file(image)
 
 
 def test_throttling_honours_retry_after(tmp_path, disk, fault_proxy):

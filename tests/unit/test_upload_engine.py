@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import http.client
 import random
+import ssl
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
+import requests
+import urllib3
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
 from nixos_azure_publish import pageblob
@@ -100,10 +103,26 @@ def test_connection_errors_and_checksum_mismatches_are_transient():
         http_error(400, "Crc64Mismatch"),
         http.client.RemoteDisconnected("Remote end closed connection without response"),
         http.client.IncompleteRead(b"", 10),
+        ssl.SSLEOFError(8, "EOF occurred in violation of protocol"),
         BrokenPipeError(32, "Broken pipe"),
         TimeoutError("timed out"),
     ):
         assert isinstance(classify(error, what="w", sas_url=SAS), pageblob._Transient), error
+
+
+def test_an_untrusted_certificate_is_fatal_however_deeply_it_is_wrapped():
+    cause = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] self-signed")
+    # As the SDK reports it: azure-core around requests around urllib3 around ssl.
+    reason = urllib3.exceptions.SSLError(cause)
+    retries = urllib3.exceptions.MaxRetryError(None, "/blob?sig=SECRET", reason)  # type: ignore[arg-type]
+    outer = requests.exceptions.SSLError(retries)
+    wrapped = ServiceRequestError(outer, error=outer)
+    for error in (cause, reason, wrapped):
+        verdict = classify(error, what="read blob properties", sas_url=SAS)
+        assert isinstance(verdict, UploadError), error
+        assert "TLS with https://md-abc.z1.blob.storage.azure.net/xyz/abcd failed" in str(verdict)
+        assert "CERTIFICATE_VERIFY_FAILED" in str(verdict)
+        assert "SECRET" not in str(verdict)
 
 
 def test_expired_sas_is_reported_as_expired_without_the_signature():
