@@ -8,10 +8,12 @@ upload blob must only receive pages). The plan:
 2. list the blob's page ranges once, and load the local journal of ranges
    finished by an earlier run (keyed by file identity, blob URL and blob
    creation time);
-3. clear the pages the blob holds where the image has no data (a reused disk);
-4. send every data extent of the image (the VHD module's: non-zero sectors,
+3. send every data extent of the image (the VHD module's: non-zero sectors,
    at most 4 MiB each) with a bounded pool of workers, except extents an
-   earlier run finished and the blob still holds;
+   earlier run finished and the blob still holds. The workers take the
+   filesystem's data regions in pieces of 4 MiB and read each piece once,
+   finding its extents and their checksums as they read (:mod:`.piece`);
+4. clear the pages the blob holds where the image has no data (a reused disk);
 5. verify: the blob's page ranges equal the expected ones, or (``full``)
    read every data range back and compare digests.
 
@@ -609,7 +611,7 @@ class _PageWriter:
 
 class SdkPageBlob:
     """:class:`PageBlobApi` from a SAS URL only: azure-storage-blob's ``BlobClient``
-    for properties, page ranges and reads, a lean urllib3 pool for page writes.
+    for properties, page ranges and reads, :class:`_PageWriter` for page writes.
 
     Retries are off in both: the engine retries per range, with its own
     accounting. Only page operations are used: nothing that creates, resizes
@@ -840,6 +842,10 @@ class _Engine:
         self.buffers: list[bytearray] = []
         """Idle piece buffers of MAX_PAGE_WRITE bytes, for reuse."""
         self.checksum = api.checksum_kind
+        self.read_lock = threading.Lock()
+        """One worker reads a piece at a time. Reading is far faster than sending, and
+        readers taking turns neither fight over the GIL between the chunks of their
+        pieces nor break the disk's sequential read-ahead (see bench/RESULTS.md)."""
         self.counters = _Counters()
         self.runs: list[Span] = []
         """The image's data: the non-zero runs of the pieces read so far."""
@@ -963,7 +969,8 @@ class _Engine:
         earlier run sent and the blob still holds. Each byte of the image is read once."""
         start, end = span
         with self.piece_buffer(end - start) as buffer:
-            runs = piece.read_piece(self.fd, buffer, start, end - start, self.checksum)
+            with self.read_lock:
+                runs = piece.read_piece(self.fd, buffer, start, end - start, self.checksum)
             view = memoryview(buffer)
             for run in runs:
                 lo, hi = run.start, run.end
