@@ -11,7 +11,6 @@ CPU cannot prefetch (bench/RESULTS.md has the figures).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Final
 
@@ -68,17 +67,13 @@ def read_piece(
 
 
 def _read_exactly(fd: int, view: memoryview, at: int, offset: int, length: int) -> None:
-    done = 0
-    while done < len(view):
-        try:
-            got = os.preadv(fd, [view[done:]], at + done)
-        except OSError as error:
-            raise ImageError(
-                f"cannot read the image at bytes {offset}-{offset + length - 1}: {error}"
-            ) from error
-        if got == 0:
-            raise ImageError(
-                f"the image ended early at byte {at + done}: it changed during the upload",
-                hint="Do not modify the image while it uploads; rerun",
-            )
-        done += got
+    done, error = vhd.read_fully(fd, view, at)
+    if error is not None:
+        raise ImageError(
+            f"cannot read the image at bytes {offset}-{offset + length - 1}: {error}"
+        ) from error
+    if done < len(view):
+        raise ImageError(
+            f"the image ended early at byte {at + done}: it changed during the upload",
+            hint="Do not modify the image while it uploads; rerun",
+        )

@@ -517,20 +517,30 @@ def _nonzero_spans(
         yield run_start, length
 
 
-def _read_into(fd: int, view: memoryview, offset: int, path: Path) -> int:
-    """Fill *view* from *offset*; return the bytes read (fewer only at the end of the file)."""
+def read_fully(fd: int, view: memoryview, offset: int) -> tuple[int, OSError | None]:
+    """Fill *view* from *offset* of *fd*, in as many reads as it takes: the bytes read,
+    and the error that stopped the reading, if one did. Without an error, fewer bytes
+    than *view* holds means the file ended."""
     done = 0
     while done < len(view):
         try:
             got = os.preadv(fd, [view[done:]], offset + done)
-        except OSError as exc:
-            raise ImageError(
-                f"{path}: read error at offset {offset + done}: {exc.strerror}",
-                hint="The file or the disk under it is damaged; rebuild or copy it again",
-            ) from None
+        except OSError as error:
+            return done, error
         if got == 0:
             break
         done += got
+    return done, None
+
+
+def _read_into(fd: int, view: memoryview, offset: int, path: Path) -> int:
+    """Fill *view* from *offset*; return the bytes read (fewer only at the end of the file)."""
+    done, error = read_fully(fd, view, offset)
+    if error is not None:
+        raise ImageError(
+            f"{path}: read error at offset {offset + done}: {error.strerror}",
+            hint="The file or the disk under it is damaged; rebuild or copy it again",
+        )
     return done
 
 
