@@ -81,6 +81,8 @@ class Stats:
     mismatches: int = 0
     connections: int = 0
     proxied: int = 0
+    tunnels: int = 0
+    """CONNECT tunnels relayed (HTTPS through a forward proxy)."""
     """Requests that named a whole URL, as clients do through a forward proxy."""
 
 
@@ -107,6 +109,9 @@ class _Handler(socketserver.StreamRequestHandler):
                 self.connection.settimeout(None)
                 request = self._read_request(line)
                 if request is None:
+                    return
+                if request[0] == "CONNECT":
+                    self._tunnel(request[1])
                     return
                 if not proxy.serve(self, upstream, request):
                     return
@@ -136,6 +141,28 @@ class _Handler(socketserver.StreamRequestHandler):
                 length = int(value)
         body = self.rfile.read(length) if length else b""
         return method, target, headers, body
+
+    def _tunnel(self, authority: str) -> None:
+        """Answer CONNECT as a forward proxy does for HTTPS: relay bytes both ways."""
+        host, _, port = authority.rpartition(":")
+        with self.server.proxy.lock:
+            self.server.proxy.stats.tunnels += 1
+        upstream = socket.create_connection((host, int(port)), timeout=60)
+        self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self.wfile.flush()
+
+        def pump(source: socket.socket, sink: socket.socket) -> None:
+            with contextlib.suppress(OSError):
+                while data := source.recv(65536):
+                    sink.sendall(data)
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+        back = threading.Thread(target=pump, args=(upstream, self.connection), daemon=True)
+        back.start()
+        pump(self.connection, upstream)
+        back.join(timeout=60)
+        upstream.close()
 
     def reset(self) -> None:
         """Abort the connection with a TCP RST, as a dying load balancer would."""

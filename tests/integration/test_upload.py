@@ -495,6 +495,23 @@ def test_uploads_over_https_and_refuses_an_untrusted_certificate(tmp_path, monke
         )
         assert result.verified
         assert target.digest() == sha256_file(image)
+        # The same through a forward proxy (CONNECT), as HTTPS_PROXY asks.
+        admin.clear_page(offset=0, length=size)
+        with run_fault_proxy(azurite.host, azurite.port, Faults()) as proxy:
+            for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+                monkeypatch.delenv(name, raising=False)
+            for name in ("HTTPS_PROXY", "https_proxy"):
+                monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.port}")
+            again = pageblob.upload_vhd(
+                path=image, sas_url=target.sas(), use_journal=False, connection_verify=str(cert)
+            )
+            for name in ("HTTPS_PROXY", "https_proxy"):
+                monkeypatch.delenv(name)
+        assert again.bytes_sent == result.bytes_sent
+        # The SDK's requests went through it (one tunnel), and so did the page writer's
+        # connections (the others).
+        assert proxy.stats.tunnels >= 2, proxy.stats.tunnels
+        assert target.digest() == sha256_file(image)
 
 
 def test_throttling_honours_retry_after(tmp_path, disk, fault_proxy):
