@@ -103,10 +103,9 @@ class Running:
     with the parts equals :func:`header` of the parts joined. Lets a reader
     checksum each part while it is still in the CPU's cache."""
 
-    __slots__ = ("_crc", "_kind", "_md5")
+    __slots__ = ("_crc", "_md5")
 
     def __init__(self, kind: Kind) -> None:
-        self._kind = kind
         self._crc = 0
         # hashlib releases the GIL on large buffers: workers hash in parallel.
         self._md5 = hashlib.md5() if kind == "md5" else None  # noqa: S324 - the service checks MD5
