@@ -119,7 +119,7 @@ def ways(image: Path) -> dict[str, Callable[[], object]]:  # noqa: C901 - one cl
     def pread_then_scan() -> None:
         for offset, length in pieces:
             os.preadv(fd, [view[:length]], offset)
-            for lo, hi in vhd.nonzero_runs(buffer if length == PIECE else buffer[:length]):
+            for lo, hi in vhd.sector_runs(buffer, 0, length):
                 checksum.header("crc64", view[lo:hi])
 
     def read_pieces() -> None:

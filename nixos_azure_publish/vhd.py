@@ -6,7 +6,7 @@ the file. :func:`inspect` finds out whether a file is that, in milliseconds and
 without reading the disk's contents, and reports every problem it sees.
 :func:`data_extents` lists the byte ranges that hold non-zero data: what the
 upload engine sends, which finds it piece by piece as it reads (:func:`data_pieces`,
-:func:`nonzero_runs`). :func:`convert` writes a new, Azure-ready file
+:func:`sector_runs`). :func:`convert` writes a new, Azure-ready file
 from a raw image, a dynamic VHD or a mis-sized fixed VHD in pure Python, and
 from qcow2 and other formats through ``qemu-img``.
 
@@ -956,7 +956,7 @@ def data_extents(path: Path, *, max_extent: int = DEFAULT_MAX_EXTENT) -> list[Ex
 
 def data_pieces(path: Path, *, max_extent: int = DEFAULT_MAX_EXTENT) -> list[Extent]:
     """The file's data regions (``SEEK_DATA``), cut into pieces of at most *max_extent*
-    bytes, without reading anything: :func:`nonzero_runs` of each piece's bytes are
+    bytes, without reading anything: :func:`sector_runs` of each piece's bytes are
     exactly the :func:`data_extents` inside it."""
     _check_max_extent(max_extent)
     with _open_image(path) as (fd, size):
@@ -969,20 +969,12 @@ def data_pieces(path: Path, *, max_extent: int = DEFAULT_MAX_EXTENT) -> list[Ext
 
 def sector_runs(buf: bytes | bytearray, start: int, end: int) -> Iterator[tuple[int, int]]:
     """``(lo, hi)`` offsets in *buf* of the runs of *buf[start:end]* that are not whole
-    all-zero sectors; *start* and *end* are sector boundaries. Unlike
-    :func:`nonzero_runs`, nothing is copied: a part of a larger buffer is searched
-    in place."""
+    all-zero sectors; *start* and *end* are sector boundaries. Nothing is copied: a
+    part of a larger buffer is searched in place."""
     if start % SECTOR or end % SECTOR or not 0 <= start <= end <= len(buf):
         msg = f"sector_runs needs sector boundaries within the buffer, not {start}..{end}"
         raise ValueError(msg)
     return _nonzero_spans(buf, end, start)
-
-
-def nonzero_runs(data: bytes | bytearray) -> list[tuple[int, int]]:
-    """``(start, end)`` within *data* of the runs that are not whole all-zero sectors;
-    *data* is read from a sector boundary (a short last sector counts as zero-padded)."""
-    padded = data if len(data) % SECTOR == 0 else bytes(data) + bytes(-len(data) % SECTOR)
-    return [(lo, min(hi, len(data))) for lo, hi in _nonzero_spans(padded, len(padded))]
 
 
 def _check_max_extent(max_extent: int) -> None:
