@@ -25,6 +25,12 @@ a fresh Azurite with its own storage and a page blob pre-created like a disk's:
 
 Prints median wall time of the upload itself (the child's own clock, process
 start-up excluded; for az the whole process), bytes sent, peak RSS and ratios.
+
+--pin puts Azurite (all its threads) on the last CPU and each client on the
+others, as when the storage service runs elsewhere: the client's CPU is then
+not taken from the service, and the ratios show whether a client keeps up with
+it. Without --pin both share every CPU, and a client's CPU cost shows in the
+wall clock.
 """
 
 from __future__ import annotations
@@ -253,6 +259,9 @@ def _sas(container: str, blob: str) -> str:
 
 def _run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[dict[str, object], int]:
     """Run a child; its JSON line and its peak RSS in KiB."""
+    env = dict(env or os.environ)
+    if PLACEMENT.client is not None:
+        env[_CPUS_VARIABLE] = ",".join(map(str, sorted(PLACEMENT.client)))
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     out, err = proc.communicate()
     if proc.returncode != 0:
@@ -260,6 +269,39 @@ def _run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[dict
     lines = [line for line in out.decode().splitlines() if line.startswith("{")]
     data = json.loads(lines[-1]) if lines else {}
     return data, int(data.pop("maxrss_kib", 0))
+
+
+class _Placement:
+    """Which CPUs Azurite and the clients run on; None: anywhere (the default)."""
+
+    server: set[int] | None = None
+    client: set[int] | None = None
+
+    def pin(self) -> None:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--pin needs at least 2 CPUs")
+        self.server, self.client = {cpus[-1]}, set(cpus[:-1])
+
+    def place_server(self, pid: int) -> None:
+        """Move every thread of *pid* to the server's CPUs (threads it starts later
+        inherit the placement)."""
+        if self.server is None:
+            return
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(task.name), self.server)
+
+
+PLACEMENT = _Placement()
+_CPUS_VARIABLE = "BENCH_CLIENT_CPUS"
+"""Tells a child (and what it starts) which CPUs to run on."""
+
+
+def _place_self() -> None:
+    cpus = os.environ.get(_CPUS_VARIABLE)
+    if cpus:
+        os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
 
 
 # RAM-backed on purpose; TemporaryDirectory makes a private directory inside.
@@ -282,6 +324,7 @@ def measure(client: str, image: Path, concurrency: int, *, check: bool) -> dict[
             blob.create_page_blob(size)
         sas = f"{blob.url}?{_sas('disks', 'disk.vhd')}"
         azurite_pid = _pid_of(location)
+        PLACEMENT.place_server(azurite_pid)
         if client == "az":
             started = time.perf_counter()
             argv = [
@@ -353,7 +396,7 @@ def _fmt_bytes(n: float) -> str:
     return f"{n / MIB:,.1f} MiB"
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", default=",".join(IMAGES))
@@ -370,7 +413,19 @@ def main() -> None:
     )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "nap-bench")
     parser.add_argument("--json", type=Path, help="also write all measurements here")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run Azurite on the last CPU and the clients on the others",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _parse_args()
+    if args.pin:
+        PLACEMENT.pin()
+        print(f"Azurite on CPU {PLACEMENT.server}, clients on CPUs {PLACEMENT.client}")
     args.workdir.mkdir(parents=True, exist_ok=True)
     clients = args.clients.split(",")
     if "az" in clients and shutil.which("az") is None:
@@ -402,16 +457,20 @@ def main() -> None:
         small = _median(report["1g-1g"]["ours"])
         print(f"\nours, 64 GiB holding 1 GiB vs 1 GiB holding 1 GiB: {big / small:.2f}x")
     if args.sweep:
-        image = make_image(args.workdir, args.sweep_image)
-        print(f"\n== concurrency sweep, ours on {args.sweep_image}")
-        for conc in (int(c) for c in args.sweep.split(",")):
-            times = [
-                float(measure("ours", image, conc, check=False)["seconds"])  # type: ignore[arg-type]
-                for _ in range(args.repeats)
-            ]
-            print(f"  concurrency {conc:2}: median {statistics.median(times):.2f} s  {times}")
+        _sweep(args)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    image = make_image(args.workdir, args.sweep_image)
+    print(f"\n== concurrency sweep, ours on {args.sweep_image}")
+    for conc in (int(c) for c in args.sweep.split(",")):
+        times = [
+            float(measure("ours", image, conc, check=False)["seconds"])  # type: ignore[arg-type]
+            for _ in range(args.repeats)
+        ]
+        print(f"  concurrency {conc:2}: median {statistics.median(times):.2f} s  {times}")
 
 
 def _median(runs: list[dict[str, object]]) -> float:
@@ -443,6 +502,7 @@ def _cpu_text(results: list[dict[str, object]]) -> str:
 
 
 def _child_main(argv: list[str]) -> None:
+    _place_self()
     client, image, sas, concurrency = argv
     data = CHILDREN[client](Path(image), sas, int(concurrency))
     data["cpu"] = time.process_time() - _CPU_AT_START[0]
@@ -465,6 +525,7 @@ def _peak_rss_kib() -> int:
 def _wrap_main(argv_json: str) -> None:
     """Run a foreign command and report its peak RSS (from wait4)."""
     argv = json.loads(argv_json)
+    _place_self()  # the command inherits it
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
