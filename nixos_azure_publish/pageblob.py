@@ -88,6 +88,12 @@ PAGE_RANGE_WINDOW: Final = 64 * 1024**3
 """List page ranges in windows, so that a fragmented large disk never times out one call."""
 JOURNAL_INTERVAL: Final = 1.0
 JOURNAL_VERSION: Final = 1
+JOURNAL_MAX_AGE: Final = 14 * 24 * 3600.0
+"""Journals untouched this long (seconds) are deleted when another upload starts. The
+upload they belong to is over: its disk deleted or its SAS long expired. Deleting one
+by mistake costs only time."""
+_JOURNAL_FILE: Final = re.compile(r"[0-9a-f]{32}\.json|\.[0-9a-f]{32}\.json\.[^/]+\.tmp")
+"""A journal, or a temporary file that a killed run left while writing one."""
 
 Verify = Literal["none", "ranges", "full"]
 Checksum = checksums.Checksum
@@ -729,7 +735,9 @@ class Journal:
         if journal_dir is None:
             return cls(None, identity)
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
-        return cls(journal_dir / f"{key}.json", identity)
+        path = journal_dir / f"{key}.json"
+        prune_journals(journal_dir, keep=path)
+        return cls(path, identity)
 
     def _load(self, path: Path) -> None:
         data = state.read_json(path)
@@ -774,6 +782,38 @@ class Journal:
         except OSError as error:
             # The journal only saves time; losing it must not fail the upload.
             log.warning("could not write the upload journal %s: %s", self.path, error)
+
+
+def prune_journals(
+    directory: Path, *, keep: Path, max_age: float = JOURNAL_MAX_AGE, now: float | None = None
+) -> int:
+    """Delete the journals in *directory* (and temporary files left by killed runs)
+    that nothing touched for *max_age* seconds, except *keep*; the number deleted.
+
+    Only names this module writes are considered; failures are logged and skipped,
+    since a journal only saves time.
+    """
+    cutoff = (time.time() if now is None else now) - max_age
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return 0
+    except OSError as error:
+        log.debug("cannot list the upload journals in %s: %s", directory, error)
+        return 0
+    removed = 0
+    for entry in entries:
+        if entry.name == keep.name or not _JOURNAL_FILE.fullmatch(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                (directory / entry.name).unlink()
+                removed += 1
+        except OSError as error:
+            log.debug("cannot delete the old upload journal %s: %s", entry.path, error)
+    if removed:
+        log.debug("deleted %d upload journals untouched for %.0f days", removed, max_age / 86400)
+    return removed
 
 
 # --------------------------------------------------------------------------- the engine

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import http.client
+import os
 import random
 import ssl
+import time
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -194,6 +196,42 @@ def test_journal_round_trips_and_is_keyed_by_file_and_blob(tmp_path):
     assert len(make_journal(tmp_path, image, created="2026-01-02T00:00:00+00:00")) == 0
     image.write_bytes(b"y" * 2048)
     assert len(make_journal(tmp_path, image)) == 0
+
+
+def test_journals_untouched_for_two_weeks_are_deleted_when_an_upload_starts(tmp_path):
+    image = tmp_path / "disk.vhd"
+    image.write_bytes(b"x" * 1024)
+    current = make_journal(tmp_path, image)
+    current.record((0, 512))
+    current.flush()
+    assert current.path is not None
+    directory = current.path.parent
+    old = time.time() - pageblob.JOURNAL_MAX_AGE - 3600
+    recent = time.time() - pageblob.JOURNAL_MAX_AGE + 3600
+    files = {
+        "stale": directory / f"{'a' * 32}.json",
+        "stale-temp": directory / f".{'b' * 32}.json.x1y2z3.tmp",
+        "fresh": directory / f"{'c' * 32}.json",
+        "not-ours": directory / "notes.json",
+        "not-ours-hex": directory / f"{'d' * 31}.json",
+    }
+    for path in files.values():
+        path.write_text("{}", encoding="utf-8")
+        os.utime(path, (old, old))
+    os.utime(files["fresh"], (recent, recent))
+    os.utime(current.path, (old, old))  # resumed after a long pause: still the one in use
+
+    again = make_journal(tmp_path, image)
+
+    assert (0, 512) in again
+    assert current.path.exists()
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [current.path.name] + [files[k].name for k in ("fresh", "not-ours", "not-ours-hex")]
+    )
+
+
+def test_pruning_journals_tolerates_a_missing_directory(tmp_path):
+    assert pageblob.prune_journals(tmp_path / "none", keep=tmp_path / "none" / "x.json") == 0
 
 
 def test_a_corrupt_journal_is_ignored(tmp_path, caplog):
