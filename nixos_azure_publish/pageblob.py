@@ -556,9 +556,14 @@ class _PageWriter:
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         if conn is not None:
-            if conn.sock is not None and not conn.is_connected:
-                conn.close()  # the server closed it while idle; the request reconnects
-            return conn
+            if conn.sock is not None and conn.is_connected:
+                return conn
+            # Closed by the server while idle, or after its last response. A closed urllib3
+            # connection forgets its proxy tunnel, so it is replaced, never reopened.
+            conn.close()
+        return self._new_connection()
+
+    def _new_connection(self) -> urllib3.connection.HTTPConnection:
         host, port = self._host, self._port
         options: dict[str, Any] = {"timeout": self._connect_timeout}
         if self._proxy is not None:
@@ -590,12 +595,11 @@ class _PageWriter:
         except BaseException:
             conn.close()  # half a request may be on the wire: never reuse it
             raise
-        finally:
-            with self._lock:
-                if self._closed:
-                    conn.close()
-                else:
-                    self._idle.append(conn)
+        with self._lock:
+            if self._closed:
+                conn.close()
+            else:
+                self._idle.append(conn)
         if 200 <= response.status < 300:  # noqa: PLR2004
             return
         match = _XML_MESSAGE.search(response.data or b"")

@@ -82,6 +82,8 @@ class Stats:
     connections: int = 0
     proxied: int = 0
     tunnels: int = 0
+    not_http: int = 0
+    """Connections that began with something other than an HTTP request line."""
     """CONNECT tunnels relayed (HTTPS through a forward proxy)."""
     """Requests that named a whole URL, as clients do through a forward proxy."""
 
@@ -124,7 +126,13 @@ class _Handler(socketserver.StreamRequestHandler):
     def _read_request(self, line: bytes) -> _Request | None:
         if not line:
             return None
-        method, target, _ = line.decode("latin-1").split(" ", 2)
+        parts = line.decode("latin-1").split(" ", 2)
+        if len(parts) != 3:  # method, target, version
+            # Not HTTP: TLS sent to a forward proxy without CONNECT first, for one.
+            with self.server.proxy.lock:
+                self.server.proxy.stats.not_http += 1
+            return None
+        method, target, _ = parts
         if target.startswith("http://"):  # absolute form: we are the client's forward proxy
             with self.server.proxy.lock:
                 self.server.proxy.stats.proxied += 1
@@ -150,6 +158,8 @@ class _Handler(socketserver.StreamRequestHandler):
         upstream = socket.create_connection((host, int(port)), timeout=60)
         self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         self.wfile.flush()
+        # A tunnel the client leaves idle is closed too (idle_timeout), as proxies do.
+        self.connection.settimeout(self.server.proxy.faults.idle_timeout)
 
         def pump(source: socket.socket, sink: socket.socket) -> None:
             with contextlib.suppress(OSError):

@@ -514,6 +514,39 @@ def test_uploads_over_https_and_refuses_an_untrusted_certificate(tmp_path, monke
         assert target.digest() == sha256_file(image)
 
 
+def test_a_tunnel_the_proxy_closed_is_opened_again_with_connect(tmp_path, monkeypatch):
+    # A closed urllib3 connection forgets its CONNECT tunnel: reopening the same object
+    # would start TLS with the proxy itself (and, to an https proxy, send the request
+    # with its SAS to the proxy). A new connection, with a new tunnel, is used instead.
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    write_self_signed(cert, key)
+    data = random.Random(14).randbytes(512)  # noqa: S311 - test data
+    with run_azurite(location=tmp_path / "azurite", cert=cert, key=key) as azurite:
+        service = BlobServiceClient.from_connection_string(
+            azurite.connection_string, connection_verify=str(cert)
+        )
+        admin = service.create_container("disks").get_blob_client("disk.vhd")
+        admin.create_page_blob(MIB)
+        target = Disk(azurite, "disks", "disk.vhd", admin)
+        with run_fault_proxy(azurite.host, azurite.port, Faults(idle_timeout=0.2)) as proxy:
+            for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+                monkeypatch.delenv(name, raising=False)
+            for name in ("HTTPS_PROXY", "https_proxy"):
+                monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.port}")
+            blob = pageblob.SdkPageBlob(target.sas(), pool_size=1, connection_verify=str(cert))
+            try:
+                blob.put_pages(0, data)
+                time.sleep(0.6)  # the proxy has closed the idle tunnel by now
+                blob.put_pages(512, data)
+            finally:
+                blob.close()
+            for name in ("HTTPS_PROXY", "https_proxy"):
+                monkeypatch.delenv(name)
+        assert target.ranges() == [(0, 1024)]
+    assert proxy.stats.not_http == 0
+    assert proxy.stats.tunnels == 2
+
+
 def test_throttling_honours_retry_after(tmp_path, disk, fault_proxy):
     image = make_vhd(tmp_path, "throttle", 24, [(0, 4096)], seed=6)
     target = disk(image.stat().st_size)
