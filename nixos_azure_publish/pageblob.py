@@ -716,9 +716,11 @@ def _file_identity(path: Path) -> dict[str, Any]:
 class Journal:
     """Extents finished by earlier runs.
 
-    Keyed by the file's identity, the blob's URL (without SAS) and the blob's
-    creation time, so a recreated disk or a changed file starts afresh. It is
-    trusted only where the blob's page ranges agree with it.
+    One per blob (its URL without SAS and its creation time), holding the identity
+    of the file being written into it: uploading another file into the same blob
+    replaces it, and a recreated disk or a changed file starts afresh. It is trusted
+    only where the blob's page ranges agree with it, and forgotten when a full
+    verification finds the blob differing from the file.
     """
 
     def __init__(self, path: Path | None, identity: dict[str, Any]) -> None:
@@ -735,10 +737,13 @@ class Journal:
         cls, journal_dir: Path | None, *, image: Path, blob_url: str, blob: BlobInfo
     ) -> Journal:
         """The journal of uploading *image* into this blob (in memory only without a directory)."""
-        identity = {"file": _file_identity(image), "blob": blob_url, "blobCreated": blob.created}
+        destination = {"blob": blob_url, "blobCreated": blob.created}
+        identity = {"file": _file_identity(image), **destination}
         if journal_dir is None:
             return cls(None, identity)
-        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+        # Keyed by the blob alone: pages another file's upload wrote there must never be
+        # skipped on the word of this file's older journal.
+        key = hashlib.sha256(json.dumps(destination, sort_keys=True).encode()).hexdigest()[:32]
         path = journal_dir / f"{key}.json"
         prune_journals(journal_dir, keep=path)
         return cls(path, identity)
@@ -771,6 +776,17 @@ class Journal:
         with self._lock:
             self._done[span[0]] = span[1]
             self._dirty = True
+
+    def discard(self) -> None:
+        """Forget every finished extent, on disk too: the blob is not what it says."""
+        with self._lock:
+            self._done = {}
+            self._dirty = False
+        if self.path is not None:
+            try:
+                state.remove(self.path)
+            except OSError as error:
+                log.warning("could not delete the upload journal %s: %s", self.path, error)
 
     def flush(self) -> None:
         if self.path is None:
@@ -1230,10 +1246,14 @@ def _verify(engine: _Engine, verify: Verify, size: int, expected: list[Span]) ->
         return False
     _verify_ranges(engine, size, expected)
     if verify == "full":
-        engine.run_pool(
-            [part for run in expected for part in split_span(run, MAX_PAGE_WRITE)],
-            engine.check_range,
-        )
+        try:
+            engine.run_pool(
+                [part for run in expected for part in split_span(run, MAX_PAGE_WRITE)],
+                engine.check_range,
+            )
+        except UploadError:
+            engine.journal.discard()  # so that the rerun the error asks for rewrites it all
+            raise
     return True
 
 

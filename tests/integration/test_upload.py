@@ -204,6 +204,37 @@ def test_reused_blob_with_stale_data_is_cleared(tmp_path, disk):
     assert result.bytes_sent == 2 * MIB + 512
 
 
+def test_another_image_written_in_between_is_never_skipped_on_an_old_journal(tmp_path, disk):
+    # A, then B, then A again into the same blob: the pages hold B's bytes where A's
+    # journal says A's are; the journal is per blob, so uploading B replaced it.
+    runs = [(0, 3 * MIB), (8 * MIB, 4096)]
+    first = make_vhd(tmp_path, "first", 24, runs, seed=21)
+    second = make_vhd(tmp_path, "second", 24, runs, seed=22)
+    target = disk(first.stat().st_size)
+    journals = tmp_path / "journals"
+    for image in (first, second):
+        pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journals)
+        assert target.digest() == sha256_file(image)
+    again = pageblob.upload_vhd(path=first, sas_url=target.sas(), journal_dir=journals)
+    assert target.digest() == sha256_file(first)
+    assert again.bytes_sent == again.data_bytes
+    assert len(list(journals.iterdir())) == 1
+
+
+def test_a_failed_full_verification_forgets_the_journal(tmp_path, disk):
+    image = make_vhd(tmp_path, "verified", 24, [(0, 2 * MIB)], seed=23)
+    target = disk(image.stat().st_size)
+    journals = tmp_path / "journals"
+    pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journals)
+    # Something else overwrites data behind the journal's back.
+    target.admin.upload_page(os.urandom(512), offset=MIB, length=512)
+    with pytest.raises(UploadError, match="verification failed"):
+        pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journals, verify="full")
+    rerun = pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journals)
+    assert target.digest() == sha256_file(image)
+    assert rerun.bytes_sent == rerun.data_bytes
+
+
 class RecordingProgress:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, int]] = []
