@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import hashlib
 import http.client
 import json
@@ -334,6 +335,17 @@ _SAS_HINT: Final = (
 )
 
 
+_CERTIFICATE_ERRORS: Final = (
+    ssl.SSLCertVerificationError,
+    urllib3.util.ssl_match_hostname.CertificateError,  # urllib3's own host name check
+)
+_TUNNEL_FAILED: Final = re.compile(r"Tunnel connection failed: (\d{3})[^'\"\n]*")
+"""How http.client reports a CONNECT that the proxy refused (requests and urllib3 wrap it)."""
+_NETWORK_ERRNOS: Final = frozenset(
+    {errno.ENETDOWN, errno.ENETUNREACH, errno.ENETRESET, errno.EHOSTDOWN, errno.EHOSTUNREACH}
+)
+
+
 def _causes(error: BaseException) -> Iterator[BaseException]:
     """*error* and the errors it wraps: Python's chain, azure-core's ``inner_exception``,
     urllib3's ``reason`` and exceptions passed as arguments (as requests does)."""
@@ -357,20 +369,46 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
 
 def classify(error: BaseException, *, what: str, sas_url: str) -> _Transient | PublishError:
     """Whether *error* from the storage service is worth retrying, or the error to report."""
-    tls = next(
-        (
-            e
-            for e in _causes(error)
-            if isinstance(e, ssl.SSLCertVerificationError | urllib3.exceptions.SSLError)
-        ),
-        None,
-    )
+    verdict = _classify_connection(error, what=what, sas_url=sas_url)
+    if verdict is not None:
+        return verdict
+    if isinstance(error, HttpResponseError):
+        headers: Mapping[str, str] = getattr(error.response, "headers", None) or {}
+        status = error.status_code or 0
+    elif isinstance(error, PageWriteError):
+        headers, status = error.headers, error.status_code
+    else:
+        return UploadError(f"{what}: {_first_line(error)}")
+    return _classify_response(error, status, headers, what=what, sas_url=sas_url)
+
+
+def _classify_connection(
+    error: BaseException, *, what: str, sas_url: str
+) -> _Transient | PublishError | None:
+    """The verdict on an error of the connection (no response); None for other errors."""
+    causes = list(_causes(error))
+    tls = next((e for e in causes if isinstance(e, _CERTIFICATE_ERRORS)), None)
     if tls is not None:
-        # Retrying cannot make a certificate trusted: stop at once.
+        # Retrying cannot make a certificate trusted: stop at once. Other TLS errors (a
+        # handshake cut short, say) are transient, below.
         return UploadError(
             f"{what}: TLS with {display_url(sas_url)} failed: {_first_line(tls)}",
             hint="Trust the endpoint's certificate (--ca-cert for a local emulator)",
         )
+    tunnel = next((m for e in causes if (m := _TUNNEL_FAILED.search(str(e)))), None)
+    if tunnel is not None:
+        # The forward proxy (HTTPS_PROXY) answered CONNECT with an error status.
+        status = int(tunnel.group(1))
+        if status in _TRANSIENT_STATUS:
+            return _Transient(tunnel.group(0))
+        return UploadError(
+            f"{what}: the proxy refused to connect to {display_url(sas_url)}: {tunnel.group(0)}",
+            hint="Check HTTPS_PROXY (user and password as http://user:password@host:port)"
+            if status == 407  # noqa: PLR2004
+            else "Check HTTPS_PROXY and NO_PROXY",
+        )
+    if isinstance(error, OSError) and error.errno in _NETWORK_ERRNOS:
+        return _Transient(_first_line(error))  # the network went away under an open socket
     if isinstance(
         error,
         ServiceRequestError
@@ -383,13 +421,13 @@ def classify(error: BaseException, *, what: str, sas_url: str) -> _Transient | P
         | TimeoutError,
     ):
         return _Transient(_first_line(error))
-    if isinstance(error, HttpResponseError):
-        headers: Mapping[str, str] = getattr(error.response, "headers", None) or {}
-        status = error.status_code or 0
-    elif isinstance(error, PageWriteError):
-        headers, status = error.headers, error.status_code
-    else:
-        return UploadError(f"{what}: {_first_line(error)}")
+    return None
+
+
+def _classify_response(
+    error: BaseException, status: int, headers: Mapping[str, str], *, what: str, sas_url: str
+) -> _Transient | PublishError:
+    """The verdict on an error status the service answered with."""
     raw_code = getattr(error, "error_code", None) or ""
     # The SDK gives a StorageErrorCode enum (whose hash is not its value's) or a string.
     code = str(getattr(raw_code, "value", raw_code))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import http.client
 import os
 import random
@@ -125,6 +126,47 @@ def test_an_untrusted_certificate_is_fatal_however_deeply_it_is_wrapped():
         assert "TLS with https://md-abc.z1.blob.storage.azure.net/xyz/abcd failed" in str(verdict)
         assert "CERTIFICATE_VERIFY_FAILED" in str(verdict)
         assert "SECRET" not in str(verdict)
+
+
+def test_a_tls_connection_cut_short_is_transient_however_it_is_wrapped():
+    cause = ssl.SSLEOFError(8, "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred")
+    reason = urllib3.exceptions.SSLError(cause)
+    retries = urllib3.exceptions.MaxRetryError(None, "/blob", reason)  # type: ignore[arg-type]
+    outer = requests.exceptions.SSLError(retries)
+    for error in (reason, ServiceRequestError(outer, error=outer)):
+        verdict = classify(error, what="list page ranges", sas_url=SAS)
+        assert isinstance(verdict, pageblob._Transient), error
+
+
+def test_a_host_name_that_does_not_match_the_certificate_is_fatal():
+    mismatch = urllib3.util.ssl_match_hostname.CertificateError("hostname 'a' doesn't match 'b'")
+    verdict = classify(urllib3.exceptions.SSLError(mismatch), what="put page", sas_url=SAS)
+    assert isinstance(verdict, UploadError)
+    assert "doesn't match" in str(verdict)
+
+
+def test_network_errors_on_an_open_socket_are_transient():
+    for code in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN):
+        error = OSError(code, os.strerror(code))
+        assert isinstance(classify(error, what="put page", sas_url=SAS), pageblob._Transient)
+    assert isinstance(
+        classify(OSError(errno.EACCES, "Permission denied"), what="put page", sas_url=SAS),
+        UploadError,
+    )
+
+
+def test_a_proxy_that_refuses_connect_is_retried_on_5xx_and_fatal_on_407():
+    busy = OSError("Tunnel connection failed: 503 Service Unavailable")
+    assert isinstance(classify(busy, what="put page", sas_url=SAS), pageblob._Transient)
+    auth = OSError("Tunnel connection failed: 407 Proxy Authentication Required")
+    # As requests reports it for the SDK's own requests.
+    proxy_error = requests.exceptions.ProxyError("Unable to connect to proxy", auth)
+    for error in (auth, ServiceRequestError(proxy_error, error=proxy_error)):
+        verdict = classify(error, what="put page", sas_url=SAS)
+        assert isinstance(verdict, UploadError), error
+        assert "the proxy refused to connect to https://md-abc" in str(verdict)
+        assert "407 Proxy Authentication Required" in str(verdict)
+        assert "user and password" in (verdict.hint or "")
 
 
 def test_expired_sas_is_reported_as_expired_without_the_signature():
