@@ -46,9 +46,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar, cast
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
+import requests
 import urllib3
 from azure.core.exceptions import (
     DecodeError,
@@ -73,7 +75,6 @@ from nixos_azure_publish.redact import RedactingFilter, redact
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-    from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -509,10 +510,41 @@ _XML_MESSAGE = re.compile(rb"<Message>(.*?)</Message>", re.DOTALL)
 
 
 def _proxy_for(scheme: str, host: str) -> str | None:
-    """The proxy the environment asks for (``HTTPS_PROXY`` etc., minus ``NO_PROXY``)."""
+    """The proxy the environment asks for (``HTTPS_PROXY``, else ``ALL_PROXY``, minus
+    ``NO_PROXY``), as requests chooses it for the SDK's own requests."""
     if urllib.request.proxy_bypass(host):
         return None
-    return urllib.request.getproxies_environment().get(scheme)
+    proxies = urllib.request.getproxies_environment()
+    return proxies.get(scheme) or proxies.get("all")
+
+
+def _parse_proxy(proxy: str | None) -> urllib3.util.Url | None:
+    if not proxy:
+        return None
+    try:
+        url = urllib3.util.parse_url(proxy if "://" in proxy else f"http://{proxy}")
+    except urllib3.exceptions.LocationParseError:
+        url = None  # its message would show the proxy's password
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise UsageError(
+            "the proxy in HTTPS_PROXY, HTTP_PROXY or ALL_PROXY is not an http(s) proxy URL",
+            hint="Set it to http://host:port (or http://user:password@host:port)",
+        )
+    return url
+
+
+def _trusted_certificates(*, connection_verify: bool | str) -> dict[str, str]:
+    """The CA bundle options, as requests chooses them for the SDK's own requests: the
+    file or directory asked for, else REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, else
+    requests' default bundle (certifi's)."""
+    bundle = (
+        connection_verify
+        if isinstance(connection_verify, str)
+        else os.environ.get("REQUESTS_CA_BUNDLE")
+        or os.environ.get("CURL_CA_BUNDLE")
+        or requests.utils.DEFAULT_CA_BUNDLE_PATH
+    )
+    return {"ca_cert_dir": bundle} if Path(bundle).is_dir() else {"ca_certs": bundle}
 
 
 class _PageWriter:
@@ -555,19 +587,20 @@ class _PageWriter:
                 self._tls["cert_reqs"] = "CERT_NONE"
             else:
                 self._tls["cert_reqs"] = "CERT_REQUIRED"
-                # As requests does for the SDK: an explicit file, else the environment's bundle.
-                bundle = (
-                    connection_verify
-                    if isinstance(connection_verify, str)
-                    else os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-                )
-                if bundle:
-                    self._tls["ca_certs"] = bundle
-        proxy = _proxy_for(parts.scheme, self._host)
-        self._proxy = urllib3.util.parse_url(proxy) if proxy else None
+                self._tls.update(_trusted_certificates(connection_verify=connection_verify))
+        self._proxy = _parse_proxy(_proxy_for(parts.scheme, self._host))
+        self._proxy_auth: dict[str, str] = {}
+        if self._proxy is not None and self._proxy.auth:
+            # Percent-decoded, as requests does for the SDK's own requests.
+            user, _, password = self._proxy.auth.partition(":")
+            self._proxy_auth = urllib3.util.make_headers(
+                proxy_basic_auth=f"{unquote(user)}:{unquote(password)}"
+            )
         if self._proxy is not None and not self._https:
-            # A plain-HTTP request through a proxy names the whole URL (RFC 9112, 3.2.2).
+            # A plain-HTTP request through a proxy names the whole URL (RFC 9112, 3.2.2),
+            # and carries the proxy's credentials itself.
             self._target = urlunsplit((parts.scheme, parts.netloc, *urlsplit(self._target)[2:]))
+            self._headers.update(self._proxy_auth)
         self._idle: list[urllib3.connection.HTTPConnection] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -613,11 +646,10 @@ class _PageWriter:
             return urllib3.connection.HTTPConnection(host, port, **options)
         conn = urllib3.connection.HTTPSConnection(host, port, **options, **self._tls)
         if self._proxy is not None:
-            auth = self._proxy.auth
             conn.set_tunnel(
                 self._host,
                 self._port,
-                headers=urllib3.util.make_headers(proxy_basic_auth=auth) if auth else None,
+                headers=self._proxy_auth or None,
                 scheme=self._proxy.scheme or "http",
             )
         return conn
@@ -683,14 +715,18 @@ class SdkPageBlob:
             connection_timeout=connection_timeout,
             read_timeout=read_timeout,
         )
-        self.client = BlobClient.from_blob_url(sas_url, transport=transport, retry_total=0)
-        self._writer = _PageWriter(
-            sas_url,
-            api_version=self.client.api_version,
-            connection_verify=connection_verify,
-            connection_timeout=connection_timeout,
-            read_timeout=read_timeout,
-        )
+        try:
+            self.client = BlobClient.from_blob_url(sas_url, transport=transport, retry_total=0)
+            self._writer = _PageWriter(
+                sas_url,
+                api_version=self.client.api_version,
+                connection_verify=connection_verify,
+                connection_timeout=connection_timeout,
+                read_timeout=read_timeout,
+            )
+        except BaseException:
+            transport.close()
+            raise
 
     @property
     def checksum_kind(self) -> checksums.Kind | None:
@@ -840,6 +876,8 @@ class Journal:
         except OSError as error:
             # The journal only saves time; losing it must not fail the upload.
             log.warning("could not write the upload journal %s: %s", self.path, error)
+            with self._lock:
+                self._dirty = True  # the next flush tries again
 
 
 def prune_journals(
@@ -1182,7 +1220,12 @@ def upload_vhd(
         read_timeout=read_timeout,
         checksum=checksum,
     )
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as error:
+        if api is None and isinstance(client, SdkPageBlob):
+            client.close()
+        raise ImageError(f"cannot open {path}: {error.strerror or error}") from None
     engine = _Engine(
         api=client,
         fd=fd,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import errno
 import http.client
 import os
@@ -16,8 +17,8 @@ import requests
 import urllib3
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
-from nixos_azure_publish import pageblob
-from nixos_azure_publish.errors import SasExpiredError, UploadError
+from nixos_azure_publish import pageblob, state
+from nixos_azure_publish.errors import SasExpiredError, UploadError, UsageError
 from nixos_azure_publish.pageblob import (
     BlobInfo,
     Journal,
@@ -286,3 +287,73 @@ def test_a_corrupt_journal_is_ignored(tmp_path, caplog):
     journal.path.write_text('{"version": 1, "identity": ', encoding="utf-8")
     assert len(make_journal(tmp_path, image)) == 0
     assert "corrupt" in caplog.text
+
+
+def page_writer(url: str = "https://acct.blob.core.windows.net/c/b?sv=1&sig=S3cr3t", **kw):
+    options = {"connection_verify": True, "connection_timeout": 1.0, "read_timeout": 1.0} | kw
+    return pageblob._PageWriter(url, api_version="2026-10-06", **options)
+
+
+@pytest.fixture
+def clean_proxy_env(monkeypatch):
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE"):
+        for variant in (name, name.lower()):
+            monkeypatch.delenv(variant, raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    return monkeypatch
+
+
+def test_page_writes_trust_what_the_sdks_requests_trust(clean_proxy_env, tmp_path):
+    # requests' default bundle, not OpenSSL's: the SDK's other requests use that one.
+    assert page_writer()._tls["ca_certs"] == requests.utils.DEFAULT_CA_BUNDLE_PATH
+    assert page_writer(connection_verify=str(tmp_path))._tls == {
+        "cert_reqs": "CERT_REQUIRED",
+        "ca_cert_dir": str(tmp_path),
+    }
+    clean_proxy_env.setenv("REQUESTS_CA_BUNDLE", "/etc/corp.pem")
+    assert page_writer()._tls["ca_certs"] == "/etc/corp.pem"
+
+
+def test_proxy_credentials_are_decoded_for_the_tunnel_and_plain_requests(clean_proxy_env):
+    expected = "Basic " + base64.b64encode(b"user:p@ss").decode()
+    clean_proxy_env.setenv("HTTPS_PROXY", "http://user:p%40ss@127.0.0.1:3128")
+    conn = page_writer()._new_connection()
+    assert conn._tunnel_headers["proxy-authorization"] == expected
+    clean_proxy_env.setenv("HTTP_PROXY", "http://user:p%40ss@127.0.0.1:3128")
+    plain = page_writer("http://127.0.0.1:10000/acct/c/b?sig=S3cr3t")
+    assert plain._headers["proxy-authorization"] == expected
+    assert plain._target.startswith("http://127.0.0.1:10000/acct/c/b?comp=page&")
+
+
+def test_all_proxy_is_used_when_no_scheme_proxy_is_set(clean_proxy_env):
+    clean_proxy_env.setenv("ALL_PROXY", "http://127.0.0.1:3129")
+    writer = page_writer()
+    assert writer._proxy is not None
+    assert writer._proxy.port == 3129
+
+
+@pytest.mark.parametrize(
+    "proxy", ["socks5://user:hunter2@127.0.0.1:1080", "http://user:hunter2@[::1"]
+)
+def test_a_proxy_the_writer_cannot_use_is_refused_without_its_password(clean_proxy_env, proxy):
+    clean_proxy_env.setenv("HTTPS_PROXY", proxy)
+    with pytest.raises(UsageError, match="not an http\\(s\\) proxy URL") as caught:
+        page_writer()
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_journal_write_that_failed_is_tried_again_at_the_next_flush(tmp_path, monkeypatch):
+    image = tmp_path / "disk.vhd"
+    image.write_bytes(b"x" * 1024)
+    journal = make_journal(tmp_path, image)
+    journal.record((0, 512))
+    real = state.write_json_atomic
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(state, "write_json_atomic", full_disk)
+    journal.flush()
+    monkeypatch.setattr(state, "write_json_atomic", real)
+    journal.flush()
+    assert (0, 512) in make_journal(tmp_path, image)
