@@ -340,6 +340,12 @@ _CERTIFICATE_ERRORS: Final = (
     ssl.SSLCertVerificationError,
     urllib3.util.ssl_match_hostname.CertificateError,  # urllib3's own host name check
 )
+_PERMANENT_TLS: Final = re.compile(
+    r"\[(?:X509|PEM): |\[SSL: (?:WRONG_VERSION_NUMBER|UNSUPPORTED_PROTOCOL|HTTP_REQUEST"
+    r"|TLSV1_ALERT_PROTOCOL_VERSION|NO_PROTOCOLS_AVAILABLE)\]"
+)
+"""TLS errors that no retry can mend: plain HTTP where TLS was expected, no common
+protocol version, a CA bundle that cannot be read."""
 _TUNNEL_FAILED: Final = re.compile(r"Tunnel connection failed: (\d{3})[^'\"\n]*")
 """How http.client reports a CONNECT that the proxy refused (requests and urllib3 wrap it)."""
 _NETWORK_ERRNOS: Final = frozenset(
@@ -391,10 +397,17 @@ def _classify_connection(
     tls = next((e for e in causes if isinstance(e, _CERTIFICATE_ERRORS)), None)
     if tls is not None:
         # Retrying cannot make a certificate trusted: stop at once. Other TLS errors (a
-        # handshake cut short, say) are transient, below.
+        # handshake cut short, say) are transient, below, unless retrying cannot help.
         return UploadError(
             f"{what}: TLS with {display_url(sas_url)} failed: {_first_line(tls)}",
             hint="Trust the endpoint's certificate (--ca-cert for a local emulator)",
+        )
+    lasting = next((e for e in causes if _PERMANENT_TLS.search(str(e))), None)
+    if lasting is not None:
+        return UploadError(
+            f"{what}: TLS with {display_url(sas_url)} failed: {_first_line(lasting)}",
+            hint="Check that the endpoint and HTTPS_PROXY speak TLS where their URLs say "
+            "https, and that the CA bundle is PEM",
         )
     tunnel = next((m for e in causes if (m := _TUNNEL_FAILED.search(str(e)))), None)
     if tunnel is not None:
@@ -593,9 +606,16 @@ class _PageWriter:
         if self._proxy is not None and self._proxy.auth:
             # Percent-decoded, as requests does for the SDK's own requests.
             user, _, password = self._proxy.auth.partition(":")
-            self._proxy_auth = urllib3.util.make_headers(
-                proxy_basic_auth=f"{unquote(user)}:{unquote(password)}"
-            )
+            try:
+                self._proxy_auth = urllib3.util.make_headers(
+                    proxy_basic_auth=f"{unquote(user)}:{unquote(password)}"
+                )
+            except UnicodeError:
+                raise UsageError(
+                    "the proxy's user name or password has characters HTTP basic "
+                    "authentication cannot carry (only Latin-1)",
+                    hint="Use a Latin-1 user name and password for the proxy",
+                ) from None
         if self._proxy is not None and not self._https:
             # A plain-HTTP request through a proxy names the whole URL (RFC 9112, 3.2.2),
             # and carries the proxy's credentials itself.
@@ -791,10 +811,12 @@ class Journal:
     """Extents finished by earlier runs.
 
     One per blob (its URL without SAS and its creation time), holding the identity
-    of the file being written into it: uploading another file into the same blob
-    replaces it, and a recreated disk or a changed file starts afresh. It is trusted
-    only where the blob's page ranges agree with it, and forgotten when a full
-    verification finds the blob differing from the file.
+    of the file being written into it: an upload of another file into the same blob
+    deletes it before writing a page, and a recreated disk or a changed file starts
+    afresh. It is trusted only where the blob's page ranges agree with it, and
+    forgotten when a full verification finds the blob differing from the file.
+    Writes that bypass it (another tool, ``--no-journal``, another machine) are not
+    seen: after those, ``--verify full`` finds and forgets a stale journal.
     """
 
     def __init__(self, path: Path | None, identity: dict[str, Any]) -> None:
@@ -815,8 +837,8 @@ class Journal:
         identity = {"file": _file_identity(image), **destination}
         if journal_dir is None:
             return cls(None, identity)
-        # Keyed by the blob alone: pages another file's upload wrote there must never be
-        # skipped on the word of this file's older journal.
+        # Keyed by the blob alone, so that another file's upload into it replaces this
+        # file's journal: its pages are then never skipped on the older journal's word.
         key = hashlib.sha256(json.dumps(destination, sort_keys=True).encode()).hexdigest()[:32]
         path = journal_dir / f"{key}.json"
         prune_journals(journal_dir, keep=path)
@@ -827,7 +849,10 @@ class Journal:
         if data is None:
             return
         if data.get("version") != JOURNAL_VERSION or data.get("identity") != self.identity:
+            # Another file's upload into this blob (or an old format): deleted now, before
+            # this upload writes a page, so that no rerun of that file trusts it again.
             log.debug("journal %s belongs to another upload; starting afresh", path)
+            self.discard()
             return
         try:
             flat = data["done"]
@@ -1140,6 +1165,7 @@ class _Engine:
             remote = self.call("read back", span, lambda: self.api.read(*span))
             local = self.pread(span)
         if hashlib.sha256(remote).digest() != hashlib.sha256(local).digest():
+            self.journal.discard()  # so that the rerun this asks for rewrites everything
             raise UploadError(
                 f"verification failed: the disk differs from the image at {_span_text(span)}",
                 hint="Rerun the upload; it rewrites what differs",
@@ -1327,14 +1353,10 @@ def _verify(engine: _Engine, verify: Verify, size: int, expected: list[Span]) ->
         return False
     _verify_ranges(engine, size, expected)
     if verify == "full":
-        try:
-            engine.run_pool(
-                [part for run in expected for part in split_span(run, MAX_PAGE_WRITE)],
-                engine.check_range,
-            )
-        except UploadError:
-            engine.journal.discard()  # so that the rerun the error asks for rewrites it all
-            raise
+        engine.run_pool(
+            [part for run in expected for part in split_span(run, MAX_PAGE_WRITE)],
+            engine.check_range,
+        )
     return True
 
 

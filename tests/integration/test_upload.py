@@ -235,6 +235,57 @@ def test_a_failed_full_verification_forgets_the_journal(tmp_path, disk):
     assert rerun.bytes_sent == rerun.data_bytes
 
 
+def test_a_journal_of_another_file_is_deleted_before_any_page_is_written(tmp_path, disk):
+    # B's upload dies before it records a page (its first write's answer lost): A's
+    # journal must not survive it, or a rerun of A would skip what B overwrote.
+    runs = [(0, 3 * MIB)]
+    first = make_vhd(tmp_path, "first", 24, runs, seed=24)
+    second = make_vhd(tmp_path, "second", 24, runs, seed=25)
+    target = disk(first.stat().st_size)
+    journals = tmp_path / "journals"
+    pageblob.upload_vhd(path=first, sas_url=target.sas(), journal_dir=journals)
+    # B's first write reached the disk, but B died before it could record it.
+    target.admin.upload_page(second.read_bytes()[: 3 * MIB], offset=0, length=3 * MIB)
+
+    class DiesAtFirstWrite(pageblob.SdkPageBlob):
+        def put_pages(self, *_args: object, **_kwargs: object) -> None:
+            raise RuntimeError("killed")
+
+    api = DiesAtFirstWrite(target.sas())
+    try:
+        with pytest.raises(UploadError, match="killed"):
+            pageblob.upload_vhd(path=second, sas_url=target.sas(), journal_dir=journals, api=api)
+    finally:
+        api.close()
+    again = pageblob.upload_vhd(path=first, sas_url=target.sas(), journal_dir=journals)
+    assert target.digest() == sha256_file(first)
+    assert again.bytes_sent == again.data_bytes
+
+
+def test_a_full_verification_that_cannot_finish_keeps_the_journal(tmp_path, disk):
+    image = make_vhd(tmp_path, "kept", 24, [(0, 2 * MIB)], seed=26)
+    target = disk(image.stat().st_size)
+    journals = tmp_path / "journals"
+    pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journals)
+
+    class SasGone(pageblob.SdkPageBlob):
+        def read(self, *_args: object) -> bytes:
+            raise pageblob.PageWriteError(403, "AuthenticationFailed", "expired", {})
+
+    api = SasGone(target.sas())
+    try:
+        with pytest.raises(UploadError, match="SAS"):
+            pageblob.upload_vhd(
+                path=image, sas_url=target.sas(), journal_dir=journals, verify="full", api=api
+            )
+    finally:
+        api.close()
+    rerun = pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journals)
+    assert rerun.bytes_sent == 0
+    assert rerun.ranges_skipped == rerun.ranges_sent + rerun.ranges_skipped > 0
+    assert target.digest() == sha256_file(image)
+
+
 class RecordingProgress:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, int]] = []

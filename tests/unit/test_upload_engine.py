@@ -139,6 +139,27 @@ def test_a_tls_connection_cut_short_is_transient_however_it_is_wrapped():
         assert isinstance(verdict, pageblob._Transient), error
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)",
+        "[X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found (_ssl.c:4020)",
+    ],
+)
+def test_tls_errors_no_retry_can_mend_are_fatal(text):
+    wrapped = ServiceRequestError(urllib3.exceptions.SSLError(ssl.SSLError(1, text)))
+    verdict = classify(wrapped, what="read blob properties", sas_url=SAS)
+    assert isinstance(verdict, UploadError)
+    assert "speak TLS" in (verdict.hint or "")
+
+
+def test_a_proxy_password_basic_auth_cannot_carry_is_refused(clean_proxy_env):
+    clean_proxy_env.setenv("HTTPS_PROXY", "http://user:%E2%82%AC@127.0.0.1:3128")
+    with pytest.raises(UsageError, match="Latin-1") as caught:
+        page_writer()
+    assert "\u20ac" not in str(caught.value)
+
+
 def test_a_host_name_that_does_not_match_the_certificate_is_fatal():
     mismatch = urllib3.util.ssl_match_hostname.CertificateError("hostname 'a' doesn't match 'b'")
     verdict = classify(urllib3.exceptions.SSLError(mismatch), what="put page", sas_url=SAS)
