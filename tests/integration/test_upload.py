@@ -618,7 +618,7 @@ def test_a_tunnel_the_proxy_closed_is_opened_again_with_connect(tmp_path, monkey
             blob = pageblob.SdkPageBlob(target.sas(), pool_size=1, connection_verify=str(cert))
             try:
                 blob.put_pages(0, data)
-                time.sleep(0.6)  # the proxy has closed the idle tunnel by now
+                time.sleep(1.0)  # the proxy has closed the idle tunnel by now
                 blob.put_pages(512, data)
             finally:
                 blob.close()
