@@ -8,6 +8,7 @@ blob through ``azure-storage-blob``, and the emulator's request log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -19,6 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 from azure.core.rest import HttpRequest
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import Disk, Gallery, GalleryImage, GalleryImageVersion
@@ -30,6 +32,7 @@ from nixos_azure_publish.azure import names
 from nixos_azure_publish.azure import version as azversion
 from nixos_azure_publish.cli import main
 from nixos_azure_publish.config import load_target_file, render_version_name
+from nixos_azure_publish.emulator.blobs import DISK_BLOB
 from nixos_azure_publish.errors import ExitCode
 from tests.conftest import REPO, require_tool
 
@@ -335,6 +338,27 @@ def run_publisher(
     )
 
 
+def wait_for_pages(emulator: Emulator, at_least: int, timeout: float = 60) -> None:
+    """Wait until the upload disks hold *at_least* bytes of pages (a piece acknowledged:
+    the uploader records it in its journal even when interrupted right after)."""
+    service = emulator.app.blobs.service
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        held = 0
+        for container in service.list_containers(name_starts_with="md-"):
+            blob = service.get_blob_client(container.name, DISK_BLOB)
+            with contextlib.suppress(ResourceNotFoundError):
+                held += sum(
+                    (r.end or 0) + 1 - (r.start or 0)
+                    for r in blob.list_page_ranges()
+                    if not r.cleared
+                )
+        if held >= at_least:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the upload disks never held {at_least} bytes")
+
+
 def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60) -> list[str]:
     """Read stderr until a line contains *needle*; the lines read."""
     assert proc.stderr is not None
@@ -427,7 +451,7 @@ def test_ctrl_c_during_upload_revokes_and_the_rerun_resumes(fast, tmp_path):
     state = tmp_path / "state"
     proc = run_publisher(fast, target, state)
     wait_for_line(proc, "nixos_azure_publish.pageblob: uploading")
-    time.sleep(0.2)  # some pages are written, not all
+    wait_for_pages(fast, 4 * MiB)  # some pages are written, not all
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.INTERRUPTED, err[-3000:]
