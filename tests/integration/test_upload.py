@@ -9,6 +9,7 @@ SAS URL for it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -42,7 +43,7 @@ from tests.conftest import REPO, require_tool
 from tests.integration.faultproxy import FaultProxy, Faults, run_fault_proxy
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from contextlib import AbstractContextManager
 
 MIB = 1024 * 1024
@@ -550,20 +551,28 @@ def test_uploads_through_the_proxy_the_environment_names(tmp_path, disk, fault_p
     assert proxy.stats.proxied == proxy.stats.requests >= result.ranges_sent
 
 
-def test_uploads_over_https_and_refuses_an_untrusted_certificate(tmp_path, monkeypatch):
+@contextlib.contextmanager
+def tls_disk(tmp_path: Path, size: int) -> Iterator[tuple[Disk, Path]]:
+    """A page blob of *size* bytes in an Azurite serving HTTPS with a self-signed
+    certificate; the disk and the certificate."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     write_self_signed(cert, key)
-    image = make_vhd(tmp_path, "tls", 24, [(0, 5 * MIB), (12 * MIB, 4096)], seed=13)
-    size = image.stat().st_size
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
-        monkeypatch.delenv(name, raising=False)
     with run_azurite(location=tmp_path / "azurite", cert=cert, key=key) as azurite:
         service = BlobServiceClient.from_connection_string(
             azurite.connection_string, connection_verify=str(cert)
         )
         admin = service.create_container("disks").get_blob_client("disk.vhd")
         admin.create_page_blob(size)
-        target = Disk(azurite, "disks", "disk.vhd", admin)
+        yield Disk(azurite, "disks", "disk.vhd", admin), cert
+
+
+def test_uploads_over_https_and_refuses_an_untrusted_certificate(tmp_path, monkeypatch):
+    image = make_vhd(tmp_path, "tls", 24, [(0, 5 * MIB), (12 * MIB, 4096)], seed=13)
+    size = image.stat().st_size
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    with tls_disk(tmp_path, size) as (target, cert):
+        azurite, admin = target.azurite, target.admin
         assert target.sas().startswith("https://")
         # Without trusting the certificate: one clear error, nothing written.
         with pytest.raises(
@@ -600,16 +609,9 @@ def test_a_tunnel_the_proxy_closed_is_opened_again_with_connect(tmp_path, monkey
     # A closed urllib3 connection forgets its CONNECT tunnel: reopening the same object
     # would start TLS with the proxy itself (and, to an https proxy, send the request
     # with its SAS to the proxy). A new connection, with a new tunnel, is used instead.
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    write_self_signed(cert, key)
     data = random.Random(14).randbytes(512)  # noqa: S311 - test data
-    with run_azurite(location=tmp_path / "azurite", cert=cert, key=key) as azurite:
-        service = BlobServiceClient.from_connection_string(
-            azurite.connection_string, connection_verify=str(cert)
-        )
-        admin = service.create_container("disks").get_blob_client("disk.vhd")
-        admin.create_page_blob(MIB)
-        target = Disk(azurite, "disks", "disk.vhd", admin)
+    with tls_disk(tmp_path, MIB) as (target, cert):
+        azurite = target.azurite
         with run_fault_proxy(azurite.host, azurite.port, Faults(idle_timeout=0.2)) as proxy:
             for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
                 monkeypatch.delenv(name, raising=False)

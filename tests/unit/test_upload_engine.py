@@ -245,6 +245,16 @@ def make_journal(tmp_path, image, created="2026-01-01T00:00:00+00:00"):
     return Journal.for_upload(tmp_path / "j", image=image, blob_url="https://h/c/b", blob=blob)
 
 
+def recorded_journal(tmp_path):
+    """A small image and its journal, which has recorded bytes 0-511 and been written."""
+    image = tmp_path / "disk.vhd"
+    image.write_bytes(b"x" * 1024)
+    journal = make_journal(tmp_path, image)
+    journal.record((0, 512))
+    journal.flush()
+    return image, journal
+
+
 def test_journal_round_trips_and_is_keyed_by_file_and_blob(tmp_path):
     image = tmp_path / "disk.vhd"
     image.write_bytes(b"x" * 1024)
@@ -263,11 +273,7 @@ def test_journal_round_trips_and_is_keyed_by_file_and_blob(tmp_path):
 
 
 def test_journals_untouched_for_two_weeks_are_deleted_when_an_upload_starts(tmp_path):
-    image = tmp_path / "disk.vhd"
-    image.write_bytes(b"x" * 1024)
-    current = make_journal(tmp_path, image)
-    current.record((0, 512))
-    current.flush()
+    image, current = recorded_journal(tmp_path)
     assert current.path is not None
     directory = current.path.parent
     old = time.time() - pageblob.JOURNAL_MAX_AGE - 3600
@@ -299,11 +305,7 @@ def test_pruning_journals_tolerates_a_missing_directory(tmp_path):
 
 
 def test_a_corrupt_journal_is_ignored(tmp_path, caplog):
-    image = tmp_path / "disk.vhd"
-    image.write_bytes(b"x" * 1024)
-    journal = make_journal(tmp_path, image)
-    journal.record((0, 512))
-    journal.flush()
+    image, journal = recorded_journal(tmp_path)
     assert journal.path is not None
     journal.path.write_text('{"version": 1, "identity": ', encoding="utf-8")
     assert len(make_journal(tmp_path, image)) == 0
