@@ -6,8 +6,8 @@ upload blob must only receive pages). The plan:
 
 1. refuse unless the image is Azure-ready and the blob's size equals the file size;
 2. list the blob's page ranges once, and load the local journal of ranges
-   finished by an earlier run (keyed by file identity, blob URL and blob
-   creation time);
+   finished by an earlier run (one per blob, by URL and creation time, for
+   the file it names: :class:`Journal`);
 3. send every data extent of the image (the VHD module's: non-zero sectors,
    at most 4 MiB each) with a bounded pool of workers, except extents an
    earlier run finished and the blob still holds. The workers take the
