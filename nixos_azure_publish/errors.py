@@ -71,9 +71,14 @@ class ConfigError(UsageError):
         where = f"{source}: " if source else ""
         if len(self.problems) == 1:
             message = f"{where}{self.problems[0]}"
-        else:
-            message = f"{where}{len(self.problems)} problems: " + "; ".join(self.problems)
-        super().__init__(message, hint="Fix the configuration and run again")
+            super().__init__(message, hint="Fix the configuration and run again")
+            return
+        # Several problems: the one line counts them, and each follows on a line of its own.
+        super().__init__(
+            f"{where}{len(self.problems)} problems",
+            hint="Fix each one below and run again",
+            details="\n".join(self.problems),
+        )
 
 
 class ImageError(PublishError):

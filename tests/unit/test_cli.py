@@ -58,10 +58,25 @@ def test_config_check_invalid_is_one_line_and_exit_2(runner, tmp_path):
     assert result.exit_code == int(ExitCode.USAGE) == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1
-    assert lines[0].startswith(f"error: {path}: 2 problems: location: must be an Azure region")
-    assert "version.replicaCount: must be 1..100, not 0" in lines[0]
+    assert lines == [
+        f"error: {path}: 2 problems. Fix each one below and run again",
+        (
+            "  location: must be an Azure region name like 'westeurope' (did you mean"
+            " 'westeurope'?), not 'West Europe'"
+        ),
+        "  version.replicaCount: must be 1..100, not 0",
+    ]
     assert "Traceback" not in result.output
+
+
+def test_config_check_lists_problems_next_to_an_unknown_key(runner, tmp_path):
+    path = write(tmp_path, {**VALID, "colour": "blue", "location": "westeurop"})
+    result = runner.invoke(cli, ["config", "check", "--config", path])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"error: {path}: 2 problems. Fix each one below and run again"
+    assert lines[1].startswith("  colour: unknown key; known keys: name, resourceGroup,")
+    assert lines[2:] == ["  location: unknown region 'westeurop' (did you mean westeurope?)"]
 
 
 def test_json_mode_prints_the_error_as_json_on_stdout(runner, tmp_path):
