@@ -62,8 +62,16 @@ def configure_logging(verbose: int) -> None:
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)  # noqa: PLR2004
     log.setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
-    # The SDKs log every HTTP request at INFO; only -vv wants that.
-    logging.getLogger("azure").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)  # noqa: PLR2004
+    # The SDKs log every HTTP request at INFO; only -vv wants that. Their warnings (a
+    # credential chain that found no login lists every credential it tried, 14 lines)
+    # repeat what our one-line error says, so they need -v too.
+    logging.getLogger("azure").setLevel(_sdk_level(verbose))
+
+
+def _sdk_level(verbose: int) -> int:
+    if verbose >= 2:  # noqa: PLR2004
+        return logging.DEBUG
+    return logging.WARNING if verbose == 1 else logging.CRITICAL
 
 
 def _fail(ctx: click.Context, error: PublishError) -> NoReturn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING
 
 import click
@@ -233,3 +234,22 @@ def test_details_come_indented_below_the_one_line(capsys):
         "  > one",
         "  > two",
     ]
+
+
+@pytest.mark.parametrize(("verbose", "shown"), [([], False), (["-v"], True), (["-vv"], True)])
+def test_azure_sdk_warnings_need_verbose(runner, tmp_path, verbose, shown):
+    # The SDK speaks through `logging`: DefaultAzureCredential warns with one line per
+    # credential it tried. A command that logs such a record stands in for a failed login,
+    # which cannot be produced here without reaching Azure's identity endpoints.
+    @cli.command("sdk-warning-probe", hidden=True)
+    def probe() -> None:
+        logging.getLogger("azure.identity._credentials.default").warning(
+            "DefaultAzureCredential failed to retrieve a token from the included credentials."
+        )
+
+    try:
+        result = runner.invoke(cli, [*verbose, "sdk-warning-probe"])
+    finally:
+        cli.commands.pop("sdk-warning-probe")
+    assert result.exit_code == 0
+    assert ("DefaultAzureCredential failed" in result.stderr) is shown
