@@ -88,6 +88,8 @@ class PublishOptions:
     # Overrides smokeTest.timeoutSeconds (tests); the poll interval of the serial log.
     smoke_timeout: float | None = None
     smoke_interval: float | None = None
+    # Remove the regions a published version has that the target no longer lists.
+    remove_unlisted_regions: bool = False
     now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
     sleep: Callable[[float], None] = time.sleep
 
@@ -113,6 +115,8 @@ class Context:
     disk: azdisk.DiskState | None = None
     managed_image: dict[str, Any] | None = None
     version_name: str | None = None
+    # The community gallery's public name (Azure gives it when sharing is enabled).
+    public_name: str | None = None
     # Versions that hold this image but failed: replaced by a new one.
     failed_versions: list[azreplication.VersionState] = field(default_factory=list)
 
@@ -261,6 +265,7 @@ class Discover(Step):
         if existing is None:
             return
         azgallery.check_gallery(existing, t.gallery)
+        ctx.public_name = azgallery.public_name(existing)
         found.append(f"gallery {t.gallery.name}")
         ctx.definition = azgallery.get_definition(ctx.clients, t)
         if ctx.definition is None:
@@ -577,6 +582,9 @@ class EnsureGallery(Step):
             return "exists"
         created = azgallery.ensure_gallery(ctx.clients, ctx.target, tags=ctx.container_tags)
         ctx.gallery_exists = True
+        if g.community is not None:
+            gallery = azgallery.get_gallery(ctx.clients, ctx.target.resource_group, g.name)
+            ctx.public_name = azgallery.public_name(gallery or {})
         ctx.report.resource("gallery", g.name, "created" if created else "reused")
         return "created" if created else "exists"
 
@@ -729,15 +737,15 @@ class WaitReplication(Step):
             return "no gallery configured"
         if ctx.published is not None:
             _record_regions(ctx, ctx.published)
-            missing = ctx.published.missing_regions(ctx.target)
-            if missing:
+            change = azversion.drift(ctx.target, ctx.published)
+            remove = ctx.options.remove_unlisted_regions
+            _report_unlisted(ctx, ctx.published, change)
+            if change.update_needed_with(remove_extra=remove):
+                what = change.describe(remove_extra=remove)
                 ctx.report.resource(
-                    "image version",
-                    ctx.published.name,
-                    "would-update",
-                    detail="add regions " + ", ".join(missing),
+                    "image version", ctx.published.name, "would-update", detail=what
                 )
-                return "would add " + ", ".join(missing)
+                return "would " + what
             return azreplication.describe(ctx.published)
         return "would wait for " + ", ".join(r.name for r in ctx.target.regions)
 
@@ -745,16 +753,20 @@ class WaitReplication(Step):
         if not ctx.has_gallery or ctx.version_name is None:
             return "no gallery configured"
         published = ctx.published
-        missing = published.missing_regions(ctx.target) if published is not None else []
-        if published is not None and missing:
-            # The target lists regions this version was never replicated to: add them.
-            azversion.add_regions(ctx.clients, ctx.target, published)
+        remove = ctx.options.remove_unlisted_regions
+        change = azversion.drift(ctx.target, published) if published is not None else None
+        if published is not None and change is not None:
+            _report_unlisted(ctx, published, change)
+        if published is not None and change and change.update_needed_with(remove_extra=remove):
+            # The target changed since this version was published (regions, replicas,
+            # storage, end of life): Azure must hold what the report will say.
+            azversion.update_publishing(ctx.clients, ctx.target, published, remove_extra=remove)
             ctx.report.resource(
                 "image version",
                 published.name,
                 "updated",
                 id=published.id,
-                detail="added regions " + ", ".join(missing),
+                detail=change.describe(remove_extra=remove, done=True),
             )
         elif published is not None and published.replicated:
             _record_regions(ctx, published)
@@ -776,24 +788,56 @@ class WaitReplication(Step):
         return azreplication.describe(final)
 
 
+def _report_unlisted(
+    ctx: Context,
+    version: azreplication.VersionState,
+    change: azversion.PublishingDrift,
+) -> None:
+    """Say which regions Azure holds that the target no longer lists, and their fate."""
+    if not change.extra:
+        return
+    regions = ", ".join(change.extra)
+    if ctx.options.remove_unlisted_regions:
+        return  # the update's own record says it removes them
+    log.warning(
+        "image version %s is replicated to %s, which the target no longer lists; kept"
+        " (--remove-unlisted-regions removes them)",
+        version.name,
+        regions,
+    )
+    ctx.report.resource(
+        "image version",
+        version.name,
+        "kept",
+        id=version.id,
+        detail=f"regions {regions} are no longer in the target; kept",
+    )
+
+
 def _record_regions(ctx: Context, state_: azreplication.VersionState) -> None:
-    wanted = {azreplication.region_key(r.name): r for r in ctx.target.regions}
+    # What Azure holds, not what the target asks: they differ until an update lands.
+    settings = {r.region: r for r in state_.region_settings}
     records = []
     for status in state_.regions:
-        region = wanted.get(status.region)
+        setting = settings.get(status.region)
         records.append(
             RegionRecord(
                 region=status.region,
                 state=status.state,
                 progress=status.progress,
-                replicas=region.replicas if region else None,
-                storage_account_type=region.storage_account_type if region else None,
+                replicas=setting.replicas if setting else None,
+                storage_account_type=setting.storage_account_type if setting else None,
                 details=status.details,
             )
         )
     ctx.report.regions = records
     ctx.report.version = state_.name
     ctx.report.version_id = state_.id or None
+    definition = ctx.target.image_definition
+    if ctx.public_name and definition is not None:
+        ctx.report.community_image_id = (
+            f"/CommunityGalleries/{ctx.public_name}/Images/{definition.name}/Versions/{state_.name}"
+        )
 
 
 class Cleanup(Step):

@@ -63,6 +63,13 @@ def check_gallery(existing: Mapping[str, Any], settings: GallerySettings) -> Non
         )
 
 
+def public_name(gallery: Mapping[str, Any]) -> str | None:
+    """The name community users know the gallery by (Azure derives it from the prefix)."""
+    sharing = (gallery.get("properties") or {}).get("sharingProfile") or {}
+    names = (sharing.get("communityGalleryInfo") or {}).get("publicNames") or []
+    return str(names[0]) if names else None
+
+
 def ensure_gallery(
     clients: AzureClients, target: PublishTarget, *, tags: Mapping[str, str]
 ) -> bool:

@@ -70,6 +70,12 @@ SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
     help="Print the report (or the error) as JSON on stdout, like the global --json.",
 )
 @click.option(
+    "--remove-unlisted-regions",
+    is_flag=True,
+    help="Remove the replicas of a published version in regions the target no longer lists"
+    " (kept by default: deployments may use them).",
+)
+@click.option(
     "--state-dir",
     type=click.Path(path_type=Path, file_okay=False),
     help="Where the local journal lives (default $XDG_STATE_HOME/nixos-azure-publish).",
@@ -84,6 +90,7 @@ def publish_command(
     emulator: bool,
     summary_file: Path | None,
     json_output: bool,
+    remove_unlisted_regions: bool,
     state_dir: Path | None,
 ) -> None:
     """Build, upload and publish an image as a replicated gallery image version.
@@ -105,7 +112,12 @@ def publish_command(
     with _emulator_environ(enabled=emulator) as environ, _sigterm_interrupts():
         publish = _load(config_file, flake, target_name or "default", image, environ)
         report = _publish(
-            publish, environ=environ, dry_run=dry_run, state_dir=state_dir, summary=summary_file
+            publish,
+            environ=environ,
+            dry_run=dry_run,
+            state_dir=state_dir,
+            summary=summary_file,
+            remove_unlisted_regions=remove_unlisted_regions,
         )
     _write_summary(report, summary_file)
     app_context().emit(report.to_json(), report.to_console().rstrip("\n"))
@@ -155,6 +167,7 @@ def _publish(
     dry_run: bool,
     state_dir: Path | None,
     summary: Path | None,
+    remove_unlisted_regions: bool = False,
 ) -> PublishReport:
     from nixos_azure_publish.azure.clients import AzureSettings, make_clients  # noqa: PLC0415
     from nixos_azure_publish.pageblob import LogProgress  # noqa: PLC0415
@@ -164,7 +177,11 @@ def _publish(
         subscription_id=publish.target.subscription_id, environ=environ
     )
     clients = make_clients(settings)
-    options = PublishOptions(state_dir=state_dir, progress=LogProgress())
+    options = PublishOptions(
+        state_dir=state_dir,
+        progress=LogProgress(),
+        remove_unlisted_regions=remove_unlisted_regions,
+    )
     pipeline = Pipeline(publish, clients=clients, options=options)
     if dry_run:
         return pipeline.plan()

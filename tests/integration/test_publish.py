@@ -735,6 +735,7 @@ def test_regions_added_to_the_target_are_added_to_the_published_version(
     assert second["upload"] is None  # nothing uploaded again
     (record,) = [r for r in second["resources"] if r["kind"] == "image version"]
     assert (record["action"], record["detail"]) == ("updated", "added regions eastus")
+    assert second["headline"] == f"published {first['version']} to {GALLERY}/{DEFINITION}"
     assert {(r["region"], r["state"]) for r in second["regions"]} == {
         ("westeurope", "Completed"),
         ("eastus", "Completed"),
@@ -749,6 +750,129 @@ def test_regions_added_to_the_target_are_added_to_the_published_version(
     assert code == 0, third
     assert third["status"] == "already-published"
     assert writes(fast, before) == []
+
+
+def _region_settings(emulator: Emulator) -> dict[str, tuple[int, str]]:
+    (version,) = versions(compute(emulator))
+    regions = version.as_dict()["properties"]["publishingProfile"]["targetRegions"]
+    return {
+        r["name"].replace(" ", "").lower(): (r["regionalReplicaCount"], r["storageAccountType"])
+        for r in regions
+    }
+
+
+def test_changed_replicas_and_storage_are_applied_to_the_published_version(
+    fast, tmp_path, monkeypatch, capsys
+):
+    image = make_image(tmp_path / "img", seed=18)
+    two = {"targetRegions": ["westeurope", {"name": "northeurope", "replicas": 2}]}
+    first_target = write_target(tmp_path / "one", image, version=two)
+    code, first = publish(fast, monkeypatch, capsys, "--config", str(first_target))
+    assert code == 0, first
+    three = {
+        "targetRegions": [
+            "westeurope",
+            {"name": "northeurope", "replicas": 3, "storageAccountType": "Standard_ZRS"},
+        ]
+    }
+    target = write_target(tmp_path / "two", image, version=three)
+
+    before = len(fast.requests)
+    code, plan = publish(fast, monkeypatch, capsys, "--config", str(target), "--dry-run")
+    assert code == 0, plan
+    assert writes(fast, before) == []
+    detail = "northeurope: replicas 2 -> 3; northeurope: storage Standard_LRS -> Standard_ZRS"
+    assert ("image version", first["version"], "would-update", detail) in {
+        (r["kind"], r["name"], r["action"], r["detail"]) for r in plan["resources"]
+    }
+    assert plan["headline"] == (
+        f"dry run: already published as {first['version']};"
+        f" would update image version {first['version']}"
+    )
+    # The report says what Azure holds, not what the target asks.
+    assert {(r["region"], r["replicas"]) for r in plan["regions"]} == {
+        ("westeurope", 1),
+        ("northeurope", 2),
+    }
+
+    code, second = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, second
+    assert second["status"] == "published"
+    assert second["upload"] is None
+    (record,) = [r for r in second["resources"] if r["kind"] == "image version"]
+    assert (record["action"], record["detail"]) == ("updated", detail)
+    assert _region_settings(fast) == {
+        "westeurope": (1, "Standard_LRS"),
+        "northeurope": (3, "Standard_ZRS"),
+    }
+    assert {(r["region"], r["replicas"]) for r in second["regions"]} == {
+        ("westeurope", 1),
+        ("northeurope", 3),
+    }
+    before = len(fast.requests)
+    code, third = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, third
+    assert third["status"] == "already-published"
+    assert writes(fast, before) == []
+
+
+def test_a_region_dropped_from_the_target_is_kept_unless_removal_is_asked_for(
+    fast, tmp_path, monkeypatch, capsys
+):
+    image = make_image(tmp_path / "img", seed=19)
+    code, first = publish(
+        fast, monkeypatch, capsys, "--config", str(write_target(tmp_path / "one", image))
+    )
+    assert code == 0, first
+    fewer = write_target(tmp_path / "two", image, version={"targetRegions": ["westeurope"]})
+
+    before = len(fast.requests)
+    code, kept = publish(fast, monkeypatch, capsys, "--config", str(fewer))
+    assert code == 0, kept
+    assert writes(fast, before) == []
+    assert kept["status"] == "already-published"
+    (record,) = [r for r in kept["resources"] if r["kind"] == "image version"]
+    assert (record["action"], record["detail"]) == (
+        "kept",
+        "regions northeurope are no longer in the target; kept",
+    )
+    assert set(_region_settings(fast)) == {"westeurope", "northeurope"}
+
+    code, plan = publish(
+        fast, monkeypatch, capsys, "--config", str(fewer), "--dry-run", "--remove-unlisted-regions"
+    )
+    assert code == 0, plan
+    assert plan["headline"].endswith(f"would update image version {first['version']}")
+
+    code, removed = publish(
+        fast, monkeypatch, capsys, "--config", str(fewer), "--remove-unlisted-regions"
+    )
+    assert code == 0, removed
+    (record,) = [r for r in removed["resources"] if r["kind"] == "image version"]
+    assert (record["action"], record["detail"]) == ("updated", "removed regions northeurope")
+    # Azure refuses the removal unless the update allows it (the emulator's rule, tested
+    # in test_emulator_galleries): the tool's update does.
+    assert set(_region_settings(fast)) == {"westeurope"}
+
+
+def test_a_community_publish_reports_the_id_users_boot(fast, tmp_path, monkeypatch, capsys):
+    image = make_image(tmp_path / "img", seed=20)
+    community = {
+        "publicNamePrefix": "nixos",
+        "publisherUri": "https://nixos.org",
+        "publisherContact": "images@example.org",
+        "eula": "https://nixos.org/eula",
+    }
+    target = write_target(tmp_path, image, gallery={"name": GALLERY, "community": community})
+    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, report
+    gallery = compute(fast).galleries.get(GROUP, GALLERY).as_dict()["properties"]
+    (public_name,) = gallery["sharingProfile"]["communityGalleryInfo"]["publicNames"]
+    expected = f"/CommunityGalleries/{public_name}/Images/{DEFINITION}/Versions/{report['version']}"
+    assert report["communityImageId"] == expected
+    code, again = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, again
+    assert again["communityImageId"] == expected
 
 
 def test_a_fixed_version_name_holding_another_image_fails_before_any_upload(
