@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from nixos_azure_publish import config, state, vhd
+from nixos_azure_publish import config, state, upload, vhd
 from nixos_azure_publish.azure import disk as azdisk
 from nixos_azure_publish.azure import gallery as azgallery
 from nixos_azure_publish.azure import group as azgroup
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
     from nixos_azure_publish.azure.clients import AzureClients
     from nixos_azure_publish.config import PublishTarget
-    from nixos_azure_publish.pageblob import ProgressSink, UploadResult
+    from nixos_azure_publish.upload.progress import ProgressSink, UploadResult
 
 log = logging.getLogger(__name__)
 
@@ -491,14 +491,11 @@ class Upload(Step):
 
     @staticmethod
     def _upload(ctx: Context, sas: str) -> UploadResult:
-        from nixos_azure_publish import pageblob  # noqa: PLC0415 - heavy; only when uploading
-
         settings = ctx.target.upload
-        if settings.backend == "azcopy":
-            return pageblob.upload_with_azcopy(path=ctx.input.image_path, sas_url=sas)
-        return pageblob.upload_vhd(
+        return upload.upload(
             path=ctx.input.image_path,
             sas_url=sas,
+            backend=settings.backend,
             concurrency=settings.concurrency,
             verify=settings.verify,
             journal_dir=ctx.options.state_dir / "uploads" if ctx.options.state_dir else None,
