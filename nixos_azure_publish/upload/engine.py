@@ -60,7 +60,6 @@ from nixos_azure_publish.upload.limits import (
 )
 from nixos_azure_publish.upload.progress import LogProgress, ProgressSink, UploadResult, mib
 from nixos_azure_publish.upload.ranges import (
-    Span,
     clip_spans,
     merge_spans,
     span_text,
@@ -79,6 +78,8 @@ from nixos_azure_publish.upload.transport import BlobInfo, Checksum, PageBlobApi
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
     from pathlib import Path
+
+    from nixos_azure_publish.vhd.scan import Span
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from nixos_azure_publish import state
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from nixos_azure_publish.upload.ranges import Span
     from nixos_azure_publish.upload.transport import BlobInfo
+    from nixos_azure_publish.vhd.scan import Span
 
 log = logging.getLogger(__name__)
 

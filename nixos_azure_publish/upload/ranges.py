@@ -1,4 +1,5 @@
-"""Byte-range algebra: merge, clip, subtract and split half-open ranges ``[start, end)``."""
+"""Byte-range algebra on spans (``[start, end)``, :data:`~nixos_azure_publish.vhd.scan.Span`):
+merge, clip, subtract, split."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-log = logging.getLogger(__name__)
+    from nixos_azure_publish.vhd.scan import Span
 
-Span = tuple[int, int]
-"""A byte range ``[start, end)``: the one type for a range of bytes in an image or a blob."""
+log = logging.getLogger(__name__)
 
 
 def merge_spans(spans: Iterable[Span]) -> list[Span]:

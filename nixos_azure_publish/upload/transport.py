@@ -34,7 +34,7 @@ from nixos_azure_publish.upload.limits import DEFAULT_CONCURRENCY
 from nixos_azure_publish.upload.retry import PageWriteError, display_url
 
 if TYPE_CHECKING:
-    from nixos_azure_publish.upload.ranges import Span
+    from nixos_azure_publish.vhd.scan import Span
 
 log = logging.getLogger(__name__)
 
