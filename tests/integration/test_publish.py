@@ -26,7 +26,7 @@ from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import Disk, Gallery, GalleryImage, GalleryImageVersion
 from azure.storage.blob import BlobClient
 
-from nixos_azure_publish import pipeline, vhd
+from nixos_azure_publish import vhd
 from nixos_azure_publish.azure import disk as azdisk
 from nixos_azure_publish.azure import names
 from nixos_azure_publish.azure import version as azversion
@@ -564,7 +564,7 @@ def test_a_version_name_taken_by_another_image_moves_to_the_next_patch(
             )
         ),
     ).result()
-    created = pipeline.parse_time(disk_b.as_dict()["properties"]["timeCreated"])
+    created = azversion.parse_time(disk_b.as_dict()["properties"]["timeCreated"])
     assert created is not None
     taken = render_version_name(loaded_b, store_hash=content_b.hash, now=created)
     client.gallery_image_versions.begin_create_or_update(
