@@ -17,7 +17,7 @@ import click
 
 from nixos_azure_publish import __version__
 from nixos_azure_publish.errors import ExitCode, Interrupted, PublishError
-from nixos_azure_publish.redact import RedactingFilter, redact
+from nixos_azure_publish.redact import RedactingFilter, protect_third_party_logs, redact
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -62,6 +62,7 @@ def configure_logging(verbose: int) -> None:
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)  # noqa: PLR2004
     log.setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
+    protect_third_party_logs()
     # The SDKs log every HTTP request at INFO; only -vv wants that. Their warnings (a
     # credential chain that found no login lists every credential it tried, 14 lines)
     # repeat what our one-line error says, so they need -v too.

@@ -170,8 +170,8 @@ def _publish(
     remove_unlisted_regions: bool = False,
 ) -> PublishReport:
     from nixos_azure_publish.azure.clients import AzureSettings, make_clients  # noqa: PLC0415
-    from nixos_azure_publish.pageblob import LogProgress  # noqa: PLC0415
     from nixos_azure_publish.pipeline import Pipeline, PublishOptions  # noqa: PLC0415
+    from nixos_azure_publish.upload.progress import LogProgress  # noqa: PLC0415
 
     settings = AzureSettings.from_environ(
         subscription_id=publish.target.subscription_id, environ=environ
