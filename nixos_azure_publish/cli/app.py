@@ -6,6 +6,7 @@ library user would need: they parse, call the library, and print.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -47,6 +48,26 @@ def app_context() -> AppContext:
     if obj is None:  # a command invoked on its own, as tests sometimes do
         return AppContext(json=False, verbose=0)
     return obj
+
+
+def _json_flag(ctx: click.Context, _param: click.Parameter, value: bool) -> None:  # noqa: FBT001
+    """A command's own ``--json``: the same as the global one, for its output and its errors."""
+    if not value:
+        return
+    root = ctx.find_root()
+    base = ctx.find_object(AppContext) or AppContext(json=False, verbose=0)
+    # Errors are rendered by the group from the root context's object.
+    ctx.obj = root.obj = dataclasses.replace(base, json=True)
+
+
+json_option = click.option(
+    "--json",
+    is_flag=True,
+    expose_value=False,
+    callback=_json_flag,
+    help="Print the result (or the error) as JSON on stdout, like the global --json.",
+)
+"""The ``--json`` option of a command, for those who put it after the command's name."""
 
 
 def configure_logging(verbose: int) -> None:

@@ -32,7 +32,9 @@ from nixos_azure_publish.report import (
 if TYPE_CHECKING:
     from nixos_azure_publish.azure.clients import AzureClients
 
-log = logging.getLogger(__name__)
+# The step lines ("<step>: starting", "<step>: <detail> (<seconds>s)") are the publish's own
+# log: they keep the package's logger name, which scripts and tests watch for.
+log = logging.getLogger("nixos_azure_publish.pipeline")
 
 STEPS: Final[tuple[type[Step], ...]] = (
     CheckImage,

@@ -1,4 +1,4 @@
-"""The pipeline's order and its pure decisions; the publish command's usage errors."""
+"""The pipeline's order and its pure decisions."""
 
 from __future__ import annotations
 
@@ -6,15 +6,12 @@ import datetime as dt
 from types import SimpleNamespace
 from typing import Any, cast
 
-import click
 import pytest
 
 from nixos_azure_publish import pipeline
-from nixos_azure_publish.azure import clients, names
+from nixos_azure_publish.azure import names
 from nixos_azure_publish.azure import version as azversion
 from nixos_azure_publish.azure.disk import DiskState
-from nixos_azure_publish.cli import cli, main
-from nixos_azure_publish.cli.publish_cmd import publish_command
 from nixos_azure_publish.config import load_target
 from nixos_azure_publish.pipeline import checks
 from nixos_azure_publish.pipeline.context import skipped
@@ -90,35 +87,6 @@ def test_version_name_comes_from_the_shared_disk_so_publishers_agree(tmp_path):
     assert checks.version_name(context(tmp_path, disk_time=None)) == "2030.506.70809"
     resumed = context(tmp_path, disk_time=None, journal={"startedAt": "2027-01-01T00:00:01+00:00"})
     assert checks.version_name(resumed) == "2027.101.1"
-
-
-def test_publish_takes_exactly_one_source(capsys):
-    assert main(["publish"]) == 2
-    assert "give exactly one of --config FILE and --flake REF" in capsys.readouterr().err
-    assert main(["publish", "--config", "a.json", "--flake", "."]) == 2
-    capsys.readouterr()
-    assert main(["publish", "--config", "a.json", "--target", "x"]) == 2
-    assert "--target needs --flake" in capsys.readouterr().err
-
-
-def test_missing_config_file_is_a_usage_error(tmp_path, capsys):
-    assert main(["publish", "--config", str(tmp_path / "none.json")]) == 2
-    assert "does not exist" in capsys.readouterr().err
-
-
-def test_publish_is_registered_and_every_option_has_help():
-    assert cli.get_command(click.Context(cli), "publish") is publish_command
-    for param in publish_command.params:
-        if isinstance(param, click.Option):
-            assert param.help, param.name
-    assert publish_command.help
-
-
-def test_emulator_flag_and_env_contract_names():
-    assert clients.ENV_ENDPOINT == "NIXOS_AZURE_PUBLISH_ENDPOINT"
-    assert clients.ENV_CA_CERT == "NIXOS_AZURE_PUBLISH_CA_CERT"
-    assert clients.ENV_EMULATOR == "NIXOS_AZURE_PUBLISH_EMULATOR"
-    assert any(p.name == "emulator" for p in publish_command.params)
 
 
 @pytest.mark.parametrize("detail", ["not needed: already published", "no gallery configured"])
