@@ -108,6 +108,7 @@ def _fail(ctx: click.Context, error: PublishError) -> NoReturn:
                         "kind": error.kind,
                         "message": error.message,
                         "hint": error.hint,
+                        "rerunHelps": error.rerun_helps,
                         "details": error.details,
                         "exitCode": int(error.exit_code),
                     }

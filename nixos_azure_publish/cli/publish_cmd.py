@@ -53,7 +53,8 @@ SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 @click.option(
     "--emulator",
     is_flag=True,
-    help="Start the bundled Azure emulator and publish into it (no Azure account needed).",
+    help="Publish into the bundled Azure emulator (no Azure account needed): the running one"
+    " whose variables are exported (`emulator serve`), else one started for this run.",
 )
 @click.option(
     "--summary",
@@ -181,6 +182,14 @@ def _emulator_environ(*, enabled: bool) -> Iterator[dict[str, str]]:
     """The environment the command runs with; with --emulator, the emulator's too."""
     environ = dict(os.environ)
     if not enabled:
+        yield environ
+        return
+    from nixos_azure_publish.azure.clients import ENV_EMULATOR, ENV_ENDPOINT  # noqa: PLC0415
+
+    if environ.get(ENV_ENDPOINT) and environ.get(ENV_EMULATOR) == "1":
+        # `eval "$(emulator serve --detach)"` exported a running emulator: publish into it,
+        # so that a rerun meets what the first run made.
+        click.echo(f"using the running emulator at {environ[ENV_ENDPOINT]}", err=True)
         yield environ
         return
     from nixos_azure_publish.emulator.server import run_emulator  # noqa: PLC0415

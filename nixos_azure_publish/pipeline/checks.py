@@ -94,6 +94,7 @@ class Discover(Step):
         found.append(f"gallery {t.gallery.name}")
         ctx.definition = azgallery.get_definition(ctx.clients, t)
         if ctx.definition is None:
+            azgallery.check_identifier_free(ctx.clients, t)
             return
         azgallery.check_definition(ctx.definition, t)
         found.append(f"definition {t.image_definition.name if t.image_definition else ''}")

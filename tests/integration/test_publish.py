@@ -875,6 +875,52 @@ def test_a_community_publish_reports_the_id_users_boot(fast, tmp_path, monkeypat
     assert again["communityImageId"] == expected
 
 
+def test_emulator_flag_publishes_into_the_running_emulator_it_finds_exported(
+    fast, tmp_path, monkeypatch, capsys
+):
+    # As after `eval "$(emulator serve --detach)"`: a rerun must meet the first run's work,
+    # so --emulator uses that emulator instead of starting a throwaway one.
+    image = make_image(tmp_path / "img", seed=21)
+    target = write_target(tmp_path, image)
+    code, first = publish(fast, monkeypatch, capsys, "--config", str(target), "--emulator")
+    assert code == 0, first
+    assert first["status"] == "published"
+    assert [v.name for v in versions(compute(fast))] == [first["version"]]
+    capsys.readouterr()
+    assert main(["--json", "publish", "--config", str(target), "--emulator"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["status"] == "already-published"
+    assert f"using the running emulator at {fast.endpoint}" in captured.err
+
+
+def test_a_definition_identifier_taken_by_another_definition_fails_before_any_write(
+    fast, tmp_path, monkeypatch, capsys
+):
+    image = make_image(tmp_path / "img", seed=22)
+    code, first = publish(
+        fast, monkeypatch, capsys, "--config", str(write_target(tmp_path / "a", image))
+    )
+    assert code == 0, first
+    other = {"name": "nixos-other", "publisher": "NixOS", "offer": "NixOS", "sku": "25.05-gen2"}
+    target = write_target(
+        tmp_path / "b", make_image(tmp_path / "b", seed=23), imageDefinition=other
+    )
+    expected = (
+        "imageDefinition: the identifier NixOS/NixOS/25.05-gen2 belongs to definition"
+        f" '{DEFINITION}' of gallery {GALLERY}; identifiers are unique in a gallery, so change"
+        f" publisher, offer or sku, or set imageDefinition.name to '{DEFINITION}' to publish"
+        " into it"
+    )
+    for dry_run in (["--dry-run"], []):
+        before = len(fast.requests)
+        code, failed = publish(fast, monkeypatch, capsys, "--config", str(target), *dry_run)
+        assert code == ExitCode.USAGE, failed
+        assert failed["error"]["message"] == expected
+        assert failed["error"]["rerunHelps"] is False
+        assert writes(fast, before) == []  # nothing created, nothing uploaded
+    assert len(disks(compute(fast))) == 0
+
+
 def test_a_fixed_version_name_holding_another_image_fails_before_any_upload(
     fast, tmp_path, monkeypatch, capsys
 ):
