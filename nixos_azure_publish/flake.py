@@ -95,7 +95,8 @@ def locate_vhd(path: Path) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
-        raise ImageError(
+        # A missing input is a usage error (exit 2), like every missing file.
+        raise UsageError(
             f"the image {path} does not exist",
             hint="Build the image first, or point --image at an existing .vhd file",
         )

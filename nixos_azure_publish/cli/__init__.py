@@ -10,14 +10,17 @@ from nixos_azure_publish.cli import (
     publish_cmd,
     upload_cmd,
 )
-from nixos_azure_publish.cli.app import cli, main
+from nixos_azure_publish.cli.app import add_common_options, cli, main
 
-cli.add_command(config_cmd.config_group)
-cli.add_command(image_cmd.inspect)
-cli.add_command(image_cmd.convert)
-cli.add_command(nix_cmd.build_command)
-cli.add_command(upload_cmd.upload)
-cli.add_command(publish_cmd.publish_command)
-cli.add_command(emulator_cmd.emulator_group)
+for command in (
+    config_cmd.config_group,
+    image_cmd.inspect,
+    image_cmd.convert,
+    nix_cmd.build_command,
+    upload_cmd.upload,
+    publish_cmd.publish_command,
+    emulator_cmd.emulator_group,
+):
+    cli.add_command(add_common_options(command))
 
 __all__ = ["cli", "main"]

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from nixos_azure_publish.cli.app import app_context, json_option
+from nixos_azure_publish.cli.app import app_context
+from nixos_azure_publish.cli.params import IMAGE
 from nixos_azure_publish.errors import PublishError, UsageError
 
 if TYPE_CHECKING:
@@ -36,13 +37,13 @@ SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 @click.option("--flake", help="Flake reference whose azurePublish.<target> to publish, e.g. '.'.")
 @click.option(
     "--target",
-    "target_name",
-    default=None,
+    "target_names",
+    multiple=True,
     help="Target name under azurePublish (with --flake; default 'default').",
 )
 @click.option(
     "--image",
-    type=click.Path(path_type=Path),
+    type=IMAGE,
     help="Publish this VHD (or store path holding one) instead of the target's image.",
 )
 @click.option(
@@ -62,7 +63,6 @@ SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
     type=click.Path(path_type=Path, dir_okay=False),
     help=f"Append a Markdown summary to this file (default ${SUMMARY_ENV} when set).",
 )
-@json_option
 @click.option(
     "--remove-unlisted-regions",
     is_flag=True,
@@ -78,7 +78,7 @@ def publish_command(
     *,
     config_file: Path | None,
     flake: str | None,
-    target_name: str | None,
+    target_names: tuple[str, ...],
     image: Path | None,
     dry_run: bool,
     emulator: bool,
@@ -90,7 +90,21 @@ def publish_command(
 
     Idempotent: a rerun after a crash or Ctrl-C continues where it stopped, and a
     rerun after success changes nothing and says "already published".
+
+    \b
+    Examples:
+      nixos-azure-publish publish --flake . --target default
+      nixos-azure-publish publish --config target.json --image result/ --dry-run
+      nixos-azure-publish --json publish --flake . --emulator
     """
+    if len(target_names) > 1:
+        # Silently taking the last one published only that one: refuse until several
+        # targets are published in one run.
+        raise UsageError(
+            f"several --target options ({', '.join(target_names)}): one publish takes one target",
+            hint="Run the command once per target",
+        )
+    target_name = target_names[0] if target_names else None
     if (config_file is None) == (flake is None):
         raise UsageError(
             "give exactly one of --config FILE and --flake REF",
@@ -189,12 +203,12 @@ def _emulator_environ(*, enabled: bool) -> Iterator[dict[str, str]]:
     if environ.get(ENV_ENDPOINT) and environ.get(ENV_EMULATOR) == "1":
         # `eval "$(emulator serve --detach)"` exported a running emulator: publish into it,
         # so that a rerun meets what the first run made.
-        click.echo(f"using the running emulator at {environ[ENV_ENDPOINT]}", err=True)
+        app_context().note(f"using the running emulator at {environ[ENV_ENDPOINT]}")
         yield environ
         return
     from nixos_azure_publish.emulator.server import run_emulator  # noqa: PLC0415
 
-    click.echo("starting the bundled Azure emulator", err=True)
+    app_context().note("starting the bundled Azure emulator")
     with run_emulator() as emulator:
         environ.update(emulator.environ)
         log.info("emulator at %s", emulator.endpoint)

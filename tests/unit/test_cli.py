@@ -299,3 +299,75 @@ def test_emulator_flag_and_env_contract_names():
     assert clients.ENV_CA_CERT == "NIXOS_AZURE_PUBLISH_CA_CERT"
     assert clients.ENV_EMULATOR == "NIXOS_AZURE_PUBLISH_EMULATOR"
     assert any(p.name == "emulator" for p in publish_command.params)
+
+
+def test_every_command_takes_json_and_quiet_after_its_name_and_shows_an_example(runner):
+    leaves = [(p, c) for p, c in _commands(cli) if not isinstance(c, click.Group)]
+    assert len(leaves) >= 8
+    for path, command in leaves:
+        opts = {opt for param in command.params for opt in getattr(param, "opts", [])}
+        assert {"--json", "-q", "--quiet"} <= opts, path
+        help_text = runner.invoke(cli, [*path, "--help"]).output
+        assert "Example" in help_text, path
+        assert "nixos-azure-publish " in help_text.split("Example", 1)[1], path
+
+
+def test_json_after_the_command_renders_config_problems_as_json(runner, tmp_path):
+    path = write(tmp_path, {**VALID, "location": "westeurop"})
+    result = runner.invoke(cli, ["config", "check", "--config", path, "--json"])
+    assert result.exit_code == 2
+    error = json.loads(result.stdout)["error"]
+    assert error["kind"] == "config"
+    assert error["message"] == (
+        f"{path}: location: unknown region 'westeurop' (did you mean westeurope?)"
+    )
+    assert error["rerunHelps"] is False
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_quiet_prints_only_the_result(runner, tmp_path, where):
+    path = write(tmp_path, VALID)
+    args = ["config", "check", "--config", path]
+    argv = ["-q", *args] if where == "before" else [*args, "--quiet"]
+    result = runner.invoke(cli, argv)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["name"] == "nixos-test"
+    assert result.stderr == ""
+    noisy = runner.invoke(cli, args)
+    assert "is valid" in noisy.stderr
+
+
+def test_several_targets_are_refused_rather_than_the_last_one_published(capsys):
+    assert main(["publish", "--flake", ".", "--target", "a", "--target", "b"]) == 2
+    err = capsys.readouterr().err
+    assert "several --target options (a, b): one publish takes one target" in err
+
+
+def test_inspect_takes_a_store_path_holding_one_vhd_as_publish_does(tmp_path, capsys):
+    out = tmp_path / "store-output"
+    out.mkdir()
+    (out / "nixos-image-azure-25.05-x86_64-linux.vhd").write_bytes(b"\0" * 1024)
+    assert main(["--json", "inspect", str(out)]) == 3  # found, and judged: too small
+    data = json.loads(capsys.readouterr().out)
+    assert data["path"].endswith("nixos-image-azure-25.05-x86_64-linux.vhd")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["inspect", "{missing}"],
+        ["convert", "{missing}", "{out}"],
+        ["upload", "{missing}", "--sas-url", "https://h/c/b?sig=x"],
+        ["publish", "--config", "{target}", "--image", "{missing}"],
+        ["config", "check", "--config", "{missing}"],
+        ["publish", "--config", "{missing}"],
+    ],
+)
+def test_a_missing_input_file_exits_2_everywhere(tmp_path, capsys, argv):
+    target = write(tmp_path, VALID)
+    missing, out = tmp_path / "none.vhd", tmp_path / "out.vhd"
+    code = main([a.format(missing=missing, out=out, target=target) for a in argv])
+    assert code == 2, capsys.readouterr()
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "Traceback" not in err
