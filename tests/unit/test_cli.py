@@ -371,3 +371,33 @@ def test_a_missing_input_file_exits_2_everywhere(tmp_path, capsys, argv):
     err = capsys.readouterr().err
     assert err.startswith("error: ")
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {"gallery": {"name": "g", "community": {
+                "publicNamePrefix": "nixo",
+                "publisherUri": "https://nixos.org",
+                "publisherContact": "images@example.org",
+                "eula": "https://nixos.org/eula",
+            }}, "imageDefinition": {"name": "d", "publisher": "P", "offer": "O", "sku": "S"}},
+            "gallery.community.publicNamePrefix: must be 5-16 letters and digits, not 'nixo'",
+        ),
+        (
+            {"gallery": {"name": "g"},
+             "imageDefinition": {"name": "d", "publisher": "P", "offer": "O", "sku": "S"},
+             "smokeTest": {"enable": True, "location": "eastus"}},
+            "smokeTest.location: eastus is not one of the target regions (westeurope)",
+        ),
+    ],
+    ids=["public-name-prefix", "smoke-location"],
+)  # fmt: skip
+def test_config_check_refuses_what_publish_would_refuse(runner, tmp_path, change, expected):
+    result = runner.invoke(
+        cli, ["config", "check", "--config", write(tmp_path, {**VALID, **change})]
+    )
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert expected in result.stderr.splitlines()[0]
