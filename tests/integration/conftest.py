@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -42,16 +45,29 @@ def azurite(tmp_path: Path) -> Iterator[Azurite]:
 # --- Nix fixture flakes (tests/fixtures/flakes) ---------------------------------------------
 
 FIXTURE_FLAKES = Path(__file__).resolve().parent.parent / "fixtures" / "flakes"
-# Offline, no binary cache (each build would first retry it for seconds), and builders may
-# use the host's qemu-img (Debian's nix-bin does not sandbox by default; make it explicit).
-NIX_OFFLINE_CONFIG = "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false"
+
+
+@functools.cache
+def nix_offline_config() -> str:
+    """The NIX_CONFIG of scripts/nix-config (offline; no build users where Nix has none).
+
+    Asked without the caller's NIX_CONFIG, since the tests replace it with this.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "NIX_CONFIG"}
+    return subprocess.run(
+        [require_tool("bash"), str(REPO / "scripts" / "nix-config")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 @pytest.fixture
 def nix_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Real Nix, offline: skip when `nix` is missing (fail in CI)."""
     require_tool("nix")
-    monkeypatch.setenv("NIX_CONFIG", NIX_OFFLINE_CONFIG)
+    monkeypatch.setenv("NIX_CONFIG", nix_offline_config())
     monkeypatch.delenv("NIXOS_AZURE_PUBLISH_NIX", raising=False)
 
 
