@@ -40,6 +40,14 @@ let
   images = gen: sys: {{
     config.system.build.images.azure = image // {{ passthru.config = azureConfig gen sys; }};
   }};
+  # nixpkgs.lib.nixosSystem {{ system = sys; ... }}: nixpkgs.hostPlatform has no value, and
+  # reading it throws (nixos/modules/misc/nixpkgs.nix); the configuration's pkgs know.
+  bySystemArgument = gen: sys: {{
+    config = azureConfig gen sys // {{
+      nixpkgs.hostPlatform = throw "The option `nixpkgs.hostPlatform' is used but not defined.";
+    }};
+    pkgs.stdenv.hostPlatform.system = sys;
+  }};
   base = {{ name = "t"; resourceGroup = "rg"; location = "westeurope"; }};
 in
 """
@@ -99,6 +107,18 @@ def test_mktarget_derives_everything_the_configuration_knows():
         },
     }
     assert config.load_target(target).hyper_v_generation == "V2"
+
+
+@pytest.mark.parametrize(
+    ("system", "architecture"), [("x86_64-linux", "x64"), ("aarch64-linux", "Arm64")]
+)
+def test_mktarget_takes_the_system_from_the_configuration_s_pkgs(system, architecture):
+    target = evaluates(
+        f'lib.mkTarget (base // {{ nixosConfiguration = bySystemArgument "v2" "{system}"; }})'
+    )
+    assert isinstance(target, dict)
+    assert target["architecture"] == architecture
+    assert target["nixos"]["system"] == system
 
 
 def test_mktarget_reads_the_image_variant_of_nixpkgs_25_05():
