@@ -138,6 +138,13 @@ def test_an_evaluation_error_names_the_problem(ref):
     assert "--show-trace" in (info.value.hint or "")
 
 
+def test_a_missing_attribute_inside_a_target_is_nix_s_error_not_a_missing_target(ref):
+    with pytest.raises(nix.NixCommandError) as info:
+        flake.load_flake_target(ref, "impure")
+    assert "attribute 'currentSystem' missing" in info.value.message
+    assert "no publish target" not in info.value.message
+
+
 def test_a_missing_target_lists_the_targets_there_are(ref):
     with pytest.raises(NixError) as info:
         flake.load_flake_target(ref, "nope")
