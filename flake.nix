@@ -55,7 +55,8 @@
       packages = forAllSystems (
         pkgs:
         let
-          azcopy = pkgs.callPackage ./nix/azcopy.nix { };
+          # nixpkgs' azcopy links bin/azcopy itself (every version from 10.3.2 on).
+          azcopy = pkgs.azure-storage-azcopy;
           publisher = pkgs.callPackage ./nix/package.nix { inherit azcopy; };
           configuration =
             if pkgs.stdenv.hostPlatform.system == "aarch64-linux" then "azure-example-aarch64" else "azure-example";

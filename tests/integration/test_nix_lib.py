@@ -336,7 +336,19 @@ def test_the_package_is_wired_from_pyproject_with_its_tools(repo_flake):
         "qemu-utils",
     ]
     assert suffix[:3] == ["--suffix", "PATH", ":"]
-    assert "-azcopy-" in suffix[3]
+    assert suffix[3] == repo_flake("packages.x86_64-linux.azcopy.outPath") + "/bin"
+
+
+def test_azcopy_is_nixpkgs_own_package(repo_flake):
+    # Every nixpkgs azure-storage-azcopy from 10.3.2 on links bin/azcopy: no wrapper.
+    azcopy = repo_flake(
+        "packages.x86_64-linux.azcopy", "--apply", "p: { inherit (p) name pname version; }"
+    )
+    assert azcopy == {
+        "name": "azure-storage-azcopy-10.32.8",
+        "pname": "azure-storage-azcopy",
+        "version": "10.32.8",
+    }
 
 
 @pytest.mark.parametrize("system", ["x86_64-linux", "aarch64-linux"])
