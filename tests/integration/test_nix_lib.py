@@ -250,40 +250,10 @@ def test_mkpublishapp_runs_the_publisher_for_the_flake_and_target():
     ) in script
 
 
-STUB_NIXPKGS = REPO / "tests" / "fixtures" / "flakes" / "nixpkgs-stub"
-
-
 @pytest.fixture
-def repo_flake(tmp_path):
-    """This repository's flake, its nixpkgs replaced by the stand-in (fixtures/flakes)."""
-    dest = tmp_path / "repo"
-    dest.mkdir()
-    shutil.copy(REPO / "flake.nix", dest / "flake.nix")
-    for folder in ("nix", "templates"):
-        shutil.copytree(REPO / folder, dest / folder)
-    (dest / "nixos_azure_publish").mkdir()
-    shutil.copy(REPO / "nixos_azure_publish" / "__init__.py", dest / "nixos_azure_publish")
-    stub = tmp_path / "nixpkgs"
-    shutil.copytree(STUB_NIXPKGS, stub)
-
-    def run(attr: str, *extra: str) -> object:
-        argv = nix.command_line(
-            [
-                "eval",
-                "--json",
-                "--no-write-lock-file",
-                "--override-input",
-                "nixpkgs",
-                f"path:{stub}",
-                *extra,
-                f"path:{dest}#{attr}",
-            ]
-        )
-        result = subprocess.run(argv, capture_output=True, text=True, check=False)
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
-
-    return run
+def repo_flake(flake_with_nixpkgs):
+    """This repository's flake on the stand-in of nixpkgs' default release (25.05)."""
+    return flake_with_nixpkgs("25.05")
 
 
 def test_the_flake_exposes_lib_modules_and_template(repo_flake):
@@ -355,7 +325,9 @@ def test_azcopy_is_nixpkgs_own_package(repo_flake):
 def test_every_system_has_the_packages_and_its_own_image(repo_flake, system):
     names = repo_flake(f"packages.{system}", "--apply", "builtins.attrNames")
     assert names == ["azcopy", "azure-vhd", "default", "nixos-azure-publish"]
-    assert repo_flake(f"packages.{system}.azure-vhd.name") == f"azure-image-{system}"
+    vhd = repo_flake(f"packages.{system}.azure-vhd.postVM")
+    assert isinstance(vhd, str)
+    assert f"$out/nixos-image-azure-25.05.20250612.abc1234-{system}.vhd" in vhd
     assert repo_flake(f"devShells.{system}.default.type") == "derivation"
     assert repo_flake(f"formatter.{system}.type") == "derivation"
 
@@ -374,7 +346,8 @@ def test_checks_validate_every_target_and_the_lib(repo_flake):
 
 
 def test_the_template_publishes_its_own_configuration(tmp_path, repo_flake):
-    # repo_flake prepared tmp_path/repo (this flake) and tmp_path/nixpkgs (the stand-in).
+    # repo_flake prepared tmp_path/25.05/{repo,nixpkgs}: this flake and the stand-in.
+    repo_flake("lib", "--apply", "builtins.attrNames")
     template = tmp_path / "template"
     shutil.copytree(REPO / "templates" / "default", template)
     lines = (template / "flake.nix").read_text(encoding="utf-8").splitlines()
@@ -388,10 +361,10 @@ def test_the_template_publishes_its_own_configuration(tmp_path, repo_flake):
                 "--no-write-lock-file",
                 "--override-input",
                 "nixpkgs",
-                f"path:{tmp_path / 'nixpkgs'}",
+                f"path:{tmp_path / '25.05' / 'nixpkgs'}",
                 "--override-input",
                 "nixos-azure-publish",
-                f"path:{tmp_path / 'repo'}",
+                f"path:{tmp_path / '25.05' / 'repo'}",
                 f"path:{template}#{attr}",
             ]
         )
