@@ -61,6 +61,41 @@ def on_release(flake_with_nixpkgs, tmp_path):
     return evaluate
 
 
+# --- the module: a bootable image on every release -----------------------------------------
+
+
+def test_gen2_boots_with_efi_grub_and_an_esp(on_release, release):
+    loader = on_release(release, "(nixos { }).config.boot.loader.grub")
+    assert (loader["device"], loader["efiSupport"], loader["efiInstallAsRemovable"]) == (
+        "nodev",
+        True,
+        True,
+    )
+    filesystems = on_release(release, "(nixos { }).config.fileSystems")
+    assert filesystems["/boot"] == {"device": "/dev/disk/by-label/ESP", "fsType": "vfat"}
+    assert filesystems["/"]["device"] == "/dev/disk/by-label/nixos"
+    assert filesystems["/"]["autoResize"] is True
+    image = on_release(release, "(nixos { }).config.system.build.azureImage.partitionTableType")
+    assert image == "efi"
+    assert on_release(release, "(nixos { }).config.boot.growPartition") is True
+
+
+def test_gen1_keeps_bios_grub_on_sda(on_release, release):
+    settings = "{ nixosAzurePublish.generation = 1; }"
+    loader = on_release(release, f"(nixos {settings}).config.boot.loader.grub")
+    assert (loader["device"], loader["efiSupport"]) == ("/dev/sda", False)
+    assert "/boot" not in on_release(release, f"(nixos {settings}).config.fileSystems")
+    table = f"(nixos {settings}).config.system.build.azureImage.partitionTableType"
+    assert on_release(release, table) == "legacy"
+
+
+def test_nixpkgs_24_05_is_refused_with_the_release_and_the_fix(on_release):
+    result = on_release("24.05", "(nixos { }).config.boot.loader.grub.device", check=False)
+    assert result.returncode != 0
+    assert "needs nixpkgs 24.11 or newer" in result.stderr
+    assert "this is nixpkgs 24.05" in result.stderr
+
+
 # --- lib.mkTarget on real configurations ---------------------------------------------------
 
 
