@@ -61,11 +61,13 @@ in
           boot.growPartition = lib.mkDefault true;
           fileSystems."/".autoResize = lib.mkDefault true;
 
-          # azure-common.nix already puts the kernel console on ttyS0; this makes sure a
-          # getty runs there too, whatever the console list ends up being.
-          systemd.services."serial-getty@ttyS0" = lib.mkIf cfg.serialConsole {
-            enable = true;
-            wantedBy = [ "getty.target" ];
+          # azure-common.nix puts the kernel console on ttyS0, and systemd's getty
+          # generator starts a getty there. Wanting the template's instance keeps
+          # upstream's serial-getty@.service (Type=idle, Restart=always) whatever the
+          # console list ends up being; a systemd.services."serial-getty@ttyS0" entry
+          # would instead be a standalone unit without them (nixos/lib/systemd-lib.nix).
+          systemd.targets = lib.mkIf cfg.serialConsole {
+            getty.wants = [ "serial-getty@ttyS0.service" ];
           };
         }
         (lib.mkIf (efiFromHere && gen2) {

@@ -96,6 +96,16 @@ def test_nixpkgs_24_05_is_refused_with_the_release_and_the_fix(on_release):
     assert "this is nixpkgs 24.05" in result.stderr
 
 
+def test_the_serial_console_keeps_upstream_s_getty_unit(on_release, release):
+    services = on_release(release, "builtins.attrNames (nixos { }).config.systemd.services")
+    assert "serial-getty@ttyS0" not in services  # a standalone unit would lose Type=idle
+    wants = on_release(release, "(nixos { }).config.systemd.targets.getty.wants")
+    assert wants == ["serial-getty@ttyS0.service"]
+    assert "console=ttyS0" in on_release(release, "(nixos { }).config.boot.kernelParams")
+    off = "{ nixosAzurePublish.serialConsole = false; }"
+    assert on_release(release, f"(nixos {off}).config.systemd.targets") == {}
+
+
 # --- lib.mkTarget on real configurations ---------------------------------------------------
 
 
