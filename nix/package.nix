@@ -10,6 +10,16 @@
 }:
 let
   root = ../.;
+  pyproject = builtins.fromTOML (builtins.readFile (root + "/pyproject.toml"));
+  # "azure-mgmt-compute>=33" -> python3Packages.azure-mgmt-compute: the dependencies have
+  # one home, pyproject.toml, and the runtime-deps check holds the package to its floors.
+  packageName =
+    requirement:
+    lib.toLower (
+      builtins.replaceStrings [ "_" "." ] [ "-" "-" ] (
+        builtins.head (builtins.match "[[:space:]]*([A-Za-z0-9_.-]+).*" requirement)
+      )
+    );
   # The version lives in one place: nixos_azure_publish/__init__.py (hatch reads it too).
   version = builtins.head (
     builtins.match ''.*__version__ = "([^"]+)".*'' (
@@ -33,15 +43,7 @@ python3Packages.buildPythonApplication {
   };
 
   build-system = [ python3Packages.hatchling ];
-  dependencies = with python3Packages; [
-    awscrt
-    azure-identity
-    azure-mgmt-compute
-    azure-mgmt-network
-    azure-storage-blob
-    click
-    jinja2
-  ];
+  dependencies = map (requirement: python3Packages.${packageName requirement}) pyproject.project.dependencies;
 
   nativeCheckInputs = with python3Packages; [
     pytestCheckHook

@@ -9,7 +9,9 @@ This repository's module, lib.mkTarget, package and checks are evaluated on each
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import tomllib
 
 import pytest
 
@@ -158,3 +160,28 @@ def test_the_flake_s_targets_and_checks_evaluate(flake, release):
     assert names == ["azcopy", "azurePublish-arm64", "azurePublish-default", "lib", "package"]
     assert flake("checks.x86_64-linux.lib.name") == "lib-mkTarget"
     assert flake("checks.x86_64-linux.package.pname") == "nixos-azure-publish"
+
+
+def _requirement(spec: str) -> tuple[str, str | None]:
+    match = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)\s*(?:>=\s*([0-9.]+))?\s*", spec)
+    assert match, f"{spec!r}: only NAME or NAME>=VERSION is used here"
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower(), match.group(2)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def test_the_package_depends_on_what_pyproject_declares_and_the_release_has(flake):
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    requirements = [_requirement(spec) for spec in declared["project"]["dependencies"]]
+    dependencies = flake(
+        "packages.x86_64-linux.default",
+        "--apply",
+        "p: map (d: { inherit (d) pname version; }) p.dependencies",
+    )
+    assert [d["pname"] for d in dependencies] == [name for name, _ in requirements]
+    # nixpkgs' runtime-deps check fails the build when the release is below a floor.
+    for (name, floor), dependency in zip(requirements, dependencies, strict=True):
+        if floor is not None:
+            assert _version(dependency["version"]) >= _version(floor), (name, floor, dependency)
