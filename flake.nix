@@ -88,14 +88,18 @@
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
           inputsFrom = [ self.packages.${pkgs.stdenv.hostPlatform.system}.default ];
-          packages = with pkgs; [
-            nix
-            qemu-utils
-            nodejs
-            ruff
-            python3Packages.mypy
-            nixfmt-rfc-style
-          ];
+          packages =
+            with pkgs;
+            [
+              nix
+              qemu-utils
+              nodejs
+              ruff
+              python3Packages.mypy
+              nixfmt-rfc-style
+            ]
+            # The emulator's blob service, where this nixpkgs packages it.
+            ++ pkgs.lib.optional (pkgs ? azurite) azurite;
         };
       });
 

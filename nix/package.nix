@@ -7,6 +7,9 @@
   nix,
   qemu-utils,
   azcopy ? null,
+  # nixpkgs' Azurite (pkgs/by-name/az/azurite: azurite-blob among its programs), for
+  # `--emulator` and `emulator serve`; null where a nixpkgs has none.
+  azurite ? null,
 }:
 let
   root = ../.;
@@ -57,8 +60,9 @@ python3Packages.buildPythonApplication {
   '';
   pythonImportsCheck = [ "nixos_azure_publish" ];
 
-  # nix evaluates and builds targets, qemu-img converts images; azcopy is the optional
-  # upload backend, found last on PATH so that a user's own azcopy wins.
+  # nix evaluates and builds targets, qemu-img converts images; azcopy (the optional
+  # upload backend) and Azurite (the emulator's blob service) come last on PATH, so that
+  # a user's own win, and the emulator needs no npm.
   makeWrapperArgs =
     [
       "--prefix"
@@ -69,12 +73,14 @@ python3Packages.buildPythonApplication {
         qemu-utils
       ])
     ]
-    ++ lib.optionals (azcopy != null) [
+    ++ lib.optionals (azcopy != null || azurite != null) [
       "--suffix"
       "PATH"
       ":"
-      (lib.makeBinPath [ azcopy ])
+      (lib.makeBinPath (builtins.filter (p: p != null) [ azcopy azurite ]))
     ];
+
+  passthru = { inherit azcopy azurite; };
 
   meta = {
     description = "Publish a NixOS configuration as a replicated Azure Compute Gallery image";

@@ -306,7 +306,9 @@ def test_the_package_is_wired_from_pyproject_with_its_tools(repo_flake):
         "qemu-utils",
     ]
     assert suffix[:3] == ["--suffix", "PATH", ":"]
-    assert suffix[3] == repo_flake("packages.x86_64-linux.azcopy.outPath") + "/bin"
+    azcopy = repo_flake("packages.x86_64-linux.azcopy.outPath")
+    azurite = repo_flake("packages.x86_64-linux.default.passthru.azurite.outPath")
+    assert suffix[3].split(":") == [f"{azcopy}/bin", f"{azurite}/bin"]
 
 
 def test_azcopy_is_nixpkgs_own_package(repo_flake):

@@ -185,3 +185,16 @@ def test_the_package_depends_on_what_pyproject_declares_and_the_release_has(flak
     for (name, floor), dependency in zip(requirements, dependencies, strict=True):
         if floor is not None:
             assert _version(dependency["version"]) >= _version(floor), (name, floor, dependency)
+
+
+def test_the_publisher_finds_azurite_from_nixpkgs(flake, release):
+    wrapper = flake("packages.x86_64-linux.default.makeWrapperArgs")
+    shell = flake("devShells.x86_64-linux.default.packages", "--apply", "map (p: p.name)")
+    if release == "25.05":
+        azurite = flake("packages.x86_64-linux.default.passthru.azurite.outPath")
+        assert any(arg == f"{azurite}/bin" or f"{azurite}/bin" in arg.split(":") for arg in wrapper)
+        assert "azurite-3.33.0" in shell
+    else:
+        # Where this nixpkgs has no azurite the package still builds, without it.
+        assert not any("azurite" in arg for arg in wrapper)
+        assert not any("azurite" in name for name in shell)
