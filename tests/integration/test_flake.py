@@ -33,7 +33,7 @@ def test_nix_eval_json_of_a_target_loads_and_validates(ref):
     assert data["architecture"] == "x64"
     assert data["nixos"] == {
         "release": "25.05",
-        "label": "25.05.20250612.abc1234",
+        "label": "azure-25.05.20250612.abc1234",
         "system": data["nixos"]["system"],
     }
     target = config.load_target(data, source=ref)
