@@ -21,6 +21,12 @@ def test_the_nix_floor_names_what_nixpkgs_master_requires():
     assert not re.search(r"Nix 2\.8 or newer is enough", text)
 
 
+def test_gen2_vms_are_created_with_secure_boot_off():
+    text = _flat(README)
+    assert "Secure Boot turned off" in text
+    assert "--enable-secure-boot false" in text
+
+
 def test_the_label_example_is_what_nixpkgs_25_05_writes():
     # 25.05+ tags the Azure image `azure`: the label starts with it.
     assert "azure-25.05.YYYYMMDD.<rev>" in README
