@@ -55,7 +55,8 @@
       packages = forAllSystems (
         pkgs:
         let
-          azcopy = pkgs.callPackage ./nix/azcopy.nix { };
+          # nixpkgs' azcopy links bin/azcopy itself (every version from 10.3.2 on).
+          azcopy = pkgs.azure-storage-azcopy;
           publisher = pkgs.callPackage ./nix/package.nix { inherit azcopy; };
           configuration =
             if pkgs.stdenv.hostPlatform.system == "aarch64-linux" then "azure-example-aarch64" else "azure-example";
@@ -87,14 +88,18 @@
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
           inputsFrom = [ self.packages.${pkgs.stdenv.hostPlatform.system}.default ];
-          packages = with pkgs; [
-            nix
-            qemu-utils
-            nodejs
-            ruff
-            python3Packages.mypy
-            nixfmt-rfc-style
-          ];
+          packages =
+            with pkgs;
+            [
+              nix
+              qemu-utils
+              nodejs
+              ruff
+              python3Packages.mypy
+              nixfmt-rfc-style
+            ]
+            # The emulator's blob service, where this nixpkgs packages it.
+            ++ pkgs.lib.optional (pkgs ? azurite) azurite;
         };
       });
 

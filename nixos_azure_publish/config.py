@@ -76,7 +76,7 @@ class NixosInfo:
 
     release: str | None = field(default=None, metadata=_doc("NixOS release, e.g. 25.05"))
     label: str | None = field(
-        default=None, metadata=_doc("NixOS label, e.g. 25.05.20250612.abc1234")
+        default=None, metadata=_doc("NixOS label, e.g. azure-25.05.20250612.abc1234")
     )
     system: str | None = field(default=None, metadata=_doc("Nix system, e.g. x86_64-linux"))
 

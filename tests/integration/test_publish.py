@@ -650,7 +650,7 @@ def test_a_flake_target_is_built_with_nix_and_tagged_with_its_provenance(
     assert tags[names.TAG_STORE_PATH] == store_path
     assert tags[names.TAG_CONTENT] == report["storeHash"]
     assert tags[names.TAG_RELEASE] == "25.05"
-    assert tags[names.TAG_LABEL] == "25.05.20250612.abc1234"
+    assert tags[names.TAG_LABEL] == "azure-25.05.20250612.abc1234"
     assert tags[names.TAG_FLAKE_REV] == "0123abcd"
     assert tags[names.TAG_TARGET] == "fixture-gen2"
 
