@@ -5,6 +5,7 @@ from __future__ import annotations
 from nixos_azure_publish.cli import (
     config_cmd,
     emulator_cmd,
+    hooks_cmd,
     image_cmd,
     nix_cmd,
     publish_cmd,
@@ -19,5 +20,12 @@ cli.add_command(nix_cmd.build_command)
 cli.add_command(upload_cmd.upload)
 cli.add_command(publish_cmd.publish_command)
 cli.add_command(emulator_cmd.emulator_group)
+for command in (
+    hooks_cmd.hydra_hook,
+    hooks_cmd.post_build_hook,
+    hooks_cmd.enqueue_command,
+    hooks_cmd.worker_command,
+):
+    cli.add_command(command)
 
 __all__ = ["cli", "main"]
