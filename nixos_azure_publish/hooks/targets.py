@@ -9,8 +9,9 @@ A JSON file (the NixOS module writes it from ``services.nixos-azure-publish.targ
 
 Each target is a target file (``config``) or a flake target (``flake`` and
 ``target``, default ``default``). ``hydraJobs`` are Hydra job matchers
-``project:jobset:job`` in Hydra's own syntax: ``*`` matches a whole field,
-nothing else is a wildcard. Standard library only: the hooks import this module.
+``project:jobset:job`` in Hydra's own syntax (its RunCommand plugin's): ``*``
+matches a whole field, a missing trailing field matches everything, and there
+are no partial wildcards. Standard library only: the hooks import this module.
 """
 
 from __future__ import annotations
@@ -46,16 +47,17 @@ class WorkerTarget:
 
 
 def hydra_job_matches(pattern: str, job: str) -> bool:
-    """Hydra's RunCommand matcher: three fields, ``*`` matches a whole field."""
+    """Hydra's RunCommand matcher: up to three fields; ``*``, or a missing field, matches all."""
     want = pattern.split(":")
     have = job.split(":", _FIELDS - 1)
-    if len(want) != _FIELDS or len(have) != _FIELDS:
+    if len(want) > _FIELDS or len(have) != _FIELDS:
         return False
+    want += ["*"] * (_FIELDS - len(want))
     return all(w in {"*", h} for w, h in zip(want, have, strict=True))
 
 
 def _problem_pattern(pattern: object) -> str | None:
-    if not isinstance(pattern, str) or len(pattern.split(":")) != _FIELDS:
+    if not isinstance(pattern, str) or not 1 <= len(pattern.split(":")) <= _FIELDS:
         return f"{pattern!r} is not a Hydra job matcher project:jobset:job"
     if any(not part or ("*" in part and part != "*") for part in pattern.split(":")):
         return f"{pattern!r}: each field is a name or '*' (Hydra matches no partial wildcards)"
