@@ -9,6 +9,7 @@ from nixos_azure_publish.cli import (
     image_cmd,
     nix_cmd,
     publish_cmd,
+    role_cmd,
     upload_cmd,
 )
 from nixos_azure_publish.cli.app import cli, main
@@ -25,6 +26,7 @@ for command in (
     hooks_cmd.post_build_hook,
     hooks_cmd.enqueue_command,
     hooks_cmd.worker_command,
+    role_cmd.role_definition_command,
 ):
     cli.add_command(command)
 
