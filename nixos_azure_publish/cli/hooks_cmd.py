@@ -11,15 +11,14 @@ from typing import TYPE_CHECKING
 import click
 
 from nixos_azure_publish.cli.app import app_context
-from nixos_azure_publish.hooks.entry import _spool, hydra_hook, post_build_hook
+from nixos_azure_publish.errors import UsageError
+from nixos_azure_publish.hooks.entry import hydra_hook, post_build_hook, spool_from
 from nixos_azure_publish.hooks.spool import SPOOL_ENV, Job
 from nixos_azure_publish.hooks.targets import TARGETS_ENV, default_targets_file, load_targets
 from nixos_azure_publish.hooks.worker import Worker, WorkerOptions
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-from nixos_azure_publish.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ _targets_option = click.option(
 def enqueue_command(*, spool: Path | None, target_name: str | None, store_path: Path) -> None:
     """Queue a store path for the worker by hand (what the hooks do)."""
     job = Job(store_path=str(store_path.absolute()), target=target_name, source="cli")
-    state = _spool(spool).enqueue(job)
+    state = spool_from(spool).enqueue(job)
     app_context().emit(
         {"id": job.id, "job": job.to_json(), "alreadyIn": state},
         f"queued job {job.id}" if state is None else f"already in the spool ({state}): {job.id}",
@@ -111,7 +110,7 @@ def worker_command(
             hint=f"Pass --targets FILE or set ${TARGETS_ENV} (the NixOS module sets it)",
         )
     worker = Worker(
-        spool=_spool(spool),
+        spool=spool_from(spool),
         targets=load_targets(path),
         options=WorkerOptions(
             max_attempts=max_attempts, backoff=backoff, poll=poll, state_dir=state_dir

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 HOOKS: Final = frozenset({"hydra-hook", "post-build-hook"})
 
 
-def _spool(spool: Path | None) -> Spool:
+def spool_from(spool: Path | None) -> Spool:
+    """The spool named by --spool, else by the environment; an error when neither names one."""
     root = spool if spool is not None else default_spool()
     if root is None:
         raise SpoolError(
@@ -91,7 +92,7 @@ def hydra_hook(*, hydra_json: Path | None, spool: Path | None, targets_file: Pat
         )
     targets = load_targets(targets_path)
     data = hydra.read_hydra_json(record)
-    _enqueue(_spool(spool), hydra.jobs_from_build(data, targets, source=str(record)))
+    _enqueue(spool_from(spool), hydra.jobs_from_build(data, targets, source=str(record)))
 
 
 @click.command("post-build-hook")
@@ -111,7 +112,7 @@ def post_build_hook(*, spool: Path | None) -> None:
     except Exception as error:  # noqa: BLE001 - never stop the build queue over a bad input
         click.echo(f"nothing to publish: {error}", err=True)
         return
-    _enqueue(_spool(spool), result)
+    _enqueue(spool_from(spool), result)
 
 
 def run(command: click.Command, args: Sequence[str]) -> int:

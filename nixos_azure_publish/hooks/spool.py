@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from nixos_azure_publish.errors import UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
 SPOOL_ENV: Final = "NIXOS_AZURE_PUBLISH_SPOOL"
 STATES: Final = ("queue", "running", "done", "failed")
@@ -357,7 +357,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def default_spool(environ: dict[str, str] | os._Environ[str] | None = None) -> Path | None:
+def default_spool(environ: Mapping[str, str] | None = None) -> Path | None:
     """The spool named by ``$NIXOS_AZURE_PUBLISH_SPOOL``, if set."""
     env = os.environ if environ is None else environ
     value = env.get(SPOOL_ENV)

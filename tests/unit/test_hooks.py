@@ -394,3 +394,38 @@ def test_a_bad_targets_file_lists_every_problem(tmp_path):
     assert "targets.neither: give exactly one" in text
     assert "targets.neither.hydraJobs[0]" in text
     assert "targets.typo.hydrajobs: unknown field" in text
+
+
+# --- enqueue and worker: the command line ----------------------------------------------------
+
+
+def test_enqueue_by_hand_is_deduplicated_too(tmp_path, store, capsys):
+    from nixos_azure_publish.cli import main as cli_main  # noqa: PLC0415
+
+    image = output(store, "cccc-nixos-image-azure", "nixos.vhd")
+    spool = str(tmp_path / "spool")
+    assert cli_main(["--json", "enqueue", "--spool", spool, "--target", "gen2", image]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["alreadyIn"] is None
+    assert cli_main(["enqueue", "--spool", spool, "--target", "gen2", image]) == 0
+    assert "already in the spool (queue)" in capsys.readouterr().out
+    assert queued(tmp_path) == [(image, "gen2", "cli")]
+
+
+def test_a_worker_without_targets_says_how_to_give_them(tmp_path, monkeypatch, capsys):
+    from nixos_azure_publish.cli import main as cli_main  # noqa: PLC0415
+
+    monkeypatch.delenv("NIXOS_AZURE_PUBLISH_TARGETS", raising=False)
+    assert cli_main(["worker", "--spool", str(tmp_path / "spool"), "--once"]) == 2
+    err = capsys.readouterr().err
+    assert "no targets file" in err
+    assert "--targets FILE" in err
+
+
+def test_a_worker_with_nothing_to_do_says_so(tmp_path, targets, capsys):
+    from nixos_azure_publish.cli import main as cli_main  # noqa: PLC0415
+
+    args = ["--json", "worker", "--spool", str(tmp_path / "spool"), "--targets", str(targets)]
+    assert cli_main([*args, "--once"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {"handled": 0, "spool": {"queue": 0, "running": 0, "done": 0, "failed": 0}}
