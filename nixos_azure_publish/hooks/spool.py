@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 SPOOL_ENV: Final = "NIXOS_AZURE_PUBLISH_SPOOL"
 STATES: Final = ("queue", "running", "done", "failed")
 FORMAT: Final = 1
+# Writing a job file takes milliseconds; one this old in tmp/ belongs to a writer that died.
+STALE_TMP_SECONDS: Final = 3600.0
 
 State = Literal["queue", "running", "done", "failed"]
 Source = Literal["hydra", "post-build", "cli", "worker"]
@@ -255,7 +257,12 @@ class Spool:
         return fd
 
     def _recover_locked(self, now: float) -> None:
-        """Put jobs of dead workers back in the queue (their lock is free)."""
+        """Requeue the jobs of dead workers (their lock is free); drop stale temp files."""
+        for path in (self.root / "tmp").iterdir():
+            # A writer that died between creating and renaming its file; nothing refers to it.
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < now - STALE_TMP_SECONDS:
+                    path.unlink()
         for path in sorted((self.root / "running").glob("*.json")):
             job_id = path.stem
             fd = self._try_lock(job_id)

@@ -129,6 +129,17 @@ def test_a_retry_waits_for_its_time(tmp_path):
     assert again.record.history == [{"status": "failed"}]
 
 
+def test_a_dead_writer_s_temp_file_is_dropped_in_time(tmp_path):
+    spool = Spool(tmp_path)
+    spool.ensure()
+    old, fresh = tmp_path / "tmp" / "old.1.2", tmp_path / "tmp" / "fresh.1.3"
+    old.write_text("{")
+    fresh.write_text("{")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert spool.claim(worker="a") is None
+    assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == ["fresh.1.3"]
+
+
 def test_unreadable_job_files_are_left_alone(tmp_path):
     spool = Spool(tmp_path)
     spool.ensure()
