@@ -250,8 +250,9 @@ def test_two_workers_never_publish_twice(fast, tmp_path):
     records = done(tmp_path)
     assert sorted(str(r.job.store_path) for r in records) == sorted(map(str, images))
     for record in records:
-        # Published by exactly one attempt. (On a busy machine, two publishes of one target
-        # may race for the same time-based version name; the loser fails and is retried.)
+        # Published by exactly one attempt. Two publishes of one target in the same second
+        # race for the same time-based version name; the loser fails ("already exists with
+        # other content") and its retry takes the next name.
         published = [h for h in record.history if h["status"] == "published"]
         assert published == [record.history[-1]], record.history
         # One worker at a time: the attempts of a job never overlap.
