@@ -53,6 +53,7 @@ SMOKE_TEST: Final = (
     "Microsoft.Network/virtualNetworks/subnets/join/action",
     "Microsoft.Network/networkInterfaces/read",
     "Microsoft.Network/networkInterfaces/write",
+    "Microsoft.Network/networkInterfaces/delete",
     "Microsoft.Network/networkInterfaces/join/action",
 )
 

@@ -102,6 +102,21 @@ def test_the_role_holds_exactly_the_actions_publish_and_smoke_test_use(
     assert used_actions(emulator) == set(role.actions())
 
     publish_twice(emulator, tmp_path, monkeypatch, capsys, smoke=True, seeds=(3, 4))
+    # A smoke-test VM that Azure never creates: the cleanup deletes its NIC itself.
+    faults = emulator.faults
+    faults.match = "Microsoft.Compute/virtualMachines/write"
+    faults.error_status, faults.retry_after, faults.error_next = 503, 0.05, 1000
+    image = make_image(tmp_path / "image-5", seed=5)
+    target = write_target(
+        tmp_path / "target-5",
+        image,
+        gallery={"name": "test_gallery", "community": COMMUNITY},
+        smokeTest={"enable": True, "timeoutSeconds": 60},
+        version={"targetRegions": ["westeurope"]},
+    )
+    code, report = publish(emulator, monkeypatch, capsys, "--config", str(target))
+    assert code != 0, report
+    assert emulator.requests.matching(action="Microsoft.Network/networkInterfaces/delete")
     assert used_actions(emulator) == set(role.actions(smoke_test=True))
 
 
