@@ -171,6 +171,11 @@ class Worker:
             argv += ["--state-dir", str(self.options.state_dir)]
         env = dict(os.environ if self.options.environ is None else self.options.environ)
         env.pop("GITHUB_STEP_SUMMARY", None)
+        # The child finds the package where this process found it: a Nix-wrapped script
+        # sets its import path inside the interpreter, not in the environment.
+        env["PYTHONPATH"] = os.pathsep.join(
+            [p for p in sys.path if p] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+        )
         log.info("job %s: publishing %s (attempt %d)", job.id, target.name, attempt)
         code, stdout, stderr = self._run_child(argv, env, claim.lock_fd)
         entry |= {

@@ -221,6 +221,21 @@ def test_a_published_job_is_done_with_its_report(fake, tmp_path):
     ]
 
 
+def test_the_publish_finds_the_package_where_the_worker_did(fake, tmp_path, monkeypatch):
+    # As in a Nix-wrapped script: the import path is set inside the interpreter only.
+    extra = tmp_path / "site"
+    extra.mkdir()
+    (extra / "only_in_the_worker_s_path.py").write_text("")
+    monkeypatch.syspath_prepend(str(extra))
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    script = fake.state / "publish.py"
+    script.write_text("import only_in_the_worker_s_path\n" + script.read_text())
+    worker = fake([0])
+    worker.spool.enqueue(job())
+    worker.run(until_idle=True)
+    assert worker.spool.state_of(job().id) == "done"
+
+
 def test_a_flake_target_is_published_by_reference(fake):
     worker = fake([0], state_dir=Path("/var/lib/nixos-azure-publish"))
     worker.spool.enqueue(job(target="flaky"))
