@@ -52,7 +52,7 @@ def _enqueue(spool: Spool, result: HookResult) -> None:
             click.echo(f"already in the spool ({state}): {job.store_path} for {target}")
 
 
-@click.command("hydra-hook")
+@click.command("hydra-hook", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--hydra-json",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -95,7 +95,7 @@ def hydra_hook(*, hydra_json: Path | None, spool: Path | None, targets_file: Pat
     _enqueue(spool_from(spool), hydra.jobs_from_build(data, targets, source=str(record)))
 
 
-@click.command("post-build-hook")
+@click.command("post-build-hook", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--spool",
     type=click.Path(path_type=Path, file_okay=False),
