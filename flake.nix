@@ -28,6 +28,7 @@
 
       nixosModules = {
         azure-image = ./nix/modules/azure-image.nix;
+        publisher = import ./nix/modules/publisher.nix { inherit self; };
         default = self.nixosModules.azure-image;
       };
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from nixos_azure_publish.cli import (
     config_cmd,
     emulator_cmd,
+    hooks_cmd,
     image_cmd,
     nix_cmd,
     publish_cmd,
+    role_cmd,
     upload_cmd,
 )
 from nixos_azure_publish.cli.app import add_common_options, cli, main
@@ -20,6 +22,11 @@ for command in (
     upload_cmd.upload,
     publish_cmd.publish_command,
     emulator_cmd.emulator_group,
+    hooks_cmd.hydra_hook,
+    hooks_cmd.post_build_hook,
+    hooks_cmd.enqueue_command,
+    hooks_cmd.worker_command,
+    role_cmd.role_definition_command,
 ):
     cli.add_command(add_common_options(command))
 

@@ -261,6 +261,7 @@ def test_the_flake_exposes_lib_modules_and_template(repo_flake):
     assert repo_flake("nixosModules", "--apply", "builtins.attrNames") == [
         "azure-image",
         "default",
+        "publisher",
     ]
     description = repo_flake("templates.default.description")
     assert isinstance(description, str)
