@@ -9,9 +9,11 @@ skips the build; ``--config FILE`` skips Nix entirely (not handled here).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -95,6 +97,7 @@ def locate_vhd(path: Path) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
+        _refuse_unusable(path)
         # A missing input is a usage error (exit 2), like every missing file.
         raise UsageError(
             f"the image {path} does not exist",
@@ -119,6 +122,28 @@ def locate_vhd(path: Path) -> Path:
         " is ambiguous",
         hint="Make the image attribute produce exactly one .vhd, or pass --image PATH to pick one",
     )
+
+
+def _refuse_unusable(path: Path) -> None:
+    """Say what *path* is when it exists but is neither a file nor a directory.
+
+    A FIFO, a device or a symbolic link loop is there: "does not exist" would send
+    the user looking for a file that they can see.
+    """
+    try:
+        st = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(
+                f"the image {path} is a symbolic link loop",
+                hint="Point the link at the image file, or pass the image's real path",
+            ) from None
+        return
+    if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+        raise ImageError(
+            f"the image {path} is not a regular file (a FIFO, socket or device)",
+            hint="Pass the image file itself, or a store path holding one .vhd",
+        )
 
 
 def list_targets(flake: str) -> list[str]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from nixos_azure_publish import flake
@@ -61,6 +64,34 @@ def test_locate_vhd_of_a_missing_path(tmp_path):
     with pytest.raises(UsageError, match="does not exist") as caught:
         flake.locate_vhd(tmp_path / "missing")
     assert caught.value.exit_code == 2
+
+
+def test_locate_vhd_of_a_fifo_says_what_it_is(tmp_path):
+    fifo = tmp_path / "disk.vhd"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageError, match="is not a regular file") as caught:
+        flake.locate_vhd(fifo)
+    assert caught.value.exit_code == 3
+
+
+def test_locate_vhd_of_a_device_says_what_it_is():
+    with pytest.raises(ImageError, match="is not a regular file"):
+        flake.locate_vhd(Path("/dev/null"))
+
+
+def test_locate_vhd_of_a_symlink_loop_says_so(tmp_path):
+    loop = tmp_path / "loop.vhd"
+    loop.symlink_to(loop)
+    with pytest.raises(UsageError, match="symbolic link loop") as caught:
+        flake.locate_vhd(loop)
+    assert caught.value.exit_code == 2
+
+
+def test_locate_vhd_of_a_dangling_symlink_is_missing(tmp_path):
+    link = tmp_path / "disk.vhd"
+    link.symlink_to(tmp_path / "gone.vhd")
+    with pytest.raises(UsageError, match="does not exist"):
+        flake.locate_vhd(link)
 
 
 @pytest.mark.parametrize("ref", ["", ".#azurePublish.default"])
