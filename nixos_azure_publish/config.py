@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import jinja2
+import jinja2.exceptions
 import jinja2.sandbox
 
 from nixos_azure_publish import regions, typedload
@@ -346,6 +347,39 @@ def version_context(target: PublishTarget, *, store_hash: str, now: dt.datetime)
     }
 
 
+# Longest Major.Minor.Patch of three int32 numbers.
+MAX_VERSION_NAME: Final = 3 * len(str(INT32_MAX)) + 2
+# A template that multiplies or raises to a power builds at most this much.
+_MAX_PRODUCT_LEN: Final = 4096
+_MAX_EXPONENT: Final = 64
+
+
+class _BoundedSandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
+    """The sandbox, with ``*`` and ``**`` bounded: a template cannot exhaust memory or CPU."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(
+        self,
+        context: jinja2.runtime.Context,
+        operator: str,
+        left: Any,  # noqa: ANN401 - any template value
+        right: Any,  # noqa: ANN401
+    ) -> Any:  # noqa: ANN401
+        if operator == "**":
+            if isinstance(right, int | float) and abs(right) > _MAX_EXPONENT:
+                raise jinja2.exceptions.SecurityError(f"exponent {right} is too large")
+        else:
+            for seq, count in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(count, int)
+                    and len(seq) * count > _MAX_PRODUCT_LEN
+                ):
+                    raise jinja2.exceptions.SecurityError("a repeated sequence is too long")
+        return super().call_binop(context, operator, left, right)
+
+
 def render_version_name(target: PublishTarget, *, store_hash: str, now: dt.datetime) -> str:
     """Render ``version.name``; raise :class:`ConfigError` unless it is ``Major.Minor.Patch``."""
     problem, name = _render_version(target, store_hash=store_hash, now=now)
@@ -357,14 +391,23 @@ def render_version_name(target: PublishTarget, *, store_hash: str, now: dt.datet
 def _render_version(
     target: PublishTarget, *, store_hash: str, now: dt.datetime
 ) -> tuple[str | None, str]:
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
+    env = _BoundedSandbox(undefined=jinja2.StrictUndefined)
     try:
         rendered = env.from_string(target.version.name).render(
             version_context(target, store_hash=store_hash, now=now)
         )
-    except jinja2.TemplateError as error:
-        return f"version.name: template error: {error}", ""
+    except (jinja2.TemplateError, ArithmeticError, ValueError, TypeError, MemoryError) as error:
+        # A template is user code: 1/0, int('x') or a huge number is its error, not ours.
+        return f"version.name: template error: {type(error).__name__}: {error}", ""
     rendered = rendered.strip()
+    if len(rendered) > MAX_VERSION_NAME:
+        return (
+            (
+                f"version.name: renders to {len(rendered):,} characters; it must be"
+                " Major.Minor.Patch, three integers such as 2025.612.1"
+            ),
+            "",
+        )
     match = _VERSION_NAME.match(rendered)
     if not match:
         return (

@@ -176,6 +176,12 @@ BROKEN = [
     ),
     ("version.name", "{{ nixos.missing }}.1.1", "version.name: template error"),
     ("version.name", "{{ 1 + }}", "version.name: template error"),
+    # a template that raises, or renders huge, is the template's error
+    ("version.name", "{{ 1 / 0 }}.1.1", "version.name: template error: ZeroDivisionError"),
+    ("version.name", "{{ '9' * 100000000 }}.1.1", "version.name: template error"),
+    ("version.name", "{{ 9 ** 99999999 }}.1.1", "version.name: template error"),
+    ("version.name", "{{ '9' * 5000 }}.1.1", "version.name: template error"),
+    ("version.name", "{% for i in range(99) %}9999{% endfor %}.1.1", "renders to 400 characters"),
     # replica bounds
     ("version.replicaCount", 0, "version.replicaCount: must be 1..100, not 0"),
     ("version.replicaCount", 101, "version.replicaCount: must be 1..100, not 101"),
