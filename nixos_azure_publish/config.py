@@ -680,12 +680,24 @@ def load_target(
     return target
 
 
+# A target is a few KiB; anything this large is the wrong file.
+MAX_CONFIG_BYTES: Final = 1024 * 1024
+
+
 def read_config_file(path: Path) -> object:
     """Read a JSON (``.json``) or TOML (anything else ending in ``.toml``) target file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        # Bounded: a config may come through a pipe (`--config <(...)`), but a device
+        # such as /dev/zero must not make us read forever.
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError([f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB"])
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError([f"config file {path} does not exist"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"config file {path} is a directory"]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError([f"cannot read config file {path}: {error}"]) from None
     try:

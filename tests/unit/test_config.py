@@ -544,6 +544,16 @@ def test_unreadable_config_files(tmp_path, monkeypatch, name, content, expected)
     assert expected in caught.value.one_line()
 
 
+def test_a_config_from_an_endless_device_is_refused_after_a_mebibyte():
+    with pytest.raises(ConfigError, match="larger than 1024 KiB"):
+        config.load_target_file(Path("/dev/zero"))
+
+
+def test_a_directory_as_config_says_so(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory"):
+        config.load_target_file(tmp_path)
+
+
 @pytest.mark.parametrize("security", sorted(config.GEN2_ONLY_SECURITY))
 def test_gen2_only_security_types_refused_on_gen1(security):
     data = with_change("imageDefinition.securityType", security)
