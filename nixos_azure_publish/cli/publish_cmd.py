@@ -113,7 +113,9 @@ def publish_command(
     if target_name is not None and flake is None:
         raise UsageError("--target needs --flake", hint="Name the flake with --flake REF")
     with _emulator_environ(enabled=emulator) as environ, _sigterm_interrupts():
-        publish = _load(config_file, flake, target_name or "default", image, environ)
+        publish = _load(
+            config_file, flake, "default" if target_name is None else target_name, image, environ
+        )
         report = _publish(
             publish,
             environ=environ,

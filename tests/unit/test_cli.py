@@ -343,6 +343,12 @@ def test_several_targets_are_refused_rather_than_the_last_one_published(capsys):
     assert "several --target options (a, b): one publish takes one target" in err
 
 
+def test_an_empty_target_is_refused_not_taken_for_the_default(capsys):
+    # Nothing is evaluated: an empty name is refused before Nix runs.
+    assert main(["publish", "--flake", ".", "--target", ""]) == 2
+    assert "--target must not be empty" in capsys.readouterr().err
+
+
 def test_inspect_takes_a_store_path_holding_one_vhd_as_publish_does(tmp_path, capsys):
     out = tmp_path / "store-output"
     out.mkdir()
