@@ -25,6 +25,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.unit)
         elif parts[0] == "integration":
             item.add_marker(pytest.mark.integration)
+        elif parts[0] == "reliability":
+            item.add_marker(pytest.mark.reliability)
 
 
 def require_tool(name: str) -> str:
