@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import secretscan
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -38,3 +40,28 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is not installed, but CI must have it")
         pytest.skip(f"{name} is not installed (scripts/test installs it)")
     return path
+
+
+# --- The secrets scan (tests/secretscan.py): the session fails on any leaked secret. ------
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    del session
+    secretscan.install()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    secretscan.SCANNER.current = item.nodeid
+    secretscan.keep_installed()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for title, text in report.sections:
+        secretscan.SCANNER.scan(text, title)
+    if report.failed:
+        secretscan.SCANNER.scan(report.longreprtext, f"{report.when} error")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    del exitstatus
+    secretscan.report(session)

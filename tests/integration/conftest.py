@@ -22,6 +22,7 @@ from nixos_azure_publish import nix
 from nixos_azure_publish.emulator import speccheck
 from nixos_azure_publish.emulator.azurite import Azurite, run_azurite
 from nixos_azure_publish.emulator.server import Emulator, run_emulator
+from tests import secretscan
 from tests.conftest import REPO, require_tool
 
 if TYPE_CHECKING:
@@ -178,6 +179,7 @@ def emulator(emulator_azurite: Azurite) -> Iterator[Emulator]:
     with run_emulator(azurite=emulator_azurite) as running:
         traffic = running.app.record_traffic()
         yield running
+        secretscan.SCANNER.scan_emulator(running)
     _SPEC_TRAFFIC.router = running.app.router
     # What the emulator accepted must be valid per the specs, and so must its answers;
     # requests it refused are often broken on purpose, so only 2xx exchanges are kept.

@@ -20,6 +20,7 @@ from nixos_azure_publish import vhd
 from nixos_azure_publish.cli import main
 from nixos_azure_publish.emulator.server import run_emulator
 from nixos_azure_publish.errors import ExitCode
+from tests import secretscan
 from tests.integration.test_publish import WRITES, make_image, write_target
 from tests.unit.test_vhd import make_dynamic, make_fixed, patch_footer
 
@@ -38,7 +39,9 @@ USAGE, IMAGE, AZURE, NIX = ExitCode.USAGE, ExitCode.INVALID_IMAGE, ExitCode.AZUR
 def quiet_emulator(emulator_azurite: Azurite) -> Iterator[Emulator]:
     """One emulator for the whole corpus: its request log must never see a write."""
     with run_emulator(azurite=emulator_azurite) as running:
+        running.app.record_traffic()
         yield running
+        secretscan.SCANNER.scan_emulator(running)
 
 
 @dataclass
