@@ -55,6 +55,9 @@ class Faults:
     stall: float = 0.0
     corrupt: float = 0.0
     """Flip a byte of a page write's body, as a faulty network would."""
+    truncate: float = 0.0
+    """Cut a body short and drop the connection: half of a request's body reaches the
+    server (which must discard it), or half of a response's body reaches the client."""
     stall_seconds: float = 3.0
     delay_seconds: float = 0.0
     """Every forwarded request waits this long first (slows an upload down)."""
@@ -260,6 +263,7 @@ class FaultProxy:
             ("throttle_429", f.throttle_429),
             ("stall", f.stall),
             ("corrupt", f.corrupt),
+            ("truncate", f.truncate),
         ):
             if roll < chance:
                 return name
@@ -305,6 +309,10 @@ class FaultProxy:
             return True
         if fault == "corrupt" and body:
             body = bytes([body[0] ^ 0xFF]) + body[1:]
+        if fault == "truncate" and body:
+            self._send_truncated(upstream, method, target, headers, body)
+            handler.reset()
+            return False
         refusal = self._check_checksum(headers, body) if is_page_write else None
         if refusal is not None:
             self._reply_error(handler, refusal, head_only=False)
@@ -322,8 +330,30 @@ class FaultProxy:
         if fault == "reset_after":
             handler.reset()
             return False
+        if fault == "truncate" and len(payload) > 1:
+            # The client is promised the whole body and gets half of it.
+            handler.reply(status, reason, reply_headers, payload[: len(payload) // 2])
+            handler.reset()
+            return False
         handler.reply(status, reason, reply_headers, payload)
         return True
+
+    @staticmethod
+    def _send_truncated(
+        upstream: http.client.HTTPConnection,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> None:
+        """Half of the request reaches the server, then the connection is gone."""
+        with contextlib.suppress(OSError):
+            upstream.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+            for name, value in headers:
+                upstream.putheader(name, value)
+            upstream.endheaders()
+            upstream.send(body[: len(body) // 2])
+        upstream.close()
 
     def _reply_error(self, handler: _Handler, kind: str, *, head_only: bool) -> None:
         status, reason, code = _ERRORS[kind]

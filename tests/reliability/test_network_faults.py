@@ -1,0 +1,174 @@
+"""Seeded network faults on the upload path and on the Resource Manager path.
+
+Upload path: a fault proxy (tests/integration/faultproxy.py) in front of the
+emulator's blob service, named in ``HTTP_PROXY`` as a user's proxy would be:
+connection resets before and after the server saw a page, 500/503, 429 with
+``Retry-After``, bodies cut short, bodies corrupted on the way (refused by the
+checksum) and, for the uploader alone, stalls past its timeout.
+Resource Manager path: the emulator's own faults (503s, 429 storms with
+``Retry-After``, a failed long-running operation).
+
+Every publish of a campaign must complete, leave a disk byte-identical to its
+image and exactly one version per image. The fast variants run in CI; the
+``campaign`` ones run more seeds and publishes (bench/reliability.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from azure.storage.blob import BlobClient
+
+from nixos_azure_publish.azure import names
+from nixos_azure_publish.cli import main
+from tests.integration.faultproxy import Faults, run_fault_proxy
+from tests.integration.test_publish import (
+    GROUP,
+    compute,
+    make_image,
+    versions,
+    write_target,
+)
+from tests.reliability import figures
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nixos_azure_publish.emulator.server import Emulator
+
+MIB = 1024 * 1024
+PROXY_VARS = ("HTTP_PROXY", "http_proxy")
+NO_PROXY_VARS = ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy")
+
+
+def upload_faults(seed: int) -> Faults:
+    return Faults(
+        seed=seed,
+        reset_before=0.05,
+        reset_after=0.03,
+        error_500=0.02,
+        error_503=0.03,
+        throttle_429=0.02,
+        retry_after=1,
+        truncate=0.03,
+        corrupt=0.03,
+    )
+
+
+def arm_faults(emulator: Emulator, seed: int) -> None:
+    faults = emulator.faults
+    faults.seed = seed
+    faults._random = None  # a new seed takes effect now
+    faults.retry_after = 0.1
+    faults.error_status = 503
+    faults.error_rate = 0.10
+    faults.throttle_rate = 0.05
+    faults.throttle_next = 4  # a storm of 429s at the start
+
+
+def disk_bytes_digest(emulator: Emulator, disk_name: str) -> str:
+    client = compute(emulator)
+    read = client.disks.begin_grant_access(
+        GROUP, disk_name, {"access": "Read", "durationInSeconds": 600}
+    ).result()
+    try:
+        digest = hashlib.sha256()
+        stream = BlobClient.from_blob_url(str(read.access_sas)).download_blob()
+        for chunk in stream.chunks():
+            digest.update(chunk)
+        return digest.hexdigest()
+    finally:
+        client.disks.begin_revoke_access(GROUP, disk_name).result()
+
+
+def publish_campaign(
+    emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *,
+    seed: int,
+    publishes: int,
+) -> dict[str, Any]:
+    """*publishes* images published through upload and ARM faults; the figures."""
+    emulator.settings.replication_seconds = 0.2
+    for key, value in emulator.environ.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    for name in NO_PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+    azurite = emulator.app.blobs.azurite
+    failures, hashes = [], {}
+    with run_fault_proxy(azurite.host, azurite.port, upload_faults(seed)) as proxy:
+        for i in range(publishes):
+            image = make_image(tmp_path / f"img{i}", seed=seed * 100 + i, data_mib=2)
+            target = write_target(tmp_path / f"t{i}", image, cleanup={"deleteUploadDisk": False})
+            arm_faults(emulator, seed * 100 + i)
+            for name in PROXY_VARS:
+                monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.port}")
+            capsys.readouterr()
+            code = main(["--json", "publish", "--config", str(target)])
+            out = capsys.readouterr().out
+            for name in PROXY_VARS:
+                monkeypatch.delenv(name)
+            emulator.faults.reset()
+            if code != 0:
+                failures.append((i, code, out[-500:]))
+                continue
+            report = json.loads(out)
+            hashes[report["storeHash"]] = hashlib.sha256(image.read_bytes()).hexdigest()
+    client = compute(emulator)
+    published = versions(client)
+    by_hash: dict[str, int] = {}
+    for version in published:
+        tag = (version.tags or {}).get(names.TAG_CONTENT, "")
+        by_hash[tag] = by_hash.get(tag, 0) + 1
+    identical = 0
+    for disk in client.disks.list_by_resource_group(GROUP):
+        image_digest = hashes.get((disk.tags or {}).get(names.TAG_CONTENT, ""))
+        if image_digest is not None and disk_bytes_digest(emulator, str(disk.name)) == image_digest:
+            identical += 1
+    arm_faults_seen = sum(1 for r in emulator.requests if r.fault)
+    return {
+        "runs": publishes,
+        "failures": len(failures),
+        "failure_detail": failures,
+        "versions": len(published),
+        "duplicate_versions": sum(n - 1 for n in by_hash.values()),
+        "identical_disks": identical,
+        "upload_faults": sum(proxy.stats.injected.values()),
+        "upload_fault_kinds": dict(proxy.stats.injected),
+        "checksum_refusals": proxy.stats.mismatches,
+        "arm_faults": arm_faults_seen,
+        "page_writes_via_proxy": proxy.stats.page_writes,
+    }
+
+
+def check(result: dict[str, Any], publishes: int) -> None:
+    assert result["failures"] == 0, result["failure_detail"]
+    assert result["versions"] == publishes, result
+    assert result["duplicate_versions"] == 0, result
+    assert result["identical_disks"] == publishes, result
+    assert result["upload_faults"] >= 1, result  # the faults really happened
+    assert result["arm_faults"] >= 1, result
+    assert result["page_writes_via_proxy"] >= publishes, result  # the upload went through it
+
+
+def test_publishes_through_upload_and_resource_manager_faults(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    result = publish_campaign(emulator, tmp_path, monkeypatch, capsys, seed=1, publishes=3)
+    figures.record("network faults: publish", method="fast: 1 seed x 3 publishes", **result)
+    check(result, 3)
+
+
+@pytest.mark.campaign
+@pytest.mark.parametrize("seed", range(2, 7))
+def test_campaign_publishes_through_faults(emulator, tmp_path, monkeypatch, capsys, seed):
+    result = publish_campaign(emulator, tmp_path, monkeypatch, capsys, seed=seed, publishes=6)
+    figures.record("network faults: publish", method=f"campaign: seed {seed} x 6", **result)
+    check(result, 6)
