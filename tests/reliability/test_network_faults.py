@@ -24,6 +24,7 @@ from azure.storage.blob import BlobClient
 
 from nixos_azure_publish.azure import names
 from nixos_azure_publish.cli import main
+from nixos_azure_publish.errors import ExitCode
 from tests.integration.faultproxy import Faults, run_fault_proxy
 from tests.integration.test_publish import (
     GROUP,
@@ -42,6 +43,14 @@ if TYPE_CHECKING:
 MIB = 1024 * 1024
 PROXY_VARS = ("HTTP_PROXY", "http_proxy")
 NO_PROXY_VARS = ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy")
+
+
+# Long-running operations that a campaign makes fail (one action per seed).
+LRO_ACTIONS = (
+    "Microsoft.Compute/galleries/images/versions/write",
+    "Microsoft.Compute/disks/write",
+    "Microsoft.Compute/galleries/write",
+)
 
 
 def upload_faults(seed: int) -> Faults:
@@ -84,6 +93,22 @@ def disk_bytes_digest(emulator: Emulator, disk_name: str) -> str:
         client.disks.begin_revoke_access(GROUP, disk_name).result()
 
 
+def tally(emulator: Emulator, hashes: dict[str, str]) -> tuple[int, int, int]:
+    """Versions, duplicate versions of one image, and disks identical to their image."""
+    client = compute(emulator)
+    published = versions(client)
+    by_hash: dict[str, int] = {}
+    for version in published:
+        tag = (version.tags or {}).get(names.TAG_CONTENT, "")
+        by_hash[tag] = by_hash.get(tag, 0) + 1
+    identical = 0
+    for disk in client.disks.list_by_resource_group(GROUP):
+        image_digest = hashes.get((disk.tags or {}).get(names.TAG_CONTENT, ""))
+        if image_digest is not None and disk_bytes_digest(emulator, str(disk.name)) == image_digest:
+            identical += 1
+    return len(published), sum(n - 1 for n in by_hash.values()), identical
+
+
 def publish_campaign(
     emulator: Emulator,
     tmp_path: Path,
@@ -102,7 +127,7 @@ def publish_campaign(
     for name in NO_PROXY_VARS:
         monkeypatch.delenv(name, raising=False)
     azurite = emulator.app.blobs.azurite
-    failures, hashes = [], {}
+    failures, hashes, lro_failures = [], {}, 0
     with run_fault_proxy(azurite.host, azurite.port, upload_faults(seed)) as proxy:
         for i in range(publishes):
             image = make_image(tmp_path / f"img{i}", seed=seed * 100 + i, data_mib=2)
@@ -110,9 +135,21 @@ def publish_campaign(
             arm_faults(emulator, seed * 100 + i)
             for name in PROXY_VARS:
                 monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.port}")
+            failed_lro = i % 3 == 1  # every third publish meets a failed long-running operation
+            if failed_lro:
+                emulator.faults.fail_lro = {LRO_ACTIONS[seed % len(LRO_ACTIONS)]: "InternalError"}
             capsys.readouterr()
             code = main(["--json", "publish", "--config", str(target)])
             out = capsys.readouterr().out
+            if failed_lro:
+                # Azure failed the operation: reported (exit 4, a rerun helps), then rerun.
+                error = json.loads(out).get("error", {}) if out.strip() else {}
+                if code != ExitCode.AZURE or not error.get("rerunHelps"):
+                    failures.append((i, code, out[-500:]))
+                lro_failures += 1
+                emulator.faults.fail_lro = {}
+                code = main(["--json", "publish", "--config", str(target)])
+                out = capsys.readouterr().out
             for name in PROXY_VARS:
                 monkeypatch.delenv(name)
             emulator.faults.reset()
@@ -121,29 +158,20 @@ def publish_campaign(
                 continue
             report = json.loads(out)
             hashes[report["storeHash"]] = hashlib.sha256(image.read_bytes()).hexdigest()
-    client = compute(emulator)
-    published = versions(client)
-    by_hash: dict[str, int] = {}
-    for version in published:
-        tag = (version.tags or {}).get(names.TAG_CONTENT, "")
-        by_hash[tag] = by_hash.get(tag, 0) + 1
-    identical = 0
-    for disk in client.disks.list_by_resource_group(GROUP):
-        image_digest = hashes.get((disk.tags or {}).get(names.TAG_CONTENT, ""))
-        if image_digest is not None and disk_bytes_digest(emulator, str(disk.name)) == image_digest:
-            identical += 1
+    published, duplicates, identical = tally(emulator, hashes)
     arm_faults_seen = sum(1 for r in emulator.requests if r.fault)
     return {
         "runs": publishes,
         "failures": len(failures),
         "failure_detail": failures,
-        "versions": len(published),
-        "duplicate_versions": sum(n - 1 for n in by_hash.values()),
+        "versions": published,
+        "duplicate_versions": duplicates,
         "identical_disks": identical,
         "upload_faults": sum(proxy.stats.injected.values()),
         "upload_fault_kinds": dict(proxy.stats.injected),
         "checksum_refusals": proxy.stats.mismatches,
         "arm_faults": arm_faults_seen,
+        "failed_operations_rerun": lro_failures,
         "page_writes_via_proxy": proxy.stats.page_writes,
     }
 
