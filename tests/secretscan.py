@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,8 @@ from nixos_azure_publish.emulator.azurite import ACCOUNT_KEY
 from nixos_azure_publish.emulator.credential import TOKEN
 
 if TYPE_CHECKING:
+    import types
+
     from nixos_azure_publish.emulator.server import Emulator
 
 MASK = "REDACTED"
@@ -68,6 +71,13 @@ class Scanner:
     planted: set[str] = field(default_factory=set)
     """Fake secrets the scan's own tests plant; found, they go to ``planted_hits``."""
     planted_hits: list[Finding] = field(default_factory=list)
+    inputs: set[Path] = field(default_factory=set)
+    """Files a test wrote to hand a secret to the tool (a SAS file), not the tool's output."""
+
+    def holds_secret(self, path: Path) -> Path:
+        """Mark *path* as an input that holds a secret on purpose; return it."""
+        self.inputs.add(path.resolve())
+        return path
 
     def literal_secrets(self) -> dict[str, str]:
         found = {"account key": ACCOUNT_KEY, "bearer token": TOKEN, **self.literals}
@@ -109,6 +119,8 @@ class Scanner:
     def scan_tree(self, root: Path) -> None:
         for path in root.rglob("*"):
             if any(part in _SKIP_PARTS for part in path.parts) or path.suffix in _SKIP_SUFFIXES:
+                continue
+            if path.resolve() in self.inputs:
                 continue
             try:
                 if not path.is_file() or path.is_symlink() or path.stat().st_size > _MAX_FILE:
@@ -153,9 +165,21 @@ def _readouterr(self: CaptureFixture[Any]) -> Any:
 
 def _communicate(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> Any:
     out, err = _original_communicate(self, *args, **kwargs)
+    if _called_from_the_package():
+        # The package reading a child's output (azcopy, nix) is not yet output: where
+        # it goes (a log, an error) is scanned there, after the package redacted it.
+        return out, err
     SCANNER.scan(out, "subprocess stdout")
     SCANNER.scan(err, "subprocess stderr")
     return out, err
+
+
+def _called_from_the_package() -> bool:
+    frame: types.FrameType | None = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__") == "subprocess":
+        frame = frame.f_back  # subprocess.run calls communicate
+    name = frame.f_globals.get("__name__", "") if frame is not None else ""
+    return str(name).startswith("nixos_azure_publish.")
 
 
 def install() -> None:

@@ -327,6 +327,16 @@ class FaultProxy:
                 self.stats.page_writes += 1
                 self.stats.page_bytes += len(body)
                 self.stats.max_page_write = max(self.stats.max_page_write, len(body))
+        return self._answer(handler, fault, (status, reason, reply_headers, payload))
+
+    @staticmethod
+    def _answer(
+        handler: _Handler,
+        fault: str | None,
+        answer: tuple[int, str, list[tuple[str, str]], bytes],
+    ) -> bool:
+        """Pass the server's answer on, or the fault in it; False when the connection dies."""
+        status, reason, reply_headers, payload = answer
         if fault == "reset_after":
             handler.reset()
             return False

@@ -314,7 +314,7 @@ def test_dry_run_on_empty_and_on_published_subscription_writes_nothing(
 
 
 def run_publisher(
-    emulator: Emulator, target: Path, state: Path, *extra: str
+    emulator: Emulator, target: Path, state: Path, *extra: str, env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
@@ -330,7 +330,7 @@ def run_publisher(
             str(state),
             *extra,
         ],
-        env=env_for(emulator),
+        env=env_for(emulator) if env is None else env,
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

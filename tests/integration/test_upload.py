@@ -41,6 +41,7 @@ from nixos_azure_publish.emulator.certs import write_self_signed
 from nixos_azure_publish.errors import ImageError, SasExpiredError, UploadError, UsageError
 from nixos_azure_publish.upload import azcopy, engine, piece, ranges, retry, transport
 from nixos_azure_publish.upload.journal import JOURNAL_INTERVAL
+from tests import secretscan
 from tests.conftest import REPO, require_tool
 from tests.integration.faultproxy import FaultProxy, Faults, run_fault_proxy
 
@@ -433,7 +434,7 @@ def test_resume_after_the_process_is_killed_sends_only_what_is_missing(tmp_path,
     image = make_vhd(tmp_path, "resume", 40, [(0, 32 * MIB)], seed=5)
     target = disk(image.stat().st_size)
     journal = tmp_path / "journal"
-    sas_file = tmp_path / "sas"
+    sas_file = secretscan.SCANNER.holds_secret(tmp_path / "sas")  # the tool's input
     with fault_proxy(Faults(hold_after=3)) as proxy:
         sas_file.write_text(proxy.url(target.sas()))
         argv = [
@@ -786,7 +787,7 @@ def test_no_sas_signature_reaches_logs_errors_or_output(tmp_path, disk, fault_pr
 def test_cli_prints_the_result_as_json(tmp_path, disk):
     image = make_vhd(tmp_path, "cli", 24, [(0, MIB)], seed=13)
     target = disk(image.stat().st_size)
-    sas_file = tmp_path / "sas"
+    sas_file = secretscan.SCANNER.holds_secret(tmp_path / "sas")  # the tool's input
     sas_file.write_text(target.sas() + "\n")
     proc = subprocess.run(
         [
@@ -843,7 +844,8 @@ def test_azcopy_backend_runs_azcopy_copy_as_a_page_blob(tmp_path, disk, monkeypa
     target = disk(image.stat().st_size)
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    record = tmp_path / "argv.json"
+    # The fake records the SAS it was given (the test's record, not the tool's output).
+    record = secretscan.SCANNER.holds_secret(tmp_path / "argv.json")
     fake = bindir / "azcopy"
     fake.write_text(
         f"#!{sys.executable}\nimport json, sys\n"
