@@ -70,7 +70,9 @@ def kill_at_step(emulator: Emulator, tmp_path: Path, step: str, seed: int) -> di
     return report
 
 
-def kill_inside_upload(emulator: Emulator, tmp_path: Path, pages: int, seed: int) -> dict[str, Any]:
+def kill_inside_upload(
+    emulator: Emulator, tmp_path: Path, pages: int, seed: int, *, settle: bool = True
+) -> dict[str, Any]:
     """Kill after *pages* acknowledged page writes; the rerun's bytes against what was missing."""
     emulator.settings.replication_seconds = 0.2
     image = make_image(tmp_path / "img", seed=seed, size_mib=64, data_mib=40)
