@@ -121,8 +121,10 @@ def create_upload_disk(
     return get_disk(clients, group, name) or created
 
 
-def grant_write(clients: AzureClients, group: str, name: str, *, seconds: int = SAS_SECONDS) -> str:
-    """Grant write access; the SAS URL (a secret: never log it)."""
+def grant_write(clients: AzureClients, group: str, name: str, *, seconds: int | None = None) -> str:
+    """Grant write access for *seconds* (default :data:`SAS_SECONDS`); the SAS URL (a
+    secret: never log it)."""
+    seconds = SAS_SECONDS if seconds is None else seconds
     result = arm.wait(
         f"granting write access to disk {name}",
         clients.compute.disks.begin_grant_access,

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OTHER_UPLOAD_TIMEOUT: Final = 1800.0
+MAX_REGRANTS: Final = 3
+"""Write access granted again at most this many times when the SAS expires mid-upload."""
 """Seconds to wait for a concurrent publisher that is uploading the same image."""
 
 
@@ -129,22 +131,42 @@ class Upload(Step):
         if disk.uploaded:
             return skipped("not needed: the disk holds the whole image")
         group = ctx.target.resource_group
-        sas = azdisk.grant_write(ctx.clients, group, disk.name)
+        lifetime = azdisk.SAS_SECONDS
+        granted = time.monotonic()
+        sas = azdisk.grant_write(ctx.clients, group, disk.name, seconds=lifetime)
         complete = False
         handed_over = False
+        regrants = 0
         try:
-            try:
-                result = self._upload(ctx, sas)
-            except SasExpiredError:
-                # A concurrent publisher of the same image granted access after us (which
-                # replaces our SAS) or finished and revoked it: its verified upload is as
-                # good as ours, so wait for it instead of fighting over the disk.
-                other = self._wait_for_other_upload(ctx, disk.name)
-                if other is None:
-                    raise
-                handed_over = True
-                ctx.disk = other
-                return skipped("not needed: another publisher uploaded this image")
+            while True:
+                try:
+                    result = self._upload(ctx, sas)
+                    break
+                except SasExpiredError:
+                    if time.monotonic() - granted >= lifetime:
+                        if regrants >= MAX_REGRANTS:
+                            raise
+                        # Our own SAS ran out (a slow link, a huge image): grant access
+                        # again; the journal makes the upload resume where it was.
+                        regrants += 1
+                        log.warning(
+                            "the write SAS of disk %s expired during the upload; granting"
+                            " access again and resuming",
+                            disk.name,
+                        )
+                        granted = time.monotonic()
+                        sas = azdisk.grant_write(ctx.clients, group, disk.name, seconds=lifetime)
+                        continue
+                    # Refused before its time: a concurrent publisher of the same image
+                    # granted access after us (which replaces our SAS) or finished and
+                    # revoked it: its verified upload is as good as ours, so wait for it
+                    # instead of fighting over the disk.
+                    other = self._wait_for_other_upload(ctx, disk.name)
+                    if other is None:
+                        raise
+                    handed_over = True
+                    ctx.disk = other
+                    return skipped("not needed: another publisher uploaded this image")
             current = azdisk.get_disk(ctx.clients, group, disk.name) or disk
             azdisk.mark_uploaded(ctx.clients, current)
             ctx.save_journal(uploaded=disk.id)
