@@ -306,6 +306,10 @@ def version_body(
     }
 
 
+class VersionNameTakenError(AzureError):
+    """Another image's version took the name between our look and our create (a race)."""
+
+
 def create_version(
     clients: AzureClients, target: PublishTarget, name: str, body: Mapping[str, Any]
 ) -> None:
@@ -332,7 +336,7 @@ def create_version(
         existing = get_version(clients, target, name)
         want = (body.get("tags") or {}).get(TAG_CONTENT)
         if existing is None or existing.tags.get(TAG_CONTENT) != want:
-            raise AzureError(
+            raise VersionNameTakenError(
                 f"image version {name} already exists with other content",
                 hint="Change version.name so that it renders a new version",
             ) from None

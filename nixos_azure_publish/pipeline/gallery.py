@@ -158,9 +158,6 @@ class CreateVersion(Step):
             # Read the disk again: a concurrent publisher's create may have set its time.
             disk = azdisk.get_disk(ctx.clients, ctx.target.resource_group, disk.name) or disk
             ctx.disk = disk
-        ctx.version_name = azversion.free_version_name(
-            ctx.clients, ctx.target, version_name(ctx), content_hash=ctx.hash
-        )
         source_id, from_disk = self._source(ctx)
         # A version waiting for its smoke test is kept out of `latest` until it passes.
         exclude = True if ctx.target.smoke_test.enable else None
@@ -171,12 +168,28 @@ class CreateVersion(Step):
             tags=ctx.tags(),
             exclude_from_latest=exclude,
         )
-        azversion.create_version(ctx.clients, ctx.target, ctx.version_name, body)
-        ctx.save_journal(version=ctx.version_name)
-        replaced = ctx.version_name in {failed.name for failed in ctx.failed_versions}
+        wanted = version_name(ctx)
+        name = wanted
+        for attempt in range(azversion.MAX_NAME_BUMPS):
+            name = azversion.free_version_name(
+                ctx.clients, ctx.target, wanted, content_hash=ctx.hash
+            )
+            ctx.version_name = name
+            try:
+                azversion.create_version(ctx.clients, ctx.target, name, body)
+                break
+            except azversion.VersionNameTakenError:
+                # Another image's publisher created this name after we looked (two images
+                # in the same second): look again, which moves on to the next free patch;
+                # a name from the user's own template is refused there instead.
+                if attempt == azversion.MAX_NAME_BUMPS - 1:
+                    raise
+                log.info("version %s was just taken by another image; looking again", wanted)
+        ctx.save_journal(version=name)
+        replaced = name in {failed.name for failed in ctx.failed_versions}
         detail = "replaces the failed version of that name" if replaced else ""
-        ctx.report.resource("image version", ctx.version_name, "created", detail=detail)
-        return done(f"created {ctx.version_name}")
+        ctx.report.resource("image version", name, "created", detail=detail)
+        return done(f"created {name}")
 
     @staticmethod
     def _source(ctx: Context) -> tuple[str, bool]:
