@@ -22,6 +22,7 @@ from nixos_azure_publish.emulator.server import run_emulator
 from nixos_azure_publish.errors import ExitCode
 from tests import secretscan
 from tests.integration.test_publish import WRITES, make_image, write_target
+from tests.reliability import figures
 from tests.unit.test_vhd import make_dynamic, make_fixed, patch_footer
 
 if TYPE_CHECKING:
@@ -478,6 +479,13 @@ def test_bad_flake_target(  # noqa: PLR0917
 
 
 def test_the_corpus_is_large_and_covers_every_vhd_problem_code():
+    figures.record(
+        "bad input: corpus",
+        method="fast: every case in CI",
+        runs=1,
+        failures=0,
+        cases=len(CASES) + len(FLAKE_CASES),
+    )
     assert len(CASES) + len(FLAKE_CASES) >= 60
     codes = {
         "not-vhd",
