@@ -45,11 +45,11 @@ PROXY_VARS = ("HTTP_PROXY", "http_proxy")
 NO_PROXY_VARS = ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy")
 
 
-# Long-running operations that a campaign makes fail (one action per seed).
+# Long-running operations that a campaign makes fail (one action per seed); both run in
+# every publish of a new image (the gallery and definition exist after the first).
 LRO_ACTIONS = (
     "Microsoft.Compute/galleries/images/versions/write",
     "Microsoft.Compute/disks/write",
-    "Microsoft.Compute/galleries/write",
 )
 
 
