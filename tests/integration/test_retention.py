@@ -7,27 +7,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from nixos_azure_publish.azure import names
-from tests.integration.test_publish import (
-    DEFINITION,
-    GALLERY,
-    GROUP,
-    compute,
-    make_image,
-    publish,
-    versions,
-    write_target,
-    writes,
-)
+from tests.helpers.images import make_image
+from tests.helpers.publishing import compute, publish, versions, writes
+from tests.helpers.targets import DEFINITION, GALLERY, GROUP, write_target
+
+pytestmark = pytest.mark.usefixtures("state_home")
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from nixos_azure_publish.emulator.server import Emulator
-
-
-@pytest.fixture(autouse=True)
-def _state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
 
 
 def _publish(
