@@ -97,3 +97,18 @@ def disks(client: ComputeManagementClient) -> list[Any]:
 
 def images(client: ComputeManagementClient) -> list[Any]:
     return list(client.images.list_by_resource_group(GROUP))
+
+
+def publish_again(
+    emulator: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+) -> dict[str, Any]:
+    """Publish ARGS again: it must succeed as "already-published" and write nothing to Azure."""
+    before = len(emulator.requests)
+    code, again = publish(emulator, monkeypatch, capsys, *args)
+    assert code == 0, again
+    assert again["status"] == "already-published"
+    assert writes(emulator, before) == []
+    return again
