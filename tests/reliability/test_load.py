@@ -20,14 +20,9 @@ import pytest
 
 from nixos_azure_publish import vhd
 from tests.conftest import REPO
-from tests.integration.test_publish import (
-    compute,
-    disks,
-    env_for,
-    make_image,
-    versions,
-    write_target,
-)
+from tests.helpers.images import make_image
+from tests.helpers.publishing import compute, disks, env_for, versions
+from tests.helpers.targets import write_target
 from tests.reliability import figures
 
 if TYPE_CHECKING:

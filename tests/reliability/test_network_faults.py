@@ -25,14 +25,10 @@ from azure.storage.blob import BlobClient
 from nixos_azure_publish.azure import names
 from nixos_azure_publish.cli import main
 from nixos_azure_publish.errors import ExitCode
+from tests.helpers.images import make_image
+from tests.helpers.publishing import compute, versions
+from tests.helpers.targets import GROUP, write_target
 from tests.integration.faultproxy import Faults, run_fault_proxy
-from tests.integration.test_publish import (
-    GROUP,
-    compute,
-    make_image,
-    versions,
-    write_target,
-)
 from tests.reliability import figures
 
 if TYPE_CHECKING:
