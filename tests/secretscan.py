@@ -120,7 +120,7 @@ class Scanner:
         for path in root.rglob("*"):
             if any(part in _SKIP_PARTS for part in path.parts) or path.suffix in _SKIP_SUFFIXES:
                 continue
-            if path.resolve() in self.inputs:
+            if path.resolve() in self.inputs or _in_emulator_store(path):
                 continue
             try:
                 if not path.is_file() or path.is_symlink() or path.stat().st_size > _MAX_FILE:
@@ -131,6 +131,12 @@ class Scanner:
             if b"\0" in data[:4096]:
                 continue  # binary
             self.scan(data, f"file {path.relative_to(root)}")
+
+
+def _in_emulator_store(path: Path) -> bool:
+    """A file of an emulator's ``--state-dir`` (beside its ``tls/``): the server's own
+    store, which keeps the grants it handed out as Azure's back end does; not a log."""
+    return path.name == "state.json" and (path.parent / "tls" / "emulator-cert.pem").exists()
 
 
 SCANNER = Scanner()

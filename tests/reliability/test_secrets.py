@@ -96,6 +96,16 @@ def test_files_under_the_temp_directory_are_scanned(tmp_path):
     (tmp_path / "disk.vhd").unlink()
 
 
+def test_an_emulator_store_is_the_server_side_and_not_scanned(tmp_path):
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "tls" / "emulator-cert.pem").write_text("certificate")
+    (tmp_path / "state.json").write_text(f'{{"accessSAS": "{SAS}"}}')
+    before = len(secretscan.SCANNER.findings)
+    secretscan.SCANNER.scan_tree(tmp_path)
+    assert taken_back(before) == []
+    (tmp_path / "state.json").unlink()
+
+
 def test_the_emulator_request_log_and_recording_are_scanned(emulator):
     from nixos_azure_publish.emulator.testing import clients  # noqa: PLC0415
 
