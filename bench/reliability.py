@@ -194,12 +194,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--fast", action="store_true", help="only the fast variants")
     parser.add_argument("--output", type=Path, default=DOC)
+    parser.add_argument("--figures", type=Path, help="also keep the raw records (JSON lines)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="reliability-") as work:
         figures = Path(work) / "figures.jsonl"
         status, output, seconds = run(fast=args.fast, figures=figures)
         text = figures.read_text(encoding="utf-8") if figures.exists() else ""
         records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if args.figures is not None:
+        args.figures.write_text(text, encoding="utf-8")
     args.output.write_text(
         render(records, output, status=status, seconds=seconds, fast=args.fast), encoding="utf-8"
     )
