@@ -131,6 +131,27 @@ def measured(rows: list[dict[str, Any]]) -> str:
     return "; ".join(phrase(rows) for key, phrase in PHRASES if key in keys) or "-"
 
 
+def _failure_lines(records: list[dict[str, Any]]) -> list[str]:
+    """What each failed run said (its error's message and hint), once per distinct text."""
+    seen: dict[str, list[str]] = defaultdict(list)
+    for record in records:
+        for detail in record.get("failure_detail") or []:
+            try:
+                error = json.loads(detail[2])["error"]
+                text = (
+                    f"exit {error['exitCode']}, rerunHelps {str(error['rerunHelps']).lower()}:"
+                    f" {error['message']}. {error['hint']}"
+                )
+            except (ValueError, KeyError, TypeError, IndexError):
+                text = f"exit {detail[1]}: the run's report did not say what went wrong"
+            text = re.sub(r"\b\d+\.\d+\.\d+\b", "<version>", text)
+            seen[text].append(f"{record['scenario']} ({record['method']})")
+    return [
+        f"- {len(where)} x {text} - in {', '.join(sorted(set(where)))}"
+        for text, where in seen.items()
+    ]
+
+
 def render(
     records: list[dict[str, Any]], output: str, *, status: int, seconds: float, fast: bool
 ) -> str:
@@ -178,6 +199,18 @@ def render(
             f"| {scenario} | {HOW.get(family, '')} | {WHAT.get(family, '')} | {variants}"
             f" | {runs} | {failures} | {cell} |"
         )
+    failures = _failure_lines(records)
+    if failures:
+        lines += [
+            "",
+            "## Failures",
+            "",
+            "What each failed run said. A run fails when it does not end as its scenario"
+            " expects; after a failed long-running operation that is exit 4 with"
+            " `rerunHelps: true`, since the rerun repairs it (and does, in the same run).",
+            "",
+            *failures,
+        ]
     lines += [
         "",
         (
