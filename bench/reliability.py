@@ -205,9 +205,11 @@ def render(
             "",
             "## Failures",
             "",
-            "What each failed run said. A run fails when it does not end as its scenario"
-            " expects; after a failed long-running operation that is exit 4 with"
-            " `rerunHelps: true`, since the rerun repairs it (and does, in the same run).",
+            (
+                "What each failed run said. A run fails when it does not end as its scenario"
+                " expects; after a failed long-running operation that is exit 4 with"
+                " `rerunHelps: true`, since the rerun repairs it (and does, in the same run)."
+            ),
             "",
             *failures,
         ]
