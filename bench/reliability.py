@@ -50,7 +50,7 @@ HOW = {
         " a replication of several seconds"
     ),
     "interrupt": "SIGINT / SIGTERM while the step runs, then a rerun",
-    "load": "publishers as separate processes; peak RSS from wait4 of each",
+    "load": "publishers as separate processes; peak RSS is each one's VmHWM, read while it runs",
     "bad input": "the command line in-process against a running emulator",
     "secrets": "every test of the session (tests/secretscan.py)",
 }
