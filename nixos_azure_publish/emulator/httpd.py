@@ -22,9 +22,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from nixos_azure_publish.emulator.armerror import ArmError
 from nixos_azure_publish.emulator.context import Request, Response
+from nixos_azure_publish.emulator.redact import redact
 from nixos_azure_publish.emulator.requestlog import RequestRecord
 from nixos_azure_publish.emulator.router import check_api_version, resource_type_of
-from nixos_azure_publish.redact import redact
 
 if TYPE_CHECKING:
     from pathlib import Path
