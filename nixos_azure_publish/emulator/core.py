@@ -28,6 +28,7 @@ from nixos_azure_publish.emulator.faults import Faults
 from nixos_azure_publish.emulator.recording import ServerTraffic
 from nixos_azure_publish.emulator.requestlog import RequestLog
 from nixos_azure_publish.emulator.router import Router
+from nixos_azure_publish.emulator.schemas import RequestSchemas, shared
 from nixos_azure_publish.emulator.settings import EmulatorSettings
 from nixos_azure_publish.emulator.store import Resource, Store
 
@@ -57,6 +58,8 @@ class ArmApp:
         self.blobs = blobs
         self.base_url = ""
         self.router = Router()
+        # Request bodies are checked against the shipped specs before any handler runs.
+        self.schemas: RequestSchemas = shared()
         for module in (
             lro,
             resourcegroups,

@@ -150,6 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
             _inject(decision, app)
             check_api_version(match.route, api_version, resource_type_of(action))
             body = _parse_body(raw)
+            app.schemas.check_request(method, match.route.operation_id, body)
             app.store.tick()
             request = Request(
                 method=method,

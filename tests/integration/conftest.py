@@ -137,7 +137,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         result = speccheck.validate(
             _SPEC_TRAFFIC.exchanges,
             router=_SPEC_TRAFFIC.router,
-            spec_root=Path(__file__).resolve().parent / "test_spec_files",
             oav=str(oav),
             work=Path(work),
         )
