@@ -7,7 +7,9 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from nixos_azure_publish.emulator.armerror import ArmError, invalid_parameter, property_change
+from nixos_azure_publish.emulator.catalogue import REGIONS
 from nixos_azure_publish.emulator.context import Response
+from nixos_azure_publish.emulator.router import resource_type_of
 
 if TYPE_CHECKING:
     from nixos_azure_publish.emulator.context import Request
@@ -55,6 +57,33 @@ def normalize_location(value: object, *, target: str = "location") -> str:
     if not _LOCATION.match(location):
         raise invalid_parameter(f"The location '{value}' is invalid.", target)
     return location
+
+
+def known_region(location: str, resource_type: str, *, target: str = "location") -> str:
+    """*location* (normalised), or Resource Manager's error for a region Azure does not have."""
+    if location in REGIONS:
+        return location
+    if resource_type == "Microsoft.Resources/resourceGroups":
+        raise ArmError(
+            400,
+            "LocationNotAvailableForResourceGroup",
+            f"The provided location '{location}' is not available for resource group. List of "
+            f"available regions is '{','.join(sorted(REGIONS))}'.",
+            target=target,
+        )
+    raise ArmError(
+        400,
+        "LocationNotAvailableForResourceType",
+        f"The provided location '{location}' is not available for resource type "
+        f"'{resource_type}'. List of available regions for the resource type is "
+        f"'{','.join(sorted(REGIONS))}'.",
+        target=target,
+    )
+
+
+def location_of(req: Request, body: dict[str, Any]) -> str:
+    """The request body's region, normalised and known to Azure."""
+    return known_region(normalize_location(body.get("location")), resource_type_of(req.action))
 
 
 def tags_of(body: dict[str, Any]) -> dict[str, str]:

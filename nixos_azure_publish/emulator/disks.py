@@ -24,8 +24,8 @@ from nixos_azure_publish.emulator.blobs import FOOTER_SIZE
 from nixos_azure_publish.emulator.common import (
     check_compute_name,
     listing,
+    location_of,
     no_content,
-    normalize_location,
     ok,
     props,
     provider_id,
@@ -176,7 +176,7 @@ def put(req: Request) -> Response:
     req.app.require_group(req)
     check_compute_name(req.params["diskName"], "disk")
     body = req.json_body()
-    location = normalize_location(body.get("location"))
+    location = location_of(req, body)
     tags = tags_of(body)
     creation = _validate_create(body)
     sku = _sku(body)

@@ -25,7 +25,9 @@ from nixos_azure_publish.emulator.armerror import (
 )
 from nixos_azure_publish.emulator.common import (
     immutable,
+    known_region,
     listing,
+    location_of,
     no_content,
     normalize_location,
     ok,
@@ -123,7 +125,7 @@ def put_gallery(req: Request) -> Response:
             "galleryName",
         )
     body = req.json_body()
-    location = normalize_location(body.get("location"))
+    location = location_of(req, body)
     tags = tags_of(body)
     properties = props(body)
     sharing = properties.get("sharingProfile") or {}
@@ -286,7 +288,7 @@ def put_image(req: Request) -> Response:
             "galleryImageName",
         )
     body = req.json_body()
-    location = normalize_location(body.get("location"))
+    location = location_of(req, body)
     _same_location(gallery, location, "image definition")
     tags = tags_of(body)
     properties = props(body)
@@ -523,7 +525,9 @@ def _target_region(entry: object, default_replicas: int, default_storage: str) -
     target = "galleryImageVersion.properties.publishingProfile.targetRegions"
     if not isinstance(entry, dict) or not entry.get("name"):
         raise invalid_parameter("Every target region needs a name.", target)
-    name = normalize_location(entry["name"], target="targetRegions.name")
+    name = known_region(
+        normalize_location(entry["name"], target="targetRegions.name"), VERSION, target=target
+    )
     replicas = entry.get("regionalReplicaCount", default_replicas)
     if not isinstance(replicas, int) or not 1 <= replicas <= MAX_REPLICAS:
         raise invalid_parameter(
@@ -619,7 +623,7 @@ def put_version(req: Request) -> Response:
     name = req.params["galleryImageVersionName"]
     _check_version_name(name)
     body = req.json_body()
-    location = normalize_location(body.get("location"))
+    location = location_of(req, body)
     _same_location(image, location, "image version")
     tags = tags_of(body)
     properties = props(body)

@@ -14,8 +14,8 @@ from nixos_azure_publish.emulator.armerror import (
 from nixos_azure_publish.emulator.common import (
     check_compute_name,
     listing,
+    location_of,
     no_content,
-    normalize_location,
     ok,
     props,
     provider_id,
@@ -90,7 +90,7 @@ def put(req: Request) -> Response:
     req.app.require_group(req)
     check_compute_name(req.params["imageName"], "image")
     body = req.json_body()
-    location = normalize_location(body.get("location"))
+    location = location_of(req, body)
     tags = tags_of(body)
     properties = props(body)
     os_disk, disk = _os_disk(req, properties, location)

@@ -14,8 +14,8 @@ from nixos_azure_publish.emulator import apiversions
 from nixos_azure_publish.emulator.armerror import ArmError, invalid_parameter
 from nixos_azure_publish.emulator.common import (
     listing,
+    location_of,
     no_content,
-    normalize_location,
     ok,
     props,
     provider_id,
@@ -249,7 +249,7 @@ def _put(type_name: str) -> Callable[[Request], Response]:
     def handler(req: Request) -> Response:
         req.app.require_group(req)
         body = req.json_body()
-        location = normalize_location(body.get("location"))
+        location = location_of(req, body)
         tags = tags_of(body)
         rid = _rid(req, type_name)
         existing = req.app.store.get(rid)

@@ -9,7 +9,7 @@ from nixos_azure_publish.emulator import apiversions
 from nixos_azure_publish.emulator.armerror import ArmError, group_not_found
 from nixos_azure_publish.emulator.common import (
     listing,
-    normalize_location,
+    location_of,
     ok,
     tags_of,
 )
@@ -40,7 +40,7 @@ def put(req: Request) -> Response:
             f"The resource group name '{name}' is invalid: 1-90 letters, digits, '-', '_', '.', "
             "'(' and ')', not ending in '.'.",
         )
-    location = normalize_location(body.get("location"))
+    location = location_of(req, body)
     tags = tags_of(body)
     existing = req.app.store.get(_id(req))
     if existing is not None:

@@ -47,6 +47,10 @@ SPEC_FILES: Final = {
     "galleries": f"{STABLE}/2026-03-03/GalleryRP.json",
     "compute": f"{STABLE}/2026-04-01/ComputeRP.json",
 }
+# Values Azure is known to accept beyond a spec's enum (by the enum's x-ms-enum name):
+# a VM's security type "Standard" from api-version 2025-11-01 (the spec lists only
+# TrustedLaunch and ConfidentialVM; the VM handler refuses it on older api-versions).
+EXTRA_ENUM_VALUES: Final = {"SecurityTypes": ("Standard",)}
 # Resource Manager's own envelope: read-only, but ignored rather than refused in a PUT body.
 _ARM_ENVELOPE: Final = frozenset({"id", "name", "type", "systemData"})
 
@@ -138,8 +142,9 @@ class _Compiler:
         kind = schema.get("type")
         if "enum" in schema:
             modelled = schema.get("x-ms-enum", {})
+            accepted = EXTRA_ENUM_VALUES.get(modelled.get("name", ""), ())
             out["azureEnum"] = {
-                "values": [str(v) for v in schema["enum"]],
+                "values": [str(v) for v in schema["enum"]] + list(accepted),
                 "open": bool(modelled.get("modelAsString", False)),
                 "name": modelled.get("name", type_name or "enum"),
             }

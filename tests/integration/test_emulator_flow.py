@@ -245,7 +245,7 @@ def step_smoke_test_vm(emulator, sdk, version):
                 "diagnosticsProfile": {"bootDiagnostics": {"enabled": True}},
                 "securityProfile": {
                     "securityType": "TrustedLaunch",
-                    "uefiSettings": {"secureBootEnabled": True, "vTpmEnabled": True},
+                    "uefiSettings": {"secureBootEnabled": False, "vTpmEnabled": True},
                 },
             },
         },
