@@ -63,7 +63,7 @@ def known_region(location: str, resource_type: str, *, target: str = "location")
     """*location* (normalised), or Resource Manager's error for a region Azure does not have."""
     if location in REGIONS:
         return location
-    if resource_type == "Microsoft.Resources/resourceGroups":
+    if resource_type.endswith("/resourceGroups"):
         raise ArmError(
             400,
             "LocationNotAvailableForResourceGroup",

@@ -62,6 +62,19 @@ SECURITY_TYPES: Final = {
     "ConfidentialVM",
     "ConfidentialVmSupported",
 }
+# Definition features Azure knows, with their values (compared without case or blanks).
+FEATURE_NAMES: Final = (
+    "SecurityType",
+    "IsAcceleratedNetworkSupported",
+    "DiskControllerTypes",
+    "IsHibernateSupported",
+)
+FEATURES: Final = {
+    "securitytype": frozenset(v.lower() for v in SECURITY_TYPES),
+    "isacceleratednetworksupported": frozenset({"true", "false"}),
+    "diskcontrollertypes": frozenset({"scsi", "nvme", "scsi,nvme", "nvme,scsi"}),
+    "ishibernatesupported": frozenset({"true", "false"}),
+}
 # Fixed once the definition exists (Azure: PropertyChangeNotAllowed).
 IMMUTABLE_IMAGE_FIELDS: Final = (
     "osType",
@@ -427,12 +440,22 @@ def _features(properties: dict[str, Any]) -> list[dict[str, str]]:
             "galleryImage.properties.features must be a list of {name, value}.",
             "galleryImage.properties.features",
         )
-    security = _feature(features, "SecurityType")
-    if security is not None and security not in SECURITY_TYPES:
-        raise invalid_parameter(
-            f"The value '{security}' of feature SecurityType is not valid.",
-            "galleryImage.properties.features",
-        )
+    target = "galleryImage.properties.features"
+    for feature in features:
+        name = str(feature["name"])
+        allowed = FEATURES.get(name.lower())
+        if allowed is None:
+            raise invalid_parameter(
+                f"The feature '{name}' is not supported. Supported features are "
+                f"{', '.join(sorted(FEATURE_NAMES))}.",
+                target,
+            )
+        value = str(feature.get("value", ""))
+        if value.replace(" ", "").lower() not in allowed:
+            raise invalid_parameter(
+                f"The value '{value}' of feature {name} is not valid.",
+                target,
+            )
     return [dict(f) for f in features]
 
 

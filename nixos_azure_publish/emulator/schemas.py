@@ -51,6 +51,9 @@ SPEC_FILES: Final = {
 # a VM's security type "Standard" from api-version 2025-11-01 (the spec lists only
 # TrustedLaunch and ConfidentialVM; the VM handler refuses it on older api-versions).
 EXTRA_ENUM_VALUES: Final = {"SecurityTypes": ("Standard",)}
+# Enums the service does not check: the spec's list of VM sizes is old and marked
+# "not up to date" in its own description; sizes are checked against the catalogue.
+UNCHECKED_ENUMS: Final = frozenset({"VirtualMachineSizeTypes"})
 # Resource Manager's own envelope: read-only, but ignored rather than refused in a PUT body.
 _ARM_ENVELOPE: Final = frozenset({"id", "name", "type", "systemData"})
 
@@ -140,8 +143,8 @@ class _Compiler:
             return self.reference(self.resolve(where, schema["$ref"]))
         out: dict[str, Any] = {}
         kind = schema.get("type")
-        if "enum" in schema:
-            modelled = schema.get("x-ms-enum", {})
+        modelled = schema.get("x-ms-enum", {})
+        if "enum" in schema and modelled.get("name") not in UNCHECKED_ENUMS:
             accepted = EXTRA_ENUM_VALUES.get(modelled.get("name", ""), ())
             out["azureEnum"] = {
                 "values": [str(v) for v in schema["enum"]] + list(accepted),
