@@ -7,6 +7,7 @@ from another SDK or a template would send them.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from typing import Any
@@ -84,7 +85,7 @@ def assert_error(error, status, code, *, target=None, message=None):
 
 
 def test_unknown_members_are_refused_with_azures_message_and_path(sdk):
-    body = {
+    body: dict[str, Any] = {
         "location": LOCATION,
         "properties": {
             "creationData": {"createOption": "Upload", "uploadSizeBytes": 20 * 1024**2 + 512},
@@ -222,20 +223,18 @@ def test_definition_features_are_azures_own(sdk):
         {"name": "SecurityType", "value": "Trusted"},
         {"name": "DiskControllerTypes", "value": "IDE"},
     ):
+        body = {
+            "location": LOCATION,
+            "properties": {
+                "osType": "Linux",
+                "osState": "Generalized",
+                "identifier": {"publisher": "p", "offer": "o", "sku": "s"},
+                "features": [feature],
+            },
+        }
         error = error_of(
-            lambda feature=feature: sdk.compute.gallery_images.begin_create_or_update(
-                GROUP,
-                "gallery",
-                "d",
-                {
-                    "location": LOCATION,
-                    "properties": {
-                        "osType": "Linux",
-                        "osState": "Generalized",
-                        "identifier": {"publisher": "p", "offer": "o", "sku": "s"},
-                        "features": [feature],
-                    },
-                },
+            functools.partial(
+                sdk.compute.gallery_images.begin_create_or_update, GROUP, "gallery", "d", body
             )
         )
         assert_error(error, 400, "InvalidParameter", target="galleryImage.properties.features")
