@@ -12,10 +12,16 @@ from nixos_azure_publish.emulator.context import Response
 from nixos_azure_publish.emulator.router import resource_type_of
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from nixos_azure_publish.emulator.context import Request
-    from nixos_azure_publish.emulator.store import Resource
+    from nixos_azure_publish.emulator.core import ArmApp
+    from nixos_azure_publish.emulator.store import Operation, Resource
 
 MAX_TAGS = 50
+# Path templates of a resource type's collection: in a group, and in the subscription.
+GROUP_PROVIDERS = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/"
+SUBSCRIPTION_PROVIDERS = "/subscriptions/{subscriptionId}/providers/"
 # Disks and images: 1-80 letters, digits, '_', '.', '-'; start with a letter or digit, end
 # with a letter, digit or '_' (Azure's resource naming rules).
 COMPUTE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,78}[A-Za-z0-9_])?$")
@@ -131,6 +137,29 @@ def ok(resource: Resource, status: int = 200) -> Response:
 
 def listing(resources: list[Resource]) -> Response:
     return Response(200, {"value": [r.body for r in resources]})
+
+
+def subscription_list(type_name: str) -> Callable[[Request], Response]:
+    """A handler listing every resource of *type_name* in the request's subscription."""
+
+    def handler(req: Request) -> Response:
+        prefix = f"/subscriptions/{req.params['subscriptionId']}/".lower()
+        return listing(
+            [
+                r
+                for key, r in req.app.store.resources.items()
+                if r.type.lower() == type_name.lower() and key.startswith(prefix)
+            ]
+        )
+
+    return handler
+
+
+def provisioned(app: ArmApp, op: Operation) -> None:
+    """The usual completion of a create or update: the resource has Succeeded."""
+    res = app.store.get(op.resource_id)
+    if res is not None:
+        res.properties["provisioningState"] = "Succeeded"
 
 
 def no_content() -> Response:

@@ -1,8 +1,10 @@
 """The emulator application: routes, state, faults, request log and LRO helpers.
 
 Resource-provider modules (``resourcegroups``, ``disks``, ``images``,
-``galleries``, ``community``, ``network``, ``vms``) register their routes
-here and use the helpers for ids, resource groups and long-running operations.
+``galleries``, ``community``, ``network``, ``vms``) declare their routes
+(``ROUTES``) and operation completions (``COMPLETIONS``), which the app
+installs, and use its helpers for ids, resource groups and long-running
+operations.
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ from nixos_azure_publish.emulator.settings import EmulatorSettings
 from nixos_azure_publish.emulator.store import Resource, Store
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from nixos_azure_publish.emulator.blobs import BlobBackend
-    from nixos_azure_publish.emulator.context import Request
+    from nixos_azure_publish.emulator.context import Completion, Request
 
 
 class ArmApp:
@@ -60,17 +63,13 @@ class ArmApp:
         self.router = Router()
         # Request bodies are checked against the shipped specs before any handler runs.
         self.schemas: RequestSchemas = shared()
-        for module in (
-            lro,
-            resourcegroups,
-            disks,
-            images,
-            galleries,
-            community,
-            network,
-            vms,
-        ):
-            module.register(self)
+        for module in (lro, resourcegroups, disks, images, galleries, community, network, vms):
+            self.router.extend(module.ROUTES)
+            for kind, completion in module.COMPLETIONS.items():
+                self.store.completions[kind] = self._completing(completion)
+
+    def _completing(self, completion: Completion) -> Callable[[Store, lro.Operation], Any]:
+        return lambda _store, op: completion(self, op)
 
     def record_traffic(self) -> ServerTraffic:
         """Start keeping every exchange from now on (for spec validation); the recorder."""

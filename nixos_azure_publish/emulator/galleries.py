@@ -24,6 +24,8 @@ from nixos_azure_publish.emulator.armerror import (
     property_change,
 )
 from nixos_azure_publish.emulator.common import (
+    GROUP_PROVIDERS,
+    SUBSCRIPTION_PROVIDERS,
     immutable,
     known_region,
     listing,
@@ -34,13 +36,16 @@ from nixos_azure_publish.emulator.common import (
     parse_id,
     props,
     provider_id,
+    provisioned,
+    subscription_list,
     tags_of,
 )
 from nixos_azure_publish.emulator.context import Response
+from nixos_azure_publish.emulator.router import table
 from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
-    from nixos_azure_publish.emulator.context import Request
+    from nixos_azure_publish.emulator.context import Completion, Request
     from nixos_azure_publish.emulator.core import ArmApp
     from nixos_azure_publish.emulator.store import Operation
 
@@ -888,149 +893,34 @@ def delete_version(req: Request) -> Response:
 # -- registration ----------------------------------------------------------------------------
 
 
-def register(app: ArmApp) -> None:
-    v = apiversions.GALLERIES
-    gbase = (
-        "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
-        "/providers/Microsoft.Compute/galleries"
-    )
-    gone = gbase + "/{galleryName}"
-    ibase = gone + "/images"
-    ione = ibase + "/{galleryImageName}"
-    vbase = ione + "/versions"
-    vone = vbase + "/{galleryImageVersionName}"
-    add = app.router.add
-    add(
-        "PUT",
-        gone,
-        put_gallery,
-        api_versions=v,
-        action=f"{GALLERY}/write",
-        operation_id="Galleries_CreateOrUpdate",
-    )
-    add(
-        "GET",
-        gone,
-        get_gallery,
-        api_versions=v,
-        action=f"{GALLERY}/read",
-        operation_id="Galleries_Get",
-    )
-    add(
-        "DELETE",
-        gone,
-        delete_gallery,
-        api_versions=v,
-        action=f"{GALLERY}/delete",
-        operation_id="Galleries_Delete",
-    )
-    add(
-        "GET",
-        gbase,
-        list_galleries,
-        api_versions=v,
-        action=f"{GALLERY}/read",
-        operation_id="Galleries_ListByResourceGroup",
-    )
-    add(
-        "POST",
-        gone + "/share",
-        share,
-        api_versions=v,
-        action=f"{GALLERY}/share/action",
-        operation_id="GallerySharingProfile_Update",
-    )
-    add(
-        "PUT",
-        ione,
-        put_image,
-        api_versions=v,
-        action=f"{IMAGE}/write",
-        operation_id="GalleryImages_CreateOrUpdate",
-    )
-    add(
-        "GET",
-        ione,
-        get_image,
-        api_versions=v,
-        action=f"{IMAGE}/read",
-        operation_id="GalleryImages_Get",
-    )
-    add(
-        "DELETE",
-        ione,
-        delete_image,
-        api_versions=v,
-        action=f"{IMAGE}/delete",
-        operation_id="GalleryImages_Delete",
-    )
-    add(
-        "GET",
-        ibase,
-        list_images,
-        api_versions=v,
-        action=f"{IMAGE}/read",
-        operation_id="GalleryImages_ListByGallery",
-    )
-    add(
-        "PUT",
-        vone,
-        put_version,
-        api_versions=v,
-        action=f"{VERSION}/write",
-        operation_id="GalleryImageVersions_CreateOrUpdate",
-    )
-    add(
-        "PATCH",
-        vone,
-        patch_version,
-        api_versions=v,
-        action=f"{VERSION}/write",
-        operation_id="GalleryImageVersions_Update",
-    )
-    add(
-        "GET",
-        vone,
-        get_version,
-        api_versions=v,
-        action=f"{VERSION}/read",
-        operation_id="GalleryImageVersions_Get",
-    )
-    add(
-        "DELETE",
-        vone,
-        delete_version,
-        api_versions=v,
-        action=f"{VERSION}/delete",
-        operation_id="GalleryImageVersions_Delete",
-    )
-    add(
-        "GET",
-        vbase,
-        list_versions,
-        api_versions=v,
-        action=f"{VERSION}/read",
-        operation_id="GalleryImageVersions_ListByGalleryImage",
-    )
-
-    _register_completions(app)
+_GALLERY: Final = GROUP_PROVIDERS + GALLERY + "/{galleryName}"
+_IMAGES: Final = _GALLERY + "/images"
+_IMAGE: Final = _IMAGES + "/{galleryImageName}"
+_VERSIONS: Final = _IMAGE + "/versions"
+_VERSION: Final = _VERSIONS + "/{galleryImageVersionName}"
+ROUTES: Final = table(
+    apiversions.GALLERIES,
+    GALLERY,
+    ("PUT", _GALLERY, put_gallery, "write", "Galleries_CreateOrUpdate"),
+    ("GET", _GALLERY, get_gallery, "read", "Galleries_Get"),
+    ("DELETE", _GALLERY, delete_gallery, "delete", "Galleries_Delete"),
+    ("GET", GROUP_PROVIDERS + GALLERY, list_galleries, "read", "Galleries_ListByResourceGroup"),
+    ("GET", SUBSCRIPTION_PROVIDERS + GALLERY, subscription_list(GALLERY), "read", "Galleries_List"),
+    ("POST", _GALLERY + "/share", share, "share/action", "GallerySharingProfile_Update"),
+    ("PUT", _IMAGE, put_image, f"{IMAGE}/write", "GalleryImages_CreateOrUpdate"),
+    ("GET", _IMAGE, get_image, f"{IMAGE}/read", "GalleryImages_Get"),
+    ("DELETE", _IMAGE, delete_image, f"{IMAGE}/delete", "GalleryImages_Delete"),
+    ("GET", _IMAGES, list_images, f"{IMAGE}/read", "GalleryImages_ListByGallery"),
+    ("PUT", _VERSION, put_version, f"{VERSION}/write", "GalleryImageVersions_CreateOrUpdate"),
+    ("PATCH", _VERSION, patch_version, f"{VERSION}/write", "GalleryImageVersions_Update"),
+    ("GET", _VERSION, get_version, f"{VERSION}/read", "GalleryImageVersions_Get"),
+    ("DELETE", _VERSION, delete_version, f"{VERSION}/delete", "GalleryImageVersions_Delete"),
+    ("GET", _VERSIONS, list_versions, f"{VERSION}/read", "GalleryImageVersions_ListByGalleryImage"),
+)
 
 
-def _register_completions(app: ArmApp) -> None:
-    def provisioned(_store: object, op: Operation) -> None:
-        res = app.store.get(op.resource_id)
-        if res is not None:
-            res.properties["provisioningState"] = "Succeeded"
-
-    def deleted(_store: object, op: Operation) -> None:
-        app.store.delete(op.resource_id)
-
-    def shared(_store: object, op: Operation) -> dict[str, Any]:
-        return _share_complete(app, op)
-
-    app.store.completions["gallery-provision"] = provisioned
-    app.store.completions["delete"] = deleted
-    app.store.completions["gallery-share"] = shared
+def _deleted(app: ArmApp, op: Operation) -> None:
+    app.store.delete(op.resource_id)
 
 
 def _share_complete(app: ArmApp, op: Operation) -> dict[str, Any]:
@@ -1062,3 +952,10 @@ def _share_complete(app: ArmApp, op: Operation) -> dict[str, Any]:
     if update.get("groups"):
         result["groups"] = update["groups"]
     return result
+
+
+COMPLETIONS: Final[dict[str, Completion]] = {
+    "gallery-provision": provisioned,
+    "delete": _deleted,
+    "gallery-share": _share_complete,
+}

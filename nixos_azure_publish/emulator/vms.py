@@ -22,6 +22,8 @@ from nixos_azure_publish.emulator.armerror import (
 )
 from nixos_azure_publish.emulator.catalogue import VM_SIZES
 from nixos_azure_publish.emulator.common import (
+    GROUP_PROVIDERS,
+    SUBSCRIPTION_PROVIDERS,
     check_compute_name,
     listing,
     location_of,
@@ -29,16 +31,19 @@ from nixos_azure_publish.emulator.common import (
     ok,
     props,
     provider_id,
+    provisioned,
+    subscription_list,
     tags_of,
 )
 from nixos_azure_publish.emulator.community import find_image
 from nixos_azure_publish.emulator.context import Response
 from nixos_azure_publish.emulator.galleries import IMAGE, VERSION, replicated_regions
+from nixos_azure_publish.emulator.router import table
 from nixos_azure_publish.emulator.settings import SECURE_BOOT_VIOLATION
 from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
-    from nixos_azure_publish.emulator.context import Request
+    from nixos_azure_publish.emulator.context import Completion, Request
     from nixos_azure_publish.emulator.core import ArmApp
     from nixos_azure_publish.emulator.store import Operation
 
@@ -574,12 +579,6 @@ def _created(app: ArmApp, op: Operation) -> None:
     vm.meta["container"] = container
 
 
-def _updated(app: ArmApp, op: Operation) -> None:
-    vm = app.store.get(op.resource_id)
-    if vm is not None:
-        vm.properties["provisioningState"] = "Succeeded"
-
-
 def _deleted(app: ArmApp, op: Operation) -> None:
     vm = app.store.delete(op.resource_id)
     if vm is None:
@@ -605,55 +604,39 @@ def _deleted(app: ArmApp, op: Operation) -> None:
         app.blobs.delete(vm.meta["container"])
 
 
-def register(app: ArmApp) -> None:
-    v = apiversions.COMPUTE
-    base = (
-        "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
-        "/providers/Microsoft.Compute/virtualMachines"
-    )
-    one = base + "/{vmName}"
-    add = app.router.add
-    add(
-        "PUT",
-        one,
-        put,
-        api_versions=v,
-        action=f"{TYPE}/write",
-        operation_id="VirtualMachines_CreateOrUpdate",
-    )
-    add("GET", one, get, api_versions=v, action=f"{TYPE}/read", operation_id="VirtualMachines_Get")
-    add(
-        "DELETE",
-        one,
-        delete,
-        api_versions=v,
-        action=f"{TYPE}/delete",
-        operation_id="VirtualMachines_Delete",
-    )
-    add(
+_ONE: Final = GROUP_PROVIDERS + TYPE + "/{vmName}"
+_LIST_ALL: Final = subscription_list(TYPE)
+ROUTES: Final = table(
+    apiversions.COMPUTE,
+    TYPE,
+    ("PUT", _ONE, put, "write", "VirtualMachines_CreateOrUpdate"),
+    ("GET", _ONE, get, "read", "VirtualMachines_Get"),
+    ("DELETE", _ONE, delete, "delete", "VirtualMachines_Delete"),
+    ("GET", GROUP_PROVIDERS + TYPE, list_group, "read", "VirtualMachines_List"),
+    (
         "GET",
-        base,
-        list_group,
-        api_versions=v,
-        action=f"{TYPE}/read",
-        operation_id="VirtualMachines_List",
-    )
-    add(
+        SUBSCRIPTION_PROVIDERS + TYPE,
+        subscription_list(TYPE),
+        "read",
+        "VirtualMachines_ListAll",
+    ),
+    (
         "GET",
-        one + "/instanceView",
+        _ONE + "/instanceView",
         instance_view,
-        api_versions=v,
-        action=f"{TYPE}/instanceView/read",
-        operation_id="VirtualMachines_InstanceView",
-    )
-    add(
+        "instanceView/read",
+        "VirtualMachines_InstanceView",
+    ),
+    (
         "POST",
-        one + "/retrieveBootDiagnosticsData",
+        _ONE + "/retrieveBootDiagnosticsData",
         boot_diagnostics,
-        api_versions=v,
-        action=f"{TYPE}/retrieveBootDiagnosticsData/action",
-        operation_id="VirtualMachines_RetrieveBootDiagnosticsData",
-    )
-    app.store.completions["vm-create"] = lambda _store, op: _created(app, op)
-    app.store.completions["vm-delete"] = lambda _store, op: _deleted(app, op)
-    app.store.completions["vm-update"] = lambda _store, op: _updated(app, op)
+        "retrieveBootDiagnosticsData/action",
+        "VirtualMachines_RetrieveBootDiagnosticsData",
+    ),
+)
+COMPLETIONS: Final[dict[str, Completion]] = {
+    "vm-create": _created,
+    "vm-delete": _deleted,
+    "vm-update": provisioned,
+}

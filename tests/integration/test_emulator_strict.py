@@ -454,3 +454,23 @@ def test_a_put_on_an_existing_vm_updates_what_may_change(sdk):
     body["location"] = "northeurope"
     error = error_of(lambda: sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", body))
     assert_error(error, 409, "InvalidResourceLocation")
+
+
+def test_subscription_scope_lists_find_resources_of_every_group(sdk):
+    version = version_of(sdk)
+    nic = make_network(sdk)
+    sdk.compute.virtual_machines.begin_create_or_update(
+        GROUP, "vm", vm_body(version.id, nic.id)
+    ).result()
+    sdk.create_group("other", "northeurope")
+    sdk.compute.galleries.begin_create_or_update(
+        "other", "gallery2", {"location": "northeurope"}
+    ).result()
+    compute, network = sdk.compute, sdk.network
+    assert [vm.name for vm in compute.virtual_machines.list_all()] == ["vm"]
+    assert sorted(g.name for g in compute.galleries.list()) == ["gallery", "gallery2"]
+    assert [i.name for i in compute.images.list()] == ["image-nixos"]
+    assert [n.name for n in network.virtual_networks.list_all()] == ["vnet"]
+    assert [n.name for n in network.network_interfaces.list_all()] == ["nic"]
+    assert [n.name for n in network.public_ip_addresses.list_all()] == ["ip"]
+    assert list(network.network_security_groups.list_all()) == []
