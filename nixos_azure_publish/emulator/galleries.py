@@ -330,7 +330,7 @@ def put_image(req: Request) -> Response:
             "type": IMAGE,
             "location": location,
             "tags": tags,
-            "properties": _new_image_properties(properties, features),
+            "properties": _new_image_properties(properties, features, req.api_version),
         },
     )
     req.app.store.put(image)
@@ -403,12 +403,13 @@ def _update_image(
 
 
 def _new_image_properties(
-    properties: dict[str, Any], features: list[dict[str, str]]
+    properties: dict[str, Any], features: list[dict[str, str]], api_version: str
 ) -> dict[str, Any]:
-    generation = properties.get("hyperVGeneration", "V2")
-    if _feature(features, "SecurityType") is None and generation == "V2":
-        # Since gallery API 2025-03-03 a new definition without a security type gets the
-        # Trusted Launch default (generation 2 only).
+    # Since gallery API 2025-03-03 a new definition defaults to V2, and without a security
+    # type gets the Trusted Launch default (generation 2 only); before, V1 and Standard.
+    current = api_version >= apiversions.TRUSTED_LAUNCH_DEFAULT_SINCE
+    generation = properties.get("hyperVGeneration") or ("V2" if current else "V1")
+    if _feature(features, "SecurityType") is None and generation == "V2" and current:
         features = [*features, {"name": "SecurityType", "value": "TrustedLaunchSupported"}]
     security = _feature(features, "SecurityType")
     if security not in {None, "Standard"} and generation != "V2":

@@ -474,3 +474,65 @@ def test_subscription_scope_lists_find_resources_of_every_group(sdk):
     assert [n.name for n in network.network_interfaces.list_all()] == ["nic"]
     assert [n.name for n in network.public_ip_addresses.list_all()] == ["ip"]
     assert list(network.network_security_groups.list_all()) == []
+
+
+# What `az` and Terraform's azurerm send (see the emulator's apiversions module).
+OTHER_CLIENTS = {
+    "disks": ["2023-04-02", "2025-01-02"],
+    "galleries": ["2021-10-01", "2022-03-03", "2023-07-03", "2024-03-03"],
+    "compute": ["2022-03-01", "2024-03-01", "2024-07-01", "2024-11-01"],
+    "network": ["2024-03-01", "2024-05-01", "2024-07-01"],
+}
+
+
+def test_the_api_versions_other_clients_send_are_served(sdk):
+    version_of(sdk)
+    compute, network = sdk.compute, sdk.network
+    for api in OTHER_CLIENTS["disks"]:
+        assert compute.disks.get(GROUP, "disk-nixos", api_version=api).name == "disk-nixos"
+    for api in OTHER_CLIENTS["galleries"]:
+        assert compute.galleries.get(GROUP, "gallery", api_version=api).name == "gallery"
+        version = compute.gallery_image_versions.get(
+            GROUP, "gallery", "nixos", "1.0.0", api_version=api
+        )
+        assert version.name == "1.0.0"
+    for api in OTHER_CLIENTS["compute"]:
+        assert compute.images.get(GROUP, "image-nixos", api_version=api).name == "image-nixos"
+        assert list(compute.virtual_machines.list(GROUP, api_version=api)) == []
+    for api in OTHER_CLIENTS["network"]:
+        assert list(network.virtual_networks.list(GROUP, api_version=api)) == []
+    error = error_of(lambda: compute.galleries.get(GROUP, "gallery", api_version="2020-09-30"))
+    assert_error(error, 400, "NoRegisteredProviderFound")
+
+
+def test_a_definitions_defaults_follow_the_api_version(sdk):
+    sdk.compute.galleries.begin_create_or_update(GROUP, "gallery", {"location": LOCATION}).result()
+    body: dict[str, Any] = {
+        "location": LOCATION,
+        "properties": {
+            "osType": "Linux",
+            "osState": "Generalized",
+            "identifier": {"publisher": "p", "offer": "o", "sku": "old"},
+        },
+    }
+    old = sdk.compute.gallery_images.begin_create_or_update(
+        GROUP, "gallery", "old", body, api_version="2022-03-03"
+    ).result()
+    assert old.hyper_v_generation == "V1"
+    assert not old.features
+    body["properties"]["identifier"]["sku"] = "new"
+    new = sdk.compute.gallery_images.begin_create_or_update(GROUP, "gallery", "new", body).result()
+    assert new.hyper_v_generation == "V2"
+    assert [(f.name, f.value) for f in new.features] == [("SecurityType", "TrustedLaunchSupported")]
+
+
+def test_standard_security_type_is_refused_before_its_api_version(sdk):
+    version = version_of(sdk)
+    nic = make_network(sdk)
+    body = vm_body(version.id, nic.id, securityProfile={"securityType": "Standard"})
+    error = error_of(
+        lambda: sdk.compute.virtual_machines.begin_create_or_update(
+            GROUP, "vm", body, api_version="2024-11-01"
+        )
+    )
+    assert_error(error, 400, "InvalidParameter", target="properties.securityProfile.securityType")
