@@ -56,6 +56,8 @@ _GALLERY_NAME: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._]{0,78}[A-Za-z0-9])
 _IMAGE_NAME: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,78}[A-Za-z0-9])?$")
 _VERSION_NAME: Final = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 INT32_MAX: Final = 2**31 - 1
+FAILS_AT: Final = 50
+"""Progress (percent) at which an injected replication failure stops a region."""
 MAX_REPLICAS: Final = 100
 REPLICA_STORAGE: Final = {"Standard_LRS", "Standard_ZRS", "Premium_LRS"}
 SECURITY_TYPES: Final = {
@@ -714,7 +716,7 @@ def put_version(req: Request) -> Response:
     req.app.store.put(version)
     op = req.app.start_lro(
         req,
-        kind="gallery-provision",
+        kind="version-provision",
         resource_id=rid,
         location=location,
         seconds=_replication_done(version) - now,
@@ -725,10 +727,10 @@ def put_version(req: Request) -> Response:
 
 
 def _schedule(
-    req: Request, regions: list[str], now: float, old: dict[str, dict[str, float]]
-) -> dict[str, dict[str, float]]:
-    """Per region: when replication started and when it completes."""
-    plan: dict[str, dict[str, float]] = {}
+    req: Request, regions: list[str], now: float, old: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Per region: when replication started, when it completes, and an injected failure."""
+    plan: dict[str, dict[str, Any]] = {}
     step = req.app.settings.replication_seconds
     fresh = 0
     for region in regions:
@@ -741,6 +743,9 @@ def _schedule(
             "start": now,
             "end": now + step * (1 + 0.5 * (fresh - 1)) + req.app.faults.lro_delay,
         }
+        failure = req.app.faults.replication_failure(key)
+        if failure is not None:
+            plan[key]["failed"] = failure
     return plan
 
 
@@ -755,17 +760,50 @@ def _replication_status(req: Request, version: Resource) -> dict[str, Any]:
         plan = version.meta["replication"][normalize_location(region["name"])]
         span = max(plan["end"] - plan["start"], 1e-9)
         progress = 100 if now >= plan["end"] else int(100 * (now - plan["start"]) / span)
+        state, details = ("Completed" if progress >= 100 else "Replicating"), ""  # noqa: PLR2004
+        if plan.get("failed") and progress >= FAILS_AT:
+            # An injected failure stops replication to this region halfway.
+            state, details, progress = "Failed", str(plan["failed"]), FAILS_AT
         summary.append(
             {
                 "region": region["name"],
-                "state": "Completed" if progress >= 100 else "Replicating",  # noqa: PLR2004
-                "details": "",
+                "state": state,
+                "details": details,
                 "progress": max(0, min(progress, 100)),
             }
         )
     states = {s["state"] for s in summary}
-    aggregated = "Completed" if states == {"Completed"} else "InProgress"
+    aggregated = "InProgress"
+    if "Failed" in states:
+        aggregated = "Failed"
+    elif states == {"Completed"}:
+        aggregated = "Completed"
     return {"aggregatedState": aggregated, "summary": summary}
+
+
+def failed_regions(version: Resource) -> dict[str, str]:
+    """Regions whose replication has failed (or will), with Azure's details."""
+    return {
+        region: str(plan["failed"])
+        for region, plan in version.meta.get("replication", {}).items()
+        if plan.get("failed")
+    }
+
+
+def _version_done(app: ArmApp, op: Operation) -> None:
+    """A version's create or update ends when replication does: Failed if a region failed."""
+    version = app.store.get(op.resource_id)
+    if version is None:
+        return
+    failed = failed_regions(version)
+    if failed:
+        raise ArmError(
+            500,
+            "ReplicationJobsNotCompleted",
+            "Replication job not completed at region(s): "
+            + "; ".join(f"{region}: {details}" for region, details in sorted(failed.items())),
+        )
+    version.properties["provisioningState"] = "Succeeded"
 
 
 def replicated_regions(req: Request, version: Resource) -> set[str]:
@@ -827,7 +865,7 @@ def _update_version(
     version.properties["provisioningState"] = "Updating"
     op = req.app.start_lro(
         req,
-        kind="gallery-provision",
+        kind="version-provision",
         resource_id=version.id,
         location=version.body["location"],
         seconds=max(_replication_done(version) - now, req.app.settings.operation_seconds),
@@ -957,6 +995,7 @@ def _share_complete(app: ArmApp, op: Operation) -> dict[str, Any]:
 
 COMPLETIONS: Final[dict[str, Completion]] = {
     "gallery-provision": provisioned,
+    "version-provision": _version_done,
     "delete": _deleted,
     "gallery-share": _share_complete,
 }

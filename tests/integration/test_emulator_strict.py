@@ -536,3 +536,44 @@ def test_standard_security_type_is_refused_before_its_api_version(sdk):
         )
     )
     assert_error(error, 400, "InvalidParameter", target="properties.securityProfile.securityType")
+
+
+# -- replication that fails -------------------------------------------------------------------
+
+
+def test_injected_replication_failure_fails_its_region_and_the_version(sdk, emulator):
+    disk = sdk.upload_disk(GROUP, "disk")
+    sdk.compute.galleries.begin_create_or_update(GROUP, "gallery", {"location": LOCATION}).result()
+    definition(sdk)
+    emulator.faults.fail_replication["northeurope"] = "The storage account is unavailable."
+    body = {
+        "location": LOCATION,
+        "properties": {
+            "publishingProfile": {"targetRegions": [{"name": LOCATION}, {"name": "North Europe"}]},
+            "storageProfile": {"osDiskImage": {"source": {"id": disk.id}}},
+        },
+    }
+    poller = sdk.compute.gallery_image_versions.begin_create_or_update(
+        GROUP, "gallery", "nixos", "1.0.0", body
+    )
+    error = error_of(poller.result)
+    assert error.error.code == "ReplicationJobsNotCompleted"
+    assert "northeurope: The storage account is unavailable." in error.message
+    version = sdk.compute.gallery_image_versions.get(
+        GROUP, "gallery", "nixos", "1.0.0", expand="ReplicationStatus"
+    )
+    assert version.provisioning_state == "Failed"
+    status = version.replication_status
+    assert status.aggregated_state == "Failed"
+    by_region = {s.region: s for s in status.summary}
+    assert by_region["North Europe"].state == "Failed"
+    assert by_region["North Europe"].details == "The storage account is unavailable."
+    assert by_region[LOCATION].state == "Completed"
+    # Not replicated there: a VM in that region cannot boot it.
+    nic = make_network(sdk, "northeurope", "-ne")
+    error = error_of(
+        lambda: sdk.compute.virtual_machines.begin_create_or_update(
+            GROUP, "vm", vm_body(version.id, nic.id, "northeurope")
+        )
+    )
+    assert_error(error, 404, "GalleryImageNotFound")
