@@ -18,7 +18,7 @@ on the same cores every CPU-second the client spends is taken from the service.
                      checksummed right after it is read
   read_piece x8      8 threads calling read_piece at once, as 8 upload workers would
   read_piece x8 lock the same 8 threads taking turns (the upload's read lock)
-  engine 1 / 8       pageblob.upload_vhd with 1 or 8 workers and a storage API
+  engine 1 / 8       engine.upload_vhd with 1 or 8 workers and a storage API
                      that accepts every write at once: the engine's own cost
 """
 
@@ -41,11 +41,12 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nixos_azure_publish import checksum, pageblob, piece, vhd  # noqa: E402
+from nixos_azure_publish import checksum, vhd  # noqa: E402
+from nixos_azure_publish.upload import limits, piece, transport  # noqa: E402
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-PIECE = pageblob.MAX_PAGE_WRITE
+PIECE = limits.MAX_PAGE_WRITE
 
 
 def make_image(workdir: Path) -> Path:
@@ -69,8 +70,8 @@ class NullBlob:
     def __init__(self, size: int) -> None:
         self.size = size
 
-    def properties(self) -> pageblob.BlobInfo:
-        return pageblob.BlobInfo(size=self.size, blob_type="PageBlob", created="bench")
+    def properties(self) -> transport.BlobInfo:
+        return transport.BlobInfo(size=self.size, blob_type="PageBlob", created="bench")
 
     def page_ranges(self, start: int, end: int) -> list[tuple[int, int]]:  # noqa: ARG002
         return []
@@ -136,7 +137,7 @@ def ways(image: Path) -> dict[str, Callable[[], object]]:  # noqa: C901 - one cl
             threaded_read(offset, length)
 
     def engine(workers: int) -> Callable[[], object]:
-        return lambda: pageblob.upload_vhd(
+        return lambda: engine.upload_vhd(
             path=image,
             sas_url="http://127.0.0.1:9/bench/disk.vhd?se=2099-01-01T00:00:00Z&sig=none",
             api=NullBlob(image.stat().st_size),

@@ -102,7 +102,7 @@ def killed_during_upload(emulator: Emulator, target: Path, state: Path, *, after
     )  # fmt: skip
     assert proc.stderr is not None
     for line in proc.stderr:
-        if "pageblob: uploading" in line:
+        if "upload.engine: uploading" in line:
             time.sleep(after)
             break
     proc.send_signal(signal.SIGKILL)

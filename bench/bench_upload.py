@@ -12,7 +12,7 @@ Inputs (generated once into --workdir, sparse):
 
 Clients, each in its own child process (peak RSS from wait4), each run against
 a fresh Azurite with its own storage and a page blob pre-created like a disk's:
-  ours    nixos_azure_publish.pageblob.upload_vhd (defaults: Azure's CRC64 per request,
+  ours    nixos_azure_publish.engine.upload_vhd (defaults: Azure's CRC64 per request,
           verify ranges, journal)
   sdk     azure-storage-blob upload_blob(..., blob_type="PageBlob", max_concurrency=8)
   az      `az storage blob upload --type page` (Debian azure-cli), when installed
@@ -69,8 +69,9 @@ from azure.storage.blob import (  # noqa: E402
     generate_blob_sas,
 )
 
-from nixos_azure_publish import pageblob, vhd  # noqa: E402
+from nixos_azure_publish import vhd  # noqa: E402
 from nixos_azure_publish.emulator.azurite import ACCOUNT, ACCOUNT_KEY, run_azurite  # noqa: E402
+from nixos_azure_publish.upload import engine, limits, transport  # noqa: E402
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -140,7 +141,7 @@ def _start_clocks() -> float:
 def child_ours(image: Path, sas: str, concurrency: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as journal:
         started = _start_clocks()
-        result = pageblob.upload_vhd(
+        result = engine.upload_vhd(
             path=image, sas_url=sas, concurrency=concurrency, journal_dir=Path(journal)
         )
         seconds = time.perf_counter() - started
@@ -164,7 +165,7 @@ def child_sdk(image: Path, sas: str, concurrency: int) -> dict[str, object]:
 def child_ideal(
     image: Path, sas: str, concurrency: int, *, md5: bool = False, read: bool = False
 ) -> dict[str, object]:
-    extents = vhd.data_extents(image, max_extent=pageblob.MAX_PAGE_WRITE)
+    extents = vhd.data_extents(image, max_extent=limits.MAX_PAGE_WRITE)
     fd = os.open(image, os.O_RDONLY)
     # From memory (read before the clock starts), or read from the file as it is sent.
     payloads: list[tuple[int, bytes | int]] = [
@@ -215,10 +216,10 @@ def child_ideal(
 
 
 def _child_ours_checksum(
-    checksum: pageblob.Checksum, image: Path, sas: str, concurrency: int
+    checksum: transport.Checksum, image: Path, sas: str, concurrency: int
 ) -> dict[str, object]:
     started = _start_clocks()
-    result = pageblob.upload_vhd(
+    result = engine.upload_vhd(
         path=image, sas_url=sas, concurrency=concurrency, use_journal=False, checksum=checksum
     )
     return {"seconds": time.perf_counter() - started, "bytes_sent": result.bytes_sent}
@@ -403,7 +404,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--clients", default="ours,ours-md5,ours-nosum,sdk,az,ideal,ideal-read,ideal-md5"
     )
-    parser.add_argument("--concurrency", type=int, default=pageblob.DEFAULT_CONCURRENCY)
+    parser.add_argument("--concurrency", type=int, default=limits.DEFAULT_CONCURRENCY)
     parser.add_argument("--sweep", default="", help="e.g. 1,2,4,8,16: our time per concurrency")
     parser.add_argument("--sweep-image", default="4g-25")
     parser.add_argument(

@@ -21,6 +21,7 @@ import jinja2.sandbox
 from nixos_azure_publish import typedload
 from nixos_azure_publish.azure import vmsize
 from nixos_azure_publish.errors import ConfigError
+from nixos_azure_publish.upload import Backend, Verify, limits
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -207,11 +208,16 @@ class VersionSettings:
 class UploadSettings:
     """How the image is written into the disk."""
 
-    concurrency: int = field(default=8, metadata=_doc("Parallel Put Page requests (1..64)"))
-    verify: Literal["none", "ranges", "full"] = field(
+    concurrency: int = field(
+        default=limits.DEFAULT_CONCURRENCY,
+        metadata=_doc(
+            f"Parallel Put Page requests ({limits.MIN_CONCURRENCY}..{limits.MAX_CONCURRENCY})"
+        ),
+    )
+    verify: Verify = field(
         default="ranges", metadata=_doc("After upload: compare page ranges, or read back all")
     )
-    backend: Literal["native", "azcopy"] = field(default="native", metadata=_doc("Uploader"))
+    backend: Backend = field(default="native", metadata=_doc("Uploader"))
 
 
 @dataclass(frozen=True)
@@ -575,8 +581,11 @@ def _check_rest(t: PublishTarget, problems: list[str]) -> None:
         problems.append("imageDefinition: is required when gallery is set")
     if t.image_definition is not None and t.gallery is None:
         problems.append("gallery: is required when imageDefinition is set")
-    if not 1 <= t.upload.concurrency <= 64:  # noqa: PLR2004
-        problems.append(f"upload.concurrency: must be 1..64, not {t.upload.concurrency}")
+    if not limits.MIN_CONCURRENCY <= t.upload.concurrency <= limits.MAX_CONCURRENCY:
+        problems.append(
+            f"upload.concurrency: must be {limits.MIN_CONCURRENCY}..{limits.MAX_CONCURRENCY},"
+            f" not {t.upload.concurrency}"
+        )
     keep = t.retention.keep_versions
     if keep is not None and keep < 1:
         problems.append(f"retention.keepVersions: must be at least 1, not {keep}")

@@ -53,6 +53,12 @@ class PublishError(Exception):
         return self.message
 
 
+class InternalError(PublishError):
+    """A broken invariant of this tool: a bug to report, not something the user did."""
+
+    exit_code = ExitCode.INTERNAL
+
+
 class UsageError(PublishError):
     """The command line or the configuration is wrong; nothing was changed."""
 

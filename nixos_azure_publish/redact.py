@@ -60,3 +60,17 @@ class RedactingFilter(logging.Filter):
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         return True
+
+
+def protect_third_party_logs() -> None:
+    """Redact at source what third-party loggers write: urllib3 and the SDK's HTTP logging
+    policy log full request URLs (SAS signature included) at DEBUG. Idempotent; called
+    before any storage request is made."""
+    for name in (
+        "urllib3.connectionpool",
+        "urllib3.poolmanager",
+        "azure.core.pipeline.policies.http_logging_policy",
+    ):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())

@@ -18,6 +18,7 @@ from azure.core.exceptions import HttpResponseError
 from nixos_azure_publish.azure import arm
 from nixos_azure_publish.azure.clients import azure_error, is_not_found
 from nixos_azure_publish.azure.names import TAG_CONTENT, TAG_TARGET
+from nixos_azure_publish.azure.version import parse_time
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -48,24 +49,6 @@ class Doomed:
     reason: str
 
 
-def _time(value: object) -> dt.datetime | None:
-    if not value:
-        return None
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    text = str(value).replace("Z", "+00:00")
-    if "." in text:
-        head, _, rest = text.partition(".")
-        digits = "".join(c for c in rest if c.isdigit())
-        zone = rest[len(digits) :]
-        text = f"{head}.{digits[:6]}{zone}"
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
 def version_info(body: dict[str, Any], target: PublishTarget) -> VersionInfo:
     """From a version's REST JSON."""
     tags = body.get("tags") or {}
@@ -74,8 +57,8 @@ def version_info(body: dict[str, Any], target: PublishTarget) -> VersionInfo:
         name=str(body.get("name", "")),
         id=str(body.get("id", "")),
         ours=bool(tags.get(TAG_CONTENT)) and tags.get(TAG_TARGET) == target.name,
-        published=_time(profile.get("publishedDate")),
-        end_of_life=_time(profile.get("endOfLifeDate")),
+        published=parse_time(profile.get("publishedDate")),
+        end_of_life=parse_time(profile.get("endOfLifeDate")),
     )
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
+from nixos_azure_publish import config
 from nixos_azure_publish.azure import arm
 from nixos_azure_publish.azure.clients import azure_error, is_not_found
 from nixos_azure_publish.azure.names import TAG_CONTENT, arm_datetime
@@ -253,4 +255,77 @@ def delete_version(clients: AzureClients, target: PublishTarget, name: str) -> N
         target.gallery.name,
         target.image_definition.name,
         name,
+    )
+
+
+# --------------------------------------------------------------------------- naming
+
+MAX_NAME_BUMPS: Final = 100
+
+
+def parse_time(value: object) -> dt.datetime | None:
+    """An ARM timestamp as an aware datetime (UTC when it names no zone); None when absent
+    or unreadable. ARM writes up to seven fractional digits; a datetime keeps six."""
+    if not value:
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    text = str(value).replace("Z", "+00:00")
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = "".join(c for c in rest if c.isdigit())
+        zone = rest[len(digits) :]
+        text = f"{head}.{digits[:6]}{zone}"
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def choose_version_name(
+    target: PublishTarget,
+    *,
+    content_hash: str,
+    disk_created: str | None,
+    started_at: str | None,
+    now: dt.datetime,
+) -> str:
+    """Render ``version.name`` so that every run for this image agrees on it.
+
+    The time in the template is the upload disk's creation time when the disk
+    exists (two publishers of one image share one content-addressed disk, so
+    they render the same name), else the time an earlier run recorded as its
+    start, else *now*.
+    """
+    when = parse_time(disk_created) or parse_time(started_at) or now
+    return config.render_version_name(target, store_hash=content_hash, now=when)
+
+
+def free_version_name(
+    clients: AzureClients, target: PublishTarget, name: str, *, content_hash: str
+) -> str:
+    """*name*, or the next free patch number when another image holds it.
+
+    Only the default, time-based template is bumped (two images published in the
+    same second); a name from the user's own template is theirs to change. Every
+    publisher of the same image sees the same versions, so they pick the same name.
+    """
+    candidate = name
+    for _ in range(MAX_NAME_BUMPS):
+        existing = get_version(clients, target, candidate)
+        if existing is None or existing.tags.get(TAG_CONTENT) == content_hash:
+            if candidate != name:
+                log.info("version %s holds another image; using %s", name, candidate)
+            return candidate
+        if target.version.name != config.DEFAULT_VERSION_TEMPLATE:
+            raise AzureError(
+                f"image version {candidate} already exists and holds another image",
+                hint="Change version.name so that it renders a new Major.Minor.Patch",
+            )
+        major, minor, patch = (int(part) for part in candidate.split("."))
+        candidate = f"{major}.{minor}.{patch + 1}"
+    raise AzureError(
+        f"image versions {name} and the next {MAX_NAME_BUMPS} patch numbers are taken",
+        hint="Set version.name to a template that renders a new Major.Minor.Patch",
     )

@@ -6,6 +6,7 @@ library user would need: they parse, call the library, and print.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -18,7 +19,7 @@ import click
 from nixos_azure_publish import __version__
 from nixos_azure_publish.emulator.errors import EmulatorError
 from nixos_azure_publish.errors import ExitCode, Interrupted, PublishError, UsageError
-from nixos_azure_publish.redact import RedactingFilter, redact
+from nixos_azure_publish.redact import RedactingFilter, protect_third_party_logs, redact
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -50,6 +51,26 @@ def app_context() -> AppContext:
     return obj
 
 
+def _json_flag(ctx: click.Context, _param: click.Parameter, value: bool) -> None:  # noqa: FBT001
+    """A command's own ``--json``: the same as the global one, for its output and its errors."""
+    if not value:
+        return
+    root = ctx.find_root()
+    base = ctx.find_object(AppContext) or AppContext(json=False, verbose=0)
+    # Errors are rendered by the group from the root context's object.
+    ctx.obj = root.obj = dataclasses.replace(base, json=True)
+
+
+json_option = click.option(
+    "--json",
+    is_flag=True,
+    expose_value=False,
+    callback=_json_flag,
+    help="Print the result (or the error) as JSON on stdout, like the global --json.",
+)
+"""The ``--json`` option of a command, for those who put it after the command's name."""
+
+
 def configure_logging(verbose: int) -> None:
     """Log lines on stderr, secrets redacted; ``-v`` for debug, ``-vv`` for the SDKs' HTTP too."""
     handler = logging.StreamHandler(sys.stderr)
@@ -63,6 +84,7 @@ def configure_logging(verbose: int) -> None:
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)  # noqa: PLR2004
     log.setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
+    protect_third_party_logs()
     # The SDKs log every HTTP request at INFO; only -vv wants that.
     logging.getLogger("azure").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)  # noqa: PLR2004
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import click
 
 from nixos_azure_publish import vhd
-from nixos_azure_publish.cli.app import AppContext, app_context
+from nixos_azure_publish.cli.app import app_context, json_option
 from nixos_azure_publish.errors import ExitCode
 from nixos_azure_publish.vhd import MIB
 
@@ -20,18 +19,6 @@ _FORMAT_NAMES = {
     "qcow2": "qcow2 image",
     "unknown": "unrecognised file",
 }
-
-_json_option = click.option(
-    "--json",
-    "json_output",
-    is_flag=True,
-    help="Machine-readable JSON on stdout (the same as the global --json).",
-)
-
-
-def _context(*, json_output: bool) -> AppContext:
-    ctx = app_context()
-    return dataclasses.replace(ctx, json=True) if json_output else ctx
 
 
 def _size(size: int) -> str:
@@ -63,16 +50,16 @@ def _human_inspect(info: vhd.ImageInfo, data: int) -> str:
 
 @click.command("inspect")
 @click.argument("path", type=click.Path(path_type=Path))
-@_json_option
+@json_option
 @click.pass_context
-def inspect(ctx: click.Context, path: Path, *, json_output: bool) -> None:
+def inspect(ctx: click.Context, path: Path) -> None:
     """Check an image file against Azure's rules and say what it is.
 
     Reports the format, sizes, the bytes an upload would send, the VHD footer
     and every problem found. Exits 0 when Azure accepts the file as it is and
     3 when it does not (`convert` repairs most problems).
     """
-    out = _context(json_output=json_output)
+    out = app_context()
     info = vhd.inspect(path)
     data = vhd.data_bytes(vhd.data_extents(path))
     out.emit({**info.to_json(), "data_bytes": data}, _human_inspect(info, data))
@@ -84,11 +71,9 @@ def inspect(ctx: click.Context, path: Path, *, json_output: bool) -> None:
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("destination", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Replace DESTINATION if it exists.")
-@_json_option
+@json_option
 @click.pass_context
-def convert(
-    ctx: click.Context, source: Path, destination: Path, *, force: bool, json_output: bool
-) -> None:
+def convert(ctx: click.Context, source: Path, destination: Path, *, force: bool) -> None:
     """Write SOURCE as a fixed VHD that Azure accepts, to DESTINATION.
 
     Converts raw images, dynamic VHDs and fixed VHDs with a size that is not a
@@ -96,7 +81,7 @@ def convert(
     through qemu-img. SOURCE is never modified; DESTINATION appears atomically
     and keeps holes. Exits 3 when the result is still not acceptable to Azure.
     """
-    out = _context(json_output=json_output)
+    out = app_context()
     result = vhd.convert(source, destination, overwrite=force)
     lines = [f"{source} ({_FORMAT_NAMES[result.source_format]}) -> {destination}"]
     lines += [f"  {action}" for action in result.actions]

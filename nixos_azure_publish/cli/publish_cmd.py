@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import signal
@@ -13,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from nixos_azure_publish import config
-from nixos_azure_publish.cli.app import app_context
-from nixos_azure_publish.errors import ConfigError, PublishError, UsageError
+from nixos_azure_publish.cli.app import app_context, json_option
+from nixos_azure_publish.errors import PublishError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -63,12 +61,7 @@ SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
     type=click.Path(path_type=Path, dir_okay=False),
     help=f"Append a Markdown summary to this file (default ${SUMMARY_ENV} when set).",
 )
-@click.option(
-    "--json",
-    "json_output",
-    is_flag=True,
-    help="Print the report (or the error) as JSON on stdout, like the global --json.",
-)
+@json_option
 @click.option(
     "--state-dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -83,7 +76,6 @@ def publish_command(
     dry_run: bool,
     emulator: bool,
     summary_file: Path | None,
-    json_output: bool,
     state_dir: Path | None,
 ) -> None:
     """Build, upload and publish an image as a replicated gallery image version.
@@ -91,10 +83,6 @@ def publish_command(
     Idempotent: a rerun after a crash or Ctrl-C continues where it stopped, and a
     rerun after success changes nothing and says "already published".
     """
-    if json_output:
-        # Errors are rendered by the group from the root context's options.
-        current = click.get_current_context()
-        current.obj = current.find_root().obj = dataclasses.replace(app_context(), json=True)
     if (config_file is None) == (flake is None):
         raise UsageError(
             "give exactly one of --config FILE and --flake REF",
@@ -118,34 +106,12 @@ def _load(
     image: Path | None,
     environ: Mapping[str, str],
 ) -> PublishInput:
-    from nixos_azure_publish import flake as flake_mod  # noqa: PLC0415 - loads nix helpers
-    from nixos_azure_publish.pipeline import PublishInput  # noqa: PLC0415
+    from nixos_azure_publish.pipeline import source  # noqa: PLC0415 - loads nix helpers
 
     if flake is not None:
-        loaded = flake_mod.load_flake_target(flake, target_name, image=image, environ=environ)
-        if loaded.image_path is None:  # pragma: no cover - build=True always locates it
-            raise UsageError("the target's image was not built")
-        return PublishInput(
-            target=loaded.target,
-            image_path=loaded.image_path,
-            store_path=loaded.store_path,
-            flake_revision=loaded.flake_revision,
-        )
+        return source.from_flake(flake, target_name, image=image, environ=environ)
     assert config_file is not None  # noqa: S101 - checked by the caller
-    target = config.load_target_file(
-        config_file, environ=environ, image=str(image) if image is not None else None
-    )
-    if target.image is None:
-        raise ConfigError(
-            ["image: is not set; set it in the target or pass --image PATH"],
-            source=str(config_file),
-        )
-    image_path = flake_mod.locate_vhd(Path(target.image))
-    return PublishInput(
-        target=target,
-        image_path=image_path,
-        store_path=flake_mod.store_path_of(image_path.resolve(), environ=environ),
-    )
+    return source.from_target_file(config_file, image=image, environ=environ)
 
 
 def _publish(
@@ -157,8 +123,8 @@ def _publish(
     summary: Path | None,
 ) -> PublishReport:
     from nixos_azure_publish.azure.clients import AzureSettings, make_clients  # noqa: PLC0415
-    from nixos_azure_publish.pageblob import LogProgress  # noqa: PLC0415
     from nixos_azure_publish.pipeline import Pipeline, PublishOptions  # noqa: PLC0415
+    from nixos_azure_publish.upload.progress import LogProgress  # noqa: PLC0415
 
     settings = AzureSettings.from_environ(
         subscription_id=publish.target.subscription_id, environ=environ

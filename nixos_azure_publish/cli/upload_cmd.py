@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING, get_args
 
 import click
 
-from nixos_azure_publish import pageblob
+from nixos_azure_publish.checksum import Checksum
 from nixos_azure_publish.cli.app import app_context
 from nixos_azure_publish.errors import UsageError
+from nixos_azure_publish.upload import Backend, Verify, limits
+from nixos_azure_publish.upload import upload as upload_image
+from nixos_azure_publish.upload.progress import ProgressSink, progress_line
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -45,7 +48,7 @@ class TerminalProgress:
     def _draw(self, done: int, sent: int, *, final: bool = False) -> None:
         filled = self.width * done // self._total if self._total else self.width
         bar = "#" * filled + "." * (self.width - filled)
-        line = pageblob.progress_line(done, sent, self._total, self.clock() - self._started)
+        line = progress_line(done, sent, self._total, self.clock() - self._started)
         click.echo(f"\r[{bar}] {line}\x1b[K", err=True, nl=final)
 
     def update(self, done: int, sent: int) -> None:
@@ -96,14 +99,14 @@ def _read_sas(sas_url: str | None, sas_url_file: str | None) -> str:
 )
 @click.option(
     "--concurrency",
-    type=click.IntRange(1, 64),
-    default=pageblob.DEFAULT_CONCURRENCY,
+    type=click.IntRange(limits.MIN_CONCURRENCY, limits.MAX_CONCURRENCY),
+    default=limits.DEFAULT_CONCURRENCY,
     show_default=True,
     help="Parallel Put Page requests.",
 )
 @click.option(
     "--verify",
-    type=click.Choice(get_args(pageblob.Verify)),
+    type=click.Choice(get_args(Verify)),
     default="ranges",
     show_default=True,
     help="After the upload: compare the blob's page ranges with the image's data (ranges), "
@@ -111,14 +114,14 @@ def _read_sas(sas_url: str | None, sas_url_file: str | None) -> str:
 )
 @click.option(
     "--backend",
-    type=click.Choice(["native", "azcopy"]),
+    type=click.Choice(get_args(Backend)),
     default="native",
     show_default=True,
     help="The built-in engine, or `azcopy copy` (must be on PATH).",
 )
 @click.option(
     "--checksum",
-    type=click.Choice(get_args(pageblob.Checksum)),
+    type=click.Choice(get_args(Checksum)),
     default="auto",
     show_default=True,
     help="Per-request integrity check: auto is Azure Storage's CRC64 (MD5 where no CRC64 "
@@ -150,9 +153,9 @@ def upload(
     sas_url: str | None,
     sas_url_file: str | None,
     concurrency: int,
-    verify: pageblob.Verify,
-    backend: str,
-    checksum: pageblob.Checksum,
+    verify: Verify,
+    backend: Backend,
+    checksum: Checksum,
     journal_dir: Path | None,
     no_journal: bool,
     ca_cert: Path | None,
@@ -167,24 +170,22 @@ def upload(
     """
     ctx = app_context()
     url = _read_sas(sas_url, sas_url_file)
-    if backend == "azcopy":
-        result = pageblob.upload_with_azcopy(path=image, sas_url=url)
-    else:
-        progress: pageblob.ProgressSink | None = None
-        if sys.stderr.isatty() and not ctx.json:
-            progress = TerminalProgress()
-        result = pageblob.upload_vhd(
-            path=image,
-            sas_url=url,
-            concurrency=concurrency,
-            verify=verify,
-            journal_dir=journal_dir,
-            use_journal=not no_journal,
-            progress=progress,
-            connection_verify=str(ca_cert) if ca_cert else True,
-            read_timeout=timeout,
-            checksum=checksum,
-        )
+    progress: ProgressSink | None = None
+    if backend == "native" and sys.stderr.isatty() and not ctx.json:
+        progress = TerminalProgress()
+    result = upload_image(
+        path=image,
+        sas_url=url,
+        backend=backend,
+        concurrency=concurrency,
+        verify=verify,
+        journal_dir=journal_dir,
+        use_journal=not no_journal,
+        progress=progress,
+        connection_verify=str(ca_cert) if ca_cert else True,
+        read_timeout=timeout,
+        checksum=checksum,
+    )
     rate = result.bytes_sent / result.seconds / 1024**2 if result.seconds > 0 else 0.0
     human = (
         f"uploaded {image}: sent {result.bytes_sent} of {result.data_bytes} data bytes "

@@ -26,7 +26,7 @@ from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import Disk, Gallery, GalleryImage, GalleryImageVersion
 from azure.storage.blob import BlobClient
 
-from nixos_azure_publish import pipeline, vhd
+from nixos_azure_publish import vhd
 from nixos_azure_publish.azure import disk as azdisk
 from nixos_azure_publish.azure import names
 from nixos_azure_publish.azure import version as azversion
@@ -450,7 +450,7 @@ def test_ctrl_c_during_upload_revokes_and_the_rerun_resumes(fast, tmp_path):
     target = write_target(tmp_path, image, upload={"concurrency": 1})
     state = tmp_path / "state"
     proc = run_publisher(fast, target, state)
-    wait_for_line(proc, "nixos_azure_publish.pageblob: uploading")
+    wait_for_line(proc, "nixos_azure_publish.upload.engine: uploading")
     wait_for_pages(fast, 4 * MiB)  # some pages are written, not all
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
@@ -479,7 +479,7 @@ def test_sigterm_is_handled_like_ctrl_c(fast, tmp_path):
     image = make_image(tmp_path / "img", seed=7, size_mib=96, data_mib=64)
     target = write_target(tmp_path, image, upload={"concurrency": 1})
     proc = run_publisher(fast, target, tmp_path / "state")
-    wait_for_line(proc, "nixos_azure_publish.pageblob: uploading")
+    wait_for_line(proc, "nixos_azure_publish.upload.engine: uploading")
     time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=60)
@@ -564,7 +564,7 @@ def test_a_version_name_taken_by_another_image_moves_to_the_next_patch(
             )
         ),
     ).result()
-    created = pipeline.parse_time(disk_b.as_dict()["properties"]["timeCreated"])
+    created = azversion.parse_time(disk_b.as_dict()["properties"]["timeCreated"])
     assert created is not None
     taken = render_version_name(loaded_b, store_hash=content_b.hash, now=created)
     client.gallery_image_versions.begin_create_or_update(

@@ -34,11 +34,13 @@ from azure.storage.blob import (
     generate_blob_sas,
 )
 
-from nixos_azure_publish import pageblob, piece, vhd
+from nixos_azure_publish import vhd
 from nixos_azure_publish.cli import main
 from nixos_azure_publish.emulator.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, run_azurite
 from nixos_azure_publish.emulator.certs import write_self_signed
 from nixos_azure_publish.errors import ImageError, SasExpiredError, UploadError, UsageError
+from nixos_azure_publish.upload import azcopy, engine, piece, ranges, retry, transport
+from nixos_azure_publish.upload.journal import JOURNAL_INTERVAL
 from tests.conftest import REPO, require_tool
 from tests.integration.faultproxy import FaultProxy, Faults, run_fault_proxy
 
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
 MIB = 1024 * 1024
-FAST_RETRY = pageblob.RetryPolicy(attempts=12, initial=0.02, maximum=0.3)
+FAST_RETRY = retry.RetryPolicy(attempts=12, initial=0.02, maximum=0.3)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -107,7 +109,7 @@ class Disk:
         return digest.hexdigest()
 
     def ranges(self) -> list[tuple[int, int]]:
-        return pageblob.merge_spans(
+        return ranges.merge_spans(
             (r.start or 0, (r.end or 0) + 1) for r in self.admin.list_page_ranges()
         )
 
@@ -152,7 +154,7 @@ def test_full_upload_is_byte_identical_and_sends_only_data(tmp_path, disk, fault
     image = make_vhd(tmp_path, "full", 24, [(1 * MIB, 6 * MIB), (20 * MIB + 4096, 8192)], seed=1)
     target = disk(image.stat().st_size)
     with fault_proxy(Faults()) as proxy:
-        result = pageblob.upload_vhd(
+        result = engine.upload_vhd(
             path=image,
             sas_url=proxy.url(target.sas()),
             journal_dir=tmp_path / "journal",
@@ -182,7 +184,7 @@ def test_sparse_image_sends_exactly_its_data(tmp_path, disk):
     )
     image = make_vhd(tmp_path, "sparse", 64, runs, seed=2)
     target = disk(image.stat().st_size)
-    result = pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=tmp_path / "journal")
+    result = engine.upload_vhd(path=image, sas_url=target.sas(), journal_dir=tmp_path / "journal")
     written = sum(length for _, length in runs) + 512
     assert result.bytes_sent == result.data_bytes
     # Overlapping random runs may merge; the data never exceeds what was written.
@@ -197,7 +199,7 @@ def test_reused_blob_with_stale_data_is_cleared(tmp_path, disk):
     # Leftovers of an earlier image: where the new one has zeros, and inside its data.
     for offset in (0, 10 * MIB, 4 * MIB + 512 * 1024, 31 * MIB):
         target.admin.upload_page(os.urandom(128 * 1024), offset=offset, length=128 * 1024)
-    result = pageblob.upload_vhd(path=image, sas_url=target.sas(), use_journal=False)
+    result = engine.upload_vhd(path=image, sas_url=target.sas(), use_journal=False)
     assert target.digest() == sha256_file(image)
     assert target.ranges() == [(4 * MIB, 6 * MIB), (32 * MIB, 32 * MIB + 512)]
     assert result.verified
@@ -214,9 +216,9 @@ def test_another_image_written_in_between_is_never_skipped_on_an_old_journal(tmp
     target = disk(first.stat().st_size)
     journals = tmp_path / "journals"
     for image in (first, second):
-        pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journals)
+        engine.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journals)
         assert target.digest() == sha256_file(image)
-    again = pageblob.upload_vhd(path=first, sas_url=target.sas(), journal_dir=journals)
+    again = engine.upload_vhd(path=first, sas_url=target.sas(), journal_dir=journals)
     assert target.digest() == sha256_file(first)
     assert again.bytes_sent == again.data_bytes
     assert len(list(journals.iterdir())) == 1
@@ -226,12 +228,12 @@ def test_a_failed_full_verification_forgets_the_journal(tmp_path, disk):
     image = make_vhd(tmp_path, "verified", 24, [(0, 2 * MIB)], seed=23)
     target = disk(image.stat().st_size)
     journals = tmp_path / "journals"
-    pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journals)
+    engine.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journals)
     # Something else overwrites data behind the journal's back.
     target.admin.upload_page(os.urandom(512), offset=MIB, length=512)
     with pytest.raises(UploadError, match="verification failed"):
-        pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journals, verify="full")
-    rerun = pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journals)
+        engine.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journals, verify="full")
+    rerun = engine.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journals)
     assert target.digest() == sha256_file(image)
     assert rerun.bytes_sent == rerun.data_bytes
 
@@ -244,21 +246,21 @@ def test_a_journal_of_another_file_is_deleted_before_any_page_is_written(tmp_pat
     second = make_vhd(tmp_path, "second", 24, runs, seed=25)
     target = disk(first.stat().st_size)
     journals = tmp_path / "journals"
-    pageblob.upload_vhd(path=first, sas_url=target.sas(), journal_dir=journals)
+    engine.upload_vhd(path=first, sas_url=target.sas(), journal_dir=journals)
     # B's first write reached the disk, but B died before it could record it.
     target.admin.upload_page(second.read_bytes()[: 3 * MIB], offset=0, length=3 * MIB)
 
-    class DiesAtFirstWrite(pageblob.SdkPageBlob):
+    class DiesAtFirstWrite(transport.SdkPageBlob):
         def put_pages(self, *_args: object, **_kwargs: object) -> None:
             raise RuntimeError("killed")
 
     api = DiesAtFirstWrite(target.sas())
     try:
         with pytest.raises(UploadError, match="killed"):
-            pageblob.upload_vhd(path=second, sas_url=target.sas(), journal_dir=journals, api=api)
+            engine.upload_vhd(path=second, sas_url=target.sas(), journal_dir=journals, api=api)
     finally:
         api.close()
-    again = pageblob.upload_vhd(path=first, sas_url=target.sas(), journal_dir=journals)
+    again = engine.upload_vhd(path=first, sas_url=target.sas(), journal_dir=journals)
     assert target.digest() == sha256_file(first)
     assert again.bytes_sent == again.data_bytes
 
@@ -267,21 +269,21 @@ def test_a_full_verification_that_cannot_finish_keeps_the_journal(tmp_path, disk
     image = make_vhd(tmp_path, "kept", 24, [(0, 2 * MIB)], seed=26)
     target = disk(image.stat().st_size)
     journals = tmp_path / "journals"
-    pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journals)
+    engine.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journals)
 
-    class SasGone(pageblob.SdkPageBlob):
+    class SasGone(transport.SdkPageBlob):
         def read(self, *_args: object) -> bytes:
-            raise pageblob.PageWriteError(403, "AuthenticationFailed", "expired", {})
+            raise retry.PageWriteError(403, "AuthenticationFailed", "expired", {})
 
     api = SasGone(target.sas())
     try:
         with pytest.raises(UploadError, match="SAS"):
-            pageblob.upload_vhd(
+            engine.upload_vhd(
                 path=image, sas_url=target.sas(), journal_dir=journals, verify="full", api=api
             )
     finally:
         api.close()
-    rerun = pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journals)
+    rerun = engine.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journals)
     assert rerun.bytes_sent == 0
     assert rerun.ranges_skipped == rerun.ranges_sent + rerun.ranges_skipped > 0
     assert target.digest() == sha256_file(image)
@@ -311,7 +313,7 @@ def transfer_reads_of(image: Path, monkeypatch) -> list[tuple[int, int]]:
     and footer are inspected), as ``(offset, length)``."""
     reads: list[tuple[int, int]] = []
     started = threading.Event()
-    real_pread, real_preadv, real_pieces = os.pread, os.preadv, pageblob._pieces
+    real_pread, real_preadv, real_pieces = os.pread, os.preadv, engine._pieces
 
     def record(fd: int, offset: int, length: int) -> None:
         if started.is_set() and is_file(fd, image):
@@ -332,7 +334,7 @@ def transfer_reads_of(image: Path, monkeypatch) -> list[tuple[int, int]]:
 
     monkeypatch.setattr(os, "pread", pread)
     monkeypatch.setattr(os, "preadv", preadv)
-    monkeypatch.setattr(pageblob, "_pieces", pieces)
+    monkeypatch.setattr(engine, "_pieces", pieces)
     return reads
 
 
@@ -355,7 +357,7 @@ def test_the_image_is_read_once_and_zero_sectors_are_not_sent(
     reads = transfer_reads_of(image, monkeypatch)
     progress = RecordingProgress()
     with fault_proxy(Faults()) as proxy:
-        result = pageblob.upload_vhd(
+        result = engine.upload_vhd(
             path=image,
             sas_url=proxy.url(target.sas()),
             use_journal=False,
@@ -366,8 +368,8 @@ def test_the_image_is_read_once_and_zero_sectors_are_not_sent(
     # Each byte of the data regions was read once (in cache-sized chunks), nothing
     # else (no separate scan).
     assert sum(n for _, n in reads) == sum(e - s for s, e in pieces)
-    assert pageblob.merge_spans((o, o + n) for o, n in reads) == pageblob.merge_spans(pieces)
-    assert max(n for _, n in reads) <= piece.CHUNK
+    assert ranges.merge_spans((o, o + n) for o, n in reads) == ranges.merge_spans(pieces)
+    assert max(n for _, n in reads) <= piece.CACHE_CHUNK
     # The 1 MiB + 4 KiB of zeros inside the data were read, not sent.
     assert result.bytes_sent == result.data_bytes == 9 * MIB + 512
     assert proxy.stats.page_bytes == result.bytes_sent
@@ -389,7 +391,7 @@ def test_a_read_error_stops_the_upload_and_a_rerun_resumes(tmp_path, disk, monke
     real = os.preadv
 
     def failing_preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
-        if offset == 8 * MIB + piece.CHUNK and is_file(fd, image):
+        if offset == 8 * MIB + piece.CACHE_CHUNK and is_file(fd, image):
             raise OSError(errno.EIO, "Input/output error")
         return real(fd, buffers, offset)
 
@@ -397,9 +399,9 @@ def test_a_read_error_stops_the_upload_and_a_rerun_resumes(tmp_path, disk, monke
     journal = tmp_path / "journal"
     # The error names the piece it is in.
     with pytest.raises(ImageError, match="cannot read the image at bytes 8388608-12582911: "):
-        pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal, concurrency=1)
+        engine.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal, concurrency=1)
     monkeypatch.setattr(os, "preadv", real)
-    result = pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal)
+    result = engine.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal)
     assert target.digest() == sha256_file(image)
     # The data sent before the error is not sent again.
     assert result.bytes_sent == result.data_bytes - 8 * MIB
@@ -410,19 +412,19 @@ def test_second_run_over_a_complete_blob_sends_nothing(tmp_path, disk):
     image = make_vhd(tmp_path, "again", 24, [(0, 5 * MIB)], seed=4)
     target = disk(image.stat().st_size)
     journal = tmp_path / "journal"
-    first = pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal)
-    second = pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal)
+    first = engine.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal)
+    second = engine.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal)
     assert first.bytes_sent == first.data_bytes == 5 * MIB + 512
     assert second.bytes_sent == 0
     assert second.ranges_skipped == 3
     assert second.verified
     # The journal is trusted only where the blob agrees: wiped pages are sent again.
     target.admin.clear_page(offset=0, length=4 * MIB)
-    fourth = pageblob.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal)
+    fourth = engine.upload_vhd(path=image, sas_url=target.sas(), journal_dir=journal)
     assert fourth.bytes_sent == 4 * MIB
     assert target.digest() == sha256_file(image)
     # A lost journal costs time, never correctness: everything is sent again.
-    third = pageblob.upload_vhd(path=image, sas_url=target.sas(), use_journal=False)
+    third = engine.upload_vhd(path=image, sas_url=target.sas(), use_journal=False)
     assert third.bytes_sent == third.data_bytes
     assert target.digest() == sha256_file(image)
 
@@ -456,7 +458,7 @@ def test_resume_after_the_process_is_killed_sends_only_what_is_missing(tmp_path,
             while proxy.stats.held < 2 and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert proxy.stats.page_writes == 3, proc.poll()
-            time.sleep(2 * pageblob.JOURNAL_INTERVAL + 0.5)  # the journal is flushed each second
+            time.sleep(2 * JOURNAL_INTERVAL + 0.5)  # the journal is flushed each second
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
@@ -464,7 +466,7 @@ def test_resume_after_the_process_is_killed_sends_only_what_is_missing(tmp_path,
         sent_before_kill = proxy.stats.page_bytes
         assert sent_before_kill == 3 * 4 * MIB
         proxy.release()
-        second = pageblob.upload_vhd(
+        second = engine.upload_vhd(
             path=image, sas_url=proxy.url(target.sas()), journal_dir=journal, retry=FAST_RETRY
         )
     assert second.data_bytes == 32 * MIB + 512
@@ -495,7 +497,7 @@ def test_upload_through_faults_ends_byte_identical(tmp_path, disk, fault_proxy, 
         all_requests=seed == 3,  # properties and page-range listings fail too
     )
     with fault_proxy(faults) as proxy:
-        result = pageblob.upload_vhd(
+        result = engine.upload_vhd(
             path=image,
             sas_url=proxy.url(target.sas()),
             journal_dir=tmp_path / "journal",
@@ -522,7 +524,7 @@ def test_a_connection_the_server_closed_while_idle_is_opened_again_not_failed(
     target = disk(MIB)
     data = random.Random(4).randbytes(512)  # noqa: S311 - test data
     with fault_proxy(Faults(idle_timeout=0.2)) as proxy:
-        blob = pageblob.SdkPageBlob(proxy.url(target.sas()), pool_size=1)
+        blob = transport.SdkPageBlob(proxy.url(target.sas()), pool_size=1)
         try:
             blob.put_pages(0, data)
             time.sleep(0.6)  # the proxy has closed the connection by now
@@ -543,7 +545,7 @@ def test_uploads_through_the_proxy_the_environment_names(tmp_path, disk, fault_p
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
         monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.port}")
-        result = pageblob.upload_vhd(path=image, sas_url=target.sas(), use_journal=False)
+        result = engine.upload_vhd(path=image, sas_url=target.sas(), use_journal=False)
         monkeypatch.undo()
     assert target.digest() == sha256_file(image)
     # Every page write went through the proxy, naming the whole URL as RFC 9112 asks.
@@ -579,9 +581,9 @@ def test_uploads_over_https_and_refuses_an_untrusted_certificate(tmp_path, monke
             UploadError,
             match=r"TLS with https://127\.0\.0\.1:\d+/\S+ failed: .*CERTIFICATE_VERIFY_FAILED",
         ):
-            pageblob.upload_vhd(path=image, sas_url=target.sas(), use_journal=False)
+            engine.upload_vhd(path=image, sas_url=target.sas(), use_journal=False)
         assert target.ranges() == []
-        result = pageblob.upload_vhd(
+        result = engine.upload_vhd(
             path=image, sas_url=target.sas(), use_journal=False, connection_verify=str(cert)
         )
         assert result.verified
@@ -593,7 +595,7 @@ def test_uploads_over_https_and_refuses_an_untrusted_certificate(tmp_path, monke
                 monkeypatch.delenv(name, raising=False)
             for name in ("HTTPS_PROXY", "https_proxy"):
                 monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.port}")
-            again = pageblob.upload_vhd(
+            again = engine.upload_vhd(
                 path=image, sas_url=target.sas(), use_journal=False, connection_verify=str(cert)
             )
             for name in ("HTTPS_PROXY", "https_proxy"):
@@ -617,7 +619,7 @@ def test_a_tunnel_the_proxy_closed_is_opened_again_with_connect(tmp_path, monkey
                 monkeypatch.delenv(name, raising=False)
             for name in ("HTTPS_PROXY", "https_proxy"):
                 monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.port}")
-            blob = pageblob.SdkPageBlob(target.sas(), pool_size=1, connection_verify=str(cert))
+            blob = transport.SdkPageBlob(target.sas(), pool_size=1, connection_verify=str(cert))
             try:
                 blob.put_pages(0, data)
                 time.sleep(1.0)  # the proxy has closed the idle tunnel by now
@@ -639,11 +641,11 @@ def test_throttling_honours_retry_after(tmp_path, disk, fault_proxy):
         with pytest.raises(
             UploadError, match=r"put page bytes \d+-\d+ failed 3 times; last: HTTP 429"
         ):
-            pageblob.upload_vhd(
+            engine.upload_vhd(
                 path=image,
                 sas_url=proxy.url(target.sas()),
                 use_journal=False,
-                retry=pageblob.RetryPolicy(attempts=3, initial=0.01, maximum=0.01),
+                retry=retry.RetryPolicy(attempts=3, initial=0.01, maximum=0.01),
             )
         elapsed = time.monotonic() - started
     assert 2.0 <= elapsed < 10, "two retries, each after the 1 s the server asked for"
@@ -655,7 +657,7 @@ def test_sas_already_expired_is_reported_as_such(tmp_path, disk, fault_proxy):
     target = disk(image.stat().st_size)
     sas = target.sas(expiry=datetime.now(UTC) - timedelta(minutes=1))
     with fault_proxy(Faults()) as proxy, pytest.raises(SasExpiredError) as caught:
-        pageblob.upload_vhd(path=image, sas_url=proxy.url(sas), use_journal=False)
+        engine.upload_vhd(path=image, sas_url=proxy.url(sas), use_journal=False)
     assert "expired" in caught.value.message
     assert "nothing was written" in caught.value.message
     assert sig_of(sas) not in str(caught.value)
@@ -675,7 +677,7 @@ def test_sas_expiring_mid_upload_stops_all_workers_and_resumes_with_a_new_one(
 
     def run(sas_url: str) -> None:
         try:
-            pageblob.upload_vhd(path=image, sas_url=sas_url, journal_dir=journal, concurrency=2)
+            engine.upload_vhd(path=image, sas_url=sas_url, journal_dir=journal, concurrency=2)
         except BaseException as error:  # noqa: BLE001 - handed to the test thread
             failures.append(error)
 
@@ -696,7 +698,7 @@ def test_sas_expiring_mid_upload_stops_all_workers_and_resumes_with_a_new_one(
         written_before = proxy.stats.page_bytes
         assert written_before == 2 * 4 * MIB
         fresh = target.sas()
-        result = pageblob.upload_vhd(path=image, sas_url=proxy.url(fresh), journal_dir=journal)
+        result = engine.upload_vhd(path=image, sas_url=proxy.url(fresh), journal_dir=journal)
     assert result.bytes_sent == result.data_bytes - written_before
     assert target.digest() == sha256_file(image)
     for sas in (short, fresh):
@@ -708,7 +710,7 @@ def test_wrong_size_is_refused_with_nothing_written(tmp_path, disk, fault_proxy)
     image = make_vhd(tmp_path, "size", 24, [(0, MIB)], seed=9)
     target = disk(image.stat().st_size + MIB)
     with fault_proxy(Faults()) as proxy, pytest.raises(UploadError) as caught:
-        pageblob.upload_vhd(path=image, sas_url=proxy.url(target.sas()), use_journal=False)
+        engine.upload_vhd(path=image, sas_url=proxy.url(target.sas()), use_journal=False)
     assert f"holds {image.stat().st_size + MIB} bytes" in caught.value.message
     assert "nothing was written" in caught.value.message
     assert "uploadSizeBytes" in (caught.value.hint or "")
@@ -723,7 +725,7 @@ def test_an_image_azure_rejects_is_refused_before_any_request(tmp_path, disk, fa
         handle.truncate(24 * MIB)
     target = disk(24 * MIB)
     with fault_proxy(Faults()) as proxy, pytest.raises(ImageError):
-        pageblob.upload_vhd(path=raw, sas_url=proxy.url(target.sas()), use_journal=False)
+        engine.upload_vhd(path=raw, sas_url=proxy.url(target.sas()), use_journal=False)
     assert proxy.stats.requests == 0
     assert target.ranges() == []
 
@@ -732,7 +734,7 @@ def test_a_read_only_sas_is_refused_with_a_clear_error(tmp_path, disk):
     image = make_vhd(tmp_path, "readonly", 24, [(0, MIB)], seed=10)
     target = disk(image.stat().st_size)
     with pytest.raises(UploadError, match="does not allow writing"):
-        pageblob.upload_vhd(path=image, sas_url=target.sas(write=False), use_journal=False)
+        engine.upload_vhd(path=image, sas_url=target.sas(write=False), use_journal=False)
 
 
 def test_a_missing_blob_is_reported_not_created(tmp_path, disk):
@@ -740,7 +742,7 @@ def test_a_missing_blob_is_reported_not_created(tmp_path, disk):
     target = disk(image.stat().st_size)
     target.admin.delete_blob()
     with pytest.raises(UploadError, match="does not exist"):
-        pageblob.upload_vhd(path=image, sas_url=target.sas(), use_journal=False)
+        engine.upload_vhd(path=image, sas_url=target.sas(), use_journal=False)
     assert not target.admin.exists()
 
 
@@ -830,7 +832,7 @@ def test_azcopy_backend_needs_azcopy_on_path(tmp_path, disk, monkeypatch):
     target = disk(image.stat().st_size)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(UsageError, match="azcopy is not on PATH"):
-        pageblob.upload_with_azcopy(path=image, sas_url=target.sas())
+        azcopy.upload_with_azcopy(path=image, sas_url=target.sas())
 
 
 def test_azcopy_backend_runs_azcopy_copy_as_a_page_blob(tmp_path, disk, monkeypatch, caplog):
@@ -852,12 +854,12 @@ def test_azcopy_backend_runs_azcopy_copy_as_a_page_blob(tmp_path, disk, monkeypa
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     sas = target.sas()
-    result = pageblob.upload_with_azcopy(path=image, sas_url=sas)
+    result = azcopy.upload_with_azcopy(path=image, sas_url=sas)
     assert json.loads(record.read_text()) == ["copy", str(image), sas, "--blob-type", "PageBlob"]
     assert result.data_bytes == MIB + 512
     assert not result.verified
     monkeypatch.setenv("FAKE_AZCOPY_STATUS", "3")
     with pytest.raises(UploadError, match="azcopy failed with status 3") as caught:
-        pageblob.upload_with_azcopy(path=image, sas_url=sas)
+        azcopy.upload_with_azcopy(path=image, sas_url=sas)
     assert sig_of(sas) not in str(caught.value)
     assert sig_of(sas) not in caplog.text

@@ -10,7 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from nixos_azure_publish import __version__
+from nixos_azure_publish.azure import clients
 from nixos_azure_publish.cli import cli, main
+from nixos_azure_publish.cli.publish_cmd import publish_command
 from nixos_azure_publish.errors import AzureError, ExitCode
 
 if TYPE_CHECKING:
@@ -218,3 +220,47 @@ def test_details_come_indented_below_the_one_line(capsys):
         "  > one",
         "  > two",
     ]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["inspect", "--json", "{missing}"],
+        ["convert", "--json", "{missing}", "{out}"],
+        ["publish", "--json", "--config", "{missing}"],
+    ],
+)
+def test_a_commands_own_json_flag_renders_its_errors_as_json_too(argv, tmp_path, capsys):
+    # Each command's --json is the global one: its output and its errors are JSON on stdout.
+    missing, out = tmp_path / "none.vhd", tmp_path / "out.vhd"
+    code = main([arg.format(missing=missing, out=out) for arg in argv])
+    assert code in {ExitCode.USAGE, ExitCode.INVALID_IMAGE}
+    captured = capsys.readouterr()
+    error = json.loads(captured.out)["error"]
+    assert str(missing.name) in error["message"]
+    assert captured.err.startswith("error: ")  # the one line on stderr stays
+
+
+def test_publish_takes_exactly_one_source(capsys):
+    assert main(["publish"]) == 2
+    assert "give exactly one of --config FILE and --flake REF" in capsys.readouterr().err
+    assert main(["publish", "--config", "a.json", "--flake", "."]) == 2
+    capsys.readouterr()
+    assert main(["publish", "--config", "a.json", "--target", "x"]) == 2
+    assert "--target needs --flake" in capsys.readouterr().err
+
+
+def test_missing_config_file_is_a_usage_error(tmp_path, capsys):
+    assert main(["publish", "--config", str(tmp_path / "none.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_publish_is_registered():
+    assert cli.get_command(click.Context(cli), "publish") is publish_command
+
+
+def test_emulator_flag_and_env_contract_names():
+    assert clients.ENV_ENDPOINT == "NIXOS_AZURE_PUBLISH_ENDPOINT"
+    assert clients.ENV_CA_CERT == "NIXOS_AZURE_PUBLISH_CA_CERT"
+    assert clients.ENV_EMULATOR == "NIXOS_AZURE_PUBLISH_EMULATOR"
+    assert any(p.name == "emulator" for p in publish_command.params)

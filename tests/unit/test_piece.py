@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from nixos_azure_publish import checksum, piece, vhd
+from nixos_azure_publish import checksum, vhd
 from nixos_azure_publish.errors import ImageError
+from nixos_azure_publish.upload import piece
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.unit
 
 KIB = 1024
 MIB = 1024 * KIB
-CHUNK = piece.CHUNK
+CHUNK = piece.CACHE_CHUNK
 
 
 def brute_force_runs(data: bytes) -> list[tuple[int, int]]:

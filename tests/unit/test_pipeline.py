@@ -1,19 +1,20 @@
-"""The pipeline's order and its pure decisions; the publish command's usage errors."""
+"""The pipeline's order and its pure decisions."""
 
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
 from typing import Any, cast
 
-import click
 import pytest
 
 from nixos_azure_publish import pipeline
-from nixos_azure_publish.azure import clients, names
+from nixos_azure_publish.azure import names
+from nixos_azure_publish.azure import version as azversion
 from nixos_azure_publish.azure.disk import DiskState
-from nixos_azure_publish.cli import cli, main
-from nixos_azure_publish.cli.publish_cmd import publish_command
 from nixos_azure_publish.config import load_target
+from nixos_azure_publish.pipeline import checks
+from nixos_azure_publish.pipeline.context import skipped
 from nixos_azure_publish.report import PublishReport
 
 HASH = "0123456789abcdfghijklmnpqrsvwxyz"
@@ -39,13 +40,13 @@ def test_every_check_that_needs_no_upload_runs_before_the_upload():
 
 
 def test_arm_timestamps_with_seven_fraction_digits_parse():
-    parsed = pipeline.parse_time("2026-01-02T03:04:05.1234567+00:00")
+    parsed = azversion.parse_time("2026-01-02T03:04:05.1234567+00:00")
     assert parsed == dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=dt.UTC)
-    assert pipeline.parse_time("2026-01-02T03:04:05Z") == dt.datetime(
+    assert azversion.parse_time("2026-01-02T03:04:05Z") == dt.datetime(
         2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC
     )
-    assert pipeline.parse_time("yesterday") is None
-    assert pipeline.parse_time(None) is None
+    assert azversion.parse_time("yesterday") is None
+    assert azversion.parse_time(None) is None
 
 
 def context(tmp_path, *, disk_time: str | None, journal: dict[str, Any] | None = None):
@@ -80,41 +81,12 @@ def context(tmp_path, *, disk_time: str | None, journal: dict[str, Any] | None =
 def test_version_name_comes_from_the_shared_disk_so_publishers_agree(tmp_path):
     # The default template is date based: the disk's creation time is what two
     # publishers of one image (and every rerun) have in common.
-    assert pipeline.choose_version_name(
-        context(tmp_path, disk_time="2026-11-25T21:40:05.1234567Z")
-    ) == ("2026.1125.214005")
-    assert pipeline.choose_version_name(context(tmp_path, disk_time=None)) == "2030.506.70809"
+    assert checks.version_name(context(tmp_path, disk_time="2026-11-25T21:40:05.1234567Z")) == (
+        "2026.1125.214005"
+    )
+    assert checks.version_name(context(tmp_path, disk_time=None)) == "2030.506.70809"
     resumed = context(tmp_path, disk_time=None, journal={"startedAt": "2027-01-01T00:00:01+00:00"})
-    assert pipeline.choose_version_name(resumed) == "2027.101.1"
-
-
-def test_publish_takes_exactly_one_source(capsys):
-    assert main(["publish"]) == 2
-    assert "give exactly one of --config FILE and --flake REF" in capsys.readouterr().err
-    assert main(["publish", "--config", "a.json", "--flake", "."]) == 2
-    capsys.readouterr()
-    assert main(["publish", "--config", "a.json", "--target", "x"]) == 2
-    assert "--target needs --flake" in capsys.readouterr().err
-
-
-def test_missing_config_file_is_a_usage_error(tmp_path, capsys):
-    assert main(["publish", "--config", str(tmp_path / "none.json")]) == 2
-    assert "does not exist" in capsys.readouterr().err
-
-
-def test_publish_is_registered_and_every_option_has_help():
-    assert cli.get_command(click.Context(cli), "publish") is publish_command
-    for param in publish_command.params:
-        if isinstance(param, click.Option):
-            assert param.help, param.name
-    assert publish_command.help
-
-
-def test_emulator_flag_and_env_contract_names():
-    assert clients.ENV_ENDPOINT == "NIXOS_AZURE_PUBLISH_ENDPOINT"
-    assert clients.ENV_CA_CERT == "NIXOS_AZURE_PUBLISH_CA_CERT"
-    assert clients.ENV_EMULATOR == "NIXOS_AZURE_PUBLISH_EMULATOR"
-    assert any(p.name == "emulator" for p in publish_command.params)
+    assert checks.version_name(resumed) == "2027.101.1"
 
 
 @pytest.mark.parametrize("detail", ["not needed: already published", "no gallery configured"])
@@ -123,12 +95,18 @@ def test_steps_that_had_nothing_to_do_are_reported_as_skipped(tmp_path, detail):
         name = "idle"
 
         def run(self, ctx):
-            del ctx
-            return detail
+            ctx.content = names.ContentId(hash=HASH, store_path=None)
+            return skipped(detail)
 
-    runner = pipeline.Pipeline.__new__(pipeline.Pipeline)
-    runner.ctx = context(tmp_path, disk_time=None)
-    runner._run_step(Idle())
+    given = context(tmp_path, disk_time=None)
+    settings = SimpleNamespace(subscription_id="00000000-0000-0000-0000-000000000000")
+    runner = pipeline.Pipeline(
+        given.input,
+        clients=cast("Any", SimpleNamespace(settings=settings)),  # an idle step needs no Azure
+        options=pipeline.PublishOptions(state_dir=tmp_path, now=given.options.now),
+        steps=(Idle,),
+    )
+    runner.run()
     (record,) = runner.report.steps
     assert (record.name, record.status, record.detail) == ("idle", "skipped", detail)
     assert runner.ctx.journal["steps"].keys() == {"idle"}

@@ -17,18 +17,13 @@ import requests
 import urllib3
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
-from nixos_azure_publish import pageblob, state
+from nixos_azure_publish import state
 from nixos_azure_publish.errors import SasExpiredError, UploadError, UsageError
-from nixos_azure_publish.pageblob import (
-    BlobInfo,
-    Journal,
-    RetryPolicy,
-    classify,
-    clip_spans,
-    merge_spans,
-    split_span,
-    subtract_spans,
-)
+from nixos_azure_publish.upload import journal, limits, progress, retry, transport
+from nixos_azure_publish.upload.journal import Journal
+from nixos_azure_publish.upload.ranges import clip_spans, merge_spans, split_span, subtract_spans
+from nixos_azure_publish.upload.retry import RetryPolicy, classify
+from nixos_azure_publish.upload.transport import BlobInfo
 
 SAS = (
     "https://md-abc.z1.blob.storage.azure.net/xyz/abcd?sv=2018-03-28&sr=b"
@@ -75,7 +70,7 @@ def test_subtract_agrees_with_sets_on_random_input():
 
 
 def test_split_never_exceeds_the_put_page_limit():
-    pieces = split_span((512, 512 + 9 * 1024 * 1024), pageblob.MAX_PAGE_WRITE)
+    pieces = split_span((512, 512 + 9 * 1024 * 1024), limits.MAX_PAGE_WRITE)
     assert [e - s for s, e in pieces] == [4 << 20, 4 << 20, 1 << 20]
     assert pieces[0][0] == 512
     assert pieces[-1][1] == 512 + 9 * 1024 * 1024
@@ -95,7 +90,7 @@ def test_backoff_grows_is_jittered_bounded_and_honours_retry_after():
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
 def test_transient_statuses_are_retried(status):
     verdict = classify(http_error(status, headers={"Retry-After": "3"}), what="w", sas_url=SAS)
-    assert isinstance(verdict, pageblob._Transient)
+    assert isinstance(verdict, retry.Transient)
     assert verdict.retry_after == 3.0
 
 
@@ -111,7 +106,7 @@ def test_connection_errors_and_checksum_mismatches_are_transient():
         BrokenPipeError(32, "Broken pipe"),
         TimeoutError("timed out"),
     ):
-        assert isinstance(classify(error, what="w", sas_url=SAS), pageblob._Transient), error
+        assert isinstance(classify(error, what="w", sas_url=SAS), retry.Transient), error
 
 
 def test_an_untrusted_certificate_is_fatal_however_deeply_it_is_wrapped():
@@ -136,7 +131,7 @@ def test_a_tls_connection_cut_short_is_transient_however_it_is_wrapped():
     outer = requests.exceptions.SSLError(retries)
     for error in (reason, ServiceRequestError(outer, error=outer)):
         verdict = classify(error, what="list page ranges", sas_url=SAS)
-        assert isinstance(verdict, pageblob._Transient), error
+        assert isinstance(verdict, retry.Transient), error
 
 
 @pytest.mark.parametrize(
@@ -170,7 +165,7 @@ def test_a_host_name_that_does_not_match_the_certificate_is_fatal():
 def test_network_errors_on_an_open_socket_are_transient():
     for code in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN):
         error = OSError(code, os.strerror(code))
-        assert isinstance(classify(error, what="put page", sas_url=SAS), pageblob._Transient)
+        assert isinstance(classify(error, what="put page", sas_url=SAS), retry.Transient)
     assert isinstance(
         classify(OSError(errno.EACCES, "Permission denied"), what="put page", sas_url=SAS),
         UploadError,
@@ -179,7 +174,7 @@ def test_network_errors_on_an_open_socket_are_transient():
 
 def test_a_proxy_that_refuses_connect_is_retried_on_5xx_and_fatal_on_407():
     busy = OSError("Tunnel connection failed: 503 Service Unavailable")
-    assert isinstance(classify(busy, what="put page", sas_url=SAS), pageblob._Transient)
+    assert isinstance(classify(busy, what="put page", sas_url=SAS), retry.Transient)
     auth = OSError("Tunnel connection failed: 407 Proxy Authentication Required")
     # As requests reports it for the SDK's own requests.
     proxy_error = requests.exceptions.ProxyError("Unable to connect to proxy", auth)
@@ -217,13 +212,13 @@ def test_refused_sas_and_missing_blob_are_fatal():
 
 def test_display_url_and_expiry():
     when = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
-    assert pageblob.display_url(sas(when)) == "https://md-abc.z1.blob.storage.azure.net/xyz/abcd"
-    assert pageblob.sas_expiry(sas(when)) == when
-    assert pageblob.sas_expiry("https://h/p?sig=x") is None
+    assert retry.display_url(sas(when)) == "https://md-abc.z1.blob.storage.azure.net/xyz/abcd"
+    assert retry.sas_expiry(sas(when)) == when
+    assert retry.sas_expiry("https://h/p?sig=x") is None
 
 
 def test_upload_result_json_has_exactly_the_documented_keys():
-    result = pageblob.UploadResult(1, 2, 3, 4, 5, 6.0, verified=True)
+    result = progress.UploadResult(1, 2, 3, 4, 5, 6.0, verified=True)
     assert list(result.to_json()) == [
         "bytes_sent",
         "data_bytes",
@@ -236,7 +231,7 @@ def test_upload_result_json_has_exactly_the_documented_keys():
 
 
 def test_progress_line_reports_rate_and_eta():
-    line = pageblob.progress_line(50 * 1024**2, 40 * 1024**2, 100 * 1024**2, 5.0)
+    line = progress.progress_line(50 * 1024**2, 40 * 1024**2, 100 * 1024**2, 5.0)
     assert line == "uploaded 40.0 MiB; 50.0 of 100.0 MiB done (50%), 8.0 MiB/s, ETA 0:05"
 
 
@@ -276,8 +271,8 @@ def test_journals_untouched_for_two_weeks_are_deleted_when_an_upload_starts(tmp_
     image, current = recorded_journal(tmp_path)
     assert current.path is not None
     directory = current.path.parent
-    old = time.time() - pageblob.JOURNAL_MAX_AGE - 3600
-    recent = time.time() - pageblob.JOURNAL_MAX_AGE + 3600
+    old = time.time() - journal.JOURNAL_MAX_AGE - 3600
+    recent = time.time() - journal.JOURNAL_MAX_AGE + 3600
     files = {
         "stale": directory / f"{'a' * 32}.json",
         "stale-temp": directory / f".{'b' * 32}.json.x1y2z3.tmp",
@@ -301,7 +296,7 @@ def test_journals_untouched_for_two_weeks_are_deleted_when_an_upload_starts(tmp_
 
 
 def test_pruning_journals_tolerates_a_missing_directory(tmp_path):
-    assert pageblob.prune_journals(tmp_path / "none", keep=tmp_path / "none" / "x.json") == 0
+    assert journal.prune_journals(tmp_path / "none", keep=tmp_path / "none" / "x.json") == 0
 
 
 def test_a_corrupt_journal_is_ignored(tmp_path, caplog):
@@ -314,7 +309,7 @@ def test_a_corrupt_journal_is_ignored(tmp_path, caplog):
 
 def page_writer(url: str = "https://acct.blob.core.windows.net/c/b?sv=1&sig=S3cr3t", **kw):
     options = {"connection_verify": True, "connection_timeout": 1.0, "read_timeout": 1.0} | kw
-    return pageblob._PageWriter(url, api_version="2026-10-06", **options)
+    return transport.PageWriter(url, api_version="2026-10-06", **options)
 
 
 @pytest.fixture

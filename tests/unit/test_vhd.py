@@ -15,6 +15,7 @@ import pytest
 from nixos_azure_publish import vhd
 from nixos_azure_publish.cli import image_cmd, main
 from nixos_azure_publish.errors import ImageError
+from nixos_azure_publish.vhd import conversion
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -645,7 +646,7 @@ def test_convert_refuses_a_differencing_vhd(tmp_path):
 
 def test_an_interrupted_convert_leaves_nothing_behind(tmp_path, monkeypatch):
     src = make_raw(tmp_path / "in.raw", 20 * MIB, {0: b"a", 10 * MIB: b"b"})
-    real = vhd._pwrite_all
+    real = conversion._pwrite_all
     calls = []
 
     def interrupt_second_write(fd, data, offset):
@@ -654,7 +655,7 @@ def test_an_interrupted_convert_leaves_nothing_behind(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(fd, data, offset)
 
-    monkeypatch.setattr(vhd, "_pwrite_all", interrupt_second_write)
+    monkeypatch.setattr(conversion, "_pwrite_all", interrupt_second_write)
     with pytest.raises(KeyboardInterrupt):
         vhd.convert(src, tmp_path / "out.vhd")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.raw"]

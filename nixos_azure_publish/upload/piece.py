@@ -1,7 +1,7 @@
 """Reading one piece of the image for upload: its non-zero runs and their checksums.
 
 A piece is at most one Put Page (4 MiB) of a data region. It is read into the
-caller's buffer in chunks of :data:`CHUNK` bytes, and each chunk is searched
+caller's buffer in chunks of :data:`CACHE_CHUNK` bytes, and each chunk is searched
 for all-zero sectors and checksummed right after it is read, while it is still
 in the CPU's cache. Reading the whole piece first and then searching and
 checksumming it costs about twice the CPU here: by then the piece has left the
@@ -18,7 +18,7 @@ from nixos_azure_publish import checksum as checksums
 from nixos_azure_publish import vhd
 from nixos_azure_publish.errors import ImageError
 
-CHUNK: Final = 256 * 1024
+CACHE_CHUNK: Final = 256 * 1024
 """Bytes read, searched and checksummed at a time: well inside a core's L2 cache."""
 
 
@@ -49,8 +49,8 @@ def read_piece(
     runs: list[Run] = []
     start = end = -1
     running: checksums.Running | None = None
-    for chunk in range(0, length, CHUNK):
-        chunk_end = min(length, chunk + CHUNK)
+    for chunk in range(0, length, CACHE_CHUNK):
+        chunk_end = min(length, chunk + CACHE_CHUNK)
         _read_exactly(fd, view[chunk:chunk_end], offset + chunk, offset, length)
         for lo, hi in vhd.sector_runs(buf, chunk, chunk_end):
             if lo != end:  # not the continuation of a run from the chunk before

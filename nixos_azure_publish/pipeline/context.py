@@ -1,0 +1,171 @@
+"""What the steps of one publish share: its input, options and context; the step protocol."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from nixos_azure_publish import state, vhd
+from nixos_azure_publish.azure import disk as azdisk
+from nixos_azure_publish.azure import names
+from nixos_azure_publish.azure import replication as azreplication
+from nixos_azure_publish.errors import (
+    InternalError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from nixos_azure_publish.azure.clients import AzureClients
+    from nixos_azure_publish.config import PublishTarget
+    from nixos_azure_publish.report import (
+        PublishReport,
+    )
+    from nixos_azure_publish.upload.progress import ProgressSink
+
+log = logging.getLogger(__name__)
+
+JOURNAL_VERSION: Final = 1
+
+
+@dataclass(frozen=True)
+class PublishInput:
+    """What to publish: a validated target and its located image."""
+
+    target: PublishTarget
+    image_path: Path
+    store_path: str | None = None
+    flake_revision: str | None = None
+
+
+@dataclass
+class PublishOptions:
+    """How to publish."""
+
+    state_dir: Path | None = None
+    replication_interval: float | None = None
+    replication_timeout: float = azreplication.DEFAULT_TIMEOUT
+    progress: ProgressSink | None = None
+    # Overrides smokeTest.timeoutSeconds (tests); the poll interval of the serial log.
+    smoke_timeout: float | None = None
+    smoke_interval: float | None = None
+    now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass
+class Context:
+    """State shared by the steps of one publish."""
+
+    input: PublishInput
+    clients: AzureClients
+    options: PublishOptions
+    report: PublishReport
+    journal_path: Path
+    journal: dict[str, Any] = field(default_factory=dict)
+    info: vhd.ImageInfo | None = None
+    content: names.ContentId | None = None
+    data_bytes: int = 0
+    # What Discover found in Azure (None: missing).
+    group_exists: bool = False
+    gallery_exists: bool = False
+    definition: dict[str, Any] | None = None
+    published: azreplication.VersionState | None = None
+    disk: azdisk.DiskState | None = None
+    managed_image: dict[str, Any] | None = None
+    version_name: str | None = None
+    # Versions that hold this image but failed: replaced by a new one.
+    failed_versions: list[azreplication.VersionState] = field(default_factory=list)
+
+    @property
+    def target(self) -> PublishTarget:
+        """The publish target."""
+        return self.input.target
+
+    @property
+    def hash(self) -> str:
+        """The image's content id (checked by CheckImage before any other step)."""
+        if self.content is None:  # pragma: no cover - CheckImage always runs first
+            raise InternalError("internal: the image was not checked")
+        return self.content.hash
+
+    @property
+    def disk_name(self) -> str:
+        """The content-addressed upload disk name."""
+        return names.upload_disk_name(self.target, self._content())
+
+    @property
+    def image_name(self) -> str:
+        """The managed image name."""
+        return names.managed_image_name(self.target, self._content())
+
+    def _content(self) -> names.ContentId:
+        if self.content is None:  # pragma: no cover
+            raise InternalError("internal: the image was not checked")
+        return self.content
+
+    def tags(self, **extra: str) -> dict[str, str]:
+        """Provenance tags for a resource that holds this image."""
+        return names.resource_tags(
+            self.target, self._content(), flake_revision=self.input.flake_revision, extra=extra
+        )
+
+    @property
+    def container_tags(self) -> dict[str, str]:
+        """Tags for the group, gallery and definition."""
+        return names.container_tags(self.target)
+
+    @property
+    def has_gallery(self) -> bool:
+        """The target publishes into a gallery."""
+        return self.target.gallery is not None and self.target.image_definition is not None
+
+    @property
+    def already_published(self) -> bool:
+        """A version holding this image exists (perhaps still replicating)."""
+        return self.published is not None
+
+    def save_journal(self, **updates: Any) -> None:  # noqa: ANN401
+        """Record finished work locally (a cache; the cloud stays the truth)."""
+        self.journal.update(updates)
+        self.journal["journalVersion"] = JOURNAL_VERSION
+        self.journal["contentHash"] = self.hash
+        state.write_json_atomic(self.journal_path, self.journal)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step did, or would do: a one-line detail for the report, and whether the
+    step had nothing to do (it is then reported as skipped)."""
+
+    detail: str
+    skipped: bool = False
+
+
+def done(detail: str) -> StepResult:
+    """The step did (or would do) *detail*."""
+    return StepResult(detail)
+
+
+def skipped(detail: str) -> StepResult:
+    """The step had nothing to do; *detail* says why."""
+    return StepResult(detail, skipped=True)
+
+
+class Step:
+    """One step of a publish: ``plan`` changes nothing, ``run`` does the work."""
+
+    name: ClassVar[str] = "step"
+
+    def plan(self, ctx: Context) -> StepResult:
+        """Record what :meth:`run` would do in the report; return a one-line detail."""
+        del ctx
+        return done("")
+
+    def run(self, ctx: Context) -> StepResult:
+        """Do the work (idempotently); return a one-line detail for the report."""
+        raise NotImplementedError

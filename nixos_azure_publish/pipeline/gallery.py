@@ -1,0 +1,264 @@
+"""The gallery steps: gallery, image definition, managed image, image version, replication."""
+
+from __future__ import annotations
+
+import logging
+
+from nixos_azure_publish.azure import disk as azdisk
+from nixos_azure_publish.azure import gallery as azgallery
+from nixos_azure_publish.azure import image as azimage
+from nixos_azure_publish.azure import replication as azreplication
+from nixos_azure_publish.azure import version as azversion
+from nixos_azure_publish.errors import (
+    AzureError,
+)
+from nixos_azure_publish.pipeline.checks import version_name
+from nixos_azure_publish.pipeline.context import Context, Step, StepResult, done, skipped
+from nixos_azure_publish.report import (
+    Action,
+    RegionRecord,
+)
+
+log = logging.getLogger(__name__)
+
+
+class EnsureGallery(Step):
+    """The Compute Gallery (with community sharing when configured)."""
+
+    name = "ensure gallery"
+
+    def plan(self, ctx: Context) -> StepResult:
+        if ctx.target.gallery is None:
+            return skipped("no gallery configured")
+        action: Action = "exists" if ctx.gallery_exists else "would-create"
+        ctx.report.resource("gallery", ctx.target.gallery.name, action)
+        return done(action)
+
+    def run(self, ctx: Context) -> StepResult:
+        g = ctx.target.gallery
+        if g is None:
+            return skipped("no gallery configured")
+        if ctx.gallery_exists:
+            ctx.report.resource("gallery", g.name, "reused")
+            return done("exists")
+        created = azgallery.ensure_gallery(ctx.clients, ctx.target, tags=ctx.container_tags)
+        ctx.gallery_exists = True
+        ctx.report.resource("gallery", g.name, "created" if created else "reused")
+        return done("created" if created else "exists")
+
+
+class EnsureDefinition(Step):
+    """The image definition (an existing one was checked by Discover)."""
+
+    name = "ensure definition"
+
+    def plan(self, ctx: Context) -> StepResult:
+        d = ctx.target.image_definition
+        if d is None:
+            return skipped("no definition configured")
+        action: Action = "exists" if ctx.definition is not None else "would-create"
+        t = ctx.target
+        detail = f"{t.hyper_v_generation}, {t.architecture}, {t.security_type}"
+        ctx.report.resource("image definition", d.name, action, detail=detail)
+        return done(action)
+
+    def run(self, ctx: Context) -> StepResult:
+        d = ctx.target.image_definition
+        if d is None:
+            return skipped("no definition configured")
+        if ctx.definition is not None:
+            ctx.report.resource("image definition", d.name, "reused", id=ctx.definition.get("id"))
+            return done("exists")
+        created = azgallery.ensure_definition(ctx.clients, ctx.target, tags=ctx.container_tags)
+        ctx.definition = azgallery.get_definition(ctx.clients, ctx.target)
+        def_id = ctx.definition.get("id") if ctx.definition else None
+        ctx.report.resource(
+            "image definition", d.name, "created" if created else "reused", id=def_id
+        )
+        return done("created" if created else "exists")
+
+
+class ManagedImage(Step):
+    """The optional managed image, made from the upload disk."""
+
+    name = "managed image"
+
+    def plan(self, ctx: Context) -> StepResult:
+        if not ctx.target.managed_image.enable:
+            return skipped("not enabled")
+        action: Action = "exists" if ctx.managed_image is not None else "would-create"
+        ctx.report.resource("managed image", ctx.image_name, action)
+        return done(action)
+
+    def run(self, ctx: Context) -> StepResult:
+        if not ctx.target.managed_image.enable:
+            return skipped("not enabled")
+        if ctx.managed_image is not None:
+            ctx.report.resource(
+                "managed image", ctx.image_name, "reused", id=ctx.managed_image.get("id")
+            )
+            return done("exists")
+        image, created = azimage.ensure_image(
+            ctx.clients,
+            ctx.target,
+            name=ctx.image_name,
+            disk_id=ctx.disk.id if ctx.disk else None,
+            tags=ctx.tags(),
+        )
+        ctx.managed_image = image
+        ctx.report.resource(
+            "managed image", ctx.image_name, "created" if created else "reused", id=image.get("id")
+        )
+        return done("created" if created else "exists")
+
+
+class CreateVersion(Step):
+    """The image version, with target regions, replicas, storage SKU, EOL and mode."""
+
+    name = "create version"
+
+    def plan(self, ctx: Context) -> StepResult:
+        if not ctx.has_gallery:
+            return skipped("no gallery configured")
+        name = ctx.version_name or "?"
+        regions = ", ".join(f"{r.name} x{r.replicas}" for r in ctx.target.regions)
+        if not ctx.already_published:
+            for failed in ctx.failed_versions:
+                ctx.report.resource(
+                    "image version", failed.name, "would-delete", detail=failed.provisioning_state
+                )
+        action: Action = "exists" if ctx.already_published else "would-create"
+        ctx.report.resource("image version", name, action, detail=regions)
+        ctx.report.version = ctx.version_name
+        return done(f"{action} {name} in {regions}")
+
+    def run(self, ctx: Context) -> StepResult:
+        if not ctx.has_gallery:
+            return skipped("no gallery configured")
+        if ctx.published is None:
+            ctx.published, ctx.failed_versions = azversion.find_versions(
+                ctx.clients, ctx.target, ctx.hash
+            )
+        if ctx.published is not None:
+            ctx.version_name = ctx.published.name
+            ctx.report.resource("image version", ctx.published.name, "reused", id=ctx.published.id)
+            return done(f"exists: {ctx.published.name}")
+        for failed in ctx.failed_versions:
+            # Ours (tagged with this image) and unusable: replace it, do not make the user.
+            log.warning("deleting version %s: it holds this image but failed", failed.name)
+            azversion.delete_version(ctx.clients, ctx.target, failed.name)
+            ctx.report.resource(
+                "image version", failed.name, "deleted", id=failed.id, detail="failed; replaced"
+            )
+        disk = ctx.disk
+        if disk is not None:
+            # Read the disk again: a concurrent publisher's create may have set its time.
+            disk = azdisk.get_disk(ctx.clients, ctx.target.resource_group, disk.name) or disk
+            ctx.disk = disk
+        ctx.version_name = azversion.free_version_name(
+            ctx.clients, ctx.target, version_name(ctx), content_hash=ctx.hash
+        )
+        source_id, from_disk = self._source(ctx)
+        # A version waiting for its smoke test is kept out of `latest` until it passes.
+        exclude = True if ctx.target.smoke_test.enable else None
+        body = azversion.version_body(
+            ctx.target,
+            source_id=source_id,
+            from_disk=from_disk,
+            tags=ctx.tags(),
+            exclude_from_latest=exclude,
+        )
+        azversion.create_version(ctx.clients, ctx.target, ctx.version_name, body)
+        ctx.save_journal(version=ctx.version_name)
+        replaced = ctx.version_name in {failed.name for failed in ctx.failed_versions}
+        detail = "replaces the failed version of that name" if replaced else ""
+        ctx.report.resource("image version", ctx.version_name, "created", detail=detail)
+        return done(f"created {ctx.version_name}")
+
+    @staticmethod
+    def _source(ctx: Context) -> tuple[str, bool]:
+        if ctx.managed_image is not None and ctx.managed_image.get("id"):
+            return str(ctx.managed_image["id"]), False
+        if ctx.disk is None:
+            raise AzureError(
+                "the upload disk is gone before the version was created",
+                hint="Run again: the image will be uploaded again",
+            )
+        return ctx.disk.id, True
+
+
+class WaitReplication(Step):
+    """Wait until the version is replicated to every target region."""
+
+    name = "replicate"
+
+    def plan(self, ctx: Context) -> StepResult:
+        if not ctx.has_gallery:
+            return skipped("no gallery configured")
+        if ctx.published is not None:
+            _record_regions(ctx, ctx.published)
+            missing = ctx.published.missing_regions(ctx.target)
+            if missing:
+                ctx.report.resource(
+                    "image version",
+                    ctx.published.name,
+                    "would-update",
+                    detail="add regions " + ", ".join(missing),
+                )
+                return done("would add " + ", ".join(missing))
+            return done(azreplication.describe(ctx.published))
+        return done("would wait for " + ", ".join(r.name for r in ctx.target.regions))
+
+    def run(self, ctx: Context) -> StepResult:
+        if not ctx.has_gallery or ctx.version_name is None:
+            return skipped("no gallery configured")
+        published = ctx.published
+        missing = published.missing_regions(ctx.target) if published is not None else []
+        if published is not None and missing:
+            # The target lists regions this version was never replicated to: add them.
+            azversion.add_regions(ctx.clients, ctx.target, published)
+            ctx.report.resource(
+                "image version",
+                published.name,
+                "updated",
+                id=published.id,
+                detail="added regions " + ", ".join(missing),
+            )
+        elif published is not None and published.replicated:
+            _record_regions(ctx, published)
+            return done(azreplication.describe(published))
+        interval = ctx.options.replication_interval
+        if interval is None:
+            interval = 15.0 if not ctx.clients.settings.emulator else 0.2
+        final = azreplication.wait_for_replication(
+            ctx.clients,
+            ctx.target,
+            ctx.version_name,
+            interval=interval,
+            timeout=ctx.options.replication_timeout,
+            on_progress=lambda s: _record_regions(ctx, s),
+            sleep=ctx.options.sleep,
+        )
+        ctx.published = final
+        _record_regions(ctx, final)
+        return done(azreplication.describe(final))
+
+
+def _record_regions(ctx: Context, state_: azreplication.VersionState) -> None:
+    wanted = {azreplication.region_key(r.name): r for r in ctx.target.regions}
+    records = []
+    for status in state_.regions:
+        region = wanted.get(status.region)
+        records.append(
+            RegionRecord(
+                region=status.region,
+                state=status.state,
+                progress=status.progress,
+                replicas=region.replicas if region else None,
+                storage_account_type=region.storage_account_type if region else None,
+                details=status.details,
+            )
+        )
+    ctx.report.regions = records
+    ctx.report.version = state_.name
+    ctx.report.version_id = state_.id or None
