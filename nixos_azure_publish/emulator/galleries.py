@@ -69,6 +69,10 @@ SECURITY_TYPES: Final = {
     "ConfidentialVM",
     "ConfidentialVmSupported",
 }
+# Definitions of these security types refuse a managed disk as a version's source.
+_TRUSTED_LAUNCH_TYPES: Final = frozenset(
+    {"trustedlaunchsupported", "trustedlaunch", "trustedlaunchandconfidentialvmsupported"}
+)
 # Definition features Azure knows, with their values (compared without case or blanks).
 FEATURE_NAMES: Final = (
     "SecurityType",
@@ -582,6 +586,22 @@ def _target_region(entry: object, default_replicas: int, default_storage: str) -
     return region
 
 
+def _check_disk_source(image: Resource, disk: Resource) -> None:
+    """Trusted Launch-type definitions take no managed disk as a version's source.
+
+    Observed behaviour (Azure, 2023-24): such definitions take only VHD blob, managed
+    image ("User Image") and gallery version sources.
+    """
+    security = _feature(image.properties.get("features", []), "SecurityType") or ""
+    if security.lower() in _TRUSTED_LAUNCH_TYPES:
+        raise invalid_parameter(
+            f"The security type '{security}' is not supported for the source id "
+            f"'{disk.id}'. Currently only Vhd Blob, User Image and Gallery Image "
+            f"Version sources are supported for '{security}' images.",
+            "galleryImageVersion.properties.storageProfile",
+        )
+
+
 def _source(req: Request, storage: dict[str, Any], image: Resource) -> dict[str, Any]:
     """Check the version's source like Azure and return a normalized storage profile."""
     source = storage.get("source") or {}
@@ -616,6 +636,7 @@ def _source(req: Request, storage: dict[str, Any], image: Resource) -> dict[str,
                 "and revoke its access (endGetAccess) first."
             )
         size_gb = resource.properties.get("diskSizeGB", 1)
+        _check_disk_source(image, resource)
     elif resource.type == "Microsoft.Compute/images":
         if resource.properties.get("provisioningState") != "Succeeded":
             raise not_allowed(

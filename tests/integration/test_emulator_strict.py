@@ -544,7 +544,7 @@ def test_standard_security_type_is_refused_before_its_api_version(sdk):
 def test_injected_replication_failure_fails_its_region_and_the_version(sdk, emulator):
     disk = sdk.upload_disk(GROUP, "disk")
     sdk.compute.galleries.begin_create_or_update(GROUP, "gallery", {"location": LOCATION}).result()
-    definition(sdk)
+    definition(sdk, security="Standard")
     emulator.faults.fail_replication["northeurope"] = "The storage account is unavailable."
     body = {
         "location": LOCATION,
@@ -577,3 +577,79 @@ def test_injected_replication_failure_fails_its_region_and_the_version(sdk, emul
         )
     )
     assert_error(error, 404, "GalleryImageNotFound")
+
+
+# -- sources of Trusted Launch-type definitions (observed behaviour) --------------------------
+
+
+@pytest.mark.parametrize(
+    "security",
+    ["TrustedLaunchSupported", "TrustedLaunch", "TrustedLaunchAndConfidentialVmSupported"],
+)
+def test_a_trusted_launch_definition_takes_no_disk_as_source(sdk, security):
+    disk = sdk.upload_disk(GROUP, "disk")
+    sdk.compute.galleries.begin_create_or_update(GROUP, "gallery", {"location": LOCATION}).result()
+    definition(sdk, security=security)
+    for storage in (
+        {"osDiskImage": {"source": {"id": disk.id}}},
+        {"source": {"id": disk.id}},
+    ):
+        body = {
+            "location": LOCATION,
+            "properties": {
+                "publishingProfile": {"targetRegions": [{"name": LOCATION}]},
+                "storageProfile": storage,
+            },
+        }
+        error = error_of(
+            functools.partial(
+                sdk.compute.gallery_image_versions.begin_create_or_update,
+                GROUP,
+                "gallery",
+                "nixos",
+                "1.0.0",
+                body,
+            )
+        )
+        assert_error(
+            error,
+            400,
+            "InvalidParameter",
+            message="Currently only Vhd Blob, User Image and Gallery Image Version sources",
+        )
+    # A managed image made from that disk is accepted.
+    image = sdk.create_image(GROUP, "image", disk.id)
+    version = sdk.compute.gallery_image_versions.begin_create_or_update(
+        GROUP,
+        "gallery",
+        "nixos",
+        "1.0.0",
+        {
+            "location": LOCATION,
+            "properties": {
+                "publishingProfile": {"targetRegions": [{"name": LOCATION}]},
+                "storageProfile": {"source": {"id": image.id}},
+            },
+        },
+    ).result()
+    assert version.provisioning_state == "Succeeded"
+
+
+def test_a_standard_definition_takes_a_disk_as_source(sdk):
+    disk = sdk.upload_disk(GROUP, "disk")
+    sdk.compute.galleries.begin_create_or_update(GROUP, "gallery", {"location": LOCATION}).result()
+    definition(sdk, security="Standard")
+    version = sdk.compute.gallery_image_versions.begin_create_or_update(
+        GROUP,
+        "gallery",
+        "nixos",
+        "1.0.0",
+        {
+            "location": LOCATION,
+            "properties": {
+                "publishingProfile": {"targetRegions": [{"name": LOCATION}]},
+                "storageProfile": {"osDiskImage": {"source": {"id": disk.id}}},
+            },
+        },
+    ).result()
+    assert version.provisioning_state == "Succeeded"

@@ -191,7 +191,11 @@ def test_fresh_publish_then_a_rerun_changes_nothing(fast, tmp_path, monkeypatch,
     disk_json = disk.as_dict()
     assert disk_json["properties"]["diskState"] == "Unattached"  # write access revoked
     assert disk_json["tags"]["nixos-azure-publish.store-hash"] == report["storeHash"]
-    assert props["storageProfile"]["osDiskImage"]["source"]["id"].lower() == disk.id.lower()
+    # A Trusted Launch definition takes no disk as a version's source: a managed image of it,
+    # kept here with the disk.
+    (managed,) = images(client)
+    assert props["storageProfile"]["source"]["id"].lower() == managed.id.lower()
+    assert managed.storage_profile.os_disk.managed_disk.id.lower() == disk.id.lower()
     read = client.disks.begin_grant_access(
         GROUP, disk.name, {"access": "Read", "durationInSeconds": 600}
     ).result()
@@ -230,6 +234,24 @@ def test_published_disk_is_cleaned_up_and_markdown_summary_written(
     text = summary.read_text()
     assert text.startswith(f"## NixOS image nixos-test: published {report['version']}")
     assert "| northeurope | Completed | 100% | 2 | Standard_LRS |" in text
+
+
+def test_a_trusted_launch_version_comes_from_a_managed_image_deleted_with_the_disk(
+    fast, tmp_path, monkeypatch, capsys
+):
+    image = make_image(tmp_path / "img", seed=12)
+    target = write_target(tmp_path, image)
+    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, report
+    client = compute(fast)
+    (version,) = versions(client)
+    source = version.as_dict()["properties"]["storageProfile"]["source"]["id"]
+    assert "/providers/Microsoft.Compute/images/" in source
+    assert disks(client) == []
+    assert images(client) == []
+    (record,) = [r for r in report["resources"] if r["kind"] == "managed image"]
+    assert record["action"] == "deleted"
+    assert record["detail"] == "the version's source, deleted once the version held the image"
 
 
 def test_definition_with_another_generation_fails_before_any_upload(
@@ -293,6 +315,7 @@ def test_dry_run_on_empty_and_on_published_subscription_writes_nothing(
         ("disk", disk_name): "would-create",
         ("gallery", GALLERY): "would-create",
         ("image definition", DEFINITION): "would-create",
+        ("managed image", disk_name): "would-create",
         ("image version", plan["version"]): "would-create",
     }
     version_plan = next(r for r in plan["resources"] if r["kind"] == "image version")
@@ -547,7 +570,8 @@ def test_a_version_name_taken_by_another_image_moves_to_the_next_patch(
     code, report_a = publish(fast, monkeypatch, capsys, "--config", str(target_a))
     assert code == 0, report_a
     client = compute(fast)
-    (disk_a,) = disks(client)
+    # Kept with the disk: the managed image A's version was made from.
+    (image_id_a,) = [str(i.id) for i in client.images.list_by_resource_group(GROUP)]
 
     image_b = make_image(tmp_path / "b", seed=10)
     target_b = write_target(tmp_path / "b", image_b)
@@ -575,8 +599,8 @@ def test_a_version_name_taken_by_another_image_moves_to_the_next_patch(
         GalleryImageVersion(
             azversion.version_body(
                 loaded_b,
-                source_id=disk_a.id,
-                from_disk=True,
+                source_id=image_id_a,
+                from_disk=False,
                 tags={names.TAG_CONTENT: report_a["storeHash"]},
             )
         ),

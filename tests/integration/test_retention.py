@@ -51,30 +51,27 @@ def _names(emulator: Emulator) -> set[str]:
     return {v.name for v in versions(compute(emulator))}
 
 
+def _source(body: dict[str, Any]) -> dict[str, Any]:
+    """The version's source as it was given: a managed image (Trusted Launch definitions)
+    or a disk; an update must repeat it."""
+    storage = body["properties"]["storageProfile"]
+    if "source" in storage:
+        return {"source": {"id": storage["source"]["id"]}}
+    return {"osDiskImage": {"source": {"id": storage["osDiskImage"]["source"]["id"]}}}
+
+
 def _untag(emulator: Emulator, name: str) -> None:
     """Make a version look hand-made: none of our tags."""
     client = compute(emulator)
-    body = client.gallery_image_versions.get(GROUP, GALLERY, DEFINITION, name).as_dict()
+    version = client.gallery_image_versions.get(GROUP, GALLERY, DEFINITION, name)
+    source = _source(version.as_dict())
     begin: Any = client.gallery_image_versions.begin_update  # a dict body; typed for models
     begin(
         GROUP,
         GALLERY,
         DEFINITION,
         name,
-        {
-            "tags": {"owner": "someone else"},
-            "properties": {
-                "storageProfile": {
-                    "osDiskImage": {
-                        "source": {
-                            "id": body["properties"]["storageProfile"]["osDiskImage"]["source"][
-                                "id"
-                            ]
-                        }
-                    }
-                }
-            },
-        },
+        {"tags": {"owner": "someone else"}, "properties": {"storageProfile": source}},
     ).result()
 
 
@@ -90,15 +87,7 @@ def _set_end_of_life(emulator: Emulator, name: str, when: str) -> None:
         {
             "properties": {
                 "publishingProfile": {"endOfLifeDate": when},
-                "storageProfile": {
-                    "osDiskImage": {
-                        "source": {
-                            "id": body["properties"]["storageProfile"]["osDiskImage"]["source"][
-                                "id"
-                            ]
-                        }
-                    }
-                },
+                "storageProfile": _source(body),
             },
         },
     ).result()

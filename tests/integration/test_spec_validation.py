@@ -92,6 +92,8 @@ def step_community(sdk: Any, disk_id: str) -> None:
                 "osState": "Generalized",
                 "hyperVGeneration": "V2",
                 "identifier": {"publisher": "NixOS", "offer": "nixos", "sku": "unstable"},
+                # Standard: its version comes straight from the disk.
+                "features": [{"name": "SecurityType", "value": "Standard"}],
             },
         },
     ).result()
@@ -141,8 +143,8 @@ def record_all_flows(emulator: Emulator) -> list[dict[str, Any]]:
     sdk.create_group("nixos-images", LOCATION)
     disk = step_upload(emulator, sdk)
     sdk.compute.disks.begin_update("nixos-images", disk.name, {"tags": {"stage": "uploaded"}})
-    step_image(sdk, disk)
-    version = step_gallery_version(emulator, sdk, disk)
+    image = step_image(sdk, disk)
+    version = step_gallery_version(emulator, sdk, image)
     step_community(sdk, disk.id)
     step_smoke_test_vm(emulator, sdk, version)
     step_errors(sdk)
