@@ -105,8 +105,12 @@ def run_azurite(
     key: Path | None = None,
     log_file: Path | None = None,
     timeout: float = 15.0,
+    loose: bool = True,
 ) -> Iterator[Azurite]:
     """Run Azurite's blob service until the block exits; always stop it.
+
+    *loose* (Azurite's ``--loose``) ignores headers Azurite does not implement, such as
+    ``x-ms-content-crc64``; without it, Azurite answers them 500 ``FeatureNotSupported``.
 
     Without *location* a fresh temporary directory is used and deleted after
     (Azurite never reclaims deleted extents, so sharing one grows forever).
@@ -127,8 +131,9 @@ def run_azurite(
             "--silent",
             "--skipApiVersionCheck",
             "--disableTelemetry",
-            "--loose",
         ]
+        if loose:
+            argv.append("--loose")
         if cert is not None and key is not None:
             argv += ["--cert", str(cert), "--key", str(key)]
         out = stack.enter_context(log_file.open("ab")) if log_file else subprocess.DEVNULL
