@@ -716,6 +716,41 @@ def test_a_version_that_failed_is_replaced_on_the_rerun(fast, tmp_path, monkeypa
     assert_converged(fast, report)
 
 
+def test_a_region_that_fails_to_replicate_is_reported_and_the_rerun_replaces_the_version(
+    fast, tmp_path, monkeypatch, capsys
+):
+    image = make_image(tmp_path / "img", seed=15)
+    target = write_target(tmp_path, image)
+    fast.faults.fail_replication["northeurope"] = "Replication failed: the storage is unavailable."
+    code, failed = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == ExitCode.AZURE, failed
+    message = failed["error"]["message"]
+    assert "failed to replicate to 1 of 2 regions" in message
+    assert "northeurope: Replication failed: the storage is unavailable." in message
+    assert failed["error"]["hint"] == (
+        "Run again: a failed version of this image is deleted and published anew"
+    )
+    client = compute(fast)
+    (broken,) = versions(client)
+    assert len(disks(client)) == 1  # kept: the rerun needs no upload
+
+    fast.faults.reset()
+    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, report
+    assert report["upload"] is None
+    (version,) = versions(client)
+    state = client.gallery_image_versions.get(
+        GROUP, GALLERY, DEFINITION, version.name, expand="ReplicationStatus"
+    )
+    assert state.replication_status.aggregated_state == "Completed"
+    assert [r["state"] for r in report["regions"]] == ["Completed", "Completed"]
+    if version.name != broken.name:
+        assert ("image version", broken.name, "deleted") in {
+            (r["kind"], r["name"], r["action"]) for r in report["resources"]
+        }
+    assert_converged(fast, report)
+
+
 def test_throttling_and_transient_errors_are_retried(fast, tmp_path, monkeypatch, capsys):
     image = make_image(tmp_path / "img", seed=14)
     target = write_target(tmp_path, image)
