@@ -7,13 +7,17 @@ from another SDK or a template would send them.
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import io
 import json
 from typing import Any
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobClient
+from azure.storage.extensions import checksums as azure_checksums
 
 from nixos_azure_publish.emulator.settings import SECURE_BOOT_VIOLATION
 from nixos_azure_publish.emulator.testing import clients
@@ -653,3 +657,48 @@ def test_a_standard_definition_takes_a_disk_as_source(sdk):
         },
     ).result()
     assert version.provisioning_state == "Succeeded"
+
+
+# -- the blob front: Put Page checksums -------------------------------------------------------
+
+
+def crc64(data: bytes) -> str:
+    """The CRC64 header value, by the Azure SDK's own implementation (the reference)."""
+    return base64.b64encode(azure_checksums.crc64.compute(data, 0).to_bytes(8, "little")).decode()
+
+
+def md5(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - Azure's header
+
+
+def test_put_page_checksums_are_verified_like_azure(sdk, emulator):
+    body = {
+        "location": LOCATION,
+        "properties": {
+            "osType": "Linux",
+            "creationData": {"createOption": "Upload", "uploadSizeBytes": 20 * 1024**2 + 512},
+        },
+    }
+    sdk.compute.disks.begin_create_or_update(GROUP, "d", body).result()
+    access = sdk.compute.disks.begin_grant_access(
+        GROUP, "d", {"access": "Write", "durationInSeconds": 600}
+    ).result()
+    blob = BlobClient.from_blob_url(access.access_sas)
+    page = b"\x5a" * 512
+    other = b"\xa5" * 512
+    # Right checksums pass: the SDK's own Content-MD5, and a CRC64 header.
+    blob.upload_page(page, offset=0, length=512, validate_content=True)
+    blob.upload_page(page, offset=512, length=512, headers={"x-ms-content-crc64": crc64(page)})
+    cases = [
+        ({"Content-MD5": md5(other)}, "Md5Mismatch"),
+        ({"x-ms-content-crc64": crc64(other)}, "Crc64Mismatch"),
+        ({"Content-MD5": md5(page), "x-ms-content-crc64": crc64(page)}, "InvalidHeaderValue"),
+    ]
+    for headers, code in cases:
+        with pytest.raises(HttpResponseError) as info:
+            blob.upload_page(page, offset=1024, length=512, headers=headers)
+        assert info.value.status_code == 400
+        assert getattr(info.value, "error_code", None) == code
+    # Nothing of the refused writes was stored.
+    stored = blob.download_blob(offset=0, length=1536).readall()
+    assert stored == page + page + b"\0" * 512
