@@ -145,9 +145,13 @@ class _Handler(BaseHTTPRequestHandler):
         status, reason, answer_headers, payload = self._send_upstream(method, forwarded, body)
         self.send_response(status, reason)
         for key, value in answer_headers:
-            if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
+            # A HEAD answer's Content-Length is the blob's size (clients read it), not 0.
+            if key.lower() not in _HOP_BY_HOP and (
+                key.lower() != "content-length" or method == "HEAD"
+            ):
                 self.send_header(key, value)
-        self.send_header("Content-Length", str(len(payload)))
+        if method != "HEAD":
+            self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if method != "HEAD":
             self.wfile.write(payload)
