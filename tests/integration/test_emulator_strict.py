@@ -350,6 +350,20 @@ def test_a_vm_security_type_is_trusted_launch_or_confidential(sdk, security):
     )
 
 
+def test_a_delete_option_outside_azures_list_is_refused(sdk):
+    version = version_of(sdk)
+    nic = make_network(sdk)
+    body = vm_body(version.id, nic.id)
+    body["properties"]["storageProfile"]["osDisk"] = {
+        "createOption": "FromImage",
+        "deleteOption": "Keep",
+    }
+    error = error_of(lambda: sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", body))
+    assert_error(
+        error, 400, "InvalidParameter", target="properties.storageProfile.osDisk.deleteOption"
+    )
+
+
 def test_uefi_settings_need_a_security_type(sdk):
     version = version_of(sdk)
     nic = make_network(sdk)
