@@ -28,6 +28,7 @@
 
       nixosModules = {
         azure-image = ./nix/modules/azure-image.nix;
+        publisher = import ./nix/modules/publisher.nix { inherit self; };
         default = self.nixosModules.azure-image;
       };
 
@@ -55,7 +56,8 @@
       packages = forAllSystems (
         pkgs:
         let
-          azcopy = pkgs.callPackage ./nix/azcopy.nix { };
+          # nixpkgs' azcopy links bin/azcopy itself (every version from 10.3.2 on).
+          azcopy = pkgs.azure-storage-azcopy;
           publisher = pkgs.callPackage ./nix/package.nix { inherit azcopy; };
           configuration =
             if pkgs.stdenv.hostPlatform.system == "aarch64-linux" then "azure-example-aarch64" else "azure-example";
@@ -87,14 +89,18 @@
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
           inputsFrom = [ self.packages.${pkgs.stdenv.hostPlatform.system}.default ];
-          packages = with pkgs; [
-            nix
-            qemu-utils
-            nodejs
-            ruff
-            python3Packages.mypy
-            nixfmt-rfc-style
-          ];
+          packages =
+            with pkgs;
+            [
+              nix
+              qemu-utils
+              nodejs
+              ruff
+              python3Packages.mypy
+              nixfmt-rfc-style
+            ]
+            # The emulator's blob service, where this nixpkgs packages it.
+            ++ pkgs.lib.optional (pkgs ? azurite) azurite;
         };
       });
 

@@ -34,6 +34,16 @@ let
   expectations = {
     "v2 gives V2" = (self.lib.mkTarget { nixosConfiguration = configuration "v2" "x86_64-linux"; }).hyperVGeneration == "V2";
     "aarch64 gives Arm64" = (self.lib.mkTarget { nixosConfiguration = configuration "v2" "aarch64-linux"; }).architecture == "Arm64";
+    # nixosSystem { system = ...; } leaves nixpkgs.hostPlatform unset (reading it throws).
+    "the system comes from the configuration's pkgs" =
+      (self.lib.mkTarget {
+        nixosConfiguration = {
+          config = (configuration "v2" "x86_64-linux").config // {
+            nixpkgs.hostPlatform = throw "nixpkgs.hostPlatform is used but not defined";
+          };
+          pkgs.stdenv.hostPlatform.system = "aarch64-linux";
+        };
+      }).architecture == "Arm64";
     "Gen1 with TrustedLaunch fails" = fails (self.lib.mkTarget {
       nixosConfiguration = configuration "v1" "x86_64-linux";
       imageDefinition.securityType = "TrustedLaunch";

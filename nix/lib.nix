@@ -73,8 +73,10 @@ let
           fail "the NixOS configuration builds no Azure image: import nixpkgs' nixos/modules/virtualisation/azure-image.nix (or this flake's nixosModules.azure-image), or use nixpkgs 25.05+ (system.build.images.azure)";
       config = if build ? azureImage then nixos.config else image.passthru.config or image.config;
       vmGeneration = config.virtualisation.azureImage.vmGeneration or "v1";
+      # The configuration's own pkgs first: `nixosSystem { system = ...; }` leaves
+      # nixpkgs.hostPlatform unset, and reading it then throws (which `or` does not catch).
       system =
-        config.nixpkgs.hostPlatform.system or nixos.pkgs.stdenv.hostPlatform.system
+        nixos.pkgs.stdenv.hostPlatform.system or config.nixpkgs.hostPlatform.system
           or (fail "cannot tell the system of the NixOS configuration; pass system = \"x86_64-linux\"");
     in
     {

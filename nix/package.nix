@@ -7,9 +7,22 @@
   nix,
   qemu-utils,
   azcopy ? null,
+  # nixpkgs' Azurite (pkgs/by-name/az/azurite: azurite-blob among its programs), for
+  # `--emulator` and `emulator serve`; null where a nixpkgs has none.
+  azurite ? null,
 }:
 let
   root = ../.;
+  pyproject = builtins.fromTOML (builtins.readFile (root + "/pyproject.toml"));
+  # "azure-mgmt-compute>=33" -> python3Packages.azure-mgmt-compute: the dependencies have
+  # one home, pyproject.toml, and the runtime-deps check holds the package to its floors.
+  packageName =
+    requirement:
+    lib.toLower (
+      builtins.replaceStrings [ "_" "." ] [ "-" "-" ] (
+        builtins.head (builtins.match "[[:space:]]*([A-Za-z0-9_.-]+).*" requirement)
+      )
+    );
   # The version lives in one place: nixos_azure_publish/__init__.py (hatch reads it too).
   version = builtins.head (
     builtins.match ''.*__version__ = "([^"]+)".*'' (
@@ -33,15 +46,7 @@ python3Packages.buildPythonApplication {
   };
 
   build-system = [ python3Packages.hatchling ];
-  dependencies = with python3Packages; [
-    awscrt
-    azure-identity
-    azure-mgmt-compute
-    azure-mgmt-network
-    azure-storage-blob
-    click
-    jinja2
-  ];
+  dependencies = map (requirement: python3Packages.${packageName requirement}) pyproject.project.dependencies;
 
   nativeCheckInputs = with python3Packages; [
     pytestCheckHook
@@ -55,8 +60,9 @@ python3Packages.buildPythonApplication {
   '';
   pythonImportsCheck = [ "nixos_azure_publish" ];
 
-  # nix evaluates and builds targets, qemu-img converts images; azcopy is the optional
-  # upload backend, found last on PATH so that a user's own azcopy wins.
+  # nix evaluates and builds targets, qemu-img converts images; azcopy (the optional
+  # upload backend) and Azurite (the emulator's blob service) come last on PATH, so that
+  # a user's own win, and the emulator needs no npm.
   makeWrapperArgs =
     [
       "--prefix"
@@ -67,12 +73,14 @@ python3Packages.buildPythonApplication {
         qemu-utils
       ])
     ]
-    ++ lib.optionals (azcopy != null) [
+    ++ lib.optionals (azcopy != null || azurite != null) [
       "--suffix"
       "PATH"
       ":"
-      (lib.makeBinPath [ azcopy ])
+      (lib.makeBinPath (builtins.filter (p: p != null) [ azcopy azurite ]))
     ];
+
+  passthru = { inherit azcopy azurite; };
 
   meta = {
     description = "Publish a NixOS configuration as a replicated Azure Compute Gallery image";

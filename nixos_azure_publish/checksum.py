@@ -38,11 +38,14 @@ def _load_crc64() -> tuple[Crc64, str] | None:
     try:
         from awscrt import checksums  # type: ignore[import-untyped] # noqa: PLC0415 - optional
 
+        # An awscrt without crc64nvme (older than 0.23, as in nixos-24.11) is skipped.
+        crc64nvme = checksums.crc64nvme
+
         def aws(data: Buffer, previous: int) -> int:
-            value: int = checksums.crc64nvme(data, previous)
+            value: int = crc64nvme(data, previous)
             return value
 
-    except ImportError:
+    except (ImportError, AttributeError):
         pass
     else:
         return aws, "awscrt"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import jinja2
 import jinja2.sandbox
 
-from nixos_azure_publish import typedload
+from nixos_azure_publish import regions, typedload
 from nixos_azure_publish.azure import vmsize
 from nixos_azure_publish.errors import ConfigError
 from nixos_azure_publish.upload import Backend, Verify, limits
@@ -83,7 +83,7 @@ class NixosInfo:
 
     release: str | None = field(default=None, metadata=_doc("NixOS release, e.g. 25.05"))
     label: str | None = field(
-        default=None, metadata=_doc("NixOS label, e.g. 25.05.20250612.abc1234")
+        default=None, metadata=_doc("NixOS label, e.g. azure-25.05.20250612.abc1234")
     )
     system: str | None = field(default=None, metadata=_doc("Nix system, e.g. x86_64-linux"))
 
@@ -327,7 +327,6 @@ _GALLERY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._]{0,78}[A-Za-z0-9])?$")
 _DEFINITION = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,78}[A-Za-z0-9])?$")
 _COMPUTE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,78}[A-Za-z0-9_])?$")
 _TARGET_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
-_REGION = re.compile(r"^[a-z][a-z0-9]{2,40}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9_])?$")
 _SUBSCRIPTION = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -336,14 +335,6 @@ _VERSION_NAME = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 _VM_SIZE = re.compile(r"^[A-Za-z]+_[A-Za-z0-9_]+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _TAG_NAME_FORBIDDEN = re.compile(r"[<>%&\\?/]")
-
-
-def _region_problem(value: str) -> str | None:
-    if _REGION.match(value):
-        return None
-    folded = re.sub(r"[^a-z0-9]", "", value.lower())
-    suggestion = f" (did you mean {folded!r}?)" if _REGION.match(folded) else ""
-    return f"must be an Azure region name like 'westeurope'{suggestion}, not {value!r}"
 
 
 def _parse_date(value: str) -> dt.datetime | None:
@@ -417,7 +408,7 @@ def _check_names(t: PublishTarget, problems: list[str]) -> None:
             "resourceGroup: must be 1-90 letters, digits, '-', '_', '.', '(' or ')'"
             f" and not end with '.', not {t.resource_group!r}"
         )
-    if problem := _region_problem(t.location):
+    if problem := regions.problem(t.location):
         problems.append(f"location: {problem}")
     if t.subscription_id is not None and not _SUBSCRIPTION.match(t.subscription_id):
         problems.append(f"subscriptionId: must be a GUID, not {t.subscription_id!r}")
@@ -446,9 +437,11 @@ def _check_gallery(t: PublishTarget, problems: list[str]) -> None:
         )
     if g.community is not None:
         c = g.community
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9-]{0,14}$", c.public_name_prefix):
+        # Azure's rule, as Terraform's azurerm provider encodes it
+        # (validate.SharedImageGalleryPrefix): 5 to 16 letters and digits.
+        if not re.match(r"^[A-Za-z0-9]{5,16}$", c.public_name_prefix):
             problems.append(
-                "gallery.community.publicNamePrefix: must be 1-15 letters, digits and '-',"
+                "gallery.community.publicNamePrefix: must be 5-16 letters and digits,"
                 f" not {c.public_name_prefix!r}"
             )
         _check_uri(problems, "gallery.community.publisherUri", c.publisher_uri)
@@ -555,7 +548,7 @@ def _check_regions(t: PublishTarget, problems: list[str]) -> None:
             region = TargetRegion(name=entry) if isinstance(entry, str) else entry
             path = f"version.targetRegions[{i}]"
             path_name = path if isinstance(entry, str) else f"{path}.name"
-            if problem := _region_problem(region.name):
+            if problem := regions.problem(region.name):
                 problems.append(f"{path_name}: {problem}")
             if region.name in seen:
                 problems.append(f"{path_name}: {region.name!r} is listed twice")
@@ -564,7 +557,7 @@ def _check_regions(t: PublishTarget, problems: list[str]) -> None:
                 problems.append(
                     f"{path}.replicas: must be 1..{MAX_REPLICAS}, not {region.replicas}"
                 )
-        if v.target_regions and t.location not in seen and _REGION.match(t.location):
+        if v.target_regions and t.location not in seen and not regions.problem(t.location):
             problems.append(
                 f"version.targetRegions: must include the gallery's own region {t.location!r};"
                 " Azure replicates from there"
@@ -600,8 +593,17 @@ def _check_smoke_test(t: PublishTarget, problems: list[str]) -> None:
         problems.append(
             f"smokeTest.vmSize: must be a VM size like 'Standard_B2s', not {s.vm_size!r}"
         )
-    if s.location is not None and (problem := _region_problem(s.location)):
+    if s.location is not None and (problem := regions.problem(s.location)):
         problems.append(f"smokeTest.location: {problem}")
+    elif s.enable:
+        where = s.location or t.location
+        names = [r.name for r in t.regions]
+        if where not in names and not regions.problem(where):
+            problems.append(
+                f"smokeTest.location: {where} is not one of the target regions"
+                f" ({', '.join(names)}); the test VM boots from a replica, so use one of them"
+                " or add it to version.targetRegions"
+            )
     try:
         re.compile(s.expect)
     except re.error as error:
@@ -659,6 +661,8 @@ def load_target(
     ``environ`` supplies ``AZURE_SUBSCRIPTION_ID`` when the target names none;
     ``image`` (from ``--image``) overrides the target's image.
     """
+    # Unknown keys do not stop the load: the rules below still run, so that one
+    # misspelt key does not hide every other problem of the file.
     target, problems = typedload.load(PublishTarget, data)
     if target is None:
         raise ConfigError(problems, source=source)
@@ -666,7 +670,7 @@ def load_target(
         target = replace(target, image=image)
     if target.subscription_id is None and environ and environ.get("AZURE_SUBSCRIPTION_ID"):
         target = replace(target, subscription_id=environ["AZURE_SUBSCRIPTION_ID"])
-    problems = validate(target, now=now)
+    problems += validate(target, now=now)
     if problems:
         raise ConfigError(problems, source=source)
     return target

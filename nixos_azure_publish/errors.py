@@ -3,6 +3,10 @@
 Each class has its own documented exit code (see README "Exit codes"). The
 message says what went wrong; the hint says what to do next. Both pass
 through :func:`nixos_azure_publish.redact.redact` before they are shown.
+``rerun_helps`` says whether running the same command again can succeed
+(a network fault, an interruption) or whether something must change first (the
+configuration, the image, what exists in Azure): hints never promise a resume
+that cannot happen.
 """
 
 from __future__ import annotations
@@ -32,15 +36,24 @@ class PublishError(Exception):
 
     exit_code: ClassVar[ExitCode] = ExitCode.INTERNAL
     kind: ClassVar[str] = "error"
+    # Whether the same command, run again unchanged, can succeed (the class's usual case).
+    rerun_helps: bool = False
 
     def __init__(
-        self, message: str, *, hint: str | None = None, details: str | None = None
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        details: str | None = None,
+        rerun_helps: bool | None = None,
     ) -> None:
         # The message and hint form the one line a user reads; details (a tool's own
         # output, such as a failed build's log tail) are shown indented below it.
         self.message = " ".join(redact(message).split())
         self.hint = " ".join(redact(hint).split()) if hint else None
         self.details = redact(details).strip("\n") if details else None
+        if rerun_helps is not None:
+            self.rerun_helps = rerun_helps
         super().__init__(self.message)
 
     def __str__(self) -> str:
@@ -77,9 +90,14 @@ class ConfigError(UsageError):
         where = f"{source}: " if source else ""
         if len(self.problems) == 1:
             message = f"{where}{self.problems[0]}"
-        else:
-            message = f"{where}{len(self.problems)} problems: " + "; ".join(self.problems)
-        super().__init__(message, hint="Fix the configuration and run again")
+            super().__init__(message, hint="Fix the configuration and run again")
+            return
+        # Several problems: the one line counts them, and each follows on a line of its own.
+        super().__init__(
+            f"{where}{len(self.problems)} problems",
+            hint="Fix each one below and run again",
+            details="\n".join(self.problems),
+        )
 
 
 class ImageError(PublishError):
@@ -90,7 +108,11 @@ class ImageError(PublishError):
 
 
 class AzureError(PublishError):
-    """Azure (or the emulator) refused or failed a request."""
+    """Azure (or the emulator) refused or failed a request.
+
+    Whether a rerun helps depends on the answer: a refusal (4xx) comes again until its
+    cause is fixed, a failure (5xx, a lost connection) may not; callers say which.
+    """
 
     exit_code = ExitCode.AZURE
     kind = "azure"
@@ -104,10 +126,11 @@ class NixError(PublishError):
 
 
 class UploadError(PublishError):
-    """Writing the image into the disk's page blob failed."""
+    """Writing the image into the disk's page blob failed; a rerun resumes it."""
 
     exit_code = ExitCode.UPLOAD
     kind = "upload"
+    rerun_helps = True
 
 
 class SasExpiredError(UploadError):
@@ -128,3 +151,4 @@ class Interrupted(PublishError):  # noqa: N818 - a condition, not a failure
 
     exit_code = ExitCode.INTERRUPTED
     kind = "interrupted"
+    rerun_helps = True

@@ -95,7 +95,8 @@ def locate_vhd(path: Path) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
-        raise ImageError(
+        # A missing input is a usage error (exit 2), like every missing file.
+        raise UsageError(
             f"the image {path} does not exist",
             hint="Build the image first, or point --image at an existing .vhd file",
         )
@@ -132,9 +133,15 @@ def list_targets(flake: str) -> list[str]:
 
 
 def _missing_target(flake: str, target: str, cause: nix.NixCommandError) -> NixError:
+    """The error for a missing attribute while evaluating *target*: missing target or not.
+
+    Nix says "attribute '...' missing" also for an attribute missing inside the target
+    (``builtins.currentSystem`` in pure evaluation, a typo in a module): then the target
+    is there, and Nix's own error is the one to show.
+    """
     try:
         names = list_targets(flake)
-    except NixError:
+    except nix.NixAttributeMissingError:
         return NixError(
             f"flake {flake} has no `{ATTRIBUTE}` output, so it declares no publish targets",
             hint=(
@@ -142,6 +149,10 @@ def _missing_target(flake: str, target: str, cause: nix.NixCommandError) -> NixE
                 " (see the template: nix flake init -t <this flake>)"
             ),
         )
+    except NixError:
+        return cause
+    if target in names:
+        return cause
     available = ", ".join(names) if names else "none"
     error = NixError(
         f"flake {flake} has no publish target {target!r}"

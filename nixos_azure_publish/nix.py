@@ -38,6 +38,14 @@ PROGRESS_SECONDS: Final = 30.0
 
 _MISSING_ATTRIBUTE = re.compile(r"does not provide attribute|attribute '[^']*' missing")
 _ERROR_LINE = re.compile(r"^error:")
+# Nix colours its messages (and a builder's log may carry colours too): none reach ours.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+# A single-user Nix (Debian's nix-bin) has no build users, yet may name their group.
+_NO_BUILD_USERS = re.compile(r"the group '([^']*)' specified in 'build-users-group' does not exist")
+# NIX_CONFIG settings whose values are secrets (access-tokens = github.com=ghp_...).
+_SECRET_SETTING = re.compile(
+    r"^(\s*[\w-]*(?:token|password|secret)[\w-]*\s*=).*$", re.IGNORECASE | re.MULTILINE
+)
 
 
 class NixCommandError(NixError):
@@ -82,6 +90,44 @@ def command_line(args: Sequence[str]) -> list[str]:
     return [nix_executable(), *EXPERIMENTAL, *args]
 
 
+def strip_ansi(text: str) -> str:
+    """*text* without terminal colour and control sequences."""
+    return _ANSI.sub("", text)
+
+
+def _shell_quote(value: str) -> str:
+    """*value* quoted for bash, on one line (``$'...'`` when it holds newlines)."""
+    if "\n" not in value:
+        return shlex.quote(value)
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
+    return f"$'{escaped}'"
+
+
+def rerun_command(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> str:
+    """The command line that reruns *argv* as it ran: with its ``NIX_CONFIG``, secrets left out."""
+    env = os.environ if environ is None else environ
+    line = shlex.join(argv)
+    settings = env.get("NIX_CONFIG")
+    if not settings:
+        return line
+    settings = _SECRET_SETTING.sub(r"\1 REDACTED", settings)
+    return f"NIX_CONFIG={_shell_quote(settings)} {line}"
+
+
+def _hint(text: str, rerun: str) -> str:
+    """What to do about a failed Nix command whose stderr ends with *text*."""
+    rerun_it = f"Rerun it to see everything: {rerun} --show-trace -L"
+    no_users = _NO_BUILD_USERS.search(text)
+    if no_users:
+        return (
+            f"This Nix builds as the users of group {no_users.group(1)!r}, which does not exist"
+            " (a single-user Nix, such as Debian's nix-bin, has no build users): run with"
+            " NIX_CONFIG='build-users-group =' added to build as the calling user, or create the"
+            " group and its build users as Nix's multi-user installer does. " + rerun_it
+        )
+    return rerun_it
+
+
 def _tail(lines: collections.deque[str]) -> str:
     return "\n".join(line.rstrip() for line in lines).strip()
 
@@ -107,7 +153,7 @@ def _read_all(stream: IO[bytes], into: list[bytes]) -> None:
 
 def _log_stderr(stream: IO[bytes], tail: collections.deque[str]) -> None:
     for raw in stream:
-        line = raw.decode("utf-8", "replace").rstrip("\n")
+        line = strip_ansi(raw.decode("utf-8", "replace").rstrip("\n"))
         tail.append(line)
         if line.startswith(("building '", "copying path")):
             log.info("nix: %s", line)
@@ -165,7 +211,7 @@ def run_nix(
     logged at info level, and a long command logs every 30 s that it still runs.
     """
     argv = command_line(args)
-    rerun = shlex.join(argv)
+    rerun = rerun_command(argv)
     log.info("%s: %s", what, rerun)
     proc = _spawn(argv, what)
     out: list[bytes] = []
@@ -191,7 +237,7 @@ def run_nix(
             kind = NixAttributeMissingError
         raise kind(
             f"cannot {what} (nix exited with {returncode}): {summary}",
-            hint=f"Rerun it to see everything: {rerun} --show-trace -L",
+            hint=_hint(text, rerun),
             details=details or None,
             command=argv,
             returncode=returncode,

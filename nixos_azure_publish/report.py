@@ -96,6 +96,8 @@ class PublishReport:
     version: str | None = None
     version_id: str | None = None
     definition_id: str | None = None
+    # What users of a community gallery boot: /CommunityGalleries/<public name>/Images/...
+    community_image_id: str | None = None
     gallery: str | None = None
     resource_group: str | None = None
     image_file: str | None = None
@@ -141,9 +143,16 @@ class PublishReport:
             return f"published {self.version} to {where}"
         if self.status == "planned":
             if self.version and any(
-                r.action == "exists" for r in self.resources if r.kind == "image version"
+                r.kind == "image version" and r.name == self.version and r.action != "would-create"
+                for r in self.resources
             ):
-                return f"dry run: already published as {self.version}; nothing would change"
+                changes = [r for r in self.resources if r.action.startswith("would-")]
+                if not changes:
+                    return f"dry run: already published as {self.version}; nothing would change"
+                listed = ", ".join(
+                    f"{r.action.removeprefix('would-')} {r.kind} {r.name}" for r in changes
+                )
+                return f"dry run: already published as {self.version}; would {listed}"
             return f"dry run: would publish {self.version or 'a new version'} to {where}"
         if self.status == "interrupted":
             return f"interrupted while publishing to {where}; run again to resume"

@@ -71,9 +71,13 @@ def _json_type_name(value: object) -> str:
 class _Loader:
     def __init__(self) -> None:
         self.problems: list[str] = []
+        # Problems that leave a value unparsed; an unknown key is a problem but not one of these.
+        self.failures = 0
 
-    def fail(self, path: str, message: str) -> None:
+    def fail(self, path: str, message: str, *, parsed: bool = False) -> None:
         self.problems.append(f"{path}: {message}" if path else message)
+        if not parsed:
+            self.failures += 1
 
     def load(self, tp: Any, value: object, path: str) -> Any:  # noqa: ANN401, C901, PLR0912
         origin = get_origin(tp)
@@ -161,15 +165,15 @@ class _Loader:
                 hint = (
                     f"; did you mean {near[0]!r}?" if near else f"; known keys: {', '.join(fields)}"
                 )
-                self.fail(_join(path, str(key)), f"unknown key{hint}")
+                self.fail(_join(path, str(key)), f"unknown key{hint}", parsed=True)
         kwargs: dict[str, Any] = {}
         ok = True
         for key, field in fields.items():
             sub = _join(path, key)
             if key in value:
-                before = len(self.problems)
+                before = self.failures
                 kwargs[field.name] = self.load(hints[field.name], value[key], sub)
-                ok = ok and len(self.problems) == before
+                ok = ok and self.failures == before
             elif field.default is _MISSING and field.default_factory is _MISSING:
                 self.fail(sub, "is required")
                 ok = False
@@ -187,10 +191,15 @@ def _join(path: str, key: str) -> str:
 
 
 def load(cls: type[T], data: object) -> tuple[T | None, list[str]]:
-    """Parse *data* into *cls*; return the instance (None on any problem) and every problem."""
+    """Parse *data* into *cls*; return the instance and every problem.
+
+    The instance is None when a value could not be parsed. Unknown keys are problems
+    too, but they leave the instance whole (they are ignored), so that the caller can
+    go on to check the values and report everything at once.
+    """
     loader = _Loader()
     result = loader.load_dataclass(cls, data, "")
-    return (result if not loader.problems else None), loader.problems
+    return result, loader.problems
 
 
 def dump(value: object) -> Any:  # noqa: ANN401 - JSON-like output

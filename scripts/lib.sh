@@ -44,3 +44,13 @@ ensure_npm_packages() {
     npm ci --no-audit --no-fund --loglevel=error >/dev/null
   fi
 }
+
+# Run every Nix of this script (and of what it starts) offline, and make a single-user
+# Nix without build users work: the settings of scripts/nix-config, after the caller's
+# own NIX_CONFIG (later lines win).
+use_offline_nix() {
+  local settings
+  settings=$(bash scripts/nix-config)
+  NIX_CONFIG="${NIX_CONFIG:+$NIX_CONFIG$'\n'}$settings"
+  export NIX_CONFIG
+}

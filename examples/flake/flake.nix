@@ -43,7 +43,7 @@
           nixpkgs.hostPlatform.system = system;
           system.nixos = {
             release = "25.05";
-            label = "25.05.20250612.abc1234";
+            label = "azure-25.05.20250612.abc1234";
           };
         };
       };

@@ -38,6 +38,7 @@ def _transport_error(error: Exception, doing: str) -> AzureError:
     return AzureError(
         f"{doing} failed: cannot reach Azure: {first_line(str(error))}",
         hint="Check the network (and NIXOS_AZURE_PUBLISH_ENDPOINT / _CA_CERT when set)",
+        rerun_helps=True,
     )
 
 
@@ -59,6 +60,16 @@ def call(doing: str, fn: Callable[..., Any], *args: object, **kwargs: object) ->
     """Call the SDK; translate failures into :class:`AzureError`."""
     try:
         return fn(*args, **kwargs)
+    except HttpResponseError as error:
+        raise azure_error(error, doing) from None
+    except (ServiceRequestError, ServiceResponseError) as error:
+        raise _transport_error(error, doing) from None
+
+
+def list_json(doing: str, fn: Callable[..., Any], *args: object) -> list[dict[str, Any]]:
+    """Every item of a list operation (all its pages) as JSON."""
+    try:
+        return [as_json(item) for item in fn(*args)]
     except HttpResponseError as error:
         raise azure_error(error, doing) from None
     except (ServiceRequestError, ServiceResponseError) as error:

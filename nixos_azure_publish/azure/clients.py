@@ -196,15 +196,36 @@ def _raise_for_status(response: Any, doing: str) -> None:  # noqa: ANN401
         detail = f"{err.get('code', response.status_code)}: {err.get('message', '')}"
     except ValueError:
         detail = f"HTTP {response.status_code}"
-    raise AzureError(f"{doing} failed: {detail}", hint=_hint_for_status(response.status_code))
+    hint, helps = _hint_for_status(response.status_code)
+    raise AzureError(f"{doing} failed: {detail}", hint=hint, rerun_helps=helps)
 
 
-def _hint_for_status(status: int) -> str:
+def _hint_for_status(status: int) -> tuple[str, bool]:
+    """What to do after Azure answered *status*, and whether a plain rerun can help."""
     if status in {401, 403}:
-        return "Check that the identity has Contributor rights on the subscription or group"
+        return (
+            "Check that the identity has Contributor rights on the subscription or group",
+            False,
+        )
     if status == 429:  # noqa: PLR2004
-        return "Azure is throttling requests; wait a minute and run again"
-    return "Run again with -v for details; the publish resumes where it stopped"
+        return "Azure is throttling requests; wait a minute and run again", True
+    if status == 409:  # noqa: PLR2004
+        return (
+            (
+                "It conflicts with what exists in Azure: a rerun meets the same conflict until"
+                " the target or that resource changes"
+            ),
+            False,
+        )
+    if 400 <= status < 500:  # noqa: PLR2004
+        return (
+            (
+                "Azure refused the request: fix what its message names, then run again"
+                " (the same request is refused again)"
+            ),
+            False,
+        )
+    return "Azure failed the request; run again: the publish resumes where it stopped", True
 
 
 def first_line(text: str) -> str:
@@ -241,6 +262,7 @@ def raise_connection_error(settings: AzureSettings, error: Exception) -> NoRetur
     raise AzureError(
         f"cannot reach {settings.endpoint}: {first_line(str(error))}",
         hint="Check the network (and NIXOS_AZURE_PUBLISH_ENDPOINT / _CA_CERT when set)",
+        rerun_helps=True,
     ) from None
 
 
@@ -249,8 +271,8 @@ def azure_error(error: HttpResponseError, doing: str) -> AzureError:
     code = getattr(error.error, "code", None) if error.error else None
     message = getattr(error.error, "message", None) if error.error else None
     detail = f"{code}: {message}" if code else first_line(str(error))
-    status = error.status_code or 0
-    return AzureError(f"{doing} failed: {redact(detail)}", hint=_hint_for_status(status))
+    hint, helps = _hint_for_status(error.status_code or 0)
+    return AzureError(f"{doing} failed: {redact(detail)}", hint=hint, rerun_helps=helps)
 
 
 def is_not_found(error: Exception) -> bool:

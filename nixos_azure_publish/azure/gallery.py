@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from nixos_azure_publish.azure import arm
 from nixos_azure_publish.azure.names import arm_datetime
-from nixos_azure_publish.errors import AzureError
+from nixos_azure_publish.errors import AzureError, ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -61,6 +61,13 @@ def check_gallery(existing: Mapping[str, Any], settings: GallerySettings) -> Non
             " community sharing can only be chosen when a gallery is created",
             hint="Use a new gallery name for the community gallery, or remove gallery.community",
         )
+
+
+def public_name(gallery: Mapping[str, Any]) -> str | None:
+    """The name community users know the gallery by (Azure derives it from the prefix)."""
+    sharing = (gallery.get("properties") or {}).get("sharingProfile") or {}
+    names = (sharing.get("communityGalleryInfo") or {}).get("publicNames") or []
+    return str(names[0]) if names else None
 
 
 def ensure_gallery(
@@ -178,6 +185,47 @@ def definition_conflicts(existing: Mapping[str, Any], target: PublishTarget) -> 
         if have is not None and str(have).lower() != want.lower():
             problems.append(f"identifier.{key} is {have!r}, the target says {want!r}")
     return problems
+
+
+def identifier_owner(clients: AzureClients, target: PublishTarget) -> str | None:
+    """Another definition of the gallery that holds the target's identifier, if any.
+
+    Azure keeps publisher/offer/sku unique within a gallery (compared without case) and
+    answers 409 when a new definition repeats one: found here, before any upload.
+    """
+    d = target.image_definition
+    if target.gallery is None or d is None:
+        return None
+    want = (d.publisher.lower(), d.offer.lower(), d.sku.lower())
+    definitions = arm.list_json(
+        f"listing the image definitions of gallery {target.gallery.name}",
+        clients.compute.gallery_images.list_by_gallery,
+        target.resource_group,
+        target.gallery.name,
+    )
+    for body in definitions:
+        if str(body.get("name", "")).lower() == d.name.lower():
+            continue
+        have = (body.get("properties") or {}).get("identifier") or {}
+        key = tuple(str(have.get(k, "")).lower() for k in ("publisher", "offer", "sku"))
+        if key == want:
+            return str(body.get("name"))
+    return None
+
+
+def check_identifier_free(clients: AzureClients, target: PublishTarget) -> None:
+    """Refuse, before anything is created, an identifier another definition holds."""
+    owner = identifier_owner(clients, target)
+    d = target.image_definition
+    if owner is None or d is None or target.gallery is None:
+        return
+    problem = (
+        f"imageDefinition: the identifier {d.publisher}/{d.offer}/{d.sku} belongs to"
+        f" definition {owner!r} of gallery {target.gallery.name}; identifiers are unique"
+        f" in a gallery, so change publisher, offer or sku, or set imageDefinition.name"
+        f" to {owner!r} to publish into it"
+    )
+    raise ConfigError([problem])
 
 
 def check_definition(existing: Mapping[str, Any], target: PublishTarget) -> None:

@@ -47,6 +47,15 @@ class RegionStatus:
 
 
 @dataclass(frozen=True)
+class RegionSetting:
+    """What a version's publishing profile asks of one region."""
+
+    region: str
+    replicas: int | None
+    storage_account_type: str | None
+
+
+@dataclass(frozen=True)
 class VersionState:
     """An image version as found in Azure."""
 
@@ -58,6 +67,9 @@ class VersionState:
     tags: dict[str, str]
     target_regions: tuple[str, ...]
     storage_profile: dict[str, Any] = field(default_factory=dict, compare=False)
+    # Per region, as the publishing profile holds it (region keys as in target_regions).
+    region_settings: tuple[RegionSetting, ...] = ()
+    end_of_life_date: str | None = None
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> VersionState:
@@ -74,6 +86,16 @@ class VersionState:
             )
             for entry in status.get("summary") or []
         )
+        default_replicas = publishing.get("replicaCount")
+        default_storage = publishing.get("storageAccountType")
+        settings = tuple(
+            RegionSetting(
+                region=region_key(str(r.get("name", ""))),
+                replicas=r.get("regionalReplicaCount", default_replicas),
+                storage_account_type=r.get("storageAccountType", default_storage),
+            )
+            for r in publishing.get("targetRegions") or []
+        )
         return cls(
             id=str(body.get("id", "")),
             name=str(body.get("name", "")),
@@ -85,6 +107,8 @@ class VersionState:
                 region_key(str(r.get("name", ""))) for r in publishing.get("targetRegions") or []
             ),
             storage_profile=dict(props.get("storageProfile") or {}),
+            region_settings=settings,
+            end_of_life_date=publishing.get("endOfLifeDate"),
         )
 
     @property
@@ -107,11 +131,6 @@ class VersionState:
         if self.aggregated_state is None:
             return True
         return self.aggregated_state == "Completed"
-
-    def missing_regions(self, target: PublishTarget) -> list[str]:
-        """Target regions the version is not replicated to."""
-        have = set(self.target_regions)
-        return [r.name for r in target.regions if region_key(r.name) not in have]
 
 
 def get_version(clients: AzureClients, target: PublishTarget, name: str) -> VersionState | None:

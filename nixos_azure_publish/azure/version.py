@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
@@ -92,41 +93,140 @@ def target_regions(target: PublishTarget) -> list[dict[str, Any]]:
     ]
 
 
-def add_regions(clients: AzureClients, target: PublishTarget, state: VersionState) -> None:
-    """Start replicating an existing version to the target's regions it lacks.
+@dataclass(frozen=True)
+class PublishingDrift:
+    """How a published version's publishing profile differs from what the target asks."""
 
-    Regions are only ever added: a region the target no longer lists keeps its replicas
-    (removing them could break deployments that use them).
-    """
-    if target.gallery is None or target.image_definition is None:  # pragma: no cover
-        return
-    wanted = target_regions(target)
-    have = set(state.target_regions)
-    keep = [{"name": name} for name in state.target_regions if name not in _keys(wanted)]
-    body = {
-        "properties": {
-            "publishingProfile": {"targetRegions": wanted + keep},
-            # The update model requires the storage profile: send it back unchanged,
-            # without the properties Azure computed (sizeInGB), which it refuses.
-            "storageProfile": _writable_storage_profile(state.storage_profile),
-        }
-    }
-    log.info(
-        "adding regions %s to image version %s",
-        ", ".join(r["name"] for r in wanted if r["name"] not in have),
-        state.name,
+    # Target regions the version is not replicated to.
+    added: tuple[str, ...] = ()
+    # Regions of both whose replica count or storage type differs, e.g.
+    # "northeurope: replicas 2 -> 3".
+    changed: tuple[str, ...] = ()
+    # Regions the version is replicated to that the target no longer lists.
+    extra: tuple[str, ...] = ()
+    # The end-of-life date to set, when it differs.
+    end_of_life_date: str | None = None
+
+    @property
+    def update_needed(self) -> bool:
+        """The version must be updated to match the target (extra regions aside)."""
+        return bool(self.added or self.changed or self.end_of_life_date)
+
+    def update_needed_with(self, *, remove_extra: bool) -> bool:
+        """An update is needed, counting the removal of extra regions when asked for."""
+        return self.update_needed or (remove_extra and bool(self.extra))
+
+    def describe(self, *, remove_extra: bool = False, done: bool = False) -> str:
+        """What an update changes (*done*: changed), as one line."""
+        add, remove = ("added", "removed") if done else ("add", "remove")
+        parts = []
+        if self.added:
+            parts.append(f"{add} regions " + ", ".join(self.added))
+        parts.extend(self.changed)
+        if self.extra and remove_extra:
+            parts.append(f"{remove} regions " + ", ".join(self.extra))
+        if self.end_of_life_date:
+            parts.append(f"end of life {self.end_of_life_date}")
+        return "; ".join(parts)
+
+
+def drift(target: PublishTarget, state: VersionState) -> PublishingDrift:
+    """Compare a published version with the target's regions, replicas, storage and EOL."""
+    have = {r.region: r for r in state.region_settings}
+    wanted = {region_key(r.name): r for r in target.regions}
+    added = tuple(r.name for key, r in wanted.items() if key not in have)
+    changed: list[str] = []
+    for key, region in wanted.items():
+        current = have.get(key)
+        if current is None:
+            continue
+        if current.replicas is not None and current.replicas != region.replicas:
+            changed.append(f"{region.name}: replicas {current.replicas} -> {region.replicas}")
+        if (
+            current.storage_account_type is not None
+            and current.storage_account_type != region.storage_account_type
+        ):
+            changed.append(
+                f"{region.name}: storage {current.storage_account_type}"
+                f" -> {region.storage_account_type}"
+            )
+    extra = tuple(key for key in state.target_regions if key not in wanted)
+    eol = target.version.end_of_life_date
+    new_eol = None
+    if eol is not None and not _same_time(state.end_of_life_date, arm_datetime(eol)):
+        new_eol = arm_datetime(eol)
+    return PublishingDrift(
+        added=added, changed=tuple(changed), extra=extra, end_of_life_date=new_eol
     )
+
+
+def _same_time(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return a == b
+    return parse_time(a) == parse_time(b)
+
+
+def update_publishing(
+    clients: AzureClients,
+    target: PublishTarget,
+    state: VersionState,
+    *,
+    remove_extra: bool = False,
+) -> PublishingDrift:
+    """Make an existing version's regions, replicas, storage and EOL follow the target.
+
+    A region the target no longer lists keeps its replicas unless *remove_extra*:
+    removing them breaks deployments that use them, and Azure refuses it unless the
+    request allows the deletion of replicated locations, which this then does.
+    Starts the update and returns what it changes; replication is waited for separately.
+    """
+    change = drift(target, state)
+    removing = remove_extra and bool(change.extra)
+    if target.gallery is None or target.image_definition is None:  # pragma: no cover
+        return change
+    if not change.update_needed_with(remove_extra=remove_extra):
+        return change
+    wanted = target_regions(target)
+    keep = [] if removing else _kept_regions(state, change.extra)
+    publishing: dict[str, Any] = {"targetRegions": wanted + keep}
+    if change.end_of_life_date:
+        publishing["endOfLifeDate"] = change.end_of_life_date
+    properties: dict[str, Any] = {
+        "publishingProfile": publishing,
+        # The update model requires the storage profile: send it back unchanged,
+        # without the properties Azure computed (sizeInGB), which it refuses.
+        "storageProfile": _writable_storage_profile(state.storage_profile),
+    }
+    if removing:
+        properties["safetyProfile"] = {"allowDeletionOfReplicatedLocations": True}
+    log.info("image version %s: %s", state.name, change.describe(remove_extra=remove_extra))
     begin: Any = clients.compute.gallery_image_versions.begin_update
     arm.call(
-        f"adding regions to image version {state.name}",
+        f"updating the regions of image version {state.name}",
         begin,
         target.resource_group,
         target.gallery.name,
         target.image_definition.name,
         state.name,
-        body,
+        {"properties": properties},
         polling=False,
     )
+    return change
+
+
+def _kept_regions(state: VersionState, extra: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The regions the target no longer lists, as the version has them now."""
+    settings = {r.region: r for r in state.region_settings}
+    kept = []
+    for key in extra:
+        entry: dict[str, Any] = {"name": key}
+        setting = settings.get(key)
+        if setting is not None and setting.replicas is not None:
+            entry["regionalReplicaCount"] = setting.replicas
+        if setting is not None and setting.storage_account_type is not None:
+            entry["storageAccountType"] = setting.storage_account_type
+        kept.append(entry)
+    return kept
 
 
 def mark_smoke_test(
@@ -168,10 +268,6 @@ def _writable_storage_profile(profile: dict[str, Any]) -> dict[str, Any]:
     if disk:
         out["osDiskImage"] = {k: v for k, v in disk.items() if k in {"source", "hostCaching"}}
     return out
-
-
-def _keys(regions: list[dict[str, Any]]) -> set[str]:
-    return {region_key(str(r["name"])) for r in regions}
 
 
 def version_body(

@@ -33,6 +33,12 @@ class AppContext:
 
     json: bool
     verbose: int
+    quiet: bool = False
+
+    def note(self, text: str) -> None:
+        """A line for the person at the terminal (stderr); ``-q`` leaves it out."""
+        if not self.quiet:
+            click.echo(text, err=True)
 
     def emit(self, data: object, human: str | None = None) -> None:
         """Print a result: JSON on stdout with ``--json``, else the human text."""
@@ -51,28 +57,58 @@ def app_context() -> AppContext:
     return obj
 
 
-def _json_flag(ctx: click.Context, _param: click.Parameter, value: bool) -> None:  # noqa: FBT001
-    """A command's own ``--json``: the same as the global one, for its output and its errors."""
+def _global_flag(ctx: click.Context, param: click.Parameter, value: bool) -> None:  # noqa: FBT001
+    """A command's own ``--json`` or ``--quiet``: the same as the global one."""
     if not value:
         return
     root = ctx.find_root()
     base = ctx.find_object(AppContext) or AppContext(json=False, verbose=0)
     # Errors are rendered by the group from the root context's object.
-    ctx.obj = root.obj = dataclasses.replace(base, json=True)
+    ctx.obj = root.obj = dataclasses.replace(base, **{str(param.name): True})
+    if param.name == "quiet":
+        configure_logging(base.verbose, quiet=True)
 
 
-json_option = click.option(
-    "--json",
-    is_flag=True,
-    expose_value=False,
-    callback=_json_flag,
-    help="Print the result (or the error) as JSON on stdout, like the global --json.",
-)
-"""The ``--json`` option of a command, for those who put it after the command's name."""
+def _common_options() -> list[click.Option]:
+    # Fresh objects each time: click binds a parameter to one command.
+    return [
+        click.Option(
+            ["--json"],
+            is_flag=True,
+            expose_value=False,
+            callback=_global_flag,
+            help="Print the result (or the error) as JSON on stdout, like the global --json.",
+        ),
+        click.Option(
+            ["-q", "--quiet"],
+            is_flag=True,
+            expose_value=False,
+            callback=_global_flag,
+            help="Print only results and errors, like the global --quiet.",
+        ),
+    ]
 
 
-def configure_logging(verbose: int) -> None:
-    """Log lines on stderr, secrets redacted; ``-v`` for debug, ``-vv`` for the SDKs' HTTP too."""
+def add_common_options(command: click.Command) -> click.Command:
+    """Give *command* (and every command of a group) the global ``--json`` and ``--quiet``.
+
+    The one implementation of those options after a command's name, so that
+    ``tool --json publish`` and ``tool publish --json`` behave alike for every command.
+    """
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_common_options(sub)
+        return command
+    have = {opt for p in command.params for opt in getattr(p, "opts", [])}
+    command.params.extend(o for o in _common_options() if not set(o.opts) & have)
+    return command
+
+
+def configure_logging(verbose: int, *, quiet: bool = False) -> None:
+    """Log lines on stderr, secrets redacted; ``-v`` for debug, ``-vv`` for the SDKs' HTTP too.
+
+    ``quiet`` keeps only errors: results go to stdout, and failures are reported anyway.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -83,10 +119,18 @@ def configure_logging(verbose: int) -> None:
     handler._nixos_azure_publish = True  # type: ignore[attr-defined]  # noqa: SLF001
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)  # noqa: PLR2004
-    log.setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
+    log.setLevel(logging.DEBUG if verbose >= 1 else logging.ERROR if quiet else logging.INFO)
     protect_third_party_logs()
-    # The SDKs log every HTTP request at INFO; only -vv wants that.
-    logging.getLogger("azure").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)  # noqa: PLR2004
+    # The SDKs log every HTTP request at INFO; only -vv wants that. Their warnings (a
+    # credential chain that found no login lists every credential it tried, 14 lines)
+    # repeat what our one-line error says, so they need -v too.
+    logging.getLogger("azure").setLevel(_sdk_level(verbose))
+
+
+def _sdk_level(verbose: int) -> int:
+    if verbose >= 2:  # noqa: PLR2004
+        return logging.DEBUG
+    return logging.WARNING if verbose == 1 else logging.CRITICAL
 
 
 def _fail(ctx: click.Context, error: PublishError) -> NoReturn:
@@ -101,6 +145,7 @@ def _fail(ctx: click.Context, error: PublishError) -> NoReturn:
                         "kind": error.kind,
                         "message": error.message,
                         "hint": error.hint,
+                        "rerunHelps": error.rerun_helps,
                         "details": error.details,
                         "exitCode": int(error.exit_code),
                     }
@@ -137,16 +182,22 @@ class PublishGroup(click.Group):
     is_flag=True,
     help="Machine-readable JSON on stdout; logs stay on stderr.",
 )
+@click.option("-q", "--quiet", is_flag=True, help="Print only results and errors.")
 @click.version_option(__version__, "--version", prog_name="nixos-azure-publish")
 @click.pass_context
-def cli(ctx: click.Context, *, verbose: int, json_output: bool) -> None:
+def cli(ctx: click.Context, *, verbose: int, json_output: bool, quiet: bool) -> None:
     """Publish NixOS images to Azure Compute Gallery.
 
     Validates a publish target, builds its image with Nix, uploads it into a
     managed disk, and creates a replicated gallery image version, idempotently.
+
+    \b
+    Example:
+      nixos-azure-publish publish --flake . --target default
+      nixos-azure-publish --json publish --config target.json --dry-run
     """
-    ctx.obj = AppContext(json=json_output, verbose=verbose)
-    configure_logging(verbose)
+    ctx.obj = AppContext(json=json_output, verbose=verbose, quiet=quiet)
+    configure_logging(verbose, quiet=quiet)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,15 +31,24 @@ def check(config_file: Path, image: str | None) -> None:
 
     Exits 0 when valid; otherwise prints every problem with its field path and
     exits 2. Nothing touches Azure.
+
+    \b
+    Example:
+      nixos-azure-publish config check --config target.json
     """
     target = config.load_target_file(config_file, environ=os.environ, image=image)
     # The effective config is JSON in both modes: it is the command's output.
     click.echo(json.dumps(config.effective(target), indent=2))
     if not app_context().json:
-        click.echo(f"{config_file}: target {target.name!r} is valid", err=True)
+        app_context().note(f"{config_file}: target {target.name!r} is valid")
 
 
 @config_group.command("schema")
 def schema() -> None:
-    """Print the JSON Schema of a publish target."""
+    """Print the JSON Schema of a publish target.
+
+    \b
+    Example:
+      nixos-azure-publish config schema > target.schema.json
+    """
     click.echo(json.dumps(config.json_schema(), indent=2))

@@ -66,6 +66,11 @@ def serve(
 
     Use `eval "$(nixos-azure-publish emulator serve --detach)"` in a CI shell, then
     stop it with `kill $NIXOS_AZURE_PUBLISH_EMULATOR_PID`.
+
+    \b
+    Examples:
+      eval "$(nixos-azure-publish emulator serve --detach)"
+      nixos-azure-publish emulator serve --port 8443 --state-dir ./.azure-emulator
     """
     ctx = app_context()
     if detach:

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from nixos_azure_publish import vhd
-from nixos_azure_publish.cli.app import app_context, json_option
+from nixos_azure_publish.cli.app import app_context
+from nixos_azure_publish.cli.params import IMAGE
 from nixos_azure_publish.errors import ExitCode
 from nixos_azure_publish.vhd import MIB
 
@@ -49,15 +50,19 @@ def _human_inspect(info: vhd.ImageInfo, data: int) -> str:
 
 
 @click.command("inspect")
-@click.argument("path", type=click.Path(path_type=Path))
-@json_option
+@click.argument("path", type=IMAGE)
 @click.pass_context
 def inspect(ctx: click.Context, path: Path) -> None:
     """Check an image file against Azure's rules and say what it is.
 
     Reports the format, sizes, the bytes an upload would send, the VHD footer
     and every problem found. Exits 0 when Azure accepts the file as it is and
-    3 when it does not (`convert` repairs most problems).
+    3 when it does not (`convert` repairs most problems). PATH is a file, or a
+    store path holding one .vhd.
+
+    \b
+    Example:
+      nixos-azure-publish inspect result/
     """
     out = app_context()
     info = vhd.inspect(path)
@@ -68,10 +73,9 @@ def inspect(ctx: click.Context, path: Path) -> None:
 
 
 @click.command("convert")
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", type=IMAGE)
 @click.argument("destination", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Replace DESTINATION if it exists.")
-@json_option
 @click.pass_context
 def convert(ctx: click.Context, source: Path, destination: Path, *, force: bool) -> None:
     """Write SOURCE as a fixed VHD that Azure accepts, to DESTINATION.
@@ -80,6 +84,10 @@ def convert(ctx: click.Context, source: Path, destination: Path, *, force: bool)
     whole number of MiB or a misplaced footer; qcow2 and other formats go
     through qemu-img. SOURCE is never modified; DESTINATION appears atomically
     and keeps holes. Exits 3 when the result is still not acceptable to Azure.
+
+    \b
+    Example:
+      nixos-azure-publish convert nixos.raw nixos.vhd
     """
     out = app_context()
     result = vhd.convert(source, destination, overwrite=force)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from nixos_azure_publish import config, flake
 from nixos_azure_publish.cli.app import app_context
+from nixos_azure_publish.cli.params import IMAGE
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @click.command("build")
@@ -26,7 +30,7 @@ from nixos_azure_publish.cli.app import app_context
 )
 @click.option(
     "--image",
-    type=click.Path(path_type=Path, exists=True),
+    type=IMAGE,
     help="Use this VHD (or a directory holding one) instead of building the target's image.",
 )
 @click.option(
@@ -41,6 +45,10 @@ def build_command(flake_ref: str, target: str, image: Path | None, *, no_build: 
     then `nix build` of its image, and finds the one .vhd in the output.
     Nothing touches Azure. With --json, prints the effective target, the
     image path, the store path and the flake revision as one JSON object.
+
+    \b
+    Example:
+      nixos-azure-publish build --flake . --target default --json
     """
     loaded = flake.load_flake_target(flake_ref, target, image=image, build=not no_build)
     data = {

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from nixos_azure_publish.cli.app import app_context, json_option
+from nixos_azure_publish.cli.app import app_context
+from nixos_azure_publish.cli.params import IMAGE
 from nixos_azure_publish.errors import PublishError, UsageError
 
 if TYPE_CHECKING:
@@ -36,13 +37,13 @@ SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 @click.option("--flake", help="Flake reference whose azurePublish.<target> to publish, e.g. '.'.")
 @click.option(
     "--target",
-    "target_name",
-    default=None,
+    "target_names",
+    multiple=True,
     help="Target name under azurePublish (with --flake; default 'default').",
 )
 @click.option(
     "--image",
-    type=click.Path(path_type=Path),
+    type=IMAGE,
     help="Publish this VHD (or store path holding one) instead of the target's image.",
 )
 @click.option(
@@ -53,7 +54,8 @@ SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 @click.option(
     "--emulator",
     is_flag=True,
-    help="Start the bundled Azure emulator and publish into it (no Azure account needed).",
+    help="Publish into the bundled Azure emulator (no Azure account needed): the running one"
+    " whose variables are exported (`emulator serve`), else one started for this run.",
 )
 @click.option(
     "--summary",
@@ -61,7 +63,12 @@ SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
     type=click.Path(path_type=Path, dir_okay=False),
     help=f"Append a Markdown summary to this file (default ${SUMMARY_ENV} when set).",
 )
-@json_option
+@click.option(
+    "--remove-unlisted-regions",
+    is_flag=True,
+    help="Remove the replicas of a published version in regions the target no longer lists"
+    " (kept by default: deployments may use them).",
+)
 @click.option(
     "--state-dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -71,18 +78,33 @@ def publish_command(
     *,
     config_file: Path | None,
     flake: str | None,
-    target_name: str | None,
+    target_names: tuple[str, ...],
     image: Path | None,
     dry_run: bool,
     emulator: bool,
     summary_file: Path | None,
+    remove_unlisted_regions: bool,
     state_dir: Path | None,
 ) -> None:
     """Build, upload and publish an image as a replicated gallery image version.
 
     Idempotent: a rerun after a crash or Ctrl-C continues where it stopped, and a
     rerun after success changes nothing and says "already published".
+
+    \b
+    Examples:
+      nixos-azure-publish publish --flake . --target default
+      nixos-azure-publish publish --config target.json --image result/ --dry-run
+      nixos-azure-publish --json publish --flake . --emulator
     """
+    if len(target_names) > 1:
+        # Silently taking the last one published only that one: refuse until several
+        # targets are published in one run.
+        raise UsageError(
+            f"several --target options ({', '.join(target_names)}): one publish takes one target",
+            hint="Run the command once per target",
+        )
+    target_name = target_names[0] if target_names else None
     if (config_file is None) == (flake is None):
         raise UsageError(
             "give exactly one of --config FILE and --flake REF",
@@ -93,7 +115,12 @@ def publish_command(
     with _emulator_environ(enabled=emulator) as environ, _sigterm_interrupts():
         publish = _load(config_file, flake, target_name or "default", image, environ)
         report = _publish(
-            publish, environ=environ, dry_run=dry_run, state_dir=state_dir, summary=summary_file
+            publish,
+            environ=environ,
+            dry_run=dry_run,
+            state_dir=state_dir,
+            summary=summary_file,
+            remove_unlisted_regions=remove_unlisted_regions,
         )
     _write_summary(report, summary_file)
     app_context().emit(report.to_json(), report.to_console().rstrip("\n"))
@@ -121,6 +148,7 @@ def _publish(
     dry_run: bool,
     state_dir: Path | None,
     summary: Path | None,
+    remove_unlisted_regions: bool = False,
 ) -> PublishReport:
     from nixos_azure_publish.azure.clients import AzureSettings, make_clients  # noqa: PLC0415
     from nixos_azure_publish.pipeline import Pipeline, PublishOptions  # noqa: PLC0415
@@ -130,7 +158,11 @@ def _publish(
         subscription_id=publish.target.subscription_id, environ=environ
     )
     clients = make_clients(settings)
-    options = PublishOptions(state_dir=state_dir, progress=LogProgress())
+    options = PublishOptions(
+        state_dir=state_dir,
+        progress=LogProgress(),
+        remove_unlisted_regions=remove_unlisted_regions,
+    )
     pipeline = Pipeline(publish, clients=clients, options=options)
     if dry_run:
         return pipeline.plan()
@@ -166,9 +198,17 @@ def _emulator_environ(*, enabled: bool) -> Iterator[dict[str, str]]:
     if not enabled:
         yield environ
         return
+    from nixos_azure_publish.azure.clients import ENV_EMULATOR, ENV_ENDPOINT  # noqa: PLC0415
+
+    if environ.get(ENV_ENDPOINT) and environ.get(ENV_EMULATOR) == "1":
+        # `eval "$(emulator serve --detach)"` exported a running emulator: publish into it,
+        # so that a rerun meets what the first run made.
+        app_context().note(f"using the running emulator at {environ[ENV_ENDPOINT]}")
+        yield environ
+        return
     from nixos_azure_publish.emulator.server import run_emulator  # noqa: PLC0415
 
-    click.echo("starting the bundled Azure emulator", err=True)
+    app_context().note("starting the bundled Azure emulator")
     with run_emulator() as emulator:
         environ.update(emulator.environ)
         log.info("emulator at %s", emulator.endpoint)

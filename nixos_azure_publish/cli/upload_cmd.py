@@ -11,6 +11,7 @@ import click
 
 from nixos_azure_publish.checksum import Checksum
 from nixos_azure_publish.cli.app import app_context
+from nixos_azure_publish.cli.params import IMAGE
 from nixos_azure_publish.errors import UsageError
 from nixos_azure_publish.upload import Backend, Verify, limits
 from nixos_azure_publish.upload import upload as upload_image
@@ -84,7 +85,7 @@ def _read_sas(sas_url: str | None, sas_url_file: str | None) -> str:
 
 
 @click.command("upload")
-@click.argument("image", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("image", type=IMAGE)
 @click.option(
     "--sas-url",
     envvar=SAS_ENV,
@@ -167,6 +168,10 @@ def upload(
     created with createOption Upload); it is never created or resized. Only
     data ranges are sent; a rerun resumes. With --json prints bytes_sent,
     data_bytes, ranges_sent, ranges_skipped, ranges_retried, seconds, verified.
+
+    \b
+    Example:
+      nixos-azure-publish upload result/ --sas-url-file sas.txt
     """
     ctx = app_context()
     url = _read_sas(sas_url, sas_url_file)

@@ -50,7 +50,10 @@ def find_azurite_blob(start: Path | None = None) -> str:
         return str(candidate)
     raise EmulatorError(
         "Azurite (the Azure Storage emulator) is not installed",
-        hint="Install it with `npm install azurite@3` (or `npm ci` in this repository)",
+        hint=(
+            "Put nixpkgs' azurite on PATH (the Nix package of this tool brings it),"
+            " or install it with `npm install azurite@3` (or `npm ci` in this repository)"
+        ),
     )
 
 

@@ -709,9 +709,11 @@ def put_version(req: Request) -> Response:
     }
     if profile.get("endOfLifeDate") is not None:
         publishing["endOfLifeDate"] = profile["endOfLifeDate"]
+    # Azure's default is false: an update that leaves out a replicated region is refused
+    # unless the version (or the update itself) allows it.
     safety = {
         "allowDeletionOfReplicatedLocations": bool(
-            (properties.get("safetyProfile") or {}).get("allowDeletionOfReplicatedLocations", True)
+            (properties.get("safetyProfile") or {}).get("allowDeletionOfReplicatedLocations", False)
         ),
         "reportedForPolicyViolation": False,
     }
@@ -867,12 +869,24 @@ def _update_version(
     old_regions = {normalize_location(r["name"]) for r in publishing["targetRegions"]}
     new_regions = {normalize_location(r["name"]) for r in regions}
     removed = old_regions - new_regions
-    safety = version.properties.get("safetyProfile", {})
-    if removed and not safety.get("allowDeletionOfReplicatedLocations", True):
-        raise not_allowed(
-            f"Removing replicated regions ({', '.join(sorted(removed))}) is not allowed: "
-            "safetyProfile.allowDeletionOfReplicatedLocations is false."
+    # The update's own safety profile counts for this update, and is kept.
+    safety = {
+        **version.properties.get("safetyProfile", {}),
+        **(properties.get("safetyProfile") or {}),
+    }
+    if removed and not safety.get("allowDeletionOfReplicatedLocations", False):
+        # Azure's words (seen in terraform-provider-azurerm's acceptance tests, PR 21999).
+        raise ArmError(
+            400,
+            "BadRequest",
+            "Complete set of target locations not specified while updating gallery artifact"  # noqa: S608 - not SQL
+            f" '{version.body['name']}' and type 'GalleryImageVersion'. Deletion of previously"
+            " replicated locations is not allowed, and you need to specify a complete set of"
+            " target locations in the update request or specify null or empty set for target"
+            " regions in the update request or set allow deletion of replicated locations"
+            " under safety profile property.",
         )
+    version.properties["safetyProfile"] = safety
     if "targetRegions" in profile:
         publishing["targetRegions"] = regions
     for key in ("replicaCount", "excludeFromLatest", "endOfLifeDate"):

@@ -7,7 +7,6 @@ credentials, the name rules and the image definition's compatibility.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from nixos_azure_publish import state, vhd
 from nixos_azure_publish.azure import disk as azdisk
@@ -15,16 +14,8 @@ from nixos_azure_publish.azure import gallery as azgallery
 from nixos_azure_publish.azure import group as azgroup
 from nixos_azure_publish.azure import image as azimage
 from nixos_azure_publish.azure import names
-from nixos_azure_publish.azure import replication as azreplication
 from nixos_azure_publish.azure import version as azversion
-from nixos_azure_publish.azure import vm as azvm
-from nixos_azure_publish.errors import (
-    ConfigError,
-)
 from nixos_azure_publish.pipeline.context import Context, Step, StepResult, done
-
-if TYPE_CHECKING:
-    from nixos_azure_publish.config import PublishTarget
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +58,6 @@ class Discover(Step):
 
     def run(self, ctx: Context) -> StepResult:
         t = ctx.target
-        check_smoke_location(t)
         clients = ctx.clients
         clients.check_credentials()
         ctx.group_exists = azgroup.group_exists(clients, t.resource_group)
@@ -100,9 +90,11 @@ class Discover(Step):
         if existing is None:
             return
         azgallery.check_gallery(existing, t.gallery)
+        ctx.public_name = azgallery.public_name(existing)
         found.append(f"gallery {t.gallery.name}")
         ctx.definition = azgallery.get_definition(ctx.clients, t)
         if ctx.definition is None:
+            azgallery.check_identifier_free(ctx.clients, t)
             return
         azgallery.check_definition(ctx.definition, t)
         found.append(f"definition {t.image_definition.name if t.image_definition else ''}")
@@ -118,23 +110,6 @@ class Discover(Step):
             return
         ctx.version_name = azversion.free_version_name(
             ctx.clients, ctx.target, ctx.version_name, content_hash=ctx.hash
-        )
-
-
-def check_smoke_location(target: PublishTarget) -> None:
-    """The smoke test boots where the version is replicated; refuse anything else early."""
-    if not target.smoke_test.enable:
-        return
-    where = azvm.smoke_location(target)
-    regions = {azreplication.region_key(r.name) for r in target.regions}
-    if azreplication.region_key(where) not in regions:
-        raise ConfigError(
-            [
-                (
-                    f"smokeTest.location: {where} is not one of the target regions"
-                    f" ({', '.join(sorted(regions))}); use one of them, or add it to regions"
-                )
-            ]
         )
 
 

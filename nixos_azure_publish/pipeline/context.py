@@ -54,6 +54,8 @@ class PublishOptions:
     # Overrides smokeTest.timeoutSeconds (tests); the poll interval of the serial log.
     smoke_timeout: float | None = None
     smoke_interval: float | None = None
+    # Remove the regions a published version has that the target no longer lists.
+    remove_unlisted_regions: bool = False
     now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
     sleep: Callable[[float], None] = time.sleep
 
@@ -79,6 +81,8 @@ class Context:
     disk: azdisk.DiskState | None = None
     managed_image: dict[str, Any] | None = None
     version_name: str | None = None
+    # The community gallery's public name (Azure gives it when sharing is enabled).
+    public_name: str | None = None
     # Versions that hold this image but failed: replaced by a new one.
     failed_versions: list[azreplication.VersionState] = field(default_factory=list)
 

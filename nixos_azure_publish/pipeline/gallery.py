@@ -41,6 +41,9 @@ class EnsureGallery(Step):
             return done("exists")
         created = azgallery.ensure_gallery(ctx.clients, ctx.target, tags=ctx.container_tags)
         ctx.gallery_exists = True
+        if g.community is not None:
+            gallery = azgallery.get_gallery(ctx.clients, ctx.target.resource_group, g.name)
+            ctx.public_name = azgallery.public_name(gallery or {})
         ctx.report.resource("gallery", g.name, "created" if created else "reused")
         return done("created" if created else "exists")
 
@@ -212,15 +215,15 @@ class WaitReplication(Step):
             return skipped("no gallery configured")
         if ctx.published is not None:
             _record_regions(ctx, ctx.published)
-            missing = ctx.published.missing_regions(ctx.target)
-            if missing:
+            change = azversion.drift(ctx.target, ctx.published)
+            remove = ctx.options.remove_unlisted_regions
+            _report_unlisted(ctx, ctx.published, change)
+            if change.update_needed_with(remove_extra=remove):
+                what = change.describe(remove_extra=remove)
                 ctx.report.resource(
-                    "image version",
-                    ctx.published.name,
-                    "would-update",
-                    detail="add regions " + ", ".join(missing),
+                    "image version", ctx.published.name, "would-update", detail=what
                 )
-                return done("would add " + ", ".join(missing))
+                return done("would " + what)
             return done(azreplication.describe(ctx.published))
         return done("would wait for " + ", ".join(r.name for r in ctx.target.regions))
 
@@ -228,16 +231,20 @@ class WaitReplication(Step):
         if not ctx.has_gallery or ctx.version_name is None:
             return skipped("no gallery configured")
         published = ctx.published
-        missing = published.missing_regions(ctx.target) if published is not None else []
-        if published is not None and missing:
-            # The target lists regions this version was never replicated to: add them.
-            azversion.add_regions(ctx.clients, ctx.target, published)
+        remove = ctx.options.remove_unlisted_regions
+        change = azversion.drift(ctx.target, published) if published is not None else None
+        if published is not None and change is not None:
+            _report_unlisted(ctx, published, change)
+        if published is not None and change and change.update_needed_with(remove_extra=remove):
+            # The target changed since this version was published (regions, replicas,
+            # storage, end of life): Azure must hold what the report will say.
+            azversion.update_publishing(ctx.clients, ctx.target, published, remove_extra=remove)
             ctx.report.resource(
                 "image version",
                 published.name,
                 "updated",
                 id=published.id,
-                detail="added regions " + ", ".join(missing),
+                detail=change.describe(remove_extra=remove, done=True),
             )
         elif published is not None and published.replicated:
             _record_regions(ctx, published)
@@ -259,21 +266,49 @@ class WaitReplication(Step):
         return done(azreplication.describe(final))
 
 
+def _report_unlisted(
+    ctx: Context, version: azreplication.VersionState, change: azversion.PublishingDrift
+) -> None:
+    """Say which regions Azure holds that the target no longer lists, and that they stay."""
+    if not change.extra or ctx.options.remove_unlisted_regions:
+        return  # with the option, the update's own record says it removes them
+    regions = ", ".join(change.extra)
+    log.warning(
+        "image version %s is replicated to %s, which the target no longer lists; kept"
+        " (--remove-unlisted-regions removes them)",
+        version.name,
+        regions,
+    )
+    ctx.report.resource(
+        "image version",
+        version.name,
+        "kept",
+        id=version.id,
+        detail=f"regions {regions} are no longer in the target; kept",
+    )
+
+
 def _record_regions(ctx: Context, state_: azreplication.VersionState) -> None:
-    wanted = {azreplication.region_key(r.name): r for r in ctx.target.regions}
+    # What Azure holds, not what the target asks: they differ until an update lands.
+    settings = {r.region: r for r in state_.region_settings}
     records = []
     for status in state_.regions:
-        region = wanted.get(status.region)
+        setting = settings.get(status.region)
         records.append(
             RegionRecord(
                 region=status.region,
                 state=status.state,
                 progress=status.progress,
-                replicas=region.replicas if region else None,
-                storage_account_type=region.storage_account_type if region else None,
+                replicas=setting.replicas if setting else None,
+                storage_account_type=setting.storage_account_type if setting else None,
                 details=status.details,
             )
         )
     ctx.report.regions = records
     ctx.report.version = state_.name
     ctx.report.version_id = state_.id or None
+    definition = ctx.target.image_definition
+    if ctx.public_name and definition is not None:
+        ctx.report.community_image_id = (
+            f"/CommunityGalleries/{ctx.public_name}/Images/{definition.name}/Versions/{state_.name}"
+        )

@@ -47,8 +47,10 @@ STEPS: Final[tuple[type[Step], ...]] = (
     ManagedImage,
     CreateVersion,
     WaitReplication,
-    SmokeTest,
+    # The upload disk goes as soon as the replicated version holds the image: whatever
+    # the smoke test then does, nothing is left to pay for until the next run.
     Cleanup,
+    SmokeTest,
     Retention,
 )
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -14,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 
+from nixos_azure_publish import nix
 from nixos_azure_publish.emulator import speccheck
 from nixos_azure_publish.emulator.azurite import Azurite, run_azurite
 from nixos_azure_publish.emulator.server import Emulator, run_emulator
@@ -42,16 +47,29 @@ def azurite(tmp_path: Path) -> Iterator[Azurite]:
 # --- Nix fixture flakes (tests/fixtures/flakes) ---------------------------------------------
 
 FIXTURE_FLAKES = Path(__file__).resolve().parent.parent / "fixtures" / "flakes"
-# Offline, no binary cache (each build would first retry it for seconds), and builders may
-# use the host's qemu-img (Debian's nix-bin does not sandbox by default; make it explicit).
-NIX_OFFLINE_CONFIG = "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false"
+
+
+@functools.cache
+def nix_offline_config() -> str:
+    """The NIX_CONFIG of scripts/nix-config (offline; no build users where Nix has none).
+
+    Asked without the caller's NIX_CONFIG, since the tests replace it with this.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "NIX_CONFIG"}
+    return subprocess.run(
+        [require_tool("bash"), str(REPO / "scripts" / "nix-config")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 @pytest.fixture
 def nix_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Real Nix, offline: skip when `nix` is missing (fail in CI)."""
     require_tool("nix")
-    monkeypatch.setenv("NIX_CONFIG", NIX_OFFLINE_CONFIG)
+    monkeypatch.setenv("NIX_CONFIG", nix_offline_config())
     monkeypatch.delenv("NIXOS_AZURE_PUBLISH_NIX", raising=False)
 
 
@@ -86,6 +104,56 @@ def fixture_flake(tmp_path: Path, nix_env: None) -> Callable[[str], str]:
         return f"path:{dest}"
 
     return copy
+
+
+STUB_NIXPKGS = FIXTURE_FLAKES / "nixpkgs-stub"
+
+
+@pytest.fixture
+def flake_with_nixpkgs(tmp_path: Path, nix_env: None) -> Callable[..., Callable[..., object]]:
+    """This repository's flake with nixpkgs replaced by the stand-in of a release.
+
+    ``flake_with_nixpkgs("24.11")("azurePublish.default")`` evaluates an attribute to JSON;
+    ``check=False`` returns the failed process instead. The copies live in
+    tmp_path/<release>/{repo,nixpkgs}.
+    """
+
+    def prepare(release: str) -> Callable[..., object]:
+        root = tmp_path / release
+        dest = root / "repo"
+        if not dest.exists():
+            dest.mkdir(parents=True)
+            shutil.copy(REPO / "flake.nix", dest / "flake.nix")
+            shutil.copy(REPO / "pyproject.toml", dest / "pyproject.toml")
+            for folder in ("nix", "templates"):
+                shutil.copytree(REPO / folder, dest / folder)
+            (dest / "nixos_azure_publish").mkdir()
+            shutil.copy(REPO / "nixos_azure_publish" / "__init__.py", dest / "nixos_azure_publish")
+            shutil.copytree(STUB_NIXPKGS, root / "nixpkgs")
+            (root / "nixpkgs" / "release.nix").write_text(f'"{release}"\n', encoding="utf-8")
+
+        def run(attr: str, *extra: str, check: bool = True) -> Any:
+            argv = nix.command_line(
+                [
+                    "eval",
+                    "--json",
+                    "--no-write-lock-file",
+                    "--override-input",
+                    "nixpkgs",
+                    f"path:{root / 'nixpkgs'}",
+                    *extra,
+                    f"path:{dest}#{attr}",
+                ]
+            )
+            result = subprocess.run(argv, capture_output=True, text=True, check=False)
+            if not check:
+                return result
+            assert result.returncode == 0, result.stderr
+            return json.loads(result.stdout)
+
+        return run
+
+    return prepare
 
 
 # --- The local Azure emulator (nixos_azure_publish.emulator) ---------------------------------

@@ -73,9 +73,12 @@ def test_serve_detached_prints_exports_and_stops_on_sigterm(tmp_path):
         pass
 
 
-def test_serve_json_in_the_foreground_until_interrupted(tmp_path):
+@pytest.mark.parametrize(
+    "argv", [["--json", "emulator", "serve"], ["emulator", "serve", "--json"]], ids=str
+)
+def test_serve_json_in_the_foreground_until_interrupted(tmp_path, argv):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nixos_azure_publish", "--json", "emulator", "serve"],
+        [sys.executable, "-m", "nixos_azure_publish", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -325,29 +325,36 @@ def test_version_updates_regions_and_flags(sdk, emulator):
     assert {s.region for s in done.replication_status.summary} == {"westeurope", "uksouth"}
 
 
-def test_replicated_regions_can_be_protected(sdk):
+@pytest.mark.parametrize("safety", [None, {"allowDeletionOfReplicatedLocations": False}])
+def test_replicated_regions_are_protected_by_default(sdk, safety):
     make_definition(sdk)
     disk = sdk.upload_disk(GROUP, "disk")
     body = version_body(disk.id, ("westeurope", "eastus"))
-    body["properties"]["safetyProfile"] = {"allowDeletionOfReplicatedLocations": False}
+    if safety is not None:
+        body["properties"]["safetyProfile"] = safety
     sdk.compute.gallery_image_versions.begin_create_or_update(
         GROUP, "gallery", "nixos", "1.0.0", body
     ).result()
+    update = {
+        "properties": {
+            "publishingProfile": {"targetRegions": [{"name": "westeurope"}]},
+            "storageProfile": {"osDiskImage": {"source": {"id": disk.id}}},
+        }
+    }
     error = error_of(
         lambda: sdk.compute.gallery_image_versions.begin_update(
-            GROUP,
-            "gallery",
-            "nixos",
-            "1.0.0",
-            {
-                "properties": {
-                    "publishingProfile": {"targetRegions": [{"name": "westeurope"}]},
-                    "storageProfile": {"osDiskImage": {"source": {"id": disk.id}}},
-                }
-            },
+            GROUP, "gallery", "nixos", "1.0.0", update
         ).result()
     )
-    assert error.error.code == "OperationNotAllowed"
+    assert error.status_code == 400
+    assert error.error.code == "BadRequest"
+    assert "Deletion of previously replicated locations is not allowed" in error.error.message
+    # Allowed by the update itself, as the tool does for --remove-unlisted-regions.
+    update["properties"]["safetyProfile"] = {"allowDeletionOfReplicatedLocations": True}
+    version = sdk.compute.gallery_image_versions.begin_update(
+        GROUP, "gallery", "nixos", "1.0.0", update
+    ).result()
+    assert [r.name for r in version.publishing_profile.target_regions] == ["westeurope"]
 
 
 def test_version_update_needs_the_storage_profile(sdk):

@@ -33,7 +33,7 @@ def test_nix_eval_json_of_a_target_loads_and_validates(ref):
     assert data["architecture"] == "x64"
     assert data["nixos"] == {
         "release": "25.05",
-        "label": "25.05.20250612.abc1234",
+        "label": "azure-25.05.20250612.abc1234",
         "system": data["nixos"]["system"],
     }
     target = config.load_target(data, source=ref)
@@ -136,6 +136,13 @@ def test_an_evaluation_error_names_the_problem(ref):
     assert "cannot evaluate" in info.value.message
     assert "this target does not evaluate" in info.value.message
     assert "--show-trace" in (info.value.hint or "")
+
+
+def test_a_missing_attribute_inside_a_target_is_nix_s_error_not_a_missing_target(ref):
+    with pytest.raises(nix.NixCommandError) as info:
+        flake.load_flake_target(ref, "impure")
+    assert "attribute 'currentSystem' missing" in info.value.message
+    assert "no publish target" not in info.value.message
 
 
 def test_a_missing_target_lists_the_targets_there_are(ref):

@@ -40,6 +40,14 @@ let
   images = gen: sys: {{
     config.system.build.images.azure = image // {{ passthru.config = azureConfig gen sys; }};
   }};
+  # nixpkgs.lib.nixosSystem {{ system = sys; ... }}: nixpkgs.hostPlatform has no value, and
+  # reading it throws (nixos/modules/misc/nixpkgs.nix); the configuration's pkgs know.
+  bySystemArgument = gen: sys: {{
+    config = azureConfig gen sys // {{
+      nixpkgs.hostPlatform = throw "The option `nixpkgs.hostPlatform' is used but not defined.";
+    }};
+    pkgs.stdenv.hostPlatform.system = sys;
+  }};
   base = {{ name = "t"; resourceGroup = "rg"; location = "westeurope"; }};
 in
 """
@@ -99,6 +107,18 @@ def test_mktarget_derives_everything_the_configuration_knows():
         },
     }
     assert config.load_target(target).hyper_v_generation == "V2"
+
+
+@pytest.mark.parametrize(
+    ("system", "architecture"), [("x86_64-linux", "x64"), ("aarch64-linux", "Arm64")]
+)
+def test_mktarget_takes_the_system_from_the_configuration_s_pkgs(system, architecture):
+    target = evaluates(
+        f'lib.mkTarget (base // {{ nixosConfiguration = bySystemArgument "v2" "{system}"; }})'
+    )
+    assert isinstance(target, dict)
+    assert target["architecture"] == architecture
+    assert target["nixos"]["system"] == system
 
 
 def test_mktarget_reads_the_image_variant_of_nixpkgs_25_05():
@@ -230,40 +250,10 @@ def test_mkpublishapp_runs_the_publisher_for_the_flake_and_target():
     ) in script
 
 
-STUB_NIXPKGS = REPO / "tests" / "fixtures" / "flakes" / "nixpkgs-stub"
-
-
 @pytest.fixture
-def repo_flake(tmp_path):
-    """This repository's flake, its nixpkgs replaced by the stand-in (fixtures/flakes)."""
-    dest = tmp_path / "repo"
-    dest.mkdir()
-    shutil.copy(REPO / "flake.nix", dest / "flake.nix")
-    for folder in ("nix", "templates"):
-        shutil.copytree(REPO / folder, dest / folder)
-    (dest / "nixos_azure_publish").mkdir()
-    shutil.copy(REPO / "nixos_azure_publish" / "__init__.py", dest / "nixos_azure_publish")
-    stub = tmp_path / "nixpkgs"
-    shutil.copytree(STUB_NIXPKGS, stub)
-
-    def run(attr: str, *extra: str) -> object:
-        argv = nix.command_line(
-            [
-                "eval",
-                "--json",
-                "--no-write-lock-file",
-                "--override-input",
-                "nixpkgs",
-                f"path:{stub}",
-                *extra,
-                f"path:{dest}#{attr}",
-            ]
-        )
-        result = subprocess.run(argv, capture_output=True, text=True, check=False)
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
-
-    return run
+def repo_flake(flake_with_nixpkgs):
+    """This repository's flake on the stand-in of nixpkgs' default release (25.05)."""
+    return flake_with_nixpkgs("25.05")
 
 
 def test_the_flake_exposes_lib_modules_and_template(repo_flake):
@@ -271,6 +261,7 @@ def test_the_flake_exposes_lib_modules_and_template(repo_flake):
     assert repo_flake("nixosModules", "--apply", "builtins.attrNames") == [
         "azure-image",
         "default",
+        "publisher",
     ]
     description = repo_flake("templates.default.description")
     assert isinstance(description, str)
@@ -316,14 +307,30 @@ def test_the_package_is_wired_from_pyproject_with_its_tools(repo_flake):
         "qemu-utils",
     ]
     assert suffix[:3] == ["--suffix", "PATH", ":"]
-    assert "-azcopy-" in suffix[3]
+    azcopy = repo_flake("packages.x86_64-linux.azcopy.outPath")
+    azurite = repo_flake("packages.x86_64-linux.default.passthru.azurite.outPath")
+    assert suffix[3].split(":") == [f"{azcopy}/bin", f"{azurite}/bin"]
+
+
+def test_azcopy_is_nixpkgs_own_package(repo_flake):
+    # Every nixpkgs azure-storage-azcopy from 10.3.2 on links bin/azcopy: no wrapper.
+    azcopy = repo_flake(
+        "packages.x86_64-linux.azcopy", "--apply", "p: { inherit (p) name pname version; }"
+    )
+    assert azcopy == {
+        "name": "azure-storage-azcopy-10.32.8",
+        "pname": "azure-storage-azcopy",
+        "version": "10.32.8",
+    }
 
 
 @pytest.mark.parametrize("system", ["x86_64-linux", "aarch64-linux"])
 def test_every_system_has_the_packages_and_its_own_image(repo_flake, system):
     names = repo_flake(f"packages.{system}", "--apply", "builtins.attrNames")
     assert names == ["azcopy", "azure-vhd", "default", "nixos-azure-publish"]
-    assert repo_flake(f"packages.{system}.azure-vhd.name") == f"azure-image-{system}"
+    vhd = repo_flake(f"packages.{system}.azure-vhd.postVM")
+    assert isinstance(vhd, str)
+    assert f"$out/nixos-image-azure-25.05.20250612.abc1234-{system}.vhd" in vhd
     assert repo_flake(f"devShells.{system}.default.type") == "derivation"
     assert repo_flake(f"formatter.{system}.type") == "derivation"
 
@@ -342,7 +349,8 @@ def test_checks_validate_every_target_and_the_lib(repo_flake):
 
 
 def test_the_template_publishes_its_own_configuration(tmp_path, repo_flake):
-    # repo_flake prepared tmp_path/repo (this flake) and tmp_path/nixpkgs (the stand-in).
+    # repo_flake prepared tmp_path/25.05/{repo,nixpkgs}: this flake and the stand-in.
+    repo_flake("lib", "--apply", "builtins.attrNames")
     template = tmp_path / "template"
     shutil.copytree(REPO / "templates" / "default", template)
     lines = (template / "flake.nix").read_text(encoding="utf-8").splitlines()
@@ -356,10 +364,10 @@ def test_the_template_publishes_its_own_configuration(tmp_path, repo_flake):
                 "--no-write-lock-file",
                 "--override-input",
                 "nixpkgs",
-                f"path:{tmp_path / 'nixpkgs'}",
+                f"path:{tmp_path / '25.05' / 'nixpkgs'}",
                 "--override-input",
                 "nixos-azure-publish",
-                f"path:{tmp_path / 'repo'}",
+                f"path:{tmp_path / '25.05' / 'repo'}",
                 f"path:{template}#{attr}",
             ]
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import _thread
 import logging
 import os
+import subprocess
 import threading
 import time
 
@@ -85,3 +86,58 @@ def test_a_long_command_says_it_is_still_running(slow_nix, monkeypatch, caplog):
     assert sum(m.startswith("still running after") for m in messages) >= 2
     assert "building something" in info.value.stderr_tail
     assert info.value.returncode != 0
+
+
+def test_the_rerun_command_reads_back_as_the_nix_config_it_ran_with(tmp_path):
+    settings = "experimental-features = nix-command flakes\nsubstituters =\nx = it's \\ odd"
+    line = nix.rerun_command(["nix", "build", ".#a b"], {"NIX_CONFIG": settings})
+    assert "\n" not in line  # one line, to copy from a terminal
+    assert line.endswith(" nix build '.#a b'")
+    script = tmp_path / "show"
+    script.write_text(line.replace(" nix build '.#a b'", " printenv NIX_CONFIG\n"))
+    shown = subprocess.run(
+        [require_tool("bash"), str(script)], capture_output=True, text=True, check=True
+    ).stdout
+    assert shown == settings + "\n"
+
+
+@pytest.fixture
+def failing_nix(tmp_path, monkeypatch):
+    """A `nix` that fails with the given stderr (Nix's own words, colours included)."""
+    sh = require_tool("sh")
+
+    def make(stderr: str) -> None:
+        (tmp_path / "stderr").write_text(stderr, encoding="utf-8")
+        script = tmp_path / "nix"
+        script.write_text(f"#!{sh}\ncat {tmp_path / 'stderr'} >&2\nexit 1\n", encoding="utf-8")
+        script.chmod(0o755)
+        monkeypatch.setenv("NIXOS_AZURE_PUBLISH_NIX", str(script))
+
+    return make
+
+
+def test_no_colour_codes_reach_the_message(failing_nix):
+    failing_nix(
+        "\x1b[31;1merror:\x1b[0m flake 'path:/x' does not provide attribute"
+        " \x1b[35;1m'packages.x86_64-linux.y'\x1b[0m\n"
+    )
+    with pytest.raises(nix.NixCommandError) as info:
+        nix.eval_json(".#y")
+    for text in (str(info.value), info.value.stderr_tail, info.value.details or ""):
+        assert "\x1b" not in text
+    assert "does not provide attribute 'packages.x86_64-linux.y'" in str(info.value)
+
+
+def test_missing_build_users_say_what_to_do_and_rerun_with_the_settings(failing_nix, monkeypatch):
+    failing_nix(
+        "\x1b[31;1merror:\x1b[0m the group '\x1b[35;1mnixbld\x1b[0m' specified in"
+        " 'build-users-group' does not exist\n"
+    )
+    monkeypatch.setenv("NIX_CONFIG", "substituters =\nsandbox = false")
+    with pytest.raises(nix.NixBuildError) as info:
+        nix.build(".#image")
+    hint = info.value.hint or ""
+    assert "group 'nixbld', which does not exist" in hint
+    assert "NIX_CONFIG='build-users-group ='" in hint
+    assert "NIX_CONFIG=$'substituters =\\nsandbox = false' " in hint
+    assert hint.endswith("build --json --no-link '.#image' --show-trace -L")

@@ -674,7 +674,7 @@ def test_a_flake_target_is_built_with_nix_and_tagged_with_its_provenance(
     assert tags[names.TAG_STORE_PATH] == store_path
     assert tags[names.TAG_CONTENT] == report["storeHash"]
     assert tags[names.TAG_RELEASE] == "25.05"
-    assert tags[names.TAG_LABEL] == "25.05.20250612.abc1234"
+    assert tags[names.TAG_LABEL] == "azure-25.05.20250612.abc1234"
     assert tags[names.TAG_FLAKE_REV] == "0123abcd"
     assert tags[names.TAG_TARGET] == "fixture-gen2"
 
@@ -794,6 +794,7 @@ def test_regions_added_to_the_target_are_added_to_the_published_version(
     assert second["upload"] is None  # nothing uploaded again
     (record,) = [r for r in second["resources"] if r["kind"] == "image version"]
     assert (record["action"], record["detail"]) == ("updated", "added regions eastus")
+    assert second["headline"] == f"published {first['version']} to {GALLERY}/{DEFINITION}"
     assert {(r["region"], r["state"]) for r in second["regions"]} == {
         ("westeurope", "Completed"),
         ("eastus", "Completed"),
@@ -808,6 +809,175 @@ def test_regions_added_to_the_target_are_added_to_the_published_version(
     assert code == 0, third
     assert third["status"] == "already-published"
     assert writes(fast, before) == []
+
+
+def _region_settings(emulator: Emulator) -> dict[str, tuple[int, str]]:
+    (version,) = versions(compute(emulator))
+    regions = version.as_dict()["properties"]["publishingProfile"]["targetRegions"]
+    return {
+        r["name"].replace(" ", "").lower(): (r["regionalReplicaCount"], r["storageAccountType"])
+        for r in regions
+    }
+
+
+def test_changed_replicas_and_storage_are_applied_to_the_published_version(
+    fast, tmp_path, monkeypatch, capsys
+):
+    image = make_image(tmp_path / "img", seed=18)
+    two = {"targetRegions": ["westeurope", {"name": "northeurope", "replicas": 2}]}
+    first_target = write_target(tmp_path / "one", image, version=two)
+    code, first = publish(fast, monkeypatch, capsys, "--config", str(first_target))
+    assert code == 0, first
+    three = {
+        "targetRegions": [
+            "westeurope",
+            {"name": "northeurope", "replicas": 3, "storageAccountType": "Standard_ZRS"},
+        ]
+    }
+    target = write_target(tmp_path / "two", image, version=three)
+
+    before = len(fast.requests)
+    code, plan = publish(fast, monkeypatch, capsys, "--config", str(target), "--dry-run")
+    assert code == 0, plan
+    assert writes(fast, before) == []
+    detail = "northeurope: replicas 2 -> 3; northeurope: storage Standard_LRS -> Standard_ZRS"
+    assert ("image version", first["version"], "would-update", detail) in {
+        (r["kind"], r["name"], r["action"], r["detail"]) for r in plan["resources"]
+    }
+    assert plan["headline"] == (
+        f"dry run: already published as {first['version']};"
+        f" would update image version {first['version']}"
+    )
+    # The report says what Azure holds, not what the target asks.
+    assert {(r["region"], r["replicas"]) for r in plan["regions"]} == {
+        ("westeurope", 1),
+        ("northeurope", 2),
+    }
+
+    code, second = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, second
+    assert second["status"] == "published"
+    assert second["upload"] is None
+    (record,) = [r for r in second["resources"] if r["kind"] == "image version"]
+    assert (record["action"], record["detail"]) == ("updated", detail)
+    assert _region_settings(fast) == {
+        "westeurope": (1, "Standard_LRS"),
+        "northeurope": (3, "Standard_ZRS"),
+    }
+    assert {(r["region"], r["replicas"]) for r in second["regions"]} == {
+        ("westeurope", 1),
+        ("northeurope", 3),
+    }
+    before = len(fast.requests)
+    code, third = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, third
+    assert third["status"] == "already-published"
+    assert writes(fast, before) == []
+
+
+def test_a_region_dropped_from_the_target_is_kept_unless_removal_is_asked_for(
+    fast, tmp_path, monkeypatch, capsys
+):
+    image = make_image(tmp_path / "img", seed=19)
+    code, first = publish(
+        fast, monkeypatch, capsys, "--config", str(write_target(tmp_path / "one", image))
+    )
+    assert code == 0, first
+    fewer = write_target(tmp_path / "two", image, version={"targetRegions": ["westeurope"]})
+
+    before = len(fast.requests)
+    code, kept = publish(fast, monkeypatch, capsys, "--config", str(fewer))
+    assert code == 0, kept
+    assert writes(fast, before) == []
+    assert kept["status"] == "already-published"
+    (record,) = [r for r in kept["resources"] if r["kind"] == "image version"]
+    assert (record["action"], record["detail"]) == (
+        "kept",
+        "regions northeurope are no longer in the target; kept",
+    )
+    assert set(_region_settings(fast)) == {"westeurope", "northeurope"}
+
+    code, plan = publish(
+        fast, monkeypatch, capsys, "--config", str(fewer), "--dry-run", "--remove-unlisted-regions"
+    )
+    assert code == 0, plan
+    assert plan["headline"].endswith(f"would update image version {first['version']}")
+
+    code, removed = publish(
+        fast, monkeypatch, capsys, "--config", str(fewer), "--remove-unlisted-regions"
+    )
+    assert code == 0, removed
+    (record,) = [r for r in removed["resources"] if r["kind"] == "image version"]
+    assert (record["action"], record["detail"]) == ("updated", "removed regions northeurope")
+    # Azure refuses the removal unless the update allows it (the emulator's rule, tested
+    # in test_emulator_galleries): the tool's update does.
+    assert set(_region_settings(fast)) == {"westeurope"}
+
+
+def test_a_community_publish_reports_the_id_users_boot(fast, tmp_path, monkeypatch, capsys):
+    image = make_image(tmp_path / "img", seed=20)
+    community = {
+        "publicNamePrefix": "nixos",
+        "publisherUri": "https://nixos.org",
+        "publisherContact": "images@example.org",
+        "eula": "https://nixos.org/eula",
+    }
+    target = write_target(tmp_path, image, gallery={"name": GALLERY, "community": community})
+    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, report
+    gallery = compute(fast).galleries.get(GROUP, GALLERY).as_dict()["properties"]
+    (public_name,) = gallery["sharingProfile"]["communityGalleryInfo"]["publicNames"]
+    expected = f"/CommunityGalleries/{public_name}/Images/{DEFINITION}/Versions/{report['version']}"
+    assert report["communityImageId"] == expected
+    code, again = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, again
+    assert again["communityImageId"] == expected
+
+
+def test_emulator_flag_publishes_into_the_running_emulator_it_finds_exported(
+    fast, tmp_path, monkeypatch, capsys
+):
+    # As after `eval "$(emulator serve --detach)"`: a rerun must meet the first run's work,
+    # so --emulator uses that emulator instead of starting a throwaway one.
+    image = make_image(tmp_path / "img", seed=21)
+    target = write_target(tmp_path, image)
+    code, first = publish(fast, monkeypatch, capsys, "--config", str(target), "--emulator")
+    assert code == 0, first
+    assert first["status"] == "published"
+    assert [v.name for v in versions(compute(fast))] == [first["version"]]
+    capsys.readouterr()
+    assert main(["--json", "publish", "--config", str(target), "--emulator"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["status"] == "already-published"
+    assert f"using the running emulator at {fast.endpoint}" in captured.err
+
+
+def test_a_definition_identifier_taken_by_another_definition_fails_before_any_write(
+    fast, tmp_path, monkeypatch, capsys
+):
+    image = make_image(tmp_path / "img", seed=22)
+    code, first = publish(
+        fast, monkeypatch, capsys, "--config", str(write_target(tmp_path / "a", image))
+    )
+    assert code == 0, first
+    other = {"name": "nixos-other", "publisher": "NixOS", "offer": "NixOS", "sku": "25.05-gen2"}
+    target = write_target(
+        tmp_path / "b", make_image(tmp_path / "b", seed=23), imageDefinition=other
+    )
+    expected = (
+        "imageDefinition: the identifier NixOS/NixOS/25.05-gen2 belongs to definition"
+        f" '{DEFINITION}' of gallery {GALLERY}; identifiers are unique in a gallery, so change"
+        f" publisher, offer or sku, or set imageDefinition.name to '{DEFINITION}' to publish"
+        " into it"
+    )
+    for dry_run in (["--dry-run"], []):
+        before = len(fast.requests)
+        code, failed = publish(fast, monkeypatch, capsys, "--config", str(target), *dry_run)
+        assert code == ExitCode.USAGE, failed
+        assert failed["error"]["message"] == expected
+        assert failed["error"]["rerunHelps"] is False
+        assert writes(fast, before) == []  # nothing created, nothing uploaded
+    assert len(disks(compute(fast))) == 0
 
 
 def test_a_fixed_version_name_holding_another_image_fails_before_any_upload(

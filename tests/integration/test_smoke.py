@@ -166,6 +166,8 @@ def test_a_serial_log_without_the_expected_text_fails_and_keeps_the_version_out_
     assert version["properties"]["publishingProfile"]["excludeFromLatest"] is True
     assert azvm.TAG_SMOKE_TEST not in version["tags"]
     assert throwaways(fast) == NOTHING
+    # The version holds the image: its upload disk is not left behind by the failure.
+    assert [d.name for d in disks(compute(fast))] == []
     report = pipeline.report
     assert report.status == "failed"
     kept = [r for r in report.resources if r.kind == "image version" and r.action == "kept"]

@@ -252,8 +252,43 @@ def test_version_state_reads_replication_per_region():
     assert state.regions == (replication.RegionStatus("westeurope", "Replicating", 40),)
     assert not state.replicated
     assert not state.failed
-    assert state.missing_regions(target()) == ["northeurope"]
+    assert version.drift(target(), state).added == ("northeurope",)
     assert replication.describe(state) == "1.2.3: Succeeded; westeurope Replicating 40%"
+
+
+def test_drift_names_every_difference_from_the_target():
+    state = replication.VersionState.from_json(
+        {
+            "id": "vid",
+            "name": "1.2.3",
+            "properties": {
+                "provisioningState": "Succeeded",
+                "publishingProfile": {
+                    "replicaCount": 1,
+                    "storageAccountType": "Standard_LRS",
+                    "endOfLifeDate": "2030-01-01T00:00:00.0000000+00:00",
+                    "targetRegions": [
+                        {"name": "West Europe", "regionalReplicaCount": 2},
+                        {"name": "East US", "storageAccountType": "Standard_ZRS"},
+                    ],
+                },
+            },
+        }
+    )
+    regions = ["westeurope", {"name": "northeurope", "replicas": 3}]
+    same_eol = target(version={"targetRegions": regions, "endOfLifeDate": "2030-01-01"})
+    change = version.drift(same_eol, state)
+    assert change.added == ("northeurope",)
+    assert change.changed == ("westeurope: replicas 2 -> 1",)
+    assert change.extra == ("eastus",)
+    assert change.end_of_life_date is None  # the same instant, written differently
+    assert change.describe() == "add regions northeurope; westeurope: replicas 2 -> 1"
+    assert change.describe(remove_extra=True, done=True) == (
+        "added regions northeurope; westeurope: replicas 2 -> 1; removed regions eastus"
+    )
+    later = target(version={"targetRegions": regions, "endOfLifeDate": "2031-06-30"})
+    assert version.drift(later, state).end_of_life_date == "2031-06-30T00:00:00+00:00"
+    assert version.drift(later, state).update_needed
 
 
 def test_settings_from_environment():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING
 
 import click
@@ -60,10 +61,25 @@ def test_config_check_invalid_is_one_line_and_exit_2(runner, tmp_path):
     assert result.exit_code == int(ExitCode.USAGE) == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1
-    assert lines[0].startswith(f"error: {path}: 2 problems: location: must be an Azure region")
-    assert "version.replicaCount: must be 1..100, not 0" in lines[0]
+    assert lines == [
+        f"error: {path}: 2 problems. Fix each one below and run again",
+        (
+            "  location: must be an Azure region name like 'westeurope' (did you mean"
+            " 'westeurope'?), not 'West Europe'"
+        ),
+        "  version.replicaCount: must be 1..100, not 0",
+    ]
     assert "Traceback" not in result.output
+
+
+def test_config_check_lists_problems_next_to_an_unknown_key(runner, tmp_path):
+    path = write(tmp_path, {**VALID, "colour": "blue", "location": "westeurop"})
+    result = runner.invoke(cli, ["config", "check", "--config", path])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"error: {path}: 2 problems. Fix each one below and run again"
+    assert lines[1].startswith("  colour: unknown key; known keys: name, resourceGroup,")
+    assert lines[2:] == ["  location: unknown region 'westeurop' (did you mean westeurope?)"]
 
 
 def test_json_mode_prints_the_error_as_json_on_stdout(runner, tmp_path):
@@ -222,6 +238,25 @@ def test_details_come_indented_below_the_one_line(capsys):
     ]
 
 
+@pytest.mark.parametrize(("verbose", "shown"), [([], False), (["-v"], True), (["-vv"], True)])
+def test_azure_sdk_warnings_need_verbose(runner, tmp_path, verbose, shown):
+    # The SDK speaks through `logging`: DefaultAzureCredential warns with one line per
+    # credential it tried. A command that logs such a record stands in for a failed login,
+    # which cannot be produced here without reaching Azure's identity endpoints.
+    @cli.command("sdk-warning-probe", hidden=True)
+    def probe() -> None:
+        logging.getLogger("azure.identity._credentials.default").warning(
+            "DefaultAzureCredential failed to retrieve a token from the included credentials."
+        )
+
+    try:
+        result = runner.invoke(cli, [*verbose, "sdk-warning-probe"])
+    finally:
+        cli.commands.pop("sdk-warning-probe")
+    assert result.exit_code == 0
+    assert ("DefaultAzureCredential failed" in result.stderr) is shown
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -264,3 +299,105 @@ def test_emulator_flag_and_env_contract_names():
     assert clients.ENV_CA_CERT == "NIXOS_AZURE_PUBLISH_CA_CERT"
     assert clients.ENV_EMULATOR == "NIXOS_AZURE_PUBLISH_EMULATOR"
     assert any(p.name == "emulator" for p in publish_command.params)
+
+
+def test_every_command_takes_json_and_quiet_after_its_name_and_shows_an_example(runner):
+    leaves = [(p, c) for p, c in _commands(cli) if not isinstance(c, click.Group)]
+    assert len(leaves) >= 8
+    for path, command in leaves:
+        opts = {opt for param in command.params for opt in getattr(param, "opts", [])}
+        assert {"--json", "-q", "--quiet"} <= opts, path
+        help_text = runner.invoke(cli, [*path, "--help"]).output
+        assert "Example" in help_text, path
+        assert "nixos-azure-publish " in help_text.split("Example", 1)[1], path
+
+
+def test_json_after_the_command_renders_config_problems_as_json(runner, tmp_path):
+    path = write(tmp_path, {**VALID, "location": "westeurop"})
+    result = runner.invoke(cli, ["config", "check", "--config", path, "--json"])
+    assert result.exit_code == 2
+    error = json.loads(result.stdout)["error"]
+    assert error["kind"] == "config"
+    assert error["message"] == (
+        f"{path}: location: unknown region 'westeurop' (did you mean westeurope?)"
+    )
+    assert error["rerunHelps"] is False
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_quiet_prints_only_the_result(runner, tmp_path, where):
+    path = write(tmp_path, VALID)
+    args = ["config", "check", "--config", path]
+    argv = ["-q", *args] if where == "before" else [*args, "--quiet"]
+    result = runner.invoke(cli, argv)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["name"] == "nixos-test"
+    assert result.stderr == ""
+    noisy = runner.invoke(cli, args)
+    assert "is valid" in noisy.stderr
+
+
+def test_several_targets_are_refused_rather_than_the_last_one_published(capsys):
+    assert main(["publish", "--flake", ".", "--target", "a", "--target", "b"]) == 2
+    err = capsys.readouterr().err
+    assert "several --target options (a, b): one publish takes one target" in err
+
+
+def test_inspect_takes_a_store_path_holding_one_vhd_as_publish_does(tmp_path, capsys):
+    out = tmp_path / "store-output"
+    out.mkdir()
+    (out / "nixos-image-azure-25.05-x86_64-linux.vhd").write_bytes(b"\0" * 1024)
+    assert main(["--json", "inspect", str(out)]) == 3  # found, and judged: too small
+    data = json.loads(capsys.readouterr().out)
+    assert data["path"].endswith("nixos-image-azure-25.05-x86_64-linux.vhd")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["inspect", "{missing}"],
+        ["convert", "{missing}", "{out}"],
+        ["upload", "{missing}", "--sas-url", "https://h/c/b?sig=x"],
+        ["publish", "--config", "{target}", "--image", "{missing}"],
+        ["config", "check", "--config", "{missing}"],
+        ["publish", "--config", "{missing}"],
+    ],
+)
+def test_a_missing_input_file_exits_2_everywhere(tmp_path, capsys, argv):
+    target = write(tmp_path, VALID)
+    missing, out = tmp_path / "none.vhd", tmp_path / "out.vhd"
+    code = main([a.format(missing=missing, out=out, target=target) for a in argv])
+    assert code == 2, capsys.readouterr()
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {"gallery": {"name": "g", "community": {
+                "publicNamePrefix": "nixo",
+                "publisherUri": "https://nixos.org",
+                "publisherContact": "images@example.org",
+                "eula": "https://nixos.org/eula",
+            }}, "imageDefinition": {"name": "d", "publisher": "P", "offer": "O", "sku": "S"}},
+            "gallery.community.publicNamePrefix: must be 5-16 letters and digits, not 'nixo'",
+        ),
+        (
+            {"gallery": {"name": "g"},
+             "imageDefinition": {"name": "d", "publisher": "P", "offer": "O", "sku": "S"},
+             "smokeTest": {"enable": True, "location": "eastus"}},
+            "smokeTest.location: eastus is not one of the target regions (westeurope)",
+        ),
+    ],
+    ids=["public-name-prefix", "smoke-location"],
+)  # fmt: skip
+def test_config_check_refuses_what_publish_would_refuse(runner, tmp_path, change, expected):
+    result = runner.invoke(
+        cli, ["config", "check", "--config", write(tmp_path, {**VALID, **change})]
+    )
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert expected in result.stderr.splitlines()[0]

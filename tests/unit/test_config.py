@@ -296,12 +296,104 @@ def test_every_problem_is_reported_not_just_the_first():
     data["version"]["replicaCount"] = 0
     data["upload"] = {"concurency": 4}
     problems = problems_of(data)
-    # the unknown key is a parse problem; parse problems are reported together
-    assert problems == ["upload.concurency: unknown key; did you mean 'concurrency'?"]
+    # an unknown key does not hide the rules the rest of the file breaks
+    assert problems[0] == "upload.concurency: unknown key; did you mean 'concurrency'?"
+    assert [p.split(":")[0] for p in problems[1:]] == [
+        "name",
+        "location",
+        "version.replicaCount",
+    ]
     del data["upload"]
     problems = problems_of(data)
     assert len(problems) == 3
     assert [p.split(":")[0] for p in problems] == ["name", "location", "version.replicaCount"]
+
+
+def test_a_nested_unknown_key_does_not_hide_the_rest():
+    data = valid()
+    data["smokeTest"]["vmsize"] = "Standard_B2s"
+    data["version"]["replicaCount"] = 0
+    problems = problems_of(data)
+    assert problems == [
+        "smokeTest.vmsize: unknown key; did you mean 'vmSize'?",
+        "version.replicaCount: must be 1..100, not 0",
+    ]
+
+
+def test_a_value_that_cannot_be_parsed_still_stops_the_rules():
+    # The rules need a whole target: with a field unparsed, only the parse problems show.
+    data = valid()
+    data["colour"] = "blue"
+    data["version"]["replicaCount"] = "two"
+    assert [p.split(":")[0] for p in problems_of(data)] == ["colour", "version.replicaCount"]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (
+            "location",
+            "westeurop",
+            "location: unknown region 'westeurop' (did you mean westeurope?)",
+        ),
+        (
+            "version.targetRegions[1]",
+            "northeuropa",
+            "version.targetRegions[1]: unknown region 'northeuropa' (did you mean northeurope?)",
+        ),
+        (
+            "smokeTest.location",
+            "westeuropa",
+            "smokeTest.location: unknown region 'westeuropa' (did you mean westeurope?)",
+        ),
+    ],
+)
+def test_a_misspelt_region_is_named_with_a_suggestion(path, value, expected):
+    problems = problems_of(with_change(path, value))
+    assert expected in problems, problems
+
+
+def test_a_misspelt_location_is_not_also_missing_from_the_regions():
+    data = with_change("location", "westeurop")
+    problems = problems_of(data)
+    assert problems == ["location: unknown region 'westeurop' (did you mean westeurope?)"]
+
+
+@pytest.mark.parametrize("region", ["westus4", "eastus3", "marsnorth", "swedencentral"])
+def test_a_region_newer_than_the_list_is_not_refused_offline(region):
+    data = with_change("location", region)
+    data["version"]["targetRegions"] = [region]
+    assert config.load_target(data, now=NOW).location == region
+
+
+@pytest.mark.parametrize("prefix", ["nixo", "nixos-images", "nixos_images", "a" * 17])
+def test_community_public_name_prefix_follows_azure(prefix):
+    problems = problems_of(with_change("gallery.community.publicNamePrefix", prefix))
+    assert problems == [
+        f"gallery.community.publicNamePrefix: must be 5-16 letters and digits, not {prefix!r}"
+    ]
+
+
+@pytest.mark.parametrize("prefix", ["nixos", "NixOS2025images", "a" * 16])
+def test_community_public_name_prefix_accepted(prefix):
+    data = with_change("gallery.community.publicNamePrefix", prefix)
+    assert config.load_target(data, now=NOW).gallery is not None
+
+
+def test_smoke_test_location_must_be_a_target_region():
+    problems = problems_of(with_change("smokeTest.location", "eastus"))
+    assert problems == [
+        (
+            "smokeTest.location: eastus is not one of the target regions (westeurope,"
+            " northeurope); the test VM boots from a replica, so use one of them or add it to"
+            " version.targetRegions"
+        )
+    ]
+    data = with_change("smokeTest.location", "northeurope")
+    assert config.load_target(data, now=NOW).smoke_test.location == "northeurope"
+    data = with_change("smokeTest.enable", value=False)
+    data["smokeTest"]["location"] = "eastus"
+    assert config.load_target(data, now=NOW).smoke_test.location == "eastus"
 
 
 def test_parse_problems_all_reported():
@@ -372,6 +464,18 @@ def test_error_is_one_line_with_source_and_exit_code():
     assert line.startswith("target.json: version.replicaCount: must be 1..100, not 0")
     assert line.endswith("Fix the configuration and run again")
     assert caught.value.exit_code == ExitCode.USAGE
+    assert caught.value.details is None
+
+
+def test_several_problems_are_counted_then_listed_one_per_line():
+    data = with_change("version.replicaCount", 0)
+    data["name"] = "Bad Name"
+    with pytest.raises(ConfigError) as caught:
+        config.load_target(data, source="target.json", now=NOW)
+    assert caught.value.one_line() == "target.json: 2 problems. Fix each one below and run again"
+    assert caught.value.details is not None
+    assert caught.value.details.splitlines() == caught.value.problems
+    assert len(caught.value.problems) == 2
 
 
 def test_effective_config_round_trips():

@@ -57,8 +57,10 @@ def test_locate_vhd_with_two_vhds_names_both(tmp_path):
 
 
 def test_locate_vhd_of_a_missing_path(tmp_path):
-    with pytest.raises(ImageError, match="does not exist"):
+    # A missing input is a usage error (exit 2), not a bad image (exit 3).
+    with pytest.raises(UsageError, match="does not exist") as caught:
         flake.locate_vhd(tmp_path / "missing")
+    assert caught.value.exit_code == 2
 
 
 @pytest.mark.parametrize("ref", ["", ".#azurePublish.default"])

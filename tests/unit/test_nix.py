@@ -60,3 +60,19 @@ def test_nix_not_on_path_is_the_same_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(NixError, match="the `nix` command was not found"):
         nix.eval_json(".#x")
+
+
+def test_the_rerun_command_leaves_out_secret_settings():
+    line = nix.rerun_command(
+        ["nix", "eval"], {"NIX_CONFIG": "access-tokens = github.com=ghp_0123456789\nsubstituters ="}
+    )
+    assert "ghp_0123456789" not in line
+    assert "access-tokens = REDACTED" in line
+    assert "substituters =" in line
+    assert nix.rerun_command(["nix", "eval"], {}) == "nix eval"
+
+
+def test_colours_are_stripped():
+    assert nix.strip_ansi("\x1b[31;1merror:\x1b[0m attribute \x1b[35;1m'x'\x1b[0m") == (
+        "error: attribute 'x'"
+    )

@@ -33,8 +33,8 @@ def test_every_check_that_needs_no_upload_runs_before_the_upload():
         "managed image",
         "create version",
         "replicate",
-        "smoke test",
         "cleanup",
+        "smoke test",
         "retention",
     ]
 

@@ -25,16 +25,23 @@ def test_without_a_sas_url_it_says_how_to_give_one(tmp_path, capsys):
 def test_sas_url_and_file_together_are_refused(tmp_path, capsys):
     sas_file = tmp_path / "sas"
     sas_file.write_text("https://h/c/b?sig=x")
+    (tmp_path / "d.vhd").write_bytes(b"")
     argv = ["upload", str(tmp_path / "d.vhd"), "--sas-url", "https://h/c/b?sig=y"]
     assert main([*argv, "--sas-url-file", str(sas_file)]) == 2
     assert "not both" in capsys.readouterr().err
 
 
 def test_a_sas_url_that_is_not_a_url_is_refused_without_echoing_it(tmp_path, capsys):
+    (tmp_path / "d.vhd").write_bytes(b"")
     assert main(["upload", str(tmp_path / "d.vhd"), "--sas-url", "sv=1&sig=TopSecret"]) == 2
     err = capsys.readouterr().err
     assert "must start with https://" in err
     assert "TopSecret" not in err
+
+
+def test_a_missing_image_is_a_usage_error(tmp_path, capsys):
+    assert main(["upload", str(tmp_path / "d.vhd"), "--sas-url", "https://h/c/b?sig=y"]) == 2
+    assert f"the image {tmp_path / 'd.vhd'} does not exist" in capsys.readouterr().err
 
 
 def test_help_documents_every_option(capsys):
