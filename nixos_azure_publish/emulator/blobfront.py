@@ -8,7 +8,8 @@ carrying both headers is refused with 400. The SAS URLs the emulator hands out
 (disk grants, boot diagnostics) point here, so a corrupted page cannot pass in
 tests. Every other request is forwarded unchanged.
 
-Standard library only, plus awscrt's CRC-64/NVME (Azure Storage's CRC64).
+Standard library only, plus awscrt's CRC-64/NVME (Azure Storage's CRC64) where it has
+one (0.23 on); a plain-Python CRC64 otherwise.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs, urlsplit
-
-from awscrt import checksums  # type: ignore[import-untyped]
 
 from nixos_azure_publish.emulator.redact import redact
 
@@ -41,10 +40,44 @@ MD5_HEADER: Final = "content-md5"
 CRC64_HEADER: Final = "x-ms-content-crc64"
 
 
+_POLY: Final = 0x9A6C9329AC4BC9B5  # CRC-64/NVME, reflected
+_MASK: Final = 0xFFFFFFFFFFFFFFFF
+
+
+def _table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ _POLY if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_TABLE: Final = _table()
+
+
+def _crc64_python(data: bytes) -> int:
+    """CRC-64/NVME in plain Python: slow, for an awscrt without crc64nvme (before 0.23)."""
+    crc = _MASK
+    for byte in data:
+        crc = _TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ _MASK
+
+
+def _crc64_value(data: bytes) -> int:
+    try:
+        from awscrt import checksums  # type: ignore[import-untyped] # noqa: PLC0415
+
+        value: int = checksums.crc64nvme(data, 0)
+    except (ImportError, AttributeError):
+        return _crc64_python(data)
+    return value
+
+
 def crc64(data: bytes) -> str:
     """Azure Storage's CRC64 header value of *data*: CRC-64/NVME, 8 bytes little-endian, base64."""
-    value: int = checksums.crc64nvme(data, 0)
-    return base64.b64encode(value.to_bytes(8, "little")).decode()
+    return base64.b64encode(_crc64_value(data).to_bytes(8, "little")).decode()
 
 
 def md5(data: bytes) -> str:
