@@ -173,6 +173,31 @@ class AzureClients:
         result: dict[str, Any] = response.json()
         return result
 
+    def locations(self) -> frozenset[str] | None:
+        """The regions this subscription may use, or None when it may not list them.
+
+        Listing needs read access at the subscription's scope; an identity whose role is
+        assigned on a resource group only gets 403, and then the regions are left for
+        Azure to judge when each resource is created.
+        """
+        url = (
+            f"{self.settings.endpoint}/subscriptions/{self.settings.subscription_id}"
+            f"/locations?api-version={RESOURCE_GROUPS_API}"
+        )
+        try:
+            response = self.compute.send_request(HttpRequest("GET", url))
+        except (ServiceRequestError, ServiceResponseError) as error:
+            raise_connection_error(self.settings, error)
+        if response.status_code in {401, 403}:
+            log.debug("listing the subscription's regions: %s; not checked", response.status_code)
+            return None
+        _raise_for_status(response, "listing the subscription's regions")
+        return frozenset(
+            str(item.get("name", "")).lower()
+            for item in response.json().get("value") or []
+            if (item.get("metadata") or {}).get("regionType", "Physical") == "Physical"
+        )
+
     def _group_request(self, method: str, name: str, body: object = None) -> Any:  # noqa: ANN401
         url = (
             f"{self.settings.endpoint}/subscriptions/{self.settings.subscription_id}"

@@ -21,6 +21,9 @@ from nixos_azure_publish.errors import UsageError
 # definition, managed image (optional, or a Trusted Launch version's source, deleted with the
 # disk), image version, replication; retention and cleanup.
 PUBLISH: Final = (
+    # The regions the subscription offers, checked before anything is created; effective
+    # only where the role is assigned at the subscription (elsewhere the check is skipped).
+    "Microsoft.Resources/subscriptions/locations/read",
     "Microsoft.Resources/subscriptions/resourceGroups/read",
     "Microsoft.Resources/subscriptions/resourceGroups/write",
     "Microsoft.Compute/locations/operations/read",
