@@ -10,6 +10,7 @@ from nixos_azure_publish.cli import (
     nix_cmd,
     publish_cmd,
     role_cmd,
+    status_cmd,
     upload_cmd,
 )
 from nixos_azure_publish.cli.app import add_common_options, cli, main
@@ -21,6 +22,7 @@ for command in (
     nix_cmd.build_command,
     upload_cmd.upload,
     publish_cmd.publish_command,
+    status_cmd.status_command,
     emulator_cmd.emulator_group,
     hooks_cmd.hydra_hook,
     hooks_cmd.post_build_hook,
