@@ -5,6 +5,7 @@ from __future__ import annotations
 from nixos_azure_publish.cli import (
     config_cmd,
     emulator_cmd,
+    gc_cmd,
     hooks_cmd,
     image_cmd,
     nix_cmd,
@@ -23,6 +24,7 @@ for command in (
     upload_cmd.upload,
     publish_cmd.publish_command,
     status_cmd.status_command,
+    gc_cmd.gc_command,
     emulator_cmd.emulator_group,
     hooks_cmd.hydra_hook,
     hooks_cmd.post_build_hook,
