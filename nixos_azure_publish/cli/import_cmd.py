@@ -1,0 +1,94 @@
+"""``nixos-azure-publish import``: a released image into the target's own gallery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from nixos_azure_publish.cli.app import app_context
+from nixos_azure_publish.cli.params import destination_options
+from nixos_azure_publish.cli.status_cmd import connect
+from nixos_azure_publish.errors import UsageError
+
+if TYPE_CHECKING:
+    from nixos_azure_publish.azure.clients import AzureClients
+    from nixos_azure_publish.azure.importsource import ImportSource
+    from nixos_azure_publish.config import PublishTarget
+    from nixos_azure_publish.report import PublishReport
+
+
+@click.command("import")
+@click.argument("source")
+@destination_options
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Resolve the source, show what exists and what would be created; change nothing.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where the local journal lives (default $XDG_STATE_HOME/nixos-azure-publish).",
+)
+def import_command(
+    *,
+    source: str,
+    config_file: Path | None,
+    flake: str | None,
+    target_name: str | None,
+    dry_run: bool,
+    state_dir: Path | None,
+) -> None:
+    """Import a released image into the target's gallery as a replicated version.
+
+    SOURCE is a community gallery image
+    (/CommunityGalleries/<name>/Images/<image>[/Versions/<version>]) or a gallery
+    image version id (/subscriptions/.../galleries/<g>/images/<i>/versions/<v>);
+    without a version, or with `latest`, the newest version in latest that is
+    replicated to the target's location. The new version is copied server-side
+    from the source version: no image byte passes through this machine. The
+    target gives the group, gallery, definition (created with the source's
+    generation, architecture and security type when missing), version name,
+    regions and replicas; its image is not needed. A rerun after success
+    changes nothing.
+
+    \b
+    Example:
+      nixos-azure-publish import /CommunityGalleries/nixos-1a2b/Images/nixos-25.05 \\
+          --config target.json
+      nixos-azure-publish import "$SOURCE_VERSION_ID" --flake . --target default --dry-run
+    """
+    from nixos_azure_publish.azure import importsource  # noqa: PLC0415
+
+    parsed = importsource.parse_source(source)
+    if parsed.kind == "url":
+        raise UsageError(
+            "importing from an https:// URL is not supported by this version",
+            hint="Import a community image or a gallery image version id",
+        )
+    target, clients = connect(config_file, flake, target_name)
+    report = _run(target, clients, parsed, dry_run=dry_run, state_dir=state_dir)
+    app_context().emit(report.to_json(), report.to_console().rstrip("\n"))
+
+
+def _run(
+    target: PublishTarget,
+    clients: AzureClients,
+    parsed: ImportSource,
+    *,
+    dry_run: bool,
+    state_dir: Path | None,
+) -> PublishReport:
+    from nixos_azure_publish.pipeline import Pipeline, PublishInput, PublishOptions  # noqa: PLC0415
+    from nixos_azure_publish.pipeline.importing import GALLERY_IMPORT_STEPS  # noqa: PLC0415
+    from nixos_azure_publish.upload.progress import LogProgress  # noqa: PLC0415
+
+    pipeline = Pipeline(
+        PublishInput(target=target, image_path=None, source=parsed),
+        clients=clients,
+        options=PublishOptions(state_dir=state_dir, progress=LogProgress()),
+        steps=GALLERY_IMPORT_STEPS,
+    )
+    return pipeline.plan() if dry_run else pipeline.run()
