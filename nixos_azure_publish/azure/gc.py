@@ -148,7 +148,8 @@ def plan(
     if clients.resource_group(target.resource_group) is None:
         return scan.result
     _scan_versions(clients, scan, now)
-    smoke = _smoke_runs(clients, target)
+    # Only a target with a smoke test has throwaways (and its role the rights to list them).
+    smoke = _smoke_runs(clients, target) if target.smoke_test.enable else {}
     smoke_disks = {name for run in smoke.values() for kind, name, _ in run if kind == "disk"}
     group = target.resource_group
     for body in arm.list_json("listing disks", clients.compute.disks.list_by_resource_group, group):

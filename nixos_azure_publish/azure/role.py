@@ -19,6 +19,8 @@ from nixos_azure_publish.errors import UsageError
 
 # publish: resource group, upload disk (+ write SAS), gallery (+ community sharing), image
 # definition, optional managed image, image version, replication; retention and cleanup.
+# `status` reads a subset; `gc` deletes what publish left (managed images too). An import
+# from a URL uses the same disk rights; one from a gallery version reads it (versions/read).
 PUBLISH: Final = (
     "Microsoft.Resources/subscriptions/resourceGroups/read",
     "Microsoft.Resources/subscriptions/resourceGroups/write",
@@ -30,6 +32,7 @@ PUBLISH: Final = (
     "Microsoft.Compute/disks/endGetAccess/action",
     "Microsoft.Compute/images/read",
     "Microsoft.Compute/images/write",
+    "Microsoft.Compute/images/delete",
     "Microsoft.Compute/galleries/read",
     "Microsoft.Compute/galleries/write",
     "Microsoft.Compute/galleries/share/action",
@@ -57,8 +60,7 @@ SMOKE_TEST: Final = (
     "Microsoft.Network/networkInterfaces/join/action",
 )
 
-# `import` (a version copied from another gallery, a community gallery, or a URL) is
-# not released yet: these are the rights its server-side copies will read from.
+# `import` from a community gallery reads the community image and its versions.
 IMPORT: Final = (
     "Microsoft.Compute/locations/communityGalleries/read",
     "Microsoft.Compute/locations/communityGalleries/images/read",

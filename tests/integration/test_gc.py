@@ -99,6 +99,7 @@ def test_gc_deletes_retention_victims_and_old_leftovers_only(
         tmp_path / "nothing.vhd",
         version={"targetRegions": ["westeurope"]},
         retention={"keepVersions": 1},
+        smokeTest={"enable": True},
     )
     ours = {names.TAG_TARGET: "nixos-test"}
     # An upload disk a publish left (ReadyToUpload), one being written, another target's.
