@@ -44,6 +44,8 @@ class PublishInput:
     flake_revision: str | None = None
     # An import's source (the target's own image otherwise).
     source: ImportSource | None = None
+    # An import from a URL: the sha256 the stream must have (--sha256).
+    sha256: str | None = None
 
 
 @dataclass

@@ -12,24 +12,29 @@ replication, the smoke test and retention, unchanged.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
+from nixos_azure_publish import vhd
 from nixos_azure_publish.azure import importsource, names
 from nixos_azure_publish.errors import ConfigError, InternalError
-from nixos_azure_publish.pipeline.after import Retention, SmokeTest
+from nixos_azure_publish.pipeline.after import Cleanup, Retention, SmokeTest
 from nixos_azure_publish.pipeline.checks import Discover
-from nixos_azure_publish.pipeline.context import Context, Step, StepResult, done
+from nixos_azure_publish.pipeline.context import Context, Step, StepResult, done, skipped
 from nixos_azure_publish.pipeline.gallery import (
     CreateVersion,
     EnsureDefinition,
     EnsureGallery,
     WaitReplication,
 )
-from nixos_azure_publish.pipeline.upload import EnsureGroup
+from nixos_azure_publish.pipeline.upload import EnsureDisk, EnsureGroup, Upload
+from nixos_azure_publish.upload import stream
 
 if TYPE_CHECKING:
     from nixos_azure_publish.config import PublishTarget
+    from nixos_azure_publish.upload.progress import UploadResult
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +135,88 @@ GALLERY_IMPORT_STEPS: Final[tuple[type[Step], ...]] = (
     EnsureDefinition,
     CreateVersion,
     WaitReplication,
+    SmokeTest,
+    Retention,
+)
+
+
+class ProbeUrl(Step):
+    """Read the URL's size, footer and version; the content id; refuse what is not a VHD."""
+
+    name = "probe source"
+
+    def plan(self, ctx: Context) -> StepResult:
+        return self.run(ctx)
+
+    def run(self, ctx: Context) -> StepResult:
+        source = ctx.input.source
+        if source is None:  # pragma: no cover - the URL pipeline always has one
+            raise InternalError("internal: an import without a source")
+        ctx.clients.check_credentials()
+        found = stream.probe(source.text, connection_verify=ctx.clients.settings.connection_verify)
+        ctx.info = vhd.ImageInfo(
+            path=Path(found.url),
+            format="vhd-fixed",
+            file_size=found.size,
+            virtual_size=found.size - vhd.SECTOR,
+            azure_ready=True,
+            problems=(),
+            footer=found.footer,
+        )
+        # With --sha256 the content is known; otherwise the URL and its version name it.
+        version = ctx.input.sha256 or found.version
+        key = f"{found.url}@{version}"
+        digest = ctx.input.sha256 or hashlib.sha256(key.encode()).hexdigest()
+        ctx.content = names.ContentId(hash=digest[:32], store_path=None)
+        ctx.data_bytes = found.size
+        ctx.extra_tags = {names.TAG_SOURCE: found.url, names.TAG_SOURCE_VERSION: version[:256]}
+        ctx.report.source = f"{found.url}@{version}"
+        ctx.report.store_hash = ctx.content.hash
+        ctx.report.file_size = found.size
+        kind = f"an Azure {found.blob_type}" if found.blob_type else "a file"
+        return done(f"{found.url}: {kind} of {found.size} bytes, version {version}")
+
+
+class StreamUpload(Upload):
+    """The upload step, from the URL instead of a local file: streamed, never stored."""
+
+    def plan(self, ctx: Context) -> StepResult:
+        if ctx.already_published:
+            return skipped("not needed: already published")
+        if ctx.disk is not None and ctx.disk.uploaded:
+            return skipped("not needed: the disk holds the whole image")
+        size = ctx.info.file_size if ctx.info else 0
+        return done(f"would stream the {size} bytes of the source, sending the non-zero sectors")
+
+    @staticmethod
+    def _upload(ctx: Context, sas: str) -> UploadResult:
+        source = ctx.input.source
+        if source is None or ctx.info is None:  # pragma: no cover
+            raise InternalError("internal: a stream without a probed source")
+        verify = ctx.clients.settings.connection_verify
+        return stream.stream_into(
+            url=source.text,
+            sas_url=sas,
+            size=ctx.info.file_size,
+            sha256=ctx.input.sha256,
+            concurrency=ctx.target.upload.concurrency,
+            connection_verify=verify,
+            destination_verify=verify,
+            progress=ctx.options.progress,
+        )
+
+
+URL_IMPORT_STEPS: Final[tuple[type[Step], ...]] = (
+    ProbeUrl,
+    Discover,
+    EnsureGroup,
+    EnsureDisk,
+    StreamUpload,
+    EnsureGallery,
+    EnsureDefinition,
+    CreateVersion,
+    WaitReplication,
+    Cleanup,
     SmokeTest,
     Retention,
 )

@@ -7,16 +7,24 @@ names another resource group, gallery and definition.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import http.server
 import json
+import shutil
+import ssl
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from nixos_azure_publish import vhd
 from nixos_azure_publish.errors import ExitCode
-from tests.integration.test_publish import make_image, publish, write_target, writes
+from tests.integration.test_publish import compute, make_image, publish, write_target, writes
 from tests.integration.test_status import run
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from nixos_azure_publish.emulator.server import Emulator
@@ -175,3 +183,135 @@ def test_a_missing_community_version_says_so(emulator, tmp_path, monkeypatch, ca
     )
     assert code == ExitCode.AZURE
     assert "/Versions/9.9.9 is not found in northeurope" in err
+
+
+class _VhdHandler(http.server.BaseHTTPRequestHandler):
+    """Serves one file with HEAD, GET and single byte ranges, as a web server or blob does."""
+
+    path_served: Path
+    requests: list[str]
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        del format, args
+
+    def _headers(self, status: int, length: int, extra: dict[str, str]) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(length))
+        self.send_header("ETag", '"v1"')
+        for key, value in extra.items():
+            self.send_header(key, value)
+        self.end_headers()
+
+    def do_HEAD(self) -> None:
+        self.requests.append(f"HEAD {self.path}")
+        self._headers(200, self.path_served.stat().st_size, {})
+
+    def do_GET(self) -> None:
+        self.requests.append(f"GET {self.path} {self.headers.get('Range', '')}")
+        size = self.path_served.stat().st_size
+        wanted = self.headers.get("Range")
+        with self.path_served.open("rb") as handle:
+            if wanted:
+                lo, hi = (int(x) for x in wanted.removeprefix("bytes=").split("-"))
+                handle.seek(lo)
+                self._headers(206, hi - lo + 1, {"Content-Range": f"bytes {lo}-{hi}/{size}"})
+                self.wfile.write(handle.read(hi - lo + 1))
+                return
+            self._headers(200, size, {})
+            shutil.copyfileobj(handle, self.wfile)
+
+
+@contextlib.contextmanager
+def https_file(emulator: Emulator, path: Path) -> Iterator[tuple[str, list[str]]]:
+    """*path* served over HTTPS with the emulator's certificate (which the tool trusts)."""
+    seen: list[str] = []
+    handler = type("Handler", (_VhdHandler,), {"path_served": path, "requests": seen})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(emulator.ca_cert, emulator.ca_cert.parent / "emulator-key.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/nixos.vhd?token=SECRET", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_https_url_is_streamed_once_and_a_rerun_is_a_no_op(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    emulator.settings.replication_seconds = 0.1
+    image = make_image(tmp_path / "img", seed=85, size_mib=24, data_mib=2)
+    data = sum(e.length for e in vhd.data_extents(image))
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    target = my_target(tmp_path)
+    with https_file(emulator, image) as (url, seen):
+        code, plan, _ = run(
+            emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target),
+            "--sha256", digest, "--dry-run",
+        )  # fmt: skip
+        assert code == 0, plan
+        assert plan["status"] == "planned"
+        assert not [r for r in seen if r.startswith("GET") and not r.endswith(tuple("0123456789"))]
+        code, report, err = run(
+            emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target),
+            "--sha256", digest,
+        )  # fmt: skip
+        assert code == 0, report
+        assert "SECRET" not in json.dumps(report) + err
+        assert report["status"] == "published"
+        assert (
+            report["source"]
+            == f"https://127.0.0.1:{url.split(':')[2].split('/')[0]}/nixos.vhd@{digest}"
+        )
+        # Only the data went through, and the whole file was read once.
+        assert 0 < report["upload"]["bytesSent"] <= data
+        full_reads = [r for r in seen if r.startswith("GET") and r.endswith(" ")]
+        assert len(full_reads) == 1
+        version = compute(emulator).gallery_image_versions.get(
+            MINE, MY_GALLERY, MY_DEFINITION, report["version"]
+        )
+        assert version.tags["nixos-azure-publish.source-version"] == digest
+        # The upload disk is gone once the version holds the image.
+        assert list(compute(emulator).disks.list_by_resource_group(MINE)) == []
+
+        before = len(emulator.requests)
+        code, again, _ = run(
+            emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target),
+            "--sha256", digest,
+        )  # fmt: skip
+        assert code == 0, again
+        assert again["status"] == "already-published"
+        assert again["version"] == report["version"]
+        assert writes(emulator, before) == []
+        assert len([r for r in seen if r.startswith("GET") and r.endswith(" ")]) == 1
+
+
+def test_a_wrong_sha256_publishes_nothing(emulator, tmp_path, monkeypatch, capsys):
+    image = make_image(tmp_path / "img", seed=86, size_mib=24)
+    target = my_target(tmp_path)
+    with https_file(emulator, image) as (url, _):
+        code, _, err = run(
+            emulator, monkeypatch, capsys, "import", url, "--config", str(target),
+            "--sha256", "0" * 64,
+        )  # fmt: skip
+    assert code == ExitCode.INVALID_IMAGE, err
+    assert "not the expected 0000" in err
+    # The upload disk stays unfinished (not marked complete): a rerun replaces it.
+    (disk,) = compute(emulator).disks.list_by_resource_group(MINE)
+    assert "nixos-azure-publish.upload" not in (disk.tags or {})
+
+
+def test_an_expired_source_sas_is_reported_as_such_before_any_write(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    target = my_target(tmp_path)
+    url = "https://acct.blob.core.windows.net/c/nixos.vhd?se=2020-01-01T00:00:00Z&sig=SECRET"
+    before = len(emulator.requests)
+    code, _, err = run(emulator, monkeypatch, capsys, "import", url, "--config", str(target))
+    assert code != 0
+    assert "the SAS of https://acct.blob.core.windows.net/c/nixos.vhd expired at 2020-01-01" in err
+    assert "SECRET" not in err
+    assert writes(emulator, before) == []
