@@ -273,7 +273,7 @@ def test_an_https_url_is_streamed_once_and_a_rerun_is_a_no_op(
         version = compute(emulator).gallery_image_versions.get(
             MINE, MY_GALLERY, MY_DEFINITION, report["version"]
         )
-        assert version.tags["nixos-azure-publish.source-version"] == digest
+        assert (version.tags or {})["nixos-azure-publish.source-version"] == digest
         # The upload disk is gone once the version holds the image.
         assert list(compute(emulator).disks.list_by_resource_group(MINE)) == []
 
