@@ -93,6 +93,8 @@ class Context:
     # An import's resolved source: the version's storageProfile names it, and tags record it.
     resolved: ResolvedSource | None = None
     extra_tags: dict[str, str] = field(default_factory=dict)
+    # An import from a URL that is an Azure blob (its x-ms-blob-type): copied server-side.
+    source_blob_type: str | None = None
 
     @property
     def target(self) -> PublishTarget:

@@ -30,7 +30,7 @@ from nixos_azure_publish.pipeline.gallery import (
     WaitReplication,
 )
 from nixos_azure_publish.pipeline.upload import EnsureDisk, EnsureGroup, Upload
-from nixos_azure_publish.upload import stream
+from nixos_azure_publish.upload import fromurl, stream
 
 if TYPE_CHECKING:
     from nixos_azure_publish.config import PublishTarget
@@ -169,6 +169,7 @@ class ProbeUrl(Step):
         digest = ctx.input.sha256 or hashlib.sha256(key.encode()).hexdigest()
         ctx.content = names.ContentId(hash=digest[:32], store_path=None)
         ctx.data_bytes = found.size
+        ctx.source_blob_type = found.blob_type
         ctx.extra_tags = {names.TAG_SOURCE: found.url, names.TAG_SOURCE_VERSION: version[:256]}
         ctx.report.source = f"{found.url}@{version}"
         ctx.report.store_hash = ctx.content.hash
@@ -178,7 +179,8 @@ class ProbeUrl(Step):
 
 
 class StreamUpload(Upload):
-    """The upload step, from the URL instead of a local file: streamed, never stored."""
+    """The upload step from the URL: an Azure blob is copied server-side (Put Page From
+    URL); any other URL is streamed through this machine, never stored."""
 
     def plan(self, ctx: Context) -> StepResult:
         if ctx.already_published:
@@ -186,6 +188,8 @@ class StreamUpload(Upload):
         if ctx.disk is not None and ctx.disk.uploaded:
             return skipped("not needed: the disk holds the whole image")
         size = ctx.info.file_size if ctx.info else 0
+        if ctx.source_blob_type:
+            return done(f"would copy the {size} bytes of the source blob server-side")
         return done(f"would stream the {size} bytes of the source, sending the non-zero sectors")
 
     @staticmethod
@@ -194,6 +198,16 @@ class StreamUpload(Upload):
         if source is None or ctx.info is None:  # pragma: no cover
             raise InternalError("internal: a stream without a probed source")
         verify = ctx.clients.settings.connection_verify
+        if ctx.source_blob_type:
+            return fromurl.copy_from_url(
+                url=source.text,
+                sas_url=sas,
+                size=ctx.info.file_size,
+                page_blob=ctx.source_blob_type == "PageBlob",
+                concurrency=ctx.target.upload.concurrency,
+                connection_verify=verify,
+                progress=ctx.options.progress,
+            )
         return stream.stream_into(
             url=source.text,
             sas_url=sas,
