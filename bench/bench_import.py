@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import multiprocessing
 import os
 import random
 import shutil
 import ssl
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from nixos_azure_publish import vhd
 from nixos_azure_publish.emulator.server import run_emulator
@@ -81,6 +82,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             shutil.copyfileobj(handle, self.wfile, 4 * MiB)
 
 
+def serve(image: Path, cert: Path, ready: Any) -> None:  # noqa: ANN401 - a Queue
+    """Serve *image* over HTTPS; put the port on *ready*."""
+    handler = type("H", (Handler,), {"served": image})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, cert.parent / "emulator-key.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    ready.put(server.server_address[1])
+    server.serve_forever()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -91,13 +103,14 @@ def main() -> None:
         image = make_image(Path(tmp), args.size_mib, args.data_mib)
         size = image.stat().st_size
         data = sum(e.length for e in vhd.data_extents(image))
-        handler = type("H", (Handler,), {"served": image})
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(emulator.ca_cert, emulator.ca_cert.parent / "emulator-key.pem")
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        url = f"https://127.0.0.1:{server.server_address[1]}/disk.vhd"
+        # The server runs in its own process, as a web server runs elsewhere: in this one
+        # it would share the interpreter lock with the client.
+        ready = multiprocessing.get_context("spawn").Queue()
+        child = multiprocessing.get_context("spawn").Process(
+            target=serve, args=(image, emulator.ca_cert, ready), daemon=True
+        )
+        child.start()
+        url = f"https://127.0.0.1:{ready.get(timeout=30)}/disk.vhd"
         sdk = clients(emulator)
         sdk.create_group("bench", "westeurope")
         times: dict[str, list[float]] = {"upload": [], "stream": []}
@@ -145,7 +158,8 @@ def main() -> None:
                 times[kind].append(time.perf_counter() - started)
                 sent[kind] = result.bytes_sent
                 sdk.compute.disks.begin_revoke_access("bench", name).result()
-        server.shutdown()
+        child.terminate()
+        child.join()
     up, st = statistics.median(times["upload"]), statistics.median(times["stream"])
     print(
         f"image {size / MiB:.0f} MiB, data {data / MiB:.1f} MiB,"

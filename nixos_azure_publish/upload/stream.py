@@ -234,7 +234,9 @@ def stream_into(
     blob = SdkPageBlob(sas_url, pool_size=concurrency, connection_verify=destination_verify)
     writer = _Writer(blob, sas_url=sas_url, concurrency=concurrency, retry=retry or RetryPolicy())
     try:
-        digest = _pump(url, size, writer, sink, connection_verify=connection_verify)
+        digest = _pump(
+            url, size, writer, sink, connection_verify=connection_verify, hashed=sha256 is not None
+        )
         if sha256 is not None and digest != sha256.lower():
             raise ImageError(
                 f"{display_url(url)} has sha256 {digest}, not the expected {sha256.lower()}",
@@ -261,11 +263,18 @@ def stream_into(
 
 
 def _pump(
-    url: str, size: int, writer: _Writer, sink: ProgressSink, *, connection_verify: bool | str
+    url: str,
+    size: int,
+    writer: _Writer,
+    sink: ProgressSink,
+    *,
+    connection_verify: bool | str,
+    hashed: bool,
 ) -> str:
-    """Read the URL once, hand each piece's non-zero runs to the writers; its sha256."""
+    """Read the URL once, hand each piece's non-zero runs to the writers; its sha256 when
+    *hashed* (hashing costs more CPU here than reading the stream over TLS)."""
     shown = display_url(url)
-    digest = hashlib.sha256()
+    digest = hashlib.sha256() if hashed else None
     pool = _pool(connection_verify=connection_verify)
     futures: list[Future[None]] = []
     done = 0
@@ -280,7 +289,8 @@ def _pump(
                 while done < size and not any(f.done() and f.exception() for f in futures):
                     want = min(PIECE, size - done)
                     data = _read(response, want, at=done, size=size, shown=shown)
-                    digest.update(data)
+                    if digest is not None:
+                        digest.update(data)
                     runs = list(vhd.sector_runs(data, 0, len(data)))
                     if runs:
                         writer.slots.acquire()  # bounded memory: wait for a free slot
@@ -305,7 +315,7 @@ def _pump(
     finally:
         pool.clear()
         sink.finish(done, writer.bytes_sent)
-    return digest.hexdigest()
+    return digest.hexdigest() if digest is not None else ""
 
 
 def _raise_first(futures: Iterable[Future[None]]) -> None:
