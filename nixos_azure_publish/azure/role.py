@@ -62,7 +62,6 @@ SMOKE_TEST: Final = (
 
 # `import` from a community gallery reads the community image and its versions.
 IMPORT: Final = (
-    "Microsoft.Compute/locations/communityGalleries/read",
     "Microsoft.Compute/locations/communityGalleries/images/read",
     "Microsoft.Compute/locations/communityGalleries/images/versions/read",
 )

@@ -136,15 +136,24 @@ def test_the_printed_role_is_that_role(capsys):
     assert printed["AssignableScopes"] == [scope]
 
 
-def test_the_import_role_holds_exactly_the_actions_an_import_uses(
-    emulator, tmp_path, monkeypatch, capsys
-):
-    from tests.integration.test_import import community_image, my_target, release  # noqa: PLC0415
+def test_the_import_role_holds_every_action_an_import_uses(emulator, tmp_path, monkeypatch, capsys):
+    from tests.integration.test_import import (  # noqa: PLC0415
+        community_image,
+        https_file,
+        my_target,
+        release,
+    )
 
     emulator.settings.replication_seconds = 0.2
     first = release(emulator, tmp_path, monkeypatch, capsys, 6)
-    capsys.readouterr()
-    source = community_image(first)
+    published = set(used_actions(emulator))
     target = my_target(tmp_path)
-    assert main(["--json", "import", source, "--config", str(target)]) == 0, capsys.readouterr()
-    assert used_actions(emulator) == set(role.actions(import_=True))
+    # A community source is resolved (read); the version is made from an https:// source.
+    source = community_image(first)
+    capsys.readouterr()
+    assert main(["--json", "import", source, "--config", str(target), "--dry-run"]) == 0
+    with https_file(emulator, tmp_path / "release6" / "img" / "disk.vhd") as (url, _):
+        assert main(["--json", "import", url, "--config", str(target)]) == 0, capsys.readouterr()
+    used = used_actions(emulator)
+    assert set(role.IMPORT) <= used - published
+    assert used <= set(role.actions(import_=True))
