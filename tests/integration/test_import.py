@@ -276,6 +276,28 @@ def test_an_https_url_is_streamed_once_and_a_rerun_is_a_no_op(
         assert (version.tags or {})["nixos-azure-publish.source-version"] == digest
         # The upload disk is gone once the version holds the image.
         assert list(compute(emulator).disks.list_by_resource_group(MINE)) == []
+        # status shows where it came from; gc has nothing to take.
+        code, status, _ = run(
+            emulator, monkeypatch, capsys, "--json", "status", "--config", str(target)
+        )
+        assert code == 0, status
+        (shown,) = status["versions"]
+        assert shown["tags"]["source"] == url.split("?")[0]
+        assert shown["tags"]["sourceVersion"] == digest
+        assert status["latest"] == report["version"]
+        code, gc, _ = run(
+            emulator,
+            monkeypatch,
+            capsys,
+            "--json",
+            "gc",
+            "--config",
+            str(target),
+            "--older-than",
+            "0",
+        )
+        assert code == 0, gc
+        assert gc["deleted"] == []
 
         before = len(emulator.requests)
         code, again, _ = run(
