@@ -79,8 +79,11 @@ def url_without_query(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
-def parse_source(text: str) -> ImportSource:
-    """Parse SOURCE; a usage error (exit 2) says what forms are accepted."""
+def parse_source(text: str, *, allow_http: bool = False) -> ImportSource:
+    """Parse SOURCE; a usage error (exit 2) says what forms are accepted.
+
+    *allow_http* admits ``http://`` URLs: only the local emulator serves its blobs so.
+    """
     value = text.strip()
     match = _COMMUNITY.match(value)
     if match:
@@ -102,7 +105,8 @@ def parse_source(text: str) -> ImportSource:
             image=match["image"],
             version=_version(match["version"], value),
         )
-    if value.lower().startswith("https://") and urllib.parse.urlsplit(value).netloc:
+    schemes = ("https://", "http://") if allow_http else ("https://",)
+    if value.lower().startswith(schemes) and urllib.parse.urlsplit(value).netloc:
         return ImportSource("url", value)
     shown = url_without_query(value) if "://" in value else value
     raise UsageError(

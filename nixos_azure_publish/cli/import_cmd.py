@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,8 +73,10 @@ def import_command(
       nixos-azure-publish import https://example.org/nixos.vhd --sha256 "$SUM" --config t.json
     """
     from nixos_azure_publish.azure import importsource  # noqa: PLC0415
+    from nixos_azure_publish.azure.clients import ENV_EMULATOR  # noqa: PLC0415
 
-    parsed = importsource.parse_source(source)
+    # The bundled emulator serves blobs over plain HTTP, as Azurite does.
+    parsed = importsource.parse_source(source, allow_http=os.environ.get(ENV_EMULATOR) == "1")
     if sha256 is not None:
         sha256 = sha256.strip().lower()
         if parsed.kind != "url" or not _HEX64.match(sha256):
