@@ -337,3 +337,18 @@ def test_an_expired_source_sas_is_reported_as_such_before_any_write(
     assert "the SAS of https://acct.blob.core.windows.net/c/nixos.vhd expired at 2020-01-01" in err
     assert "SECRET" not in err
     assert writes(emulator, before) == []
+
+
+def test_a_source_not_replicated_to_the_target_region_is_refused(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    emulator.settings.replication_seconds = 0.1
+    first = release(emulator, tmp_path, monkeypatch, capsys, 90)
+    target = my_target(tmp_path, location="eastus", version={"targetRegions": ["eastus"]})
+    before = len(emulator.requests)
+    code, _, err = run(
+        emulator, monkeypatch, capsys, "import", first["definitionId"], "--config", str(target)
+    )
+    assert code == ExitCode.AZURE
+    assert "replicated to eastus" in err
+    assert writes(emulator, before) == []
