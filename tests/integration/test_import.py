@@ -121,6 +121,11 @@ def test_a_dry_run_resolves_latest_and_writes_nothing(emulator, tmp_path, monkey
     actions = {(r["kind"], r["name"]): r["action"] for r in plan["resources"]}
     assert actions[("resource group", MINE)] == "would-create"
     assert actions[("image definition", MY_DEFINITION)] == "would-create"
+    code, text, _ = run(
+        emulator, monkeypatch, capsys, "import", community_image(first), "--config", str(target),
+        "--dry-run",
+    )  # fmt: skip
+    assert f"source:        {community_image(first)}@{first['version']}" in text
     steps = {s["name"]: s["detail"] for s in plan["steps"]}
     assert steps["resolve source"].startswith(f"community {community_image(first)} version")
     assert "(V2, x64, TrustedLaunchSupported)" in steps["resolve source"]
