@@ -253,12 +253,14 @@ def test_an_https_url_is_streamed_once_and_a_rerun_is_a_no_op(
     digest = hashlib.sha256(image.read_bytes()).hexdigest()
     target = my_target(tmp_path)
     with https_file(emulator, image) as (url, seen):
+        before = len(emulator.requests)
         code, plan, _ = run(
             emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target),
             "--sha256", digest, "--dry-run",
         )  # fmt: skip
         assert code == 0, plan
         assert plan["status"] == "planned"
+        assert writes(emulator, before) == []
         assert not [r for r in seen if r.startswith("GET") and not r.endswith(tuple("0123456789"))]
         code, report, err = run(
             emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target),
