@@ -27,6 +27,7 @@ from nixos_azure_publish.pipeline.gallery import (
     CreateVersion,
     EnsureDefinition,
     EnsureGallery,
+    ManagedImage,
     WaitReplication,
 )
 from nixos_azure_publish.pipeline.upload import EnsureDisk, EnsureGroup, Upload
@@ -228,6 +229,7 @@ URL_IMPORT_STEPS: Final[tuple[type[Step], ...]] = (
     StreamUpload,
     EnsureGallery,
     EnsureDefinition,
+    ManagedImage,
     CreateVersion,
     WaitReplication,
     Cleanup,

@@ -136,7 +136,13 @@ def test_status_watch_follows_replication_until_it_settles(emulator, tmp_path, m
     emulator.settings.replication_seconds = 1.5
     client = compute(emulator)
     body = client.gallery_image_versions.get(GROUP, GALLERY, DEFINITION, name).as_dict()
-    source_id = body["properties"]["storageProfile"]["osDiskImage"]["source"]["id"]
+    storage = body["properties"]["storageProfile"]
+    # The source as created (a disk, or a managed image): sent back unchanged.
+    profile = (
+        {"source": storage["source"]}
+        if storage.get("source")
+        else {"osDiskImage": {"source": storage["osDiskImage"]["source"]}}
+    )
     begin: Any = client.gallery_image_versions.begin_update  # a dict body; typed for models
     begin(
         GROUP,
@@ -152,7 +158,7 @@ def test_status_watch_follows_replication_until_it_settles(emulator, tmp_path, m
                         {"name": "eastus"},
                     ]
                 },
-                "storageProfile": {"osDiskImage": {"source": {"id": source_id}}},
+                "storageProfile": profile,
             }
         },
         polling=False,
