@@ -18,9 +18,10 @@ from typing import Any, Final
 from nixos_azure_publish.errors import UsageError
 
 # publish: resource group, upload disk (+ write SAS), gallery (+ community sharing), image
-# definition, optional managed image, image version, replication; retention and cleanup.
-# `status` reads a subset; `gc` deletes what publish left (managed images too). An import
-# from a URL uses the same disk rights; one from a gallery version reads it (versions/read).
+# definition, managed image (optional, or a Trusted Launch version's source, deleted with the
+# disk), image version, replication; retention and cleanup. `status` reads a subset; `gc`
+# deletes what publish left. An import from a URL uses the same disk rights; one from a
+# gallery version reads it (versions/read).
 PUBLISH: Final = (
     "Microsoft.Resources/subscriptions/resourceGroups/read",
     "Microsoft.Resources/subscriptions/resourceGroups/write",

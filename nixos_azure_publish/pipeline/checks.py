@@ -34,8 +34,7 @@ class CheckImage(Step):
         extents = vhd.data_extents(path)
         ctx.info = info
         ctx.data_bytes = sum(e.length for e in extents)
-        store = ctx.input.store_path or names.store_path_of(path)
-        ctx.content = names.content_id(path, store_path=store)
+        ctx.content = names.content_id(path, store_path=ctx.input.store_path)
         ctx.report.image_file = path.name
         ctx.report.file_size = info.file_size
         ctx.report.store_path = ctx.content.source
@@ -69,7 +68,7 @@ class Discover(Step):
             if ctx.disk is not None:
                 azdisk.check_reusable(ctx.disk, content_hash=ctx.hash, size=self._size(ctx))
                 found.append(f"disk {ctx.disk.name} ({ctx.disk.state})")
-            if t.managed_image.enable:
+            if ctx.needs_managed_image:
                 ctx.managed_image = azimage.get_image(clients, t.resource_group, ctx.image_name)
         if ctx.published is None and ctx.has_gallery:
             ctx.version_name = version_name(ctx)

@@ -11,16 +11,9 @@ from azure.mgmt.network import NetworkManagementClient
 from nixos_azure_publish.azure import names
 from nixos_azure_publish.azure.vm import TAG_SMOKE_RUN
 from nixos_azure_publish.emulator.testing import clients
-from tests.integration.test_publish import (
-    GROUP,
-    compute,
-    images,
-    make_image,
-    publish,
-    versions,
-    write_target,
-    writes,
-)
+from tests.helpers.images import make_image
+from tests.helpers.publishing import compute, images, publish, versions, writes
+from tests.helpers.targets import GROUP, write_target
 from tests.integration.test_status import run
 
 if TYPE_CHECKING:

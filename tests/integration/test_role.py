@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from nixos_azure_publish.azure import role
 from nixos_azure_publish.cli import main
-from tests.integration.test_publish import make_image, publish, write_target
+from tests.helpers.images import make_image
+from tests.helpers.publishing import publish
+from tests.helpers.targets import write_target
 
 if TYPE_CHECKING:
     from nixos_azure_publish.emulator.server import Emulator
@@ -86,7 +88,9 @@ def publish_twice(emulator, tmp_path, monkeypatch, capsys, *, smoke: bool, seeds
             tmp_path / f"target-{seed}",
             image,
             gallery={"name": "test_gallery", "community": COMMUNITY},
-            managedImage={"enable": True},
+            # Kept on one run; on the other, made as the (Trusted Launch) version's source
+            # and deleted with the upload disk.
+            managedImage={"enable": seed % 2 == 0},
             retention={"keepVersions": 1},
             smokeTest={"enable": smoke, "timeoutSeconds": 60},
             version={"targetRegions": ["westeurope"]},
@@ -148,10 +152,10 @@ def test_the_import_role_holds_every_action_an_import_uses(emulator, tmp_path, m
     first = release(emulator, tmp_path, monkeypatch, capsys, 6)
     published = set(used_actions(emulator))
     target = my_target(tmp_path)
-    # A community source is resolved (read); the version is made from an https:// source.
+    # A version made from a community version, another from an https:// source.
     source = community_image(first)
     capsys.readouterr()
-    assert main(["--json", "import", source, "--config", str(target), "--dry-run"]) == 0
+    assert main(["--json", "import", source, "--config", str(target)]) == 0, capsys.readouterr()
     with https_file(emulator, tmp_path / "release6" / "img" / "disk.vhd") as (url, _):
         assert main(["--json", "import", url, "--config", str(target)]) == 0, capsys.readouterr()
     used = used_actions(emulator)

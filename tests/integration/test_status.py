@@ -8,16 +8,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from nixos_azure_publish.cli import main
-from tests.integration.test_publish import (
-    DEFINITION,
-    GALLERY,
-    GROUP,
-    compute,
-    make_image,
-    publish,
-    write_target,
-    writes,
-)
+from tests.helpers.images import make_image
+from tests.helpers.publishing import compute, publish, writes
+from tests.helpers.targets import DEFINITION, GALLERY, GROUP, write_target
 
 if TYPE_CHECKING:
     from pathlib import Path

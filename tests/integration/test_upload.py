@@ -39,7 +39,7 @@ from nixos_azure_publish.cli import main
 from nixos_azure_publish.emulator.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, run_azurite
 from nixos_azure_publish.emulator.certs import write_self_signed
 from nixos_azure_publish.errors import ImageError, SasExpiredError, UploadError, UsageError
-from nixos_azure_publish.upload import azcopy, engine, piece, ranges, retry, transport
+from nixos_azure_publish.upload import azcopy, engine, piece, progress, ranges, retry, transport
 from nixos_azure_publish.upload.journal import JOURNAL_INTERVAL
 from tests.conftest import REPO, require_tool
 from tests.integration.faultproxy import FaultProxy, Faults, run_fault_proxy
@@ -112,6 +112,21 @@ class Disk:
         return ranges.merge_spans(
             (r.start or 0, (r.end or 0) + 1) for r in self.admin.list_page_ranges()
         )
+
+
+def upload_argv(image: Path, sas_file: Path, *extra: str) -> list[str]:
+    """The command line of ``--json upload IMAGE --sas-url-file SAS_FILE EXTRA...``."""
+    return [
+        sys.executable,
+        "-m",
+        "nixos_azure_publish",
+        "--json",
+        "upload",
+        str(image),
+        "--sas-url-file",
+        str(sas_file),
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -436,20 +451,7 @@ def test_resume_after_the_process_is_killed_sends_only_what_is_missing(tmp_path,
     sas_file = tmp_path / "sas"
     with fault_proxy(Faults(hold_after=3)) as proxy:
         sas_file.write_text(proxy.url(target.sas()))
-        argv = [
-            sys.executable,
-            "-m",
-            "nixos_azure_publish",
-            "--json",
-            "upload",
-            str(image),
-            "--sas-url-file",
-            str(sas_file),
-            "--journal-dir",
-            str(journal),
-            "--concurrency",
-            "2",
-        ]
+        argv = upload_argv(image, sas_file, "--journal-dir", str(journal), "--concurrency", "2")
         proc = subprocess.Popen(
             argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )
@@ -789,19 +791,7 @@ def test_cli_prints_the_result_as_json(tmp_path, disk):
     sas_file = tmp_path / "sas"
     sas_file.write_text(target.sas() + "\n")
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nixos_azure_publish",
-            "--json",
-            "upload",
-            str(image),
-            "--sas-url-file",
-            str(sas_file),
-            "--no-journal",
-            "--verify",
-            "full",
-        ],
+        upload_argv(image, sas_file, "--no-journal", "--verify", "full"),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -809,15 +799,7 @@ def test_cli_prints_the_result_as_json(tmp_path, disk):
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert set(data) == {
-        "bytes_sent",
-        "data_bytes",
-        "ranges_sent",
-        "ranges_skipped",
-        "ranges_retried",
-        "seconds",
-        "verified",
-    }
+    assert list(data) == list(progress.UploadResult(0, 0, 0, 0, 0, 0.0, verified=False).to_json())
     assert data["bytes_sent"] == data["data_bytes"] == MIB + 512
     assert data["verified"] is True
     assert "uploaded" in proc.stderr  # the progress log line (no terminal here)
@@ -863,3 +845,42 @@ def test_azcopy_backend_runs_azcopy_copy_as_a_page_blob(tmp_path, disk, monkeypa
         azcopy.upload_with_azcopy(path=image, sas_url=sas)
     assert sig_of(sas) not in str(caught.value)
     assert sig_of(sas) not in caplog.text
+
+
+# --------------------------------------------------------------------------- strict Azurite
+
+
+def test_upload_to_a_strict_azurite_falls_back_to_md5_with_one_warning(tmp_path):
+    # Azurite's default mode answers a CRC64 header 500 FeatureNotSupported: permanent, not
+    # retried; the upload switches to Content-MD5 once and goes on.
+    image = make_vhd(tmp_path, "strict", 24, [(0, 5 * MIB), (12 * MIB, 3 * MIB)], seed=21)
+    with run_azurite(location=tmp_path / "azurite", loose=False) as strict:
+        service = BlobServiceClient.from_connection_string(strict.connection_string)
+        service.create_container("disks")
+        admin = service.get_container_client("disks").get_blob_client("strict.vhd")
+        admin.create_page_blob(image.stat().st_size)
+        target = Disk(strict, "disks", "strict.vhd", admin)
+        started = time.monotonic()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nixos_azure_publish",
+                "upload",
+                str(image),
+                "--sas-url",
+                target.sas(),
+                "--no-journal",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line.upper()]
+        assert len(warnings) == 1, proc.stderr
+        assert "CRC64" in warnings[0]
+        assert "Content-MD5" in warnings[0]
+        assert time.monotonic() - started < 30  # no rounds of retries
+        assert target.digest() == sha256_file(image)
