@@ -17,10 +17,15 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from azure.core.exceptions import HttpResponseError
+from azure.storage.blob import BlobClient
 
 from nixos_azure_publish import vhd
+from nixos_azure_publish.emulator.testing import clients
 from nixos_azure_publish.errors import ExitCode
-from tests.integration.test_publish import compute, make_image, publish, write_target, writes
+from tests.helpers.images import make_image
+from tests.helpers.publishing import compute, publish, writes
+from tests.helpers.targets import write_target
 from tests.integration.test_status import run
 
 if TYPE_CHECKING:
@@ -359,3 +364,140 @@ def test_a_source_not_replicated_to_the_target_region_is_refused(
     assert code == ExitCode.AZURE
     assert "replicated to eastus" in err
     assert writes(emulator, before) == []
+
+
+def test_a_community_image_is_imported_server_side_and_a_rerun_changes_nothing(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    emulator.settings.replication_seconds = 0.1
+    first = release(emulator, tmp_path, monkeypatch, capsys, 87)
+    target = my_target(tmp_path)
+    source = community_image(first)
+    code, report, _ = run(
+        emulator, monkeypatch, capsys, "--json", "import", source, "--config", str(target)
+    )
+    assert code == 0, report
+    assert report["status"] == "published"
+    assert report["upload"]["bytesSent"] == 0
+    assert report["source"] == f"{source}@{first['version']}"
+    client = compute(emulator)
+    version = client.gallery_image_versions.get(
+        MINE, MY_GALLERY, MY_DEFINITION, report["version"], expand="ReplicationStatus"
+    ).as_dict()
+    assert version["properties"]["storageProfile"]["source"]["communityGalleryImageId"] == (
+        f"{source}/Versions/{first['version']}"
+    )
+    assert version["tags"]["nixos-azure-publish.source"] == source
+    assert version["tags"]["nixos-azure-publish.source-version"] == first["version"]
+    definition = client.gallery_images.get(MINE, MY_GALLERY, MY_DEFINITION).as_dict()
+    assert definition["properties"]["hyperVGeneration"] == "V2"
+    # No disk, no blob: the image never passed through the client.
+    assert list(client.disks.list_by_resource_group(MINE)) == []
+
+    before = len(emulator.requests)
+    code, again, _ = run(
+        emulator, monkeypatch, capsys, "--json", "import", source, "--config", str(target)
+    )
+    assert code == 0, again
+    assert again["status"] == "already-published"
+    assert again["version"] == report["version"]
+    assert writes(emulator, before) == []
+
+
+def test_a_gallery_version_id_is_imported_with_latest_resolved(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    emulator.settings.replication_seconds = 0.1
+    first = release(emulator, tmp_path, monkeypatch, capsys, 88)
+    release(emulator, tmp_path, monkeypatch, capsys, 89, excludeFromLatest=True)
+    image_id = first["definitionId"]
+    target = my_target(tmp_path)
+    code, report, _ = run(
+        emulator, monkeypatch, capsys, "--json", "import", image_id + "/versions/latest",
+        "--config", str(target),
+    )  # fmt: skip
+    assert code == 0, report
+    assert report["upload"]["bytesSent"] == 0
+    version = (
+        compute(emulator)
+        .gallery_image_versions.get(MINE, MY_GALLERY, MY_DEFINITION, report["version"])
+        .as_dict()
+    )
+    source = version["properties"]["storageProfile"]["source"]["id"]
+    assert source.lower() == f"{image_id}/versions/{first['version']}".lower()
+    assert version["tags"]["nixos-azure-publish.source-version"] == first["version"]
+    # status and gc see it as the target's own.
+    code, status, _ = run(
+        emulator, monkeypatch, capsys, "--json", "status", "--config", str(target)
+    )
+    assert status["latest"] == report["version"]
+    assert status["versions"][0]["tags"]["source"].lower() == image_id.lower()
+
+
+def test_a_blob_url_is_copied_server_side_and_a_rerun_changes_nothing(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    emulator.settings.replication_seconds = 0.1
+    sdk = clients(emulator)
+    sdk.create_group("released", "northeurope")
+    sdk.upload_disk("released", "nixos", location="northeurope")
+    read = sdk.compute.disks.begin_grant_access(
+        "released", "nixos", {"access": "Read", "durationInSeconds": 3600}
+    ).result()
+    url = str(read.access_sas)
+    target = my_target(tmp_path, cleanup={"deleteUploadDisk": False})
+    code, report, err = run(
+        emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target)
+    )
+    assert code == 0, report
+    assert "sig=" not in json.dumps(report) + err
+    assert report["status"] == "published"
+    assert report["upload"]["bytesSent"] == 0
+    assert {s["name"]: s["detail"] for s in report["steps"]}["probe source"].startswith(
+        url.split("?", maxsplit=1)[0] + ": an Azure PageBlob"
+    )
+    # The disk holds the source's bytes, copied by the service.
+    (disk,) = sdk.compute.disks.list_by_resource_group(MINE)
+    copy = sdk.compute.disks.begin_grant_access(
+        MINE, str(disk.name), {"access": "Read", "durationInSeconds": 600}
+    ).result()
+    try:
+        got = BlobClient.from_blob_url(str(copy.access_sas)).download_blob().readall()
+    finally:
+        sdk.compute.disks.begin_revoke_access(MINE, str(disk.name)).result()
+    assert got == BlobClient.from_blob_url(url).download_blob().readall()
+
+    before = len(emulator.requests)
+    code, again, _ = run(
+        emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target)
+    )
+    assert code == 0, again
+    assert again["status"] == "already-published"
+    assert writes(emulator, before) == []
+
+
+def test_put_page_from_url_takes_whole_pages_of_a_readable_source(emulator):
+    sdk = clients(emulator)
+    sdk.create_group("released", "westeurope")
+    sdk.upload_disk("released", "src")
+    read = sdk.compute.disks.begin_grant_access(
+        "released", "src", {"access": "Read", "durationInSeconds": 3600}
+    ).result()
+    sdk.upload_disk("released", "dst", revoke=False)
+    write = sdk.compute.disks.begin_grant_access(
+        "released", "dst", {"access": "Write", "durationInSeconds": 3600}
+    ).result()
+    dst = BlobClient.from_blob_url(str(write.access_sas))
+    src = str(read.access_sas)
+    dst.upload_pages_from_url(src, offset=0, length=512, source_offset=0)
+    assert dst.download_blob(offset=0, length=512).readall() == (
+        BlobClient.from_blob_url(src).download_blob(offset=0, length=512).readall()
+    )
+    with pytest.raises(HttpResponseError) as info:
+        dst.upload_pages_from_url(src, offset=0, length=5 * 1024 * 1024, source_offset=0)
+    assert getattr(info.value, "error_code", None) == "InvalidHeaderValue"
+    with pytest.raises(HttpResponseError) as info:
+        dst.upload_pages_from_url(
+            src.split("?", maxsplit=1)[0] + "?sig=wrong", offset=0, length=512, source_offset=0
+        )
+    assert getattr(info.value, "error_code", None) == "CannotVerifyCopySource"
