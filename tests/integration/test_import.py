@@ -25,7 +25,7 @@ from nixos_azure_publish.emulator.testing import clients
 from nixos_azure_publish.errors import ExitCode
 from tests.helpers.images import make_image
 from tests.helpers.publishing import compute, publish, writes
-from tests.helpers.targets import write_target
+from tests.helpers.targets import GROUP, write_target
 from tests.integration.test_status import run
 
 if TYPE_CHECKING:
@@ -501,3 +501,64 @@ def test_put_page_from_url_takes_whole_pages_of_a_readable_source(emulator):
             src.split("?", maxsplit=1)[0] + "?sig=wrong", offset=0, length=512, source_offset=0
         )
     assert getattr(info.value, "error_code", None) == "CannotVerifyCopySource"
+
+
+def _version_from(emulator: Emulator, source: dict[str, str], *, location: str) -> Any:
+    """Create a version in the user's gallery with *source* as its source; the error."""
+    sdk = clients(emulator)
+    sdk.create_group(MINE, location)
+    client = compute(emulator)
+    gallery: Any = {"location": location}
+    client.galleries.begin_create_or_update(MINE, MY_GALLERY, gallery).result()
+    definition: Any = {
+        "location": location,
+        "properties": {
+            "osType": "Linux",
+            "osState": "Generalized",
+            "hyperVGeneration": "V2",
+            "identifier": {"publisher": "me", "offer": "o", "sku": "s"},
+            "features": [{"name": "SecurityType", "value": "TrustedLaunchSupported"}],
+        },
+    }
+    client.gallery_images.begin_create_or_update(
+        MINE, MY_GALLERY, MY_DEFINITION, definition
+    ).result()
+    body: Any = {
+        "location": location,
+        "properties": {
+            "publishingProfile": {"targetRegions": [{"name": location}]},
+            "storageProfile": {"source": source},
+        },
+    }
+    with pytest.raises(HttpResponseError) as info:
+        client.gallery_image_versions.begin_create_or_update(
+            MINE, MY_GALLERY, MY_DEFINITION, "1.0.0", body
+        ).result()
+    return info.value
+
+
+def test_the_emulator_refuses_a_version_source_not_replicated_to_the_region(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    emulator.settings.replication_seconds = 0.1
+    first = release(emulator, tmp_path, monkeypatch, capsys, 91)
+    error = _version_from(
+        emulator, {"id": f"{first['definitionId']}/versions/{first['version']}"}, location="eastus"
+    )
+    assert error.error.code == "InvalidParameter"
+    assert "is not replicated to region 'eastus'" in error.error.message
+
+
+def test_the_emulator_finds_a_community_source_only_once_shared(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    emulator.settings.replication_seconds = 0.1
+    first = release(emulator, tmp_path, monkeypatch, capsys, 92)
+    source = first["communityImageId"]
+    # Sharing reset: the public name no longer resolves.
+    client = compute(emulator)
+    client.gallery_sharing_profile.begin_update(
+        GROUP, "test_gallery", {"operationType": "Reset"}
+    ).result()
+    error = _version_from(emulator, {"communityGalleryImageId": source}, location="northeurope")
+    assert error.error.code == "NotFound"
