@@ -29,7 +29,7 @@ class CheckImage(Step):
         return self.run(ctx)
 
     def run(self, ctx: Context) -> StepResult:
-        path = ctx.input.image_path
+        path = ctx.image_path
         info = vhd.require_azure_ready(path)
         extents = vhd.data_extents(path)
         ctx.info = info
