@@ -70,6 +70,10 @@ class VersionState:
     # Per region, as the publishing profile holds it (region keys as in target_regions).
     region_settings: tuple[RegionSetting, ...] = ()
     end_of_life_date: str | None = None
+    published_date: str | None = None
+    exclude_from_latest: bool = False
+    replica_count: int | None = None
+    storage_account_type: str | None = None
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> VersionState:
@@ -109,6 +113,10 @@ class VersionState:
             storage_profile=dict(props.get("storageProfile") or {}),
             region_settings=settings,
             end_of_life_date=publishing.get("endOfLifeDate"),
+            published_date=publishing.get("publishedDate"),
+            exclude_from_latest=bool(publishing.get("excludeFromLatest")),
+            replica_count=default_replicas,
+            storage_account_type=default_storage,
         )
 
     @property
@@ -157,6 +165,25 @@ def describe(state: VersionState) -> str:
     return f"{state.name}: {state.provisioning_state}; {regions}"
 
 
+def _failure(state: VersionState) -> AzureError:
+    """The error for a failed version: which regions failed, and why, as Azure says."""
+    hint = "Run again: a failed version of this image is deleted and published anew"
+    failed = [r for r in state.regions if r.state == "Failed"]
+    if failed:
+        regions = "; ".join(f"{r.region}: {r.details}" if r.details else r.region for r in failed)
+        return AzureError(
+            f"image version {state.name} failed to replicate to {len(failed)} of "
+            f"{len(state.regions)} regions ({regions})",
+            hint=hint,
+        )
+    details = "; ".join(f"{r.region}: {r.details}" for r in state.regions if r.details)
+    return AzureError(
+        f"image version {state.name} failed: {state.provisioning_state}"
+        + (f" ({details})" if details else ""),
+        hint=hint,
+    )
+
+
 def wait_for_replication(
     clients: AzureClients,
     target: PublishTarget,
@@ -184,12 +211,7 @@ def wait_for_replication(
         if on_progress is not None:
             on_progress(state)
         if state.failed:
-            details = "; ".join(f"{r.region}: {r.details}" for r in state.regions if r.details)
-            raise AzureError(
-                f"image version {name} failed: {state.provisioning_state}"
-                + (f" ({details})" if details else ""),
-                hint="Delete the failed version and run again",
-            )
+            raise _failure(state)
         if state.replicated:
             return state
         if time.monotonic() > deadline:

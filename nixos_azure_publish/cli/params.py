@@ -10,6 +10,8 @@ import click
 from nixos_azure_publish.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     _PathType = click.ParamType[Path]
 else:  # click < 8.2 (nixos-24.11's) has no subscriptable ParamType at run time
     _PathType = click.ParamType
@@ -43,3 +45,36 @@ class ImagePath(_PathType):
 
 
 IMAGE = ImagePath()
+
+
+def destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--config FILE | --flake REF [--target NAME]``: the target whose gallery a command reads."""
+    for option in reversed(
+        [
+            click.option(
+                "--config",
+                "config_file",
+                type=click.Path(path_type=Path, dir_okay=False),
+                help="Target file (JSON or TOML); its image is not needed.",
+            ),
+            click.option("--flake", help="Flake reference whose azurePublish.<target> to use."),
+            click.option(
+                "--target",
+                "target_name",
+                help="Target name under azurePublish (with --flake; default 'default').",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def check_destination(config_file: Path | None, flake: str | None, target_name: str | None) -> None:
+    """Exactly one of ``--config`` and ``--flake``; ``--target`` only with ``--flake``."""
+    if (config_file is None) == (flake is None):
+        raise UsageError(
+            "give exactly one of --config FILE and --flake REF",
+            hint="e.g. `--flake . --target default` or `--config target.json`",
+        )
+    if target_name is not None and flake is None:
+        raise UsageError("--target needs --flake", hint="Name the flake with --flake REF")

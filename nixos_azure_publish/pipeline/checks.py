@@ -13,7 +13,7 @@ from nixos_azure_publish.azure import disk as azdisk
 from nixos_azure_publish.azure import gallery as azgallery
 from nixos_azure_publish.azure import group as azgroup
 from nixos_azure_publish.azure import image as azimage
-from nixos_azure_publish.azure import names
+from nixos_azure_publish.azure import names, preflight
 from nixos_azure_publish.azure import version as azversion
 from nixos_azure_publish.pipeline.context import Context, Step, StepResult, done
 
@@ -29,7 +29,7 @@ class CheckImage(Step):
         return self.run(ctx)
 
     def run(self, ctx: Context) -> StepResult:
-        path = ctx.input.image_path
+        path = ctx.image_path
         info = vhd.require_azure_ready(path)
         extents = vhd.data_extents(path)
         ctx.info = info
@@ -59,6 +59,7 @@ class Discover(Step):
         t = ctx.target
         clients = ctx.clients
         clients.check_credentials()
+        preflight.check_regions(clients, t)
         ctx.group_exists = azgroup.group_exists(clients, t.resource_group)
         found: list[str] = []
         if ctx.group_exists:
@@ -68,7 +69,7 @@ class Discover(Step):
             if ctx.disk is not None:
                 azdisk.check_reusable(ctx.disk, content_hash=ctx.hash, size=self._size(ctx))
                 found.append(f"disk {ctx.disk.name} ({ctx.disk.state})")
-            if t.managed_image.enable:
+            if ctx.needs_managed_image:
                 ctx.managed_image = azimage.get_image(clients, t.resource_group, ctx.image_name)
         if ctx.published is None and ctx.has_gallery:
             ctx.version_name = version_name(ctx)
