@@ -509,6 +509,13 @@ def test_a_community_gallery_is_created_shared(fast, tmp_path, monkeypatch, caps
     assert sharing["permissions"] == "Community"
     assert sharing["communityGalleryInfo"]["communityGalleryEnabled"] is True
     assert sharing["communityGalleryInfo"]["publicNamePrefix"] == "nixos"
+    # The report names what community users boot, on the rerun too.
+    (public_name,) = sharing["communityGalleryInfo"]["publicNames"]
+    expected = f"/CommunityGalleries/{public_name}/Images/{DEFINITION}/Versions/{report['version']}"
+    assert report["communityImageId"] == expected
+    code, again = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, again
+    assert again["communityImageId"] == expected
 
 
 def test_a_flake_target_is_built_with_nix_and_tagged_with_its_provenance(
@@ -772,26 +779,6 @@ def test_a_region_dropped_from_the_target_is_kept_unless_removal_is_asked_for(
     # Azure refuses the removal unless the update allows it (the emulator's rule, tested
     # in test_emulator_galleries): the tool's update does.
     assert set(_region_settings(fast)) == {"westeurope"}
-
-
-def test_a_community_publish_reports_the_id_users_boot(fast, tmp_path, monkeypatch, capsys):
-    image = make_image(tmp_path / "img", seed=20)
-    community = {
-        "publicNamePrefix": "nixos",
-        "publisherUri": "https://nixos.org",
-        "publisherContact": "images@example.org",
-        "eula": "https://nixos.org/eula",
-    }
-    target = write_target(tmp_path, image, gallery={"name": GALLERY, "community": community})
-    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
-    assert code == 0, report
-    gallery = compute(fast).galleries.get(GROUP, GALLERY).as_dict()["properties"]
-    (public_name,) = gallery["sharingProfile"]["communityGalleryInfo"]["publicNames"]
-    expected = f"/CommunityGalleries/{public_name}/Images/{DEFINITION}/Versions/{report['version']}"
-    assert report["communityImageId"] == expected
-    code, again = publish(fast, monkeypatch, capsys, "--config", str(target))
-    assert code == 0, again
-    assert again["communityImageId"] == expected
 
 
 def test_emulator_flag_publishes_into_the_running_emulator_it_finds_exported(
