@@ -175,12 +175,14 @@ def _failure(state: VersionState) -> AzureError:
             f"image version {state.name} failed to replicate to {len(failed)} of "
             f"{len(state.regions)} regions ({regions})",
             hint=hint,
+            rerun_helps=True,
         )
     details = "; ".join(f"{r.region}: {r.details}" for r in state.regions if r.details)
     return AzureError(
         f"image version {state.name} failed: {state.provisioning_state}"
         + (f" ({details})" if details else ""),
         hint=hint,
+        rerun_helps=True,
     )
 
 
@@ -218,5 +220,6 @@ def wait_for_replication(
             raise AzureError(
                 f"image version {name} is still replicating after {timeout:.0f}s ({line})",
                 hint="Run again later: the publish resumes by waiting for this version",
+                rerun_helps=True,
             )
         sleep(interval)

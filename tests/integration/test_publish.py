@@ -597,6 +597,7 @@ def test_a_region_that_fails_to_replicate_is_reported_and_the_rerun_replaces_the
     assert failed["error"]["hint"] == (
         "Run again: a failed version of this image is deleted and published anew"
     )
+    assert failed["error"]["rerunHelps"] is True
     client = compute(fast)
     (broken,) = versions(client)
     assert len(disks(client)) == 1  # kept: the rerun needs no upload
