@@ -1,0 +1,198 @@
+"""Several targets in one publish, against the emulator: concurrent, one upload per image.
+
+The publish command runs in-process through ``main(argv)``; assertions read the
+emulator's state with the real SDK clients and its request log.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from azure.mgmt.compute import ComputeManagementClient
+
+from nixos_azure_publish.azure import names
+from nixos_azure_publish.cli import main
+from nixos_azure_publish.errors import ExitCode
+from tests.integration.test_publish import GROUP, make_image, write_target
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nixos_azure_publish.emulator.server import Emulator
+
+OTHER_GROUP = "nixos-images-other"
+
+
+@pytest.fixture(autouse=True)
+def _state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
+@pytest.fixture
+def fast(emulator: Emulator) -> Emulator:
+    emulator.settings.replication_seconds = 0.2
+    return emulator
+
+
+def run(
+    emulator: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+) -> tuple[int, dict[str, Any], str]:
+    for key, value in emulator.environ.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    capsys.readouterr()
+    code = main(["--json", "publish", *args])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out) if captured.out.strip() else {}, captured.err
+
+
+def target_file(folder: Path, image: Path, name: str, **overrides: Any) -> Path:
+    """A target of its own name and definition (each target publishes its own definition)."""
+    data: dict[str, Any] = {
+        "name": name,
+        "imageDefinition": {"name": name, "publisher": "NixOS", "offer": "NixOS", "sku": name},
+    }
+    data.update(overrides)
+    return write_target(folder / name, image, **data)
+
+
+def four_targets(tmp_path: Path) -> list[Path]:
+    """Four targets over two images: a and b share one (b in another resource group),
+    c and d the other."""
+    one = make_image(tmp_path / "img1", seed=21)
+    two = make_image(tmp_path / "img2", seed=22)
+    return [
+        target_file(tmp_path, one, "a"),
+        target_file(tmp_path, one, "b", resourceGroup=OTHER_GROUP),
+        target_file(tmp_path, two, "c"),
+        target_file(tmp_path, two, "d"),
+    ]
+
+
+def configs(paths: list[Path]) -> list[str]:
+    return [arg for path in paths for arg in ("--config", str(path))]
+
+
+def grants(emulator: Emulator, since: int = 0) -> list[str]:
+    """Write access granted to upload disks: one per upload."""
+    return [
+        r.path
+        for r in list(emulator.requests)[since:]
+        if r.method == "POST" and r.path.split("?")[0].endswith("/beginGetAccess")
+    ]
+
+
+def client(emulator: Emulator) -> ComputeManagementClient:
+    return ComputeManagementClient(
+        emulator.credential(), emulator.subscription_id, **emulator.client_kwargs()
+    )
+
+
+def test_four_targets_of_two_images_upload_twice_and_each_gets_its_version(
+    fast, tmp_path, monkeypatch, capsys
+):
+    paths = four_targets(tmp_path)
+    code, report, _ = run(fast, monkeypatch, capsys, *configs(paths))
+    assert code == 0, report
+    assert report["status"] == "published"
+    assert report["exitCode"] == 0
+    assert [t["target"] for t in report["targets"]] == ["a", "b", "c", "d"]
+    assert {t["status"] for t in report["targets"]} == {"published"}
+    assert report["uploads"] == 2
+    assert len(grants(fast)) == 2
+    by_name = {t["target"]: t for t in report["targets"]}
+    assert by_name["a"]["storeHash"] == by_name["b"]["storeHash"]
+    assert by_name["c"]["storeHash"] == by_name["d"]["storeHash"]
+    # Each pair: one uploaded, the other made its version from that disk.
+    for first, second in (("a", "b"), ("c", "d")):
+        uploaded = [n for n in (first, second) if by_name[n]["upload"] is not None]
+        assert len(uploaded) == 1, (first, second)
+        (other,) = {first, second} - set(uploaded)
+        disk = f"{uploaded[0]}-{by_name[other]['storeHash']}"
+        assert ("disk", disk, "reused") in {
+            (r["kind"], r["name"], r["action"]) for r in by_name[other]["resources"]
+        }
+    compute = client(fast)
+    for name, group in (("a", GROUP), ("b", OTHER_GROUP), ("c", GROUP), ("d", GROUP)):
+        (version,) = compute.gallery_image_versions.list_by_gallery_image(
+            group, "test_gallery", name
+        )
+        assert version.tags[names.TAG_CONTENT] == by_name[name]["storeHash"]
+        assert version.tags[names.TAG_TARGET] == name
+    # The shared disks went once every target that used them held a replicated version.
+    assert list(compute.disks.list_by_resource_group(GROUP)) == []
+    assert list(compute.disks.list_by_resource_group(OTHER_GROUP)) == []
+
+    before = len(fast.requests)
+    code, again, _ = run(fast, monkeypatch, capsys, *configs(paths))
+    assert code == 0, again
+    assert again["status"] == "already-published"
+    assert again["uploads"] == 0
+    assert grants(fast, before) == []
+
+
+def test_the_run_exits_with_the_worst_code_and_reports_every_target(
+    fast, tmp_path, monkeypatch, capsys
+):
+    good = target_file(tmp_path, make_image(tmp_path / "img", seed=23), "good")
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "name": "bad",
+                "resourceGroup": "rg",
+                "location": "westeurop",
+                "hyperVGeneration": "V2",
+            }
+        )
+    )
+    summary = tmp_path / "summary.md"
+    code, report, err = run(
+        fast, monkeypatch, capsys, "--config", str(good), "--config", str(bad),
+        "--summary", str(summary),
+    )  # fmt: skip
+    assert code == ExitCode.USAGE
+    assert report["status"] == "failed"
+    assert report["exitCode"] == ExitCode.USAGE
+    first, second = report["targets"]
+    assert (first["target"], first["status"], first["exitCode"]) == ("good", "published", 0)
+    assert (second["target"], second["status"], second["exitCode"]) == (str(bad), "failed", 2)
+    assert "unknown region 'westeurop'" in second["error"]
+    assert "1 of 2 targets did not publish" in err
+    text = summary.read_text()
+    assert text.startswith("## NixOS images: 2 targets: 1 published, 1 failed")
+    assert "## NixOS image good: published" in text
+    assert f"## NixOS image {bad}: failed" in text
+
+
+def test_a_dry_run_of_several_targets_plans_one_upload_per_image_and_writes_nothing(
+    fast, tmp_path, monkeypatch, capsys
+):
+    paths = four_targets(tmp_path)
+    before = len(fast.requests)
+    code, report, _ = run(fast, monkeypatch, capsys, *configs(paths), "--dry-run")
+    assert code == 0, report
+    assert report["status"] == "planned"
+    assert [r.method for r in list(fast.requests)[before:] if r.method != "GET"] == []
+    upload_steps = [next(s for s in t["steps"] if s["name"] == "upload") for t in report["targets"]]
+    would_upload = [s for s in upload_steps if s["detail"].startswith("would upload")]
+    assert len(would_upload) == 2, upload_steps
+
+
+def test_the_console_summary_lists_every_target(fast, tmp_path, monkeypatch, capsys):
+    paths = four_targets(tmp_path)[2:]
+    for key, value in fast.environ.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    code = main(["publish", *configs(paths), "--jobs", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    head = out.splitlines()[:3]
+    assert head[0].startswith("2 targets: 2 published (1 upload,")
+    assert head[1].split()[:2] == ["c", "published"]
+    assert head[2].split()[:2] == ["d", "published"]
