@@ -13,8 +13,12 @@ import pytest
 from azure.mgmt.compute import ComputeManagementClient
 
 from nixos_azure_publish.azure import names
+from nixos_azure_publish.azure.clients import AzureSettings, make_clients
 from nixos_azure_publish.cli import main
 from nixos_azure_publish.errors import ExitCode
+from nixos_azure_publish.pipeline import PublishOptions
+from nixos_azure_publish.pipeline.multi import publish_many
+from nixos_azure_publish.selection import TargetSelection
 from tests.integration.test_publish import GROUP, make_image, write_target
 
 if TYPE_CHECKING:
@@ -196,3 +200,51 @@ def test_the_console_summary_lists_every_target(fast, tmp_path, monkeypatch, cap
     assert head[0].startswith("2 targets: 2 published (1 upload,")
     assert head[1].split()[:2] == ["c", "published"]
     assert head[2].split()[:2] == ["d", "published"]
+
+
+def test_a_shared_disk_is_kept_while_a_target_that_used_it_has_no_replicated_version(
+    fast, tmp_path, monkeypatch
+):
+    """The library call: target b makes its version from a's disk, then its replication
+    times out (b's own option); a is done, but the disk stays for b's rerun."""
+    image = make_image(tmp_path / "img", seed=24)
+    paths = [target_file(tmp_path, image, "a"), target_file(tmp_path, image, "b")]
+    environ = {**fast.environ}
+    settings = AzureSettings.from_environ(subscription_id=None, environ=environ)
+    clients = make_clients(settings)
+
+    def options_for(publish):
+        timeout = 0.0 if publish.target.name == "b" else 60.0
+        return PublishOptions(state_dir=tmp_path / "state", replication_timeout=timeout)
+
+    selection = TargetSelection(configs=tuple(paths), jobs=1)
+    run_report = publish_many(
+        selection.sources(),
+        image=None,
+        environ=environ,
+        clients_for=lambda _: clients,
+        options_for=options_for,
+        jobs=selection.jobs,
+    )
+    a, b = run_report.targets
+    assert (a.status, b.status) == ("published", "failed")
+    assert run_report.exit_code == ExitCode.AZURE
+    assert run_report.uploads == 1
+    disk = f"a-{a.store_hash}"
+    (kept,) = client(fast).disks.list_by_resource_group(GROUP)
+    assert kept.name == disk
+    cleanup = next(s for s in a.steps if s.name == "cleanup")
+    assert cleanup.detail == "keeping the upload disk: target b still needs it"
+
+    # The rerun finds b's version, which finished replicating meanwhile; a's disk goes.
+    second = publish_many(
+        selection.sources(),
+        image=None,
+        environ=environ,
+        clients_for=lambda _: clients,
+        options_for=lambda _: PublishOptions(state_dir=tmp_path / "state"),
+        jobs=2,
+    )
+    assert [t.status for t in second.targets] == ["already-published", "already-published"]
+    assert second.uploads == 0
+    assert list(client(fast).disks.list_by_resource_group(GROUP)) == []
