@@ -126,8 +126,9 @@ def test_four_targets_of_two_images_upload_twice_and_each_gets_its_version(
         (version,) = compute.gallery_image_versions.list_by_gallery_image(
             group, "test_gallery", name
         )
-        assert version.tags[names.TAG_CONTENT] == by_name[name]["storeHash"]
-        assert version.tags[names.TAG_TARGET] == name
+        tags = version.tags or {}
+        assert tags[names.TAG_CONTENT] == by_name[name]["storeHash"]
+        assert tags[names.TAG_TARGET] == name
     # The shared disks went once every target that used them held a replicated version.
     assert list(compute.disks.list_by_resource_group(GROUP)) == []
     assert list(compute.disks.list_by_resource_group(OTHER_GROUP)) == []
