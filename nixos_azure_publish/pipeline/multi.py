@@ -79,12 +79,13 @@ class _Threads:
     def interrupt(self) -> None:
         """Raise KeyboardInterrupt in every target's thread (at its next Python instruction)."""
         self.interrupted.set()
+        # Under the lock: a thread that left working_on() gets no interruption meant for
+        # the target it finished.
         with self.lock:
-            idents = list(self.running)
-        for ident in idents:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt)
-            )
+            for ident in self.running:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt)
+                )
 
 
 _current = threading.local()

@@ -86,6 +86,7 @@ class SharedUploads:
         name = ctx.target.name
         with self._cond:
             entry = self._by_key.setdefault(share_key(ctx), _Shared())
+            waiting_for = None
             while True:
                 if entry.disk is not None and entry.owner is not None:
                     if entry.owner != name:
@@ -95,7 +96,9 @@ class SharedUploads:
                 if entry.uploader is None or entry.uploader == name:
                     entry.uploader = name
                     return None
-                log.info("waiting for target %s to upload this image", entry.uploader)
+                if waiting_for != entry.uploader:
+                    waiting_for = entry.uploader
+                    log.info("waiting for target %s to upload this image", waiting_for)
                 self._cond.wait(_WAKE_SECONDS)
 
     def offer(self, ctx: Context, disk: DiskState) -> None:

@@ -7,6 +7,7 @@ emulator's state with the real SDK clients and its request log.
 from __future__ import annotations
 
 import json
+import signal
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -19,7 +20,15 @@ from nixos_azure_publish.errors import ExitCode
 from nixos_azure_publish.pipeline import PublishOptions
 from nixos_azure_publish.pipeline.multi import publish_many
 from nixos_azure_publish.selection import TargetSelection
-from tests.integration.test_publish import GROUP, make_image, write_target
+from tests.integration.test_publish import (
+    GROUP,
+    MiB,
+    make_image,
+    run_publisher,
+    wait_for_line,
+    wait_for_pages,
+    write_target,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -248,4 +257,43 @@ def test_a_shared_disk_is_kept_while_a_target_that_used_it_has_no_replicated_ver
     )
     assert [t.status for t in second.targets] == ["already-published", "already-published"]
     assert second.uploads == 0
+    assert list(client(fast).disks.list_by_resource_group(GROUP)) == []
+
+
+def test_ctrl_c_interrupts_every_target_revokes_and_the_rerun_resumes(fast, tmp_path):
+    # 64 MiB of data each, one 4 MiB page at a time: still uploading when the signal comes.
+    one = make_image(tmp_path / "img1", seed=25, size_mib=96, data_mib=64)
+    two = make_image(tmp_path / "img2", seed=26, size_mib=96, data_mib=64)
+    slow = {"upload": {"concurrency": 1}}
+    paths = [
+        target_file(tmp_path, one, "a", **slow),
+        target_file(tmp_path, one, "b", **slow),
+        target_file(tmp_path, two, "c", **slow),
+    ]
+    state = tmp_path / "state"
+    proc = run_publisher(fast, paths[0], state, *configs(paths[1:]))
+    wait_for_line(proc, "] uploading /")
+    wait_for_pages(fast, 4 * MiB)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.INTERRUPTED, err[-3000:]
+    report = json.loads(out)
+    assert report["status"] == "interrupted"
+    assert {t["status"] for t in report["targets"]} == {"interrupted"}
+    assert "sig=" not in err.replace("sig=REDACTED", "")
+    states = {
+        d.as_dict()["properties"]["diskState"]
+        for d in client(fast).disks.list_by_resource_group(GROUP)
+    }
+    assert states
+    assert "ActiveUpload" not in states  # every upload's access was revoked
+
+    rerun = run_publisher(fast, paths[0], state, *configs(paths[1:]))
+    out, err = rerun.communicate(timeout=180)
+    assert rerun.returncode == 0, err[-3000:]
+    again = json.loads(out)
+    assert again["uploads"] == 2
+    sent = [t["upload"]["bytesSent"] for t in again["targets"] if t["upload"]]
+    data = [t["upload"]["dataBytes"] for t in again["targets"] if t["upload"]]
+    assert sum(sent) < sum(data)  # the interrupted uploads resumed
     assert list(client(fast).disks.list_by_resource_group(GROUP)) == []
