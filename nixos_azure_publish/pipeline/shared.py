@@ -3,7 +3,8 @@
 The upload disk is named after its target (``<target>-<hash>``), so two targets never
 meet at one disk by name. Within one run they meet here instead: targets whose image
 has the same content id, in the same subscription and region, with the same Hyper-V
-generation and architecture, share one upload. The first target to need the disk
+generation and architecture, share one upload (a target without a gallery publishes
+its own disk, so it keeps its own upload). The first target to need the disk
 uploads into its own disk; the others wait for it and make their versions from that
 disk (or from a managed image of it, made in their own resource group).
 
@@ -151,14 +152,19 @@ class SharedDisk(EnsureDisk):
     uploads: ClassVar[SharedUploads]
 
     def plan(self, ctx: Context) -> StepResult:
-        if not ctx.already_published and not (ctx.disk is not None and ctx.disk.uploaded):
+        if (
+            ctx.has_gallery
+            and not ctx.already_published
+            and not (ctx.disk is not None and ctx.disk.uploaded)
+        ):
             owner = self.uploads.plan_claim(ctx)
             if owner is not None:
                 return skipped(f"would use the disk target {owner} uploads (the same image)")
         return super().plan(ctx)
 
     def run(self, ctx: Context) -> StepResult:
-        if ctx.already_published:
+        if ctx.already_published or not ctx.has_gallery:
+            # Without a gallery the target's own disk is what it publishes.
             return super().run(ctx)
         own = ctx.disk
         if own is not None and own.uploaded:
@@ -191,6 +197,8 @@ class SharedUpload(Upload):
         owner = self.uploads.owner_of(ctx.target.name)
         if owner is not None and not ctx.already_published:
             return skipped(f"not needed: target {owner} uploaded this image in this run")
+        if not ctx.has_gallery:
+            return super().run(ctx)
         try:
             result = super().run(ctx)
             if ctx.disk is not None and ctx.disk.uploaded and not ctx.already_published:

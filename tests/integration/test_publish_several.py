@@ -111,12 +111,12 @@ def test_four_targets_of_two_images_upload_twice_and_each_gets_its_version(
 ):
     paths = four_targets(tmp_path)
     code, report, _ = run(fast, monkeypatch, capsys, *configs(paths))
-    assert code == 0, report
+    assert code == 0, [t.get("error") for t in report.get("targets", [])] or report
     assert report["status"] == "published"
     assert report["exitCode"] == 0
     assert [t["target"] for t in report["targets"]] == ["a", "b", "c", "d"]
     assert {t["status"] for t in report["targets"]} == {"published"}
-    assert report["uploads"] == 2
+    assert report["uploads"] == 2, [(t["target"], t["steps"]) for t in report["targets"]]
     assert len(grants(fast)) == 2
     by_name = {t["target"]: t for t in report["targets"]}
     assert by_name["a"]["storeHash"] == by_name["b"]["storeHash"]
@@ -190,7 +190,7 @@ def test_a_dry_run_of_several_targets_plans_one_upload_per_image_and_writes_noth
     paths = four_targets(tmp_path)
     before = len(fast.requests)
     code, report, _ = run(fast, monkeypatch, capsys, *configs(paths), "--dry-run")
-    assert code == 0, report
+    assert code == 0, [t.get("error") for t in report.get("targets", [])] or report
     assert report["status"] == "planned"
     assert [r.method for r in list(fast.requests)[before:] if r.method != "GET"] == []
     upload_steps = [next(s for s in t["steps"] if s["name"] == "upload") for t in report["targets"]]
@@ -297,3 +297,63 @@ def test_ctrl_c_interrupts_every_target_revokes_and_the_rerun_resumes(fast, tmp_
     data = [t["upload"]["dataBytes"] for t in again["targets"] if t["upload"]]
     assert sum(sent) < sum(data)  # the interrupted uploads resumed
     assert list(client(fast).disks.list_by_resource_group(GROUP)) == []
+
+
+def test_several_flake_targets_are_built_and_published(fast, fixture_flake, monkeypatch, capsys):
+    flake = fixture_flake("publish")
+    args = ("--flake", flake, "--target", "default", "--target", "gen.1")
+    code, report, _ = run(fast, monkeypatch, capsys, *args)
+    assert code == 0, [t.get("error") for t in report.get("targets", [])] or report
+    first, second = report["targets"]
+    assert (first["target"], second["target"]) == ("fixture-gen2", "fixture-gen1")
+    assert (first["status"], second["status"]) == ("published", "published")
+    assert first["storeHash"] == second["storeHash"]
+    # Another subscription, and gen.1 has no gallery (its disk is what it publishes).
+    assert report["uploads"] == 2
+
+
+def test_one_image_for_another_generation_or_architecture_is_uploaded_again(
+    fast, tmp_path, monkeypatch, capsys
+):
+    # A disk has one generation and one architecture, and a version's source must match
+    # its definition's in both.
+    image = make_image(tmp_path / "img", seed=28)
+    paths = [
+        target_file(tmp_path, image, "a"),
+        target_file(tmp_path, image, "b"),
+        target_file(tmp_path, image, "arm", architecture="Arm64"),
+        target_file(tmp_path, image, "gen1", hyperVGeneration="V1"),
+    ]
+    code, report, _ = run(fast, monkeypatch, capsys, *configs(paths))
+    assert code == 0, [t.get("error") for t in report.get("targets", [])] or report
+    assert report["uploads"] == 3
+    uploaded = {t["target"] for t in report["targets"] if t["upload"] is not None}
+    assert {"arm", "gen1"} <= uploaded
+
+
+def test_a_target_without_a_gallery_keeps_its_own_disk(fast, tmp_path, monkeypatch, capsys):
+    image = make_image(tmp_path / "img", seed=27)
+    with_gallery = target_file(tmp_path, image, "a")
+    plain = write_target(
+        tmp_path / "plain", image, name="plain", gallery=None, imageDefinition=None
+    )
+    code, report, _ = run(fast, monkeypatch, capsys, *configs([with_gallery, plain]))
+    assert code == 0, [t.get("error") for t in report.get("targets", [])] or report
+    assert report["uploads"] == 2
+    (kept,) = client(fast).disks.list_by_resource_group(GROUP)
+    assert kept.name == f"plain-{report['targets'][0]['storeHash']}"
+
+
+def test_all_targets_lists_every_flake_target_with_the_worst_exit_code(
+    fast, fixture_flake, monkeypatch, capsys
+):
+    flake = fixture_flake("publish")
+    code, report, _ = run(fast, monkeypatch, capsys, "--flake", flake, "--all-targets", "--dry-run")
+    by_label = {t["target"]: t for t in report["targets"]}
+    assert len(report["targets"]) == 14, sorted(by_label)  # every azurePublish attribute
+    assert by_label["fixture-gen2"]["status"] == "planned"
+    assert by_label["broken-build"]["exitCode"] == ExitCode.NIX
+    assert by_label["no-image"]["exitCode"] == ExitCode.USAGE
+    # A usage error (a target to fix) is worse than a failed build.
+    assert code == report["exitCode"] == ExitCode.USAGE
+    assert report["status"] == "failed"
