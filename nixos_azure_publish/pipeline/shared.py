@@ -248,9 +248,18 @@ def finish_cleanups(contexts: list[Context], uploads: SharedUploads) -> None:
             continue
         try:
             _finish(record, Cleanup().run(ctx))
+            _restate(ctx)
         except Exception as error:  # noqa: BLE001 - one target's cleanup must not stop the rest
             log.warning("cleanup of target %s: %s", ctx.target.name, error)
             record.status, record.detail = "failed", str(error)
+
+
+def _restate(ctx: Context) -> None:
+    """A run that deleted something did change Azure, as a publish alone would report."""
+    if ctx.report.status == "already-published" and any(
+        r.action == "deleted" for r in ctx.report.resources
+    ):
+        ctx.report.status = "published"
 
 
 def _replicated(ctx: Context | None) -> bool:
