@@ -246,7 +246,8 @@ def test_a_shared_disk_is_kept_while_a_target_that_used_it_has_no_replicated_ver
     cleanup = next(s for s in a.steps if s.name == "cleanup")
     assert cleanup.detail == "keeping the upload disk: target b still needs it"
 
-    # The rerun finds b's version, which finished replicating meanwhile; a's disk goes.
+    # The rerun finds b's version, which finished replicating meanwhile; a's disk goes
+    # (so a's run changed something: published, as a publish alone would say).
     second = publish_many(
         selection.sources(),
         image=None,
@@ -255,7 +256,12 @@ def test_a_shared_disk_is_kept_while_a_target_that_used_it_has_no_replicated_ver
         options_for=lambda _: PublishOptions(state_dir=tmp_path / "state"),
         jobs=2,
     )
-    assert [t.status for t in second.targets] == ["already-published", "already-published"]
+    changes = {
+        t.target: [(r.kind, r.action) for r in t.resources if r.action not in {"reused", "exists"}]
+        for t in second.targets
+    }
+    assert changes["a"] == [("disk", "deleted")], changes
+    assert [t.status for t in second.targets] == ["published", "already-published"], changes
     assert second.uploads == 0
     assert list(client(fast).disks.list_by_resource_group(GROUP)) == []
 
