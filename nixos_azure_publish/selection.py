@@ -10,15 +10,14 @@ one broken target does not stop the others from being loaded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from nixos_azure_publish.errors import UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from pathlib import Path
 
-    from nixos_azure_publish.flake import LoadedTarget
     from nixos_azure_publish.pipeline.context import PublishInput
 
 DEFAULT_JOBS: Final = 4
@@ -49,27 +48,6 @@ class TargetSource:
         if self.flake is None:  # pragma: no cover - made only by TargetSelection
             raise UsageError("a target source needs a flake or a file")
         return source.from_flake(self.flake, self.label, image=image, environ=environ)
-
-    def load_unbuilt(self, *, image: Path | None, environ: Mapping[str, str]) -> LoadedTarget:
-        """The validated target without building anything (for commands that only look)."""
-        from nixos_azure_publish import flake as nixflake  # noqa: PLC0415
-
-        if self.config is not None:
-            from nixos_azure_publish import config  # noqa: PLC0415
-
-            target = config.load_target_file(
-                self.config, environ=environ, image=str(image) if image is not None else None
-            )
-            located = nixflake.locate_vhd(Path(target.image)) if target.image else None
-            store = nixflake.store_path_of(located.resolve(), environ=environ) if located else None
-            return nixflake.LoadedTarget(
-                target=target, image_path=located, store_path=store, flake_revision=None
-            )
-        if self.flake is None:  # pragma: no cover
-            raise UsageError("a target source needs a flake or a file")
-        return nixflake.load_flake_target(
-            self.flake, self.label, image=image, build=False, environ=environ
-        )
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,10 @@ def publish_command(
     Idempotent: a rerun after a crash or Ctrl-C continues where it stopped, and a
     rerun after success changes nothing and says "already published".
 
+    Several targets (--target twice or more, --all-targets, --config twice or
+    more) are published concurrently, an image they share is uploaded once, and
+    one report lists them all; the exit code is the worst of theirs.
+
     \b
     Examples:
       nixos-azure-publish publish --flake . --target default
@@ -86,10 +90,6 @@ def publish_command(
       nixos-azure-publish --json publish --flake . --emulator
       nixos-azure-publish publish --flake . --target gen1 --target gen2
       nixos-azure-publish publish --flake . --all-targets --jobs 2
-
-    Several targets (--target twice or more, --all-targets, --config twice or
-    more) are published concurrently, an image they share is uploaded once, and
-    one report lists them all; the exit code is the worst of theirs.
     """
     selection.check()
     if selection.several:

@@ -246,6 +246,10 @@ def finish_cleanups(contexts: list[Context], uploads: SharedUploads) -> None:
                 ctx.report.resource("disk", ctx.disk_name, "kept", id=ctx.disk.id, detail=detail)
             _finish(record, done(detail))
             continue
+        if uploads.owner_of(ctx.target.name) is not None:
+            # The disk is another target's: its own cleanup decides; this one's cleanup
+            # sees only what is its own (a disk of its own name, a throwaway image).
+            ctx.disk = None
         try:
             _finish(record, Cleanup().run(ctx))
             _restate(ctx)

@@ -365,3 +365,25 @@ def test_all_targets_lists_every_flake_target_with_the_worst_exit_code(
     # A usage error (a target to fix) is worse than a failed build.
     assert code == report["exitCode"] == ExitCode.USAGE
     assert report["status"] == "failed"
+
+
+def test_a_target_that_used_anothers_disk_reports_only_its_own_cleanup(
+    fast, tmp_path, monkeypatch, capsys
+):
+    image = make_image(tmp_path / "img", seed=29)
+    paths = [
+        target_file(tmp_path, image, "a"),
+        target_file(tmp_path, image, "b", cleanup={"deleteUploadDisk": False}),
+    ]
+    code, report, _ = run(fast, monkeypatch, capsys, *configs(paths), "--jobs", "1")
+    assert code == 0, [t.get("error") for t in report.get("targets", [])] or report
+    a, b = report["targets"]
+    disk = f"a-{a['storeHash']}"
+    assert ("disk", disk, "deleted") in {
+        (r["kind"], r["name"], r["action"]) for r in a["resources"]
+    }
+    # b keeps upload disks of its own, but it has none: a's disk is a's to delete.
+    assert [(r["name"], r["action"]) for r in b["resources"] if r["kind"] == "disk"] == [
+        (disk, "reused")
+    ]
+    assert list(client(fast).disks.list_by_resource_group(GROUP)) == []
