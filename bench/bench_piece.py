@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from nixos_azure_publish import checksum, vhd  # noqa: E402
-from nixos_azure_publish.upload import limits, piece, transport  # noqa: E402
+from nixos_azure_publish.upload import engine, limits, piece, transport  # noqa: E402
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -136,7 +136,7 @@ def ways(image: Path) -> dict[str, Callable[[], object]]:  # noqa: C901 - one cl
         with turns:
             threaded_read(offset, length)
 
-    def engine(workers: int) -> Callable[[], object]:
+    def with_engine(workers: int) -> Callable[[], object]:
         return lambda: engine.upload_vhd(
             path=image,
             sas_url="http://127.0.0.1:9/bench/disk.vhd?se=2099-01-01T00:00:00Z&sig=none",
@@ -152,8 +152,8 @@ def ways(image: Path) -> dict[str, Callable[[], object]]:  # noqa: C901 - one cl
         "read_piece": read_pieces,
         "read_piece x8": lambda: in_threads(8, pieces, threaded_read),
         "read_piece x8 lock": lambda: in_threads(8, pieces, taking_turns),
-        "engine 1": engine(1),
-        "engine 8": engine(8),
+        "engine 1": with_engine(1),
+        "engine 8": with_engine(8),
     }
 
 

@@ -13,7 +13,7 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 import jinja2
 import jinja2.sandbox
@@ -46,16 +46,9 @@ DiskSku = Literal[
 ReplicaStorage = Literal["Standard_LRS", "Standard_ZRS", "Premium_LRS"]
 DiskController = Literal["SCSI", "NVMe"]
 
-# Security types that only exist on UEFI (Hyper-V generation 2) images.
-GEN2_ONLY_SECURITY: Final = frozenset(
-    {
-        "TrustedLaunchSupported",
-        "TrustedLaunch",
-        "TrustedLaunchAndConfidentialVmSupported",
-        "ConfidentialVMSupported",
-        "ConfidentialVM",
-    }
-)
+GEN2_ONLY_SECURITY: Final = frozenset(get_args(SecurityType)) - {"Standard"}
+"""Security types that only exist on UEFI (Hyper-V generation 2) images: all but Standard.
+The emulator keeps its own copy of this rule, on purpose (it is an independent oracle)."""
 INT32_MAX: Final = 2**31 - 1
 MAX_REPLICAS: Final = 100
 # We add our own tags (store path, release, tool version, ...); Azure allows 50 per resource.

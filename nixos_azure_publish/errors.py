@@ -99,6 +99,7 @@ class PublishError(Exception):
 class InternalError(PublishError):
     """A broken invariant of this tool: a bug to report, not something the user did."""
 
+    kind = "internal"
     exit_code = ExitCode.INTERNAL
 
 

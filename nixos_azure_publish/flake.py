@@ -74,17 +74,6 @@ def installable(flake: str, *parts: str) -> str:
     return f"{flake}#{attr_path(*parts)}"
 
 
-def store_path_of(path: Path | str, *, environ: Mapping[str, str] | None = None) -> str | None:
-    """The top-level store path (``/nix/store/<hash>-<name>``) that contains *path*, if any."""
-    env = os.environ if environ is None else environ
-    store = env.get("NIX_STORE_DIR", "/nix/store").rstrip("/")
-    text = str(path)
-    if not text.startswith(store + "/"):
-        return None
-    name = text[len(store) + 1 :].split("/", 1)[0]
-    return f"{store}/{name}" if name else None
-
-
 def locate_vhd(path: Path) -> Path:
     """The VHD in an image output: *path* itself if a file, else its one ``*.vhd``.
 
@@ -223,7 +212,7 @@ def load_flake_target(
     image_path: Path | None
     if image is not None:
         image_path = locate_vhd(image)
-        store_path = store_path_of(image_path.resolve(), environ=env)
+        store_path = nix.store_path_of(image_path.resolve(), environ=env)
     elif probe.get("imageIsDerivation"):
         store_path = parsed.image
         if build:
@@ -239,7 +228,7 @@ def load_flake_target(
         # A path, not a derivation: Nix copied a path literal into the store already,
         # and a string names a file outside Nix.
         image_path = locate_vhd(Path(parsed.image))
-        store_path = store_path_of(image_path, environ=env)
+        store_path = nix.store_path_of(image_path, environ=env)
     if image_path is not None:
         parsed = replace(parsed, image=str(image_path))
     revision = _revision(flake, env)

@@ -79,6 +79,37 @@ class NixBuildError(NixCommandError):
     """A derivation failed to build."""
 
 
+DEFAULT_STORE_DIR: Final = "/nix/store"
+_STORE_NAME: Final = re.compile(r"([0-9a-df-np-sv-z]{32})-[^/]+")
+"""A store path's name: 32 characters of Nix's base-32 alphabet (its hash), a dash, a name."""
+
+
+def store_path_of(path: Path | str, *, environ: Mapping[str, str] | None = None) -> str | None:
+    """The top-level store path (``<store>/<hash>-<name>``) that holds *path*, or None.
+
+    The store is ``NIX_STORE_DIR`` (default ``/nix/store``). *path* is taken as
+    given and, when that is outside the store, with its symlinks resolved (a
+    ``result`` link, a path into a copy of the image).
+    """
+    env = os.environ if environ is None else environ
+    store = env.get("NIX_STORE_DIR", DEFAULT_STORE_DIR).rstrip("/")
+    candidates = [str(path)]
+    if not candidates[0].startswith(store + "/") and Path(path).exists():
+        candidates.append(str(Path(path).resolve()))
+    for text in candidates:
+        if text.startswith(store + "/"):
+            name = text[len(store) + 1 :].split("/", 1)[0]
+            if name:
+                return f"{store}/{name}"
+    return None
+
+
+def store_hash(store_path: str) -> str | None:
+    """The hash in a top-level store path's name, or None when the name has none."""
+    match = _STORE_NAME.fullmatch(store_path.rstrip("/").rsplit("/", 1)[-1])
+    return match.group(1) if match else None
+
+
 def nix_executable(environ: Mapping[str, str] | None = None) -> str:
     """The ``nix`` to run: ``$NIXOS_AZURE_PUBLISH_NIX`` if set, else ``nix`` from ``PATH``."""
     env = os.environ if environ is None else environ

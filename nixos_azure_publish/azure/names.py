@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Final
 
-from nixos_azure_publish import __version__
+from nixos_azure_publish import __version__, nix
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -39,7 +38,6 @@ TAG_UPLOAD: Final = TAG_PREFIX + "upload"
 UPLOAD_COMPLETE: Final = "complete"
 MAX_TAG_VALUE: Final = 256
 
-_STORE_PATH = re.compile(r"^(/nix/store/([0-9a-df-np-sv-z]{32})-[^/]+)")
 _BLOCK: Final = 1024 * 1024
 
 
@@ -56,25 +54,15 @@ class ContentId:
         return self.store_path or f"sha256:{self.hash}"
 
 
-def store_path_of(path: Path | str) -> str | None:
-    """The top-level Nix store path *path* lies in, or None."""
-    text = str(path)
-    match = _STORE_PATH.match(text)
-    if match is None and Path(text).exists():
-        match = _STORE_PATH.match(str(Path(text).resolve()))
-    return match.group(1) if match else None
-
-
 def content_id(path: Path, *, store_path: str | None = None) -> ContentId:
     """The image's content id: the store hash when it comes from a store, else a digest.
 
     A digest reads the file once; images built by Nix never need it.
     """
-    store = store_path or store_path_of(path)
-    if store is not None:
-        match = _STORE_PATH.match(store)
-        if match:
-            return ContentId(hash=match.group(2), store_path=match.group(1))
+    store = nix.store_path_of(store_path or path)
+    digest = nix.store_hash(store) if store is not None else None
+    if store is not None and digest is not None:
+        return ContentId(hash=digest, store_path=store)
     return ContentId(hash=file_digest(path), store_path=None)
 
 

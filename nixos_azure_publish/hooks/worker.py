@@ -264,17 +264,15 @@ def _result_of(stdout: bytes) -> dict[str, Any]:
 
 def image_store_path(target: WorkerTarget) -> str | None:
     """The store path of *target*'s image: its target file's ``image``, or Nix's for a flake."""
-    from nixos_azure_publish import config, flake  # noqa: PLC0415 - heavy, worker only
+    from nixos_azure_publish import config, flake, nix  # noqa: PLC0415 - heavy, worker only
 
     if target.config is not None:
         data = config.read_config_file(target.config)
         image = data.get("image") if isinstance(data, dict) else None
         if not isinstance(image, str):
             return None
-        return flake.store_path_of(image) or image
-    from nixos_azure_publish import nix  # noqa: PLC0415
-
+        return nix.store_path_of(image) or image
     value = nix.eval_json(
         flake.installable(str(target.flake), flake.ATTRIBUTE, target.flake_target, "image")
     )
-    return flake.store_path_of(value) if isinstance(value, str) else None
+    return nix.store_path_of(value) if isinstance(value, str) else None

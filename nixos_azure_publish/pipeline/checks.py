@@ -34,8 +34,7 @@ class CheckImage(Step):
         extents = vhd.data_extents(path)
         ctx.info = info
         ctx.data_bytes = sum(e.length for e in extents)
-        store = ctx.input.store_path or names.store_path_of(path)
-        ctx.content = names.content_id(path, store_path=store)
+        ctx.content = names.content_id(path, store_path=ctx.input.store_path)
         ctx.report.image_file = path.name
         ctx.report.file_size = info.file_size
         ctx.report.store_path = ctx.content.source

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nixos_azure_publish import config, flake
+from nixos_azure_publish import config, flake, nix
 from nixos_azure_publish.errors import ConfigError, InternalError
 from nixos_azure_publish.pipeline.context import PublishInput
 
@@ -57,5 +57,5 @@ def from_target_file(
     return PublishInput(
         target=target,
         image_path=image_path,
-        store_path=flake.store_path_of(image_path.resolve(), environ=environ),
+        store_path=nix.store_path_of(image_path.resolve(), environ=environ),
     )

@@ -43,6 +43,7 @@ from nixos_azure_publish import checksum as checksums
 from nixos_azure_publish import state, vhd
 from nixos_azure_publish.errors import (
     ImageError,
+    InternalError,
     Interrupted,
     PublishError,
     SasExpiredError,
@@ -331,7 +332,7 @@ def _pieces(path: Path, size: int) -> list[Span]:
         start, end = extent.offset, extent.offset + extent.length
         # The 4 MiB Put Page limit is ours to enforce, whatever the VHD module says.
         if start % PAGE or end % PAGE or start < 0 or end > size or end - start > MAX_PAGE_WRITE:
-            raise ImageError(
+            raise InternalError(
                 f"internal: data piece {span_text((start, end))} is not a page-aligned "
                 f"Put Page within the {size}-byte image"
             )

@@ -42,8 +42,15 @@ class Extent(NamedTuple):
     length: int
 
 
+def _unusable(path: Path, error: OSError, *, doing: str) -> ImageError:
+    """The error for a file this user cannot *doing* (read, open)."""
+    if isinstance(error, PermissionError):
+        return ImageError(f"{path}: permission denied", hint="Make the file readable by this user")
+    return ImageError(f"{path}: cannot {doing}: {error.strerror}", hint="Check the path")
+
+
 @contextlib.contextmanager
-def open_image(path: Path) -> Iterator[Span]:
+def open_image(path: Path) -> Iterator[tuple[int, int]]:
     """Open *path* read-only; yield ``(fd, size)``. Every OS failure becomes an ImageError."""
     try:
         st = path.stat()
@@ -51,12 +58,8 @@ def open_image(path: Path) -> Iterator[Span]:
         raise ImageError(
             f"{path}: no such file", hint="Check the path, or build the image first"
         ) from None
-    except PermissionError:
-        raise ImageError(
-            f"{path}: permission denied", hint="Make the file readable by this user"
-        ) from None
     except OSError as exc:
-        raise ImageError(f"{path}: cannot read: {exc.strerror}", hint="Check the path") from None
+        raise _unusable(path, exc, doing="read") from None
     if stat.S_ISDIR(st.st_mode):
         raise ImageError(
             f"{path} is a directory, not an image file",
@@ -66,12 +69,8 @@ def open_image(path: Path) -> Iterator[Span]:
         raise ImageError(f"{path} is not a regular file", hint="Pass an image file")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except PermissionError:
-        raise ImageError(
-            f"{path}: permission denied", hint="Make the file readable by this user"
-        ) from None
     except OSError as exc:
-        raise ImageError(f"{path}: cannot open: {exc.strerror}", hint="Check the path") from None
+        raise _unusable(path, exc, doing="open") from None
     try:
         yield fd, os.fstat(fd).st_size
     finally:

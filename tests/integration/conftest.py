@@ -220,3 +220,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for problem in result.problems:
             write(f"  {problem}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Journals go to the test's own directory, also in subprocesses (they inherit it).
+
+    Modules that publish use it for every test: ``pytestmark = pytest.mark.usefixtures(...)``.
+    """
+    home = tmp_path / "xdg-state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def fast(emulator: Emulator) -> Emulator:
+    """The emulator, replicating versions in 0.2 s instead of seconds."""
+    emulator.settings.replication_seconds = 0.2
+    return emulator

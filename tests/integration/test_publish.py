@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -26,7 +24,7 @@ from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import Disk, Gallery, GalleryImage, GalleryImageVersion
 from azure.storage.blob import BlobClient
 
-from nixos_azure_publish import vhd
+from nixos_azure_publish import pipeline
 from nixos_azure_publish.azure import disk as azdisk
 from nixos_azure_publish.azure import names
 from nixos_azure_publish.azure import version as azversion
@@ -35,123 +33,23 @@ from nixos_azure_publish.config import load_target_file, render_version_name
 from nixos_azure_publish.emulator.blobs import DISK_BLOB
 from nixos_azure_publish.errors import ExitCode
 from tests.conftest import REPO, require_tool
+from tests.helpers.images import MiB, make_image
+from tests.helpers.publishing import (
+    compute,
+    disks,
+    images,
+    publish,
+    publish_again,
+    run_publisher,
+    versions,
+    writes,
+)
+from tests.helpers.targets import DEFINITION, GALLERY, GROUP, write_target
+
+pytestmark = pytest.mark.usefixtures("state_home")
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from nixos_azure_publish.emulator.server import Emulator
-
-MiB = 1024 * 1024
-WRITES = frozenset({"PUT", "POST", "PATCH", "DELETE"})
-GROUP = "nixos-images"
-GALLERY = "test_gallery"
-DEFINITION = "nixos-test"
-
-
-@pytest.fixture(autouse=True)
-def _state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Journals go to the test's own directory, also in subprocesses (they inherit it)."""
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
-
-
-@pytest.fixture
-def fast(emulator: Emulator) -> Emulator:
-    emulator.settings.replication_seconds = 0.2
-    return emulator
-
-
-def make_image(folder: Path, *, seed: int = 1, size_mib: int = 24, data_mib: int = 0) -> Path:
-    """A small fixed VHD with data at a few places (sparse elsewhere).
-
-    *data_mib* adds that many MiB of random data from offset 10 MiB, for uploads
-    that must last long enough to be interrupted.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    raw = folder / "disk.raw"
-    with raw.open("wb") as handle:
-        handle.truncate(size_mib * MiB)
-        for i, offset in enumerate((0, 3 * MiB + 4096, 9 * MiB, (size_mib - 1) * MiB)):
-            handle.seek(offset)
-            handle.write(bytes([(seed + i) % 251 + 1]) * (70_000 + 1000 * seed))
-        handle.seek(10 * MiB)
-        handle.write(random.Random(seed).randbytes(data_mib * MiB))  # noqa: S311 - test data
-    out = folder / "disk.vhd"
-    vhd.convert(raw, out, overwrite=True)
-    raw.unlink()
-    return out
-
-
-def write_target(folder: Path, image: Path, **overrides: Any) -> Path:
-    data: dict[str, Any] = {
-        "name": "nixos-test",
-        "image": str(image),
-        "resourceGroup": GROUP,
-        "location": "westeurope",
-        "hyperVGeneration": "V2",
-        "nixos": {"release": "25.05", "label": "25.05.20250612.abc1234"},
-        "gallery": {"name": GALLERY},
-        "imageDefinition": {
-            "name": DEFINITION,
-            "publisher": "NixOS",
-            "offer": "NixOS",
-            "sku": "25.05-gen2",
-        },
-        "version": {"targetRegions": ["westeurope", {"name": "northeurope", "replicas": 2}]},
-    }
-    data.update(overrides)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "target.json"
-    path.write_text(json.dumps(data))
-    return path
-
-
-def compute(emulator: Emulator) -> ComputeManagementClient:
-    return ComputeManagementClient(
-        emulator.credential(), emulator.subscription_id, **emulator.client_kwargs()
-    )
-
-
-def env_for(emulator: Emulator) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(emulator.environ)
-    env.pop("GITHUB_STEP_SUMMARY", None)
-    return env
-
-
-def publish(
-    emulator: Emulator,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    *args: str,
-    summary: Path | None = None,
-) -> tuple[int, dict[str, Any]]:
-    """Run ``--json publish ARGS`` in-process; its exit code and JSON output."""
-    for key, value in emulator.environ.items():
-        monkeypatch.setenv(key, value)
-    if summary is None:
-        monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    else:  # as GitHub Actions runs it
-        monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    capsys.readouterr()
-    code = main(["--json", "publish", *args])
-    out = capsys.readouterr().out
-    return code, json.loads(out) if out.strip() else {}
-
-
-def writes(emulator: Emulator, since: int = 0) -> list[str]:
-    return [f"{r.method} {r.path}" for r in list(emulator.requests)[since:] if r.method in WRITES]
-
-
-def versions(client: ComputeManagementClient) -> list[Any]:
-    return list(client.gallery_image_versions.list_by_gallery_image(GROUP, GALLERY, DEFINITION))
-
-
-def disks(client: ComputeManagementClient) -> list[Any]:
-    return list(client.disks.list_by_resource_group(GROUP))
-
-
-def images(client: ComputeManagementClient) -> list[Any]:
-    return list(client.images.list_by_resource_group(GROUP))
 
 
 def test_fresh_publish_then_a_rerun_changes_nothing(fast, tmp_path, monkeypatch, capsys):
@@ -203,13 +101,9 @@ def test_fresh_publish_then_a_rerun_changes_nothing(fast, tmp_path, monkeypatch,
     assert report["upload"]["bytesSent"] == report["upload"]["dataBytes"] > 0
     assert report["upload"]["bytesSent"] < image.stat().st_size // 10  # holes are not sent
 
-    before = len(fast.requests)
-    code, again = publish(fast, monkeypatch, capsys, "--config", str(target), "--state-dir", state)
-    assert code == 0, again
-    assert again["status"] == "already-published"
+    again = publish_again(fast, monkeypatch, capsys, "--config", str(target), "--state-dir", state)
     assert again["headline"].startswith(f"already published as {version.name}")
     assert again["upload"] is None
-    assert writes(fast, before) == []
     assert len(versions(client)) == 1
 
 
@@ -313,31 +207,6 @@ def test_dry_run_on_empty_and_on_published_subscription_writes_nothing(
     assert "would-create" not in console
 
 
-def run_publisher(
-    emulator: Emulator, target: Path, state: Path, *extra: str
-) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nixos_azure_publish",
-            "-v",
-            "--json",
-            "publish",
-            "--config",
-            str(target),
-            "--state-dir",
-            str(state),
-            *extra,
-        ],
-        env=env_for(emulator),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def wait_for_pages(emulator: Emulator, at_least: int, timeout: float = 60) -> None:
     """Wait until the upload disks hold *at_least* bytes of pages (a piece acknowledged:
     the uploader records it in its journal even when interrupted right after)."""
@@ -393,17 +262,12 @@ def assert_converged(emulator: Emulator, report: dict[str, Any], *, kept_images:
     assert state == "Completed"
 
 
+# Every step a publish without a smoke test or retention runs after checking the image
+# (their order is pinned by the unit tests).
 STEPS = [
-    "discover",
-    "ensure group",
-    "ensure upload disk",
-    "upload",
-    "ensure gallery",
-    "ensure definition",
-    "managed image",
-    "create version",
-    "replicate",
-    "cleanup",
+    step.name
+    for step in pipeline.STEPS
+    if step.name not in {"check image", "smoke test", "retention"}
 ]
 
 
@@ -602,11 +466,7 @@ def test_a_target_without_a_gallery_uploads_a_disk_and_keeps_it(
     assert report["headline"] == "uploaded nixos-test into its disk (no gallery configured)"
     (disk,) = disks(compute(fast))
     assert disk.as_dict()["properties"]["diskState"] == "Unattached"
-    before = len(fast.requests)
-    code, again = publish(fast, monkeypatch, capsys, "--config", str(target))
-    assert code == 0, again
-    assert again["status"] == "already-published"
-    assert writes(fast, before) == []
+    publish_again(fast, monkeypatch, capsys, "--config", str(target))
 
 
 def test_a_community_gallery_is_created_shared(fast, tmp_path, monkeypatch, capsys):

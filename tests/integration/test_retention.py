@@ -7,27 +7,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from nixos_azure_publish.azure import names
-from tests.integration.test_publish import (
-    DEFINITION,
-    GALLERY,
-    GROUP,
-    compute,
-    make_image,
-    publish,
-    versions,
-    write_target,
-    writes,
-)
+from tests.helpers.images import make_image
+from tests.helpers.publishing import compute, publish, publish_again, versions, writes
+from tests.helpers.targets import DEFINITION, GALLERY, GROUP, write_target
+
+pytestmark = pytest.mark.usefixtures("state_home")
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from nixos_azure_publish.emulator.server import Emulator
-
-
-@pytest.fixture(autouse=True)
-def _state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
 
 
 def _publish(
@@ -51,57 +40,29 @@ def _names(emulator: Emulator) -> set[str]:
     return {v.name for v in versions(compute(emulator))}
 
 
-def _untag(emulator: Emulator, name: str) -> None:
-    """Make a version look hand-made: none of our tags."""
+def _update_version(emulator: Emulator, name: str, properties: dict[str, Any], **body: Any) -> None:
+    """PATCH a version as someone else would: *properties* beside its own storage profile."""
     client = compute(emulator)
-    body = client.gallery_image_versions.get(GROUP, GALLERY, DEFINITION, name).as_dict()
+    current = client.gallery_image_versions.get(GROUP, GALLERY, DEFINITION, name).as_dict()
+    source = current["properties"]["storageProfile"]["osDiskImage"]["source"]["id"]
+    storage = {"osDiskImage": {"source": {"id": source}}}
     begin: Any = client.gallery_image_versions.begin_update  # a dict body; typed for models
     begin(
         GROUP,
         GALLERY,
         DEFINITION,
         name,
-        {
-            "tags": {"owner": "someone else"},
-            "properties": {
-                "storageProfile": {
-                    "osDiskImage": {
-                        "source": {
-                            "id": body["properties"]["storageProfile"]["osDiskImage"]["source"][
-                                "id"
-                            ]
-                        }
-                    }
-                }
-            },
-        },
+        {**body, "properties": {**properties, "storageProfile": storage}},
     ).result()
+
+
+def _untag(emulator: Emulator, name: str) -> None:
+    """Make a version look hand-made: none of our tags."""
+    _update_version(emulator, name, {}, tags={"owner": "someone else"})
 
 
 def _set_end_of_life(emulator: Emulator, name: str, when: str) -> None:
-    client = compute(emulator)
-    body = client.gallery_image_versions.get(GROUP, GALLERY, DEFINITION, name).as_dict()
-    begin: Any = client.gallery_image_versions.begin_update  # a dict body; typed for models
-    begin(
-        GROUP,
-        GALLERY,
-        DEFINITION,
-        name,
-        {
-            "properties": {
-                "publishingProfile": {"endOfLifeDate": when},
-                "storageProfile": {
-                    "osDiskImage": {
-                        "source": {
-                            "id": body["properties"]["storageProfile"]["osDiskImage"]["source"][
-                                "id"
-                            ]
-                        }
-                    }
-                },
-            },
-        },
-    ).result()
+    _update_version(emulator, name, {"publishingProfile": {"endOfLifeDate": when}})
 
 
 def test_keep_versions_deletes_exactly_our_older_versions(emulator, tmp_path, monkeypatch, capsys):
@@ -146,11 +107,7 @@ def test_keep_versions_deletes_exactly_our_older_versions(emulator, tmp_path, mo
     assert retention["detail"] == f"deleted {second}"
 
     # A rerun of the same image deletes nothing more and writes nothing.
-    before = len(emulator.requests)
-    code, again = publish(emulator, monkeypatch, capsys, "--config", str(target))
-    assert code == 0, again
-    assert again["status"] == "already-published"
-    assert writes(emulator, before) == []
+    publish_again(emulator, monkeypatch, capsys, "--config", str(target))
 
 
 def test_versions_past_their_end_of_life_are_deleted(emulator, tmp_path, monkeypatch, capsys):

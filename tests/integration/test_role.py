@@ -17,7 +17,9 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from nixos_azure_publish.azure import role
-from tests.integration.test_publish import make_image, publish, write_target
+from tests.helpers.images import make_image
+from tests.helpers.publishing import publish
+from tests.helpers.targets import write_target
 
 if TYPE_CHECKING:
     from nixos_azure_publish.emulator.server import Emulator

@@ -22,19 +22,19 @@ from nixos_azure_publish.azure.clients import AzureSettings, make_clients
 from nixos_azure_publish.config import load_target_file
 from nixos_azure_publish.errors import ExitCode, SmokeTestError
 from nixos_azure_publish.pipeline import Pipeline, PublishInput, PublishOptions
-from tests.integration.test_publish import (
-    DEFINITION,
-    GALLERY,
-    GROUP,
+from tests.helpers.images import make_image
+from tests.helpers.publishing import (
     compute,
     disks,
-    make_image,
     publish,
+    publish_again,
     run_publisher,
     versions,
-    write_target,
     writes,
 )
+from tests.helpers.targets import DEFINITION, GALLERY, GROUP, write_target
+
+pytestmark = pytest.mark.usefixtures("state_home")
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -44,17 +44,6 @@ if TYPE_CHECKING:
 BROKEN_LOG = (
     "[    0.0] Linux version 6.12\nKernel panic - not syncing: VFS: Unable to mount root fs\n"
 )
-
-
-@pytest.fixture(autouse=True)
-def _state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
-
-
-@pytest.fixture
-def fast(emulator: Emulator) -> Emulator:
-    emulator.settings.replication_seconds = 0.2
-    return emulator
 
 
 def smoke_target(folder: Path, image: Path, **smoke: Any) -> Path:
@@ -116,11 +105,7 @@ def test_smoke_test_passes_promotes_and_deletes_its_vm(fast, tmp_path, monkeypat
     paths = [r.path for r in fast.requests]
     assert any("/retrieveBootDiagnosticsData" in p for p in paths), paths
     # A rerun does not test a passed version again, and writes nothing.
-    before = len(fast.requests)
-    code, again = publish(fast, monkeypatch, capsys, "--config", str(target), "--state-dir", state)
-    assert code == 0, again
-    assert again["status"] == "already-published"
-    assert writes(fast, before) == []
+    again = publish_again(fast, monkeypatch, capsys, "--config", str(target), "--state-dir", state)
     assert {s["name"]: s for s in again["steps"]}["smoke test"]["detail"].startswith("not needed: ")
 
 

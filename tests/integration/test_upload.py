@@ -39,7 +39,7 @@ from nixos_azure_publish.cli import main
 from nixos_azure_publish.emulator.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, run_azurite
 from nixos_azure_publish.emulator.certs import write_self_signed
 from nixos_azure_publish.errors import ImageError, SasExpiredError, UploadError, UsageError
-from nixos_azure_publish.upload import azcopy, engine, piece, ranges, retry, transport
+from nixos_azure_publish.upload import azcopy, engine, piece, progress, ranges, retry, transport
 from nixos_azure_publish.upload.journal import JOURNAL_INTERVAL
 from tests.conftest import REPO, require_tool
 from tests.integration.faultproxy import FaultProxy, Faults, run_fault_proxy
@@ -112,6 +112,21 @@ class Disk:
         return ranges.merge_spans(
             (r.start or 0, (r.end or 0) + 1) for r in self.admin.list_page_ranges()
         )
+
+
+def upload_argv(image: Path, sas_file: Path, *extra: str) -> list[str]:
+    """The command line of ``--json upload IMAGE --sas-url-file SAS_FILE EXTRA...``."""
+    return [
+        sys.executable,
+        "-m",
+        "nixos_azure_publish",
+        "--json",
+        "upload",
+        str(image),
+        "--sas-url-file",
+        str(sas_file),
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -436,20 +451,7 @@ def test_resume_after_the_process_is_killed_sends_only_what_is_missing(tmp_path,
     sas_file = tmp_path / "sas"
     with fault_proxy(Faults(hold_after=3)) as proxy:
         sas_file.write_text(proxy.url(target.sas()))
-        argv = [
-            sys.executable,
-            "-m",
-            "nixos_azure_publish",
-            "--json",
-            "upload",
-            str(image),
-            "--sas-url-file",
-            str(sas_file),
-            "--journal-dir",
-            str(journal),
-            "--concurrency",
-            "2",
-        ]
+        argv = upload_argv(image, sas_file, "--journal-dir", str(journal), "--concurrency", "2")
         proc = subprocess.Popen(
             argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )
@@ -789,19 +791,7 @@ def test_cli_prints_the_result_as_json(tmp_path, disk):
     sas_file = tmp_path / "sas"
     sas_file.write_text(target.sas() + "\n")
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nixos_azure_publish",
-            "--json",
-            "upload",
-            str(image),
-            "--sas-url-file",
-            str(sas_file),
-            "--no-journal",
-            "--verify",
-            "full",
-        ],
+        upload_argv(image, sas_file, "--no-journal", "--verify", "full"),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -809,15 +799,7 @@ def test_cli_prints_the_result_as_json(tmp_path, disk):
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert set(data) == {
-        "bytes_sent",
-        "data_bytes",
-        "ranges_sent",
-        "ranges_skipped",
-        "ranges_retried",
-        "seconds",
-        "verified",
-    }
+    assert list(data) == list(progress.UploadResult(0, 0, 0, 0, 0, 0.0, verified=False).to_json())
     assert data["bytes_sent"] == data["data_bytes"] == MIB + 512
     assert data["verified"] is True
     assert "uploaded" in proc.stderr  # the progress log line (no terminal here)

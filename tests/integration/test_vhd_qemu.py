@@ -18,7 +18,7 @@ import pytest
 from nixos_azure_publish import vhd
 from nixos_azure_publish.cli import main
 from tests.conftest import require_tool
-from tests.unit.test_vhd import brute_force_extents, make_raw, merged
+from tests.helpers.images import brute_force_extents, make_raw, merged
 
 if TYPE_CHECKING:
     from pathlib import Path

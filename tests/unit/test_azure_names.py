@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from nixos_azure_publish import __version__
+from nixos_azure_publish import __version__, nix
 from nixos_azure_publish.azure import gallery, names, replication, version
 from nixos_azure_publish.azure.clients import (
     DEFAULT_ENDPOINT,
@@ -43,9 +43,46 @@ def target(**over):
     return load_target(data)
 
 
+def test_store_path_of_finds_the_top_level_store_path():
+    vhd = "/nix/store/abc-azure-image/nixos.vhd"
+    assert nix.store_path_of(vhd, environ={}) == "/nix/store/abc-azure-image"
+    assert nix.store_path_of("/nix/store/abc-disk.vhd", environ={}) == "/nix/store/abc-disk.vhd"
+    assert nix.store_path_of("/var/images/disk.vhd", environ={}) is None
+    assert nix.store_path_of("/nix/storefront/x", environ={}) is None
+    assert nix.store_path_of("/s/abc-x/y.vhd", environ={"NIX_STORE_DIR": "/s"}) == "/s/abc-x"
+
+
+def test_a_link_to_a_store_path_is_resolved(tmp_path):
+    store = tmp_path / "store"
+    image = store / f"{STORE_HASH}-nixos-image-azure" / "disk.vhd"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"x")
+    (tmp_path / "result").symlink_to(image.parent)
+    environ = {"NIX_STORE_DIR": str(store)}
+    link = tmp_path / "result" / "disk.vhd"
+    assert nix.store_path_of(link, environ=environ) == str(image.parent)
+    assert nix.store_path_of(tmp_path / "elsewhere.vhd", environ=environ) is None
+
+
+def test_the_store_hash_is_read_only_from_a_real_store_name():
+    assert nix.store_hash(f"/nix/store/{STORE_HASH}-img") == STORE_HASH
+    assert nix.store_hash(f"/s/{STORE_HASH}-img/") == STORE_HASH
+    assert nix.store_hash("/nix/store/abc-img") is None  # not 32 base-32 digits
+    assert nix.store_hash(f"/nix/store/{STORE_HASH}") is None  # no name
+
+
+def test_the_content_id_honours_nix_store_dir(tmp_path, monkeypatch):
+    image = tmp_path / f"{STORE_HASH}-nixos-image-azure" / "disk.vhd"
+    image.parent.mkdir()
+    image.write_bytes(b"x")
+    monkeypatch.setenv("NIX_STORE_DIR", str(tmp_path))
+    content = names.content_id(image)
+    assert (content.hash, content.store_path) == (STORE_HASH, str(image.parent))
+
+
 def test_store_path_and_hash_come_from_the_store_path():
     path = f"/nix/store/{STORE_HASH}-nixos-image-azure/disk.vhd"
-    assert names.store_path_of(path) == f"/nix/store/{STORE_HASH}-nixos-image-azure"
+    assert nix.store_path_of(path) == f"/nix/store/{STORE_HASH}-nixos-image-azure"
     content = names.content_id(Path(path), store_path=None)
     assert content.hash == STORE_HASH
     assert content.store_path == f"/nix/store/{STORE_HASH}-nixos-image-azure"

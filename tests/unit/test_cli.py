@@ -14,6 +14,7 @@ from nixos_azure_publish import __version__
 from nixos_azure_publish.azure import clients
 from nixos_azure_publish.cli import cli, main
 from nixos_azure_publish.cli.publish_cmd import publish_command
+from nixos_azure_publish.cli.upload_cmd import SAS_ENV, TerminalProgress
 from nixos_azure_publish.errors import AzureError, ExitCode
 
 if TYPE_CHECKING:
@@ -411,3 +412,54 @@ def test_config_check_refuses_what_publish_would_refuse(runner, tmp_path, change
     assert result.exit_code == 2
     assert result.stdout == ""
     assert expected in result.stderr.splitlines()[0]
+
+
+# --------------------------------------------------------------------------- upload
+
+
+@pytest.fixture
+def no_sas_in_env(monkeypatch):
+    monkeypatch.delenv(SAS_ENV, raising=False)
+
+
+@pytest.mark.usefixtures("no_sas_in_env")
+def test_without_a_sas_url_it_says_how_to_give_one(tmp_path, capsys):
+    image = tmp_path / "disk.vhd"
+    image.write_bytes(b"")
+    assert main(["upload", str(image)]) == 2
+    err = capsys.readouterr().err
+    assert "no SAS URL given" in err
+    assert "--sas-url-file" in err
+
+
+@pytest.mark.usefixtures("no_sas_in_env")
+def test_sas_url_and_file_together_are_refused(tmp_path, capsys):
+    sas_file = tmp_path / "sas"
+    sas_file.write_text("https://h/c/b?sig=x")
+    (tmp_path / "d.vhd").write_bytes(b"")
+    argv = ["upload", str(tmp_path / "d.vhd"), "--sas-url", "https://h/c/b?sig=y"]
+    assert main([*argv, "--sas-url-file", str(sas_file)]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("no_sas_in_env")
+def test_a_sas_url_that_is_not_a_url_is_refused_without_echoing_it(tmp_path, capsys):
+    (tmp_path / "d.vhd").write_bytes(b"")
+    assert main(["upload", str(tmp_path / "d.vhd"), "--sas-url", "sv=1&sig=TopSecret"]) == 2
+    err = capsys.readouterr().err
+    assert "must start with https://" in err
+    assert "TopSecret" not in err
+
+
+def test_terminal_progress_draws_a_bar_with_rate_and_eta(capsys):
+    ticks = iter([100.0, 102.0, 102.0, 104.0, 104.0])
+    bar = TerminalProgress(width=10, interval=0, clock=lambda: next(ticks))
+    bar.start(100 * 1024**2)
+    bar.update(50 * 1024**2, 50 * 1024**2)
+    bar.finish(100 * 1024**2, 100 * 1024**2)
+    err = capsys.readouterr().err
+    first, last = err.split("\n")[0].split("\r")[1:]
+    assert first.startswith("[#####.....] uploaded 50.0 MiB; 50.0 of 100.0 MiB done (50%)")
+    assert "25.0 MiB/s, ETA 0:02" in first
+    assert last.startswith("[##########] uploaded 100.0 MiB")
+    assert err.endswith("\n")

@@ -21,15 +21,6 @@ def test_target_names_that_cannot_be_quoted_are_refused(name):
         flake.attr_path("azurePublish", name)
 
 
-def test_store_path_of_finds_the_top_level_store_path():
-    vhd = "/nix/store/abc-azure-image/nixos.vhd"
-    assert flake.store_path_of(vhd, environ={}) == "/nix/store/abc-azure-image"
-    assert flake.store_path_of("/nix/store/abc-disk.vhd", environ={}) == "/nix/store/abc-disk.vhd"
-    assert flake.store_path_of("/var/images/disk.vhd", environ={}) is None
-    assert flake.store_path_of("/nix/storefront/x", environ={}) is None
-    assert flake.store_path_of("/s/abc-x/y.vhd", environ={"NIX_STORE_DIR": "/s"}) == "/s/abc-x"
-
-
 def test_locate_vhd_takes_a_file_as_it_is(tmp_path):
     image = tmp_path / "custom.img"
     image.write_bytes(b"x")

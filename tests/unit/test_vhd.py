@@ -16,6 +16,7 @@ from nixos_azure_publish import vhd
 from nixos_azure_publish.cli import image_cmd, main
 from nixos_azure_publish.errors import ImageError
 from nixos_azure_publish.vhd import conversion
+from tests.helpers.images import brute_force_extents, make_raw, merged
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -59,16 +60,6 @@ def write_at(path: Path, offset: int, data: bytes) -> None:
     with path.open("r+b") as f:
         f.seek(offset)
         f.write(data)
-
-
-def make_raw(path: Path, size: int, writes: dict[int, bytes]) -> Path:
-    """A sparse file of *size* bytes with *writes* (offset -> bytes) in it."""
-    with path.open("wb") as f:
-        f.truncate(size)
-        for offset, data in writes.items():
-            f.seek(offset)
-            f.write(data)
-    return path
 
 
 def make_fixed(path: Path, size: int, writes: dict[int, bytes] | None = None) -> Path:
@@ -118,30 +109,6 @@ def make_dynamic(
     bat = struct.pack(f">{entries}I", *table).ljust(table_len, b"\xff")
     path.write_bytes(footer + bytes(header) + bat + bytes(body) + footer)
     return path
-
-
-def brute_force_extents(path: Path) -> list[tuple[int, int]]:
-    """Every non-zero 512-byte sector, merged: the slow, obviously right answer."""
-    data = path.read_bytes()
-    data += bytes(-len(data) % SECTOR)
-    runs: list[list[int]] = []
-    for offset in range(0, len(data), SECTOR):
-        if data[offset : offset + SECTOR] != bytes(SECTOR):
-            if runs and runs[-1][1] == offset:
-                runs[-1][1] += SECTOR
-            else:
-                runs.append([offset, offset + SECTOR])
-    return [(a, b) for a, b in runs]
-
-
-def merged(extents: list[vhd.Extent]) -> list[tuple[int, int]]:
-    out: list[list[int]] = []
-    for e in extents:
-        if out and out[-1][1] == e.offset:
-            out[-1][1] += e.length
-        else:
-            out.append([e.offset, e.offset + e.length])
-    return [(a, b) for a, b in out]
 
 
 def codes(info: vhd.ImageInfo) -> set[str]:

@@ -1,0 +1,1 @@
+"""Helpers that several test modules use: making images, writing targets, publishing."""
