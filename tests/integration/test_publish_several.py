@@ -20,15 +20,10 @@ from nixos_azure_publish.errors import ExitCode
 from nixos_azure_publish.pipeline import PublishOptions
 from nixos_azure_publish.pipeline.multi import publish_many
 from nixos_azure_publish.selection import TargetSelection
-from tests.integration.test_publish import (
-    GROUP,
-    MiB,
-    make_image,
-    run_publisher,
-    wait_for_line,
-    wait_for_pages,
-    write_target,
-)
+from tests.helpers.images import MiB, make_image
+from tests.helpers.publishing import run_publisher
+from tests.helpers.targets import GROUP, write_target
+from tests.integration.test_publish import wait_for_line, wait_for_pages
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -37,16 +32,7 @@ if TYPE_CHECKING:
 
 OTHER_GROUP = "nixos-images-other"
 
-
-@pytest.fixture(autouse=True)
-def _state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
-
-
-@pytest.fixture
-def fast(emulator: Emulator) -> Emulator:
-    emulator.settings.replication_seconds = 0.2
-    return emulator
+pytestmark = pytest.mark.usefixtures("state_home")
 
 
 def run(
