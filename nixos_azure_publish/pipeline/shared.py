@@ -187,7 +187,8 @@ class SharedUpload(Upload):
     uploads: ClassVar[SharedUploads]
 
     def plan(self, ctx: Context) -> StepResult:
-        if not ctx.already_published and ctx.content is not None:
+        own_uploaded = ctx.disk is not None and ctx.disk.uploaded
+        if ctx.has_gallery and not ctx.already_published and not own_uploaded:
             owner = self.uploads.planned_uploader(ctx)
             if owner is not None:
                 return skipped(f"not needed: target {owner} would upload this image")

@@ -174,6 +174,9 @@ def test_a_dry_run_of_several_targets_plans_one_upload_per_image_and_writes_noth
     fast, tmp_path, monkeypatch, capsys
 ):
     paths = four_targets(tmp_path)
+    # A target without a gallery publishes its own disk: it would upload its own.
+    image = make_image(tmp_path / "img1", seed=21)
+    paths.append(write_target(tmp_path / "p", image, name="p", gallery=None, imageDefinition=None))
     before = len(fast.requests)
     code, report, _ = run(fast, monkeypatch, capsys, *configs(paths), "--dry-run")
     assert code == 0, [t.get("error") for t in report.get("targets", [])] or report
@@ -181,7 +184,8 @@ def test_a_dry_run_of_several_targets_plans_one_upload_per_image_and_writes_noth
     assert [r.method for r in list(fast.requests)[before:] if r.method != "GET"] == []
     upload_steps = [next(s for s in t["steps"] if s["name"] == "upload") for t in report["targets"]]
     would_upload = [s for s in upload_steps if s["detail"].startswith("would upload")]
-    assert len(would_upload) == 2, upload_steps
+    assert len(would_upload) == 3, upload_steps
+    assert upload_steps[-1]["detail"].startswith("would upload")
 
 
 def test_the_console_summary_lists_every_target(fast, tmp_path, monkeypatch, capsys):
