@@ -94,6 +94,13 @@ def resolve(requested: Checksum) -> Kind | None:
     return "md5"
 
 
+def header_name(kind: Kind | None) -> str | None:
+    """The name of the request header that carries a checksum of *kind*."""
+    if kind is None:
+        return None
+    return CRC64_HEADER if kind == "crc64" else MD5_HEADER
+
+
 def header(kind: Kind, data: Buffer) -> tuple[str, str]:
     """The request header that carries *data*'s checksum of *kind*."""
     running = Running(kind)

@@ -19,6 +19,7 @@ import jinja2
 import jinja2.sandbox
 
 from nixos_azure_publish import regions, typedload
+from nixos_azure_publish.azure import vmsize
 from nixos_azure_publish.errors import ConfigError
 from nixos_azure_publish.upload import Backend, Verify, limits
 
@@ -49,6 +50,12 @@ DiskController = Literal["SCSI", "NVMe"]
 GEN2_ONLY_SECURITY: Final = frozenset(get_args(SecurityType)) - {"Standard"}
 """Security types that only exist on UEFI (Hyper-V generation 2) images: all but Standard.
 The emulator keeps its own copy of this rule, on purpose (it is an independent oracle)."""
+# Definitions whose smoke-test VM is a Trusted Launch VM, and those that need a confidential VM.
+TRUSTED_LAUNCH_TYPES: Final = frozenset(
+    {"TrustedLaunchSupported", "TrustedLaunch", "TrustedLaunchAndConfidentialVmSupported"}
+)
+CONFIDENTIAL_TYPES: Final = frozenset({"ConfidentialVMSupported", "ConfidentialVM"})
+EncryptionType = Literal["VMGuestStateOnly", "DiskWithVMGuestState", "NonPersistedTPM"]
 INT32_MAX: Final = 2**31 - 1
 MAX_REPLICAS: Final = 100
 # We add our own tags (store path, release, tool version, ...); Azure allows 50 per resource.
@@ -216,6 +223,14 @@ class SmokeTestSettings:
     timeout_seconds: int = field(default=900, metadata=_doc("Give up after (60..86400)"))
     expect: str = field(
         default=r"login:", metadata=_doc("Regular expression the serial log must match")
+    )
+    secure_boot: bool = field(
+        default=False,
+        metadata=_doc("Secure Boot on the test VM (only for images with a signed boot loader)"),
+    )
+    security_encryption_type: EncryptionType | None = field(
+        default=None,
+        metadata=_doc("OS disk encryption of a confidential test VM (ConfidentialVM images)"),
     )
 
 
@@ -588,6 +603,30 @@ def _check_smoke_test(t: PublishTarget, problems: list[str]) -> None:
         problems.append(f"smokeTest.expect: not a valid regular expression: {error}")
     if s.enable and t.gallery is None:
         problems.append("smokeTest.enable: needs a gallery to boot a version from")
+    if s.enable:
+        _check_smoke_vm(t, problems)
+
+
+def _check_smoke_vm(t: PublishTarget, problems: list[str]) -> None:
+    """The test VM must be one Azure can boot from this image: size, and what a CVM needs."""
+    s = t.smoke_test
+    confidential = t.security_type in CONFIDENTIAL_TYPES
+    if (
+        problem := vmsize.boot_problem(
+            s.vm_size,
+            generation=t.hyper_v_generation,
+            architecture=t.architecture,
+            confidential=confidential,
+        )
+    ) is not None:
+        problems.append(f"smokeTest.vmSize: {problem}")
+    if confidential and s.security_encryption_type is None:
+        problems.append(
+            f"smokeTest.securityEncryptionType: a {t.security_type} image boots only as a "
+            "confidential VM; set it (VMGuestStateOnly, DiskWithVMGuestState or "
+            "NonPersistedTPM) with a confidential smokeTest.vmSize such as Standard_DC2as_v5, "
+            "or turn the smoke test off"
+        )
 
 
 def validate(target: PublishTarget, *, now: dt.datetime | None = None) -> list[str]:

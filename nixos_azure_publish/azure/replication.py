@@ -157,6 +157,25 @@ def describe(state: VersionState) -> str:
     return f"{state.name}: {state.provisioning_state}; {regions}"
 
 
+def _failure(state: VersionState) -> AzureError:
+    """The error for a failed version: which regions failed, and why, as Azure says."""
+    hint = "Run again: a failed version of this image is deleted and published anew"
+    failed = [r for r in state.regions if r.state == "Failed"]
+    if failed:
+        regions = "; ".join(f"{r.region}: {r.details}" if r.details else r.region for r in failed)
+        return AzureError(
+            f"image version {state.name} failed to replicate to {len(failed)} of "
+            f"{len(state.regions)} regions ({regions})",
+            hint=hint,
+        )
+    details = "; ".join(f"{r.region}: {r.details}" for r in state.regions if r.details)
+    return AzureError(
+        f"image version {state.name} failed: {state.provisioning_state}"
+        + (f" ({details})" if details else ""),
+        hint=hint,
+    )
+
+
 def wait_for_replication(
     clients: AzureClients,
     target: PublishTarget,
@@ -184,12 +203,7 @@ def wait_for_replication(
         if on_progress is not None:
             on_progress(state)
         if state.failed:
-            details = "; ".join(f"{r.region}: {r.details}" for r in state.regions if r.details)
-            raise AzureError(
-                f"image version {name} failed: {state.provisioning_state}"
-                + (f" ({details})" if details else ""),
-                hint="Delete the failed version and run again",
-            )
+            raise _failure(state)
         if state.replicated:
             return state
         if time.monotonic() > deadline:

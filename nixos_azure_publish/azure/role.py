@@ -18,7 +18,8 @@ from typing import Any, Final
 from nixos_azure_publish.errors import UsageError
 
 # publish: resource group, upload disk (+ write SAS), gallery (+ community sharing), image
-# definition, optional managed image, image version, replication; retention and cleanup.
+# definition, managed image (optional, or a Trusted Launch version's source, deleted with the
+# disk), image version, replication; retention and cleanup.
 PUBLISH: Final = (
     "Microsoft.Resources/subscriptions/resourceGroups/read",
     "Microsoft.Resources/subscriptions/resourceGroups/write",
@@ -30,6 +31,7 @@ PUBLISH: Final = (
     "Microsoft.Compute/disks/endGetAccess/action",
     "Microsoft.Compute/images/read",
     "Microsoft.Compute/images/write",
+    "Microsoft.Compute/images/delete",
     "Microsoft.Compute/galleries/read",
     "Microsoft.Compute/galleries/write",
     "Microsoft.Compute/galleries/share/action",

@@ -22,6 +22,7 @@ from azure.core.exceptions import HttpResponseError
 from nixos_azure_publish.azure import arm
 from nixos_azure_publish.azure.clients import azure_error, is_not_found
 from nixos_azure_publish.azure.names import TAG_PREFIX, TAG_TARGET, TAG_TOOL
+from nixos_azure_publish.config import CONFIDENTIAL_TYPES, TRUSTED_LAUNCH_TYPES
 from nixos_azure_publish.errors import AzureError
 from nixos_azure_publish.redact import redact
 
@@ -290,14 +291,31 @@ def create_vm(
             "diagnosticsProfile": {"bootDiagnostics": {"enabled": True}},
         },
     }
-    if target.security_type != "Standard":
-        body["properties"]["securityProfile"] = {
-            "securityType": target.security_type,
-            "uefiSettings": {"secureBootEnabled": True, "vTpmEnabled": True},
+    profile = security_profile(target)
+    if profile is not None:
+        body["properties"]["securityProfile"] = profile
+    if target.security_type in CONFIDENTIAL_TYPES:
+        body["properties"]["storageProfile"]["osDisk"]["managedDisk"]["securityProfile"] = {
+            "securityEncryptionType": target.smoke_test.security_encryption_type
         }
     log.info("booting smoke-test VM %s (%s) in %s", names_.vm, target.smoke_test.vm_size, location)
     begin: Any = clients.compute.virtual_machines.begin_create_or_update
     arm.wait(f"creating VM {names_.vm}", begin, group, names_.vm, body)
+
+
+def security_profile(target: PublishTarget) -> dict[str, Any] | None:
+    """The test VM's securityProfile for the image definition's security type.
+
+    A VM's security type is TrustedLaunch or ConfidentialVM (the definition's
+    ``...Supported`` values are refused on a VM); a Standard image gets no profile.
+    Secure Boot stays off unless ``smokeTest.secureBoot``: NixOS's loader is unsigned.
+    """
+    uefi = {"secureBootEnabled": target.smoke_test.secure_boot, "vTpmEnabled": True}
+    if target.security_type in TRUSTED_LAUNCH_TYPES:
+        return {"securityType": "TrustedLaunch", "uefiSettings": uefi}
+    if target.security_type in CONFIDENTIAL_TYPES:
+        return {"securityType": "ConfidentialVM", "uefiSettings": uefi}
+    return None
 
 
 def read_serial_log(clients: AzureClients, group: str, vm: str) -> str | None:

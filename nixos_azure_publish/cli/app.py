@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from nixos_azure_publish import __version__
-from nixos_azure_publish.errors import ExitCode, Interrupted, PublishError
+from nixos_azure_publish.emulator.errors import EmulatorError
+from nixos_azure_publish.errors import ExitCode, Interrupted, PublishError, UsageError
 from nixos_azure_publish.redact import RedactingFilter, protect_third_party_logs, redact
 
 if TYPE_CHECKING:
@@ -166,6 +167,9 @@ class PublishGroup(click.Group):
             return super().invoke(ctx)
         except PublishError as error:
             _fail(ctx, error)
+        except EmulatorError as error:
+            # The emulator raises its own errors (it imports nothing from the tool).
+            _fail(ctx, UsageError(error.message, hint=error.hint))
         except KeyboardInterrupt:
             _fail(ctx, Interrupted("interrupted", hint="Run the same command again to resume"))
 

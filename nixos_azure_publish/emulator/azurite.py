@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from nixos_azure_publish.errors import UsageError
+from nixos_azure_publish.emulator.errors import EmulatorError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -35,7 +35,7 @@ ACCOUNT_KEY: Final = (
 
 
 def find_azurite_blob(start: Path | None = None) -> str:
-    """The ``azurite-blob`` executable, or a :class:`UsageError` saying how to install it."""
+    """The ``azurite-blob`` executable, or a :class:`EmulatorError` saying how to install it."""
     found = shutil.which("azurite-blob")
     if found:
         return found
@@ -48,7 +48,7 @@ def find_azurite_blob(start: Path | None = None) -> str:
     candidate = package_root / "node_modules" / ".bin" / "azurite-blob"
     if candidate.is_file():
         return str(candidate)
-    raise UsageError(
+    raise EmulatorError(
         "Azurite (the Azure Storage emulator) is not installed",
         hint=(
             "Put nixpkgs' azurite on PATH (the Nix package of this tool brings it),"
@@ -91,11 +91,11 @@ def _wait_listening(host: str, port: int, proc: subprocess.Popen[bytes], timeout
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise UsageError(f"Azurite exited with status {proc.returncode} while starting")
+            raise EmulatorError(f"Azurite exited with status {proc.returncode} while starting")
         with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
             return
         time.sleep(0.05)
-    raise UsageError(f"Azurite did not listen on {host}:{port} within {timeout:.0f}s")
+    raise EmulatorError(f"Azurite did not listen on {host}:{port} within {timeout:.0f}s")
 
 
 @contextlib.contextmanager
@@ -108,8 +108,12 @@ def run_azurite(
     key: Path | None = None,
     log_file: Path | None = None,
     timeout: float = 15.0,
+    loose: bool = True,
 ) -> Iterator[Azurite]:
     """Run Azurite's blob service until the block exits; always stop it.
+
+    *loose* (Azurite's ``--loose``) ignores headers Azurite does not implement, such as
+    ``x-ms-content-crc64``; without it, Azurite answers them 500 ``FeatureNotSupported``.
 
     Without *location* a fresh temporary directory is used and deleted after
     (Azurite never reclaims deleted extents, so sharing one grows forever).
@@ -130,8 +134,9 @@ def run_azurite(
             "--silent",
             "--skipApiVersionCheck",
             "--disableTelemetry",
-            "--loose",
         ]
+        if loose:
+            argv.append("--loose")
         if cert is not None and key is not None:
             argv += ["--cert", str(cert), "--key", str(key)]
         out = stack.enter_context(log_file.open("ab")) if log_file else subprocess.DEVNULL

@@ -36,9 +36,11 @@ FOOTER_SIZE = 512
 class BlobBackend:
     """Page blobs and log blobs in one Azurite account."""
 
-    def __init__(self, azurite: Azurite) -> None:
+    def __init__(self, azurite: Azurite, *, public_endpoint: str | None = None) -> None:
         self.azurite = azurite
         self.service = BlobServiceClient.from_connection_string(azurite.connection_string)
+        self.public_endpoint = public_endpoint or azurite.blob_endpoint
+        """Where the SAS URLs handed out point: the blob front (checksums checked)."""
 
     def _container(self, name: str, *, create: bool) -> None:
         if create:
@@ -74,7 +76,7 @@ class BlobBackend:
         sas = generate_blob_sas(
             ACCOUNT, container, DISK_BLOB, account_key=ACCOUNT_KEY, policy_id=policy_id
         )
-        return f"{self.azurite.blob_endpoint}/{container}/{DISK_BLOB}?{sas}"
+        return f"{self.public_endpoint}/{container}/{DISK_BLOB}?{sas}"
 
     def revoke(self, container: str) -> None:
         """Invalidate every SAS handed out for *container*."""
@@ -110,4 +112,4 @@ class BlobBackend:
             permission=BlobSasPermissions(read=True),
             expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=hours),
         )
-        return f"{self.azurite.blob_endpoint}/{container}/{blob}?{sas}"
+        return f"{self.public_endpoint}/{container}/{blob}?{sas}"

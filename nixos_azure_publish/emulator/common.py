@@ -7,13 +7,21 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from nixos_azure_publish.emulator.armerror import ArmError, invalid_parameter, property_change
+from nixos_azure_publish.emulator.catalogue import REGIONS
 from nixos_azure_publish.emulator.context import Response
+from nixos_azure_publish.emulator.router import resource_type_of
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from nixos_azure_publish.emulator.context import Request
-    from nixos_azure_publish.emulator.store import Resource
+    from nixos_azure_publish.emulator.core import ArmApp
+    from nixos_azure_publish.emulator.store import Operation, Resource
 
 MAX_TAGS = 50
+# Path templates of a resource type's collection: in a group, and in the subscription.
+GROUP_PROVIDERS = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/"
+SUBSCRIPTION_PROVIDERS = "/subscriptions/{subscriptionId}/providers/"
 # Disks and images: 1-80 letters, digits, '_', '.', '-'; start with a letter or digit, end
 # with a letter, digit or '_' (Azure's resource naming rules).
 COMPUTE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,78}[A-Za-z0-9_])?$")
@@ -55,6 +63,33 @@ def normalize_location(value: object, *, target: str = "location") -> str:
     if not _LOCATION.match(location):
         raise invalid_parameter(f"The location '{value}' is invalid.", target)
     return location
+
+
+def known_region(location: str, resource_type: str, *, target: str = "location") -> str:
+    """*location* (normalised), or Resource Manager's error for a region Azure does not have."""
+    if location in REGIONS:
+        return location
+    if resource_type.endswith("/resourceGroups"):
+        raise ArmError(
+            400,
+            "LocationNotAvailableForResourceGroup",
+            f"The provided location '{location}' is not available for resource group. List of "
+            f"available regions is '{','.join(sorted(REGIONS))}'.",
+            target=target,
+        )
+    raise ArmError(
+        400,
+        "LocationNotAvailableForResourceType",
+        f"The provided location '{location}' is not available for resource type "
+        f"'{resource_type}'. List of available regions for the resource type is "
+        f"'{','.join(sorted(REGIONS))}'.",
+        target=target,
+    )
+
+
+def location_of(req: Request, body: dict[str, Any]) -> str:
+    """The request body's region, normalised and known to Azure."""
+    return known_region(normalize_location(body.get("location")), resource_type_of(req.action))
 
 
 def tags_of(body: dict[str, Any]) -> dict[str, str]:
@@ -102,6 +137,29 @@ def ok(resource: Resource, status: int = 200) -> Response:
 
 def listing(resources: list[Resource]) -> Response:
     return Response(200, {"value": [r.body for r in resources]})
+
+
+def subscription_list(type_name: str) -> Callable[[Request], Response]:
+    """A handler listing every resource of *type_name* in the request's subscription."""
+
+    def handler(req: Request) -> Response:
+        prefix = f"/subscriptions/{req.params['subscriptionId']}/".lower()
+        return listing(
+            [
+                r
+                for key, r in req.app.store.resources.items()
+                if r.type.lower() == type_name.lower() and key.startswith(prefix)
+            ]
+        )
+
+    return handler
+
+
+def provisioned(app: ArmApp, op: Operation) -> None:
+    """The usual completion of a create or update: the resource has Succeeded."""
+    res = app.store.get(op.resource_id)
+    if res is not None:
+        res.properties["provisioningState"] = "Succeeded"
 
 
 def no_content() -> Response:

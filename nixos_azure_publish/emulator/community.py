@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from nixos_azure_publish.emulator import apiversions
 from nixos_azure_publish.emulator.armerror import ArmError
-from nixos_azure_publish.emulator.common import normalize_location
+from nixos_azure_publish.emulator.common import SUBSCRIPTION_PROVIDERS, normalize_location
 from nixos_azure_publish.emulator.context import Response
 from nixos_azure_publish.emulator.galleries import GALLERY, IMAGE, VERSION, replicated_regions
+from nixos_azure_publish.emulator.router import table
 
 if TYPE_CHECKING:
-    from nixos_azure_publish.emulator.context import Request
+    from nixos_azure_publish.emulator.context import Completion, Request
     from nixos_azure_publish.emulator.core import ArmApp
     from nixos_azure_publish.emulator.store import Resource
 
@@ -192,51 +193,35 @@ def list_versions(req: Request) -> Response:
     )
 
 
-def register(app: ArmApp) -> None:
-    v = apiversions.GALLERIES
-    base = (
-        "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/locations/{location}"
-        "/communityGalleries/{publicGalleryName}"
-    )
-    action = "Microsoft.Compute/locations/communityGalleries"
-    add = app.router.add
-    add(
+_GALLERY: Final = (
+    SUBSCRIPTION_PROVIDERS
+    + "Microsoft.Compute/locations/{location}/communityGalleries/{publicGalleryName}"
+)
+ROUTES: Final = table(
+    apiversions.GALLERIES,
+    COMMUNITY,
+    ("GET", _GALLERY, get_gallery, "read", "CommunityGalleries_Get"),
+    ("GET", _GALLERY + "/images", list_images, "images/read", "CommunityGalleryImages_List"),
+    (
         "GET",
-        base,
-        get_gallery,
-        api_versions=v,
-        action=f"{action}/read",
-        operation_id="CommunityGalleries_Get",
-    )
-    add(
-        "GET",
-        base + "/images",
-        list_images,
-        api_versions=v,
-        action=f"{action}/images/read",
-        operation_id="CommunityGalleryImages_List",
-    )
-    add(
-        "GET",
-        base + "/images/{galleryImageName}",
+        _GALLERY + "/images/{galleryImageName}",
         get_image,
-        api_versions=v,
-        action=f"{action}/images/read",
-        operation_id="CommunityGalleryImages_Get",
-    )
-    add(
+        "images/read",
+        "CommunityGalleryImages_Get",
+    ),
+    (
         "GET",
-        base + "/images/{galleryImageName}/versions",
+        _GALLERY + "/images/{galleryImageName}/versions",
         list_versions,
-        api_versions=v,
-        action=f"{action}/images/versions/read",
-        operation_id="CommunityGalleryImageVersions_List",
-    )
-    add(
+        "images/versions/read",
+        "CommunityGalleryImageVersions_List",
+    ),
+    (
         "GET",
-        base + "/images/{galleryImageName}/versions/{galleryImageVersionName}",
+        _GALLERY + "/images/{galleryImageName}/versions/{galleryImageVersionName}",
         get_version,
-        api_versions=v,
-        action=f"{action}/images/versions/read",
-        operation_id="CommunityGalleryImageVersions_Get",
-    )
+        "images/versions/read",
+        "CommunityGalleryImageVersions_Get",
+    ),
+)
+COMPLETIONS: Final[dict[str, Completion]] = {}

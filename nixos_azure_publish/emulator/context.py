@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, Any
 from nixos_azure_publish.emulator.armerror import invalid_parameter
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from nixos_azure_publish.emulator.core import ArmApp
+    from nixos_azure_publish.emulator.store import Operation
+
+    Completion = Callable[[ArmApp, Operation], dict[str, Any] | None]
+    """What finishes a long-running operation of one kind (its result, if any)."""
 
 
 @dataclass

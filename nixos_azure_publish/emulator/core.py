@@ -1,8 +1,10 @@
 """The emulator application: routes, state, faults, request log and LRO helpers.
 
 Resource-provider modules (``resourcegroups``, ``disks``, ``images``,
-``galleries``, ``community``, ``network``, ``vms``) register their routes
-here and use the helpers for ids, resource groups and long-running operations.
+``galleries``, ``community``, ``network``, ``vms``) declare their routes
+(``ROUTES``) and operation completions (``COMPLETIONS``), which the app
+installs, and use its helpers for ids, resource groups and long-running
+operations.
 """
 
 from __future__ import annotations
@@ -28,14 +30,16 @@ from nixos_azure_publish.emulator.faults import Faults
 from nixos_azure_publish.emulator.recording import ServerTraffic
 from nixos_azure_publish.emulator.requestlog import RequestLog
 from nixos_azure_publish.emulator.router import Router
+from nixos_azure_publish.emulator.schemas import RequestSchemas, shared
 from nixos_azure_publish.emulator.settings import EmulatorSettings
 from nixos_azure_publish.emulator.store import Resource, Store
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from nixos_azure_publish.emulator.blobs import BlobBackend
-    from nixos_azure_publish.emulator.context import Request
+    from nixos_azure_publish.emulator.context import Completion, Request
 
 
 class ArmApp:
@@ -57,17 +61,15 @@ class ArmApp:
         self.blobs = blobs
         self.base_url = ""
         self.router = Router()
-        for module in (
-            lro,
-            resourcegroups,
-            disks,
-            images,
-            galleries,
-            community,
-            network,
-            vms,
-        ):
-            module.register(self)
+        # Request bodies are checked against the shipped specs before any handler runs.
+        self.schemas: RequestSchemas = shared()
+        for module in (lro, resourcegroups, disks, images, galleries, community, network, vms):
+            self.router.extend(module.ROUTES)
+            for kind, completion in module.COMPLETIONS.items():
+                self.store.completions[kind] = self._completing(completion)
+
+    def _completing(self, completion: Completion) -> Callable[[Store, lro.Operation], Any]:
+        return lambda _store, op: completion(self, op)
 
     def record_traffic(self) -> ServerTraffic:
         """Start keeping every exchange from now on (for spec validation); the recorder."""

@@ -22,19 +22,24 @@ from nixos_azure_publish.emulator.armerror import (
 )
 from nixos_azure_publish.emulator.blobs import FOOTER_SIZE
 from nixos_azure_publish.emulator.common import (
+    GROUP_PROVIDERS,
+    SUBSCRIPTION_PROVIDERS,
     check_compute_name,
     listing,
+    location_of,
     no_content,
-    normalize_location,
     ok,
     props,
     provider_id,
+    provisioned,
+    subscription_list,
     tags_of,
 )
+from nixos_azure_publish.emulator.router import table
 from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
-    from nixos_azure_publish.emulator.context import Request, Response
+    from nixos_azure_publish.emulator.context import Completion, Request, Response
     from nixos_azure_publish.emulator.core import ArmApp
     from nixos_azure_publish.emulator.store import Operation
 
@@ -176,7 +181,7 @@ def put(req: Request) -> Response:
     req.app.require_group(req)
     check_compute_name(req.params["diskName"], "disk")
     body = req.json_body()
-    location = normalize_location(body.get("location"))
+    location = location_of(req, body)
     tags = tags_of(body)
     creation = _validate_create(body)
     sku = _sku(body)
@@ -270,13 +275,6 @@ def list_group(req: Request) -> Response:
     req.app.require_group(req)
     group = req.app.group_id(req.subscription, req.group)
     return listing(list(req.app.store.children(group + "/providers/" + TYPE, TYPE)))
-
-
-def list_all(req: Request) -> Response:
-    prefix = f"/subscriptions/{req.subscription}/".lower()
-    return listing(
-        [r for k, r in req.app.store.resources.items() if r.type == TYPE and k.startswith(prefix)]
-    )
 
 
 def delete(req: Request) -> Response:
@@ -388,91 +386,39 @@ def footer_problem(footer: bytes, blob_size: int) -> str | None:
     return None
 
 
-def register(app: ArmApp) -> None:
-    base = (
-        "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
-        "/providers/Microsoft.Compute/disks"
-    )
-    one = base + "/{diskName}"
-    v = apiversions.DISKS
-    app.router.add(
-        "PUT", one, put, api_versions=v, action=f"{TYPE}/write", operation_id="Disks_CreateOrUpdate"
-    )
-    app.router.add(
-        "PATCH", one, patch, api_versions=v, action=f"{TYPE}/write", operation_id="Disks_Update"
-    )
-    app.router.add("GET", one, get, api_versions=v, action=f"{TYPE}/read", operation_id="Disks_Get")
-    app.router.add(
-        "DELETE", one, delete, api_versions=v, action=f"{TYPE}/delete", operation_id="Disks_Delete"
-    )
-    app.router.add(
-        "GET",
-        base,
-        list_group,
-        api_versions=v,
-        action=f"{TYPE}/read",
-        operation_id="Disks_ListByResourceGroup",
-    )
-    app.router.add(
-        "GET",
-        "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/disks",
-        list_all,
-        api_versions=v,
-        action=f"{TYPE}/read",
-        operation_id="Disks_List",
-    )
-    app.router.add(
-        "POST",
-        one + "/beginGetAccess",
-        grant,
-        api_versions=v,
-        action=f"{TYPE}/beginGetAccess/action",
-        operation_id="Disks_GrantAccess",
-    )
-    app.router.add(
-        "POST",
-        one + "/endGetAccess",
-        revoke,
-        api_versions=v,
-        action=f"{TYPE}/endGetAccess/action",
-        operation_id="Disks_RevokeAccess",
-    )
-    _register_completions(app)
+_ONE: Final = GROUP_PROVIDERS + TYPE + "/{diskName}"
+ROUTES: Final = table(
+    apiversions.DISKS,
+    TYPE,
+    ("PUT", _ONE, put, "write", "Disks_CreateOrUpdate"),
+    ("PATCH", _ONE, patch, "write", "Disks_Update"),
+    ("GET", _ONE, get, "read", "Disks_Get"),
+    ("DELETE", _ONE, delete, "delete", "Disks_Delete"),
+    ("GET", GROUP_PROVIDERS + TYPE, list_group, "read", "Disks_ListByResourceGroup"),
+    ("GET", SUBSCRIPTION_PROVIDERS + TYPE, subscription_list(TYPE), "read", "Disks_List"),
+    ("POST", _ONE + "/beginGetAccess", grant, "beginGetAccess/action", "Disks_GrantAccess"),
+    ("POST", _ONE + "/endGetAccess", revoke, "endGetAccess/action", "Disks_RevokeAccess"),
+)
 
 
-def _register_completions(app: ArmApp) -> None:
-    def provisioned(_store: object, op: Operation) -> None:
-        disk = app.store.get(op.resource_id)
-        if disk is not None:
-            disk.properties["provisioningState"] = "Succeeded"
+def _deleted(app: ArmApp, op: Operation) -> None:
+    disk = app.store.delete(op.resource_id)
+    if disk is not None and disk.meta.get("container"):
+        app.blobs.delete(disk.meta["container"])
 
-    def deleted(_store: object, op: Operation) -> None:
-        disk = app.store.delete(op.resource_id)
-        if disk is not None and disk.meta.get("container"):
-            app.blobs.delete(disk.meta["container"])
 
-    def granted(_store: object, op: Operation) -> dict[str, Any] | None:
-        disk = app.store.get(op.resource_id)
-        if disk is None:
-            raise ArmError(404, "NotFound", "The disk was deleted while access was granted.")
-        url = app.blobs.grant(
-            disk.meta["container"],
-            policy_id=op.id,
-            access=op.args["access"],
-            seconds=int(op.args["seconds"]),
-        )
-        disk.properties["diskState"] = (
-            "ActiveUpload" if op.args["access"] == "Write" else "ActiveSAS"
-        )
-        return {"accessSAS": url}
-
-    def revoked(_store: object, op: Operation) -> None:
-        _revoke_complete(app, op)
-
-    app.store.completions["disk-provision"] = provisioned
-    app.store.completions["disk-delete"] = deleted
-    app.store.completions["disk-grant"] = granted
-    app.store.completions["disk-revoke"] = revoked
+def _granted(app: ArmApp, op: Operation) -> dict[str, Any] | None:
+    disk = app.store.get(op.resource_id)
+    if disk is None:
+        raise ArmError(404, "NotFound", "The disk was deleted while access was granted.")
+    url = app.blobs.grant(
+        disk.meta["container"],
+        policy_id=op.id,
+        access=op.args["access"],
+        seconds=int(op.args["seconds"]),
+    )
+    disk.properties["diskState"] = "ActiveUpload" if op.args["access"] == "Write" else "ActiveSAS"
+    return {"accessSAS": url}
 
 
 def _revoke_complete(app: ArmApp, op: Operation) -> None:
@@ -496,3 +442,11 @@ def _revoke_complete(app: ArmApp, op: Operation) -> None:
         disk.properties["diskState"] = "Unattached"
     elif state in {"ActiveSAS", "ActiveSASFrozen"}:
         disk.properties["diskState"] = "Unattached"
+
+
+COMPLETIONS: Final[dict[str, Completion]] = {
+    "disk-provision": provisioned,
+    "disk-delete": _deleted,
+    "disk-grant": _granted,
+    "disk-revoke": _revoke_complete,
+}

@@ -33,6 +33,9 @@ class Faults:
     """500 (InternalServerError) or 503 (ServerBusy)."""
     fail_lro: dict[str, str] = field(default_factory=dict)
     """RBAC action -> error code: long-running operations of that action end Failed."""
+    fail_replication: dict[str, str] = field(default_factory=dict)
+    """Region -> details: replication of image versions created from then on fails there
+    (``regionalReplicationState`` Failed with the details, ``aggregatedState`` Failed)."""
     delay: float = 0.0
     """Seconds added before every response (a slow Resource Manager)."""
     lro_delay: float = 0.0
@@ -51,6 +54,7 @@ class Faults:
             self.throttle_rate = self.error_rate = 0.0
             self.throttle_next = self.error_next = 0
             self.fail_lro = {}
+            self.fail_replication = {}
             self.delay = self.lro_delay = 0.0
             self.drop_connections = False
             self.match = None
@@ -74,6 +78,15 @@ class Faults:
                 return "throttle"
             if self.error_rate and self._random.random() < self.error_rate:
                 return "error"
+            return None
+
+    def replication_failure(self, region: str) -> str | None:
+        """The details of an injected replication failure in *region*, if any."""
+        with self._lock:
+            wanted = region.replace(" ", "").lower()
+            for name, details in self.fail_replication.items():
+                if name.replace(" ", "").lower() == wanted:
+                    return details or f"Replication to region '{region}' failed."
             return None
 
     def lro_failure(self, action: str) -> str | None:

@@ -24,21 +24,28 @@ from nixos_azure_publish.emulator.armerror import (
     property_change,
 )
 from nixos_azure_publish.emulator.common import (
+    GROUP_PROVIDERS,
+    SUBSCRIPTION_PROVIDERS,
     immutable,
+    known_region,
     listing,
+    location_of,
     no_content,
     normalize_location,
     ok,
     parse_id,
     props,
     provider_id,
+    provisioned,
+    subscription_list,
     tags_of,
 )
 from nixos_azure_publish.emulator.context import Response
+from nixos_azure_publish.emulator.router import table
 from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
-    from nixos_azure_publish.emulator.context import Request
+    from nixos_azure_publish.emulator.context import Completion, Request
     from nixos_azure_publish.emulator.core import ArmApp
     from nixos_azure_publish.emulator.store import Operation
 
@@ -49,6 +56,8 @@ _GALLERY_NAME: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._]{0,78}[A-Za-z0-9])
 _IMAGE_NAME: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,78}[A-Za-z0-9])?$")
 _VERSION_NAME: Final = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 INT32_MAX: Final = 2**31 - 1
+FAILS_AT: Final = 50
+"""Progress (percent) at which an injected replication failure stops a region."""
 MAX_REPLICAS: Final = 100
 REPLICA_STORAGE: Final = {"Standard_LRS", "Standard_ZRS", "Premium_LRS"}
 SECURITY_TYPES: Final = {
@@ -59,6 +68,23 @@ SECURITY_TYPES: Final = {
     "ConfidentialVMSupported",
     "ConfidentialVM",
     "ConfidentialVmSupported",
+}
+# Definitions of these security types refuse a managed disk as a version's source.
+_TRUSTED_LAUNCH_TYPES: Final = frozenset(
+    {"trustedlaunchsupported", "trustedlaunch", "trustedlaunchandconfidentialvmsupported"}
+)
+# Definition features Azure knows, with their values (compared without case or blanks).
+FEATURE_NAMES: Final = (
+    "SecurityType",
+    "IsAcceleratedNetworkSupported",
+    "DiskControllerTypes",
+    "IsHibernateSupported",
+)
+FEATURES: Final = {
+    "securitytype": frozenset(v.lower() for v in SECURITY_TYPES),
+    "isacceleratednetworksupported": frozenset({"true", "false"}),
+    "diskcontrollertypes": frozenset({"scsi", "nvme", "scsi,nvme", "nvme,scsi"}),
+    "ishibernatesupported": frozenset({"true", "false"}),
 }
 # Fixed once the definition exists (Azure: PropertyChangeNotAllowed).
 IMMUTABLE_IMAGE_FIELDS: Final = (
@@ -123,7 +149,7 @@ def put_gallery(req: Request) -> Response:
             "galleryName",
         )
     body = req.json_body()
-    location = normalize_location(body.get("location"))
+    location = location_of(req, body)
     tags = tags_of(body)
     properties = props(body)
     sharing = properties.get("sharingProfile") or {}
@@ -286,7 +312,7 @@ def put_image(req: Request) -> Response:
             "galleryImageName",
         )
     body = req.json_body()
-    location = normalize_location(body.get("location"))
+    location = location_of(req, body)
     _same_location(gallery, location, "image definition")
     tags = tags_of(body)
     properties = props(body)
@@ -310,7 +336,7 @@ def put_image(req: Request) -> Response:
             "type": IMAGE,
             "location": location,
             "tags": tags,
-            "properties": _new_image_properties(properties, features),
+            "properties": _new_image_properties(properties, features, req.api_version),
         },
     )
     req.app.store.put(image)
@@ -383,12 +409,13 @@ def _update_image(
 
 
 def _new_image_properties(
-    properties: dict[str, Any], features: list[dict[str, str]]
+    properties: dict[str, Any], features: list[dict[str, str]], api_version: str
 ) -> dict[str, Any]:
-    generation = properties.get("hyperVGeneration", "V2")
-    if _feature(features, "SecurityType") is None and generation == "V2":
-        # Since gallery API 2025-03-03 a new definition without a security type gets the
-        # Trusted Launch default (generation 2 only).
+    # Since gallery API 2025-03-03 a new definition defaults to V2, and without a security
+    # type gets the Trusted Launch default (generation 2 only); before, V1 and Standard.
+    current = api_version >= apiversions.TRUSTED_LAUNCH_DEFAULT_SINCE
+    generation = properties.get("hyperVGeneration") or ("V2" if current else "V1")
+    if _feature(features, "SecurityType") is None and generation == "V2" and current:
         features = [*features, {"name": "SecurityType", "value": "TrustedLaunchSupported"}]
     security = _feature(features, "SecurityType")
     if security not in {None, "Standard"} and generation != "V2":
@@ -425,12 +452,22 @@ def _features(properties: dict[str, Any]) -> list[dict[str, str]]:
             "galleryImage.properties.features must be a list of {name, value}.",
             "galleryImage.properties.features",
         )
-    security = _feature(features, "SecurityType")
-    if security is not None and security not in SECURITY_TYPES:
-        raise invalid_parameter(
-            f"The value '{security}' of feature SecurityType is not valid.",
-            "galleryImage.properties.features",
-        )
+    target = "galleryImage.properties.features"
+    for feature in features:
+        name = str(feature["name"])
+        allowed = FEATURES.get(name.lower())
+        if allowed is None:
+            raise invalid_parameter(
+                f"The feature '{name}' is not supported. Supported features are "
+                f"{', '.join(sorted(FEATURE_NAMES))}.",
+                target,
+            )
+        value = str(feature.get("value", ""))
+        if value.replace(" ", "").lower() not in allowed:
+            raise invalid_parameter(
+                f"The value '{value}' of feature {name} is not valid.",
+                target,
+            )
     return [dict(f) for f in features]
 
 
@@ -523,7 +560,9 @@ def _target_region(entry: object, default_replicas: int, default_storage: str) -
     target = "galleryImageVersion.properties.publishingProfile.targetRegions"
     if not isinstance(entry, dict) or not entry.get("name"):
         raise invalid_parameter("Every target region needs a name.", target)
-    name = normalize_location(entry["name"], target="targetRegions.name")
+    name = known_region(
+        normalize_location(entry["name"], target="targetRegions.name"), VERSION, target=target
+    )
     replicas = entry.get("regionalReplicaCount", default_replicas)
     if not isinstance(replicas, int) or not 1 <= replicas <= MAX_REPLICAS:
         raise invalid_parameter(
@@ -545,6 +584,22 @@ def _target_region(entry: object, default_replicas: int, default_storage: str) -
     if "encryption" in entry:
         region["encryption"] = entry["encryption"]
     return region
+
+
+def _check_disk_source(image: Resource, disk: Resource) -> None:
+    """Trusted Launch-type definitions take no managed disk as a version's source.
+
+    Observed behaviour (Azure, 2023-24): such definitions take only VHD blob, managed
+    image ("User Image") and gallery version sources.
+    """
+    security = _feature(image.properties.get("features", []), "SecurityType") or ""
+    if security.lower() in _TRUSTED_LAUNCH_TYPES:
+        raise invalid_parameter(
+            f"The security type '{security}' is not supported for the source id "
+            f"'{disk.id}'. Currently only Vhd Blob, User Image and Gallery Image "
+            f"Version sources are supported for '{security}' images.",
+            "galleryImageVersion.properties.storageProfile",
+        )
 
 
 def _source(req: Request, storage: dict[str, Any], image: Resource) -> dict[str, Any]:
@@ -581,6 +636,7 @@ def _source(req: Request, storage: dict[str, Any], image: Resource) -> dict[str,
                 "and revoke its access (endGetAccess) first."
             )
         size_gb = resource.properties.get("diskSizeGB", 1)
+        _check_disk_source(image, resource)
     elif resource.type == "Microsoft.Compute/images":
         if resource.properties.get("provisioningState") != "Succeeded":
             raise not_allowed(
@@ -619,7 +675,7 @@ def put_version(req: Request) -> Response:
     name = req.params["galleryImageVersionName"]
     _check_version_name(name)
     body = req.json_body()
-    location = normalize_location(body.get("location"))
+    location = location_of(req, body)
     _same_location(image, location, "image version")
     tags = tags_of(body)
     properties = props(body)
@@ -683,7 +739,7 @@ def put_version(req: Request) -> Response:
     req.app.store.put(version)
     op = req.app.start_lro(
         req,
-        kind="gallery-provision",
+        kind="version-provision",
         resource_id=rid,
         location=location,
         seconds=_replication_done(version) - now,
@@ -694,10 +750,10 @@ def put_version(req: Request) -> Response:
 
 
 def _schedule(
-    req: Request, regions: list[str], now: float, old: dict[str, dict[str, float]]
-) -> dict[str, dict[str, float]]:
-    """Per region: when replication started and when it completes."""
-    plan: dict[str, dict[str, float]] = {}
+    req: Request, regions: list[str], now: float, old: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Per region: when replication started, when it completes, and an injected failure."""
+    plan: dict[str, dict[str, Any]] = {}
     step = req.app.settings.replication_seconds
     fresh = 0
     for region in regions:
@@ -710,6 +766,9 @@ def _schedule(
             "start": now,
             "end": now + step * (1 + 0.5 * (fresh - 1)) + req.app.faults.lro_delay,
         }
+        failure = req.app.faults.replication_failure(key)
+        if failure is not None:
+            plan[key]["failed"] = failure
     return plan
 
 
@@ -724,17 +783,50 @@ def _replication_status(req: Request, version: Resource) -> dict[str, Any]:
         plan = version.meta["replication"][normalize_location(region["name"])]
         span = max(plan["end"] - plan["start"], 1e-9)
         progress = 100 if now >= plan["end"] else int(100 * (now - plan["start"]) / span)
+        state, details = ("Completed" if progress >= 100 else "Replicating"), ""  # noqa: PLR2004
+        if plan.get("failed") and progress >= FAILS_AT:
+            # An injected failure stops replication to this region halfway.
+            state, details, progress = "Failed", str(plan["failed"]), FAILS_AT
         summary.append(
             {
                 "region": region["name"],
-                "state": "Completed" if progress >= 100 else "Replicating",  # noqa: PLR2004
-                "details": "",
+                "state": state,
+                "details": details,
                 "progress": max(0, min(progress, 100)),
             }
         )
     states = {s["state"] for s in summary}
-    aggregated = "Completed" if states == {"Completed"} else "InProgress"
+    aggregated = "InProgress"
+    if "Failed" in states:
+        aggregated = "Failed"
+    elif states == {"Completed"}:
+        aggregated = "Completed"
     return {"aggregatedState": aggregated, "summary": summary}
+
+
+def failed_regions(version: Resource) -> dict[str, str]:
+    """Regions whose replication has failed (or will), with Azure's details."""
+    return {
+        region: str(plan["failed"])
+        for region, plan in version.meta.get("replication", {}).items()
+        if plan.get("failed")
+    }
+
+
+def _version_done(app: ArmApp, op: Operation) -> None:
+    """A version's create or update ends when replication does: Failed if a region failed."""
+    version = app.store.get(op.resource_id)
+    if version is None:
+        return
+    failed = failed_regions(version)
+    if failed:
+        raise ArmError(
+            500,
+            "ReplicationJobsNotCompleted",
+            "Replication job not completed at region(s): "
+            + "; ".join(f"{region}: {details}" for region, details in sorted(failed.items())),
+        )
+    version.properties["provisioningState"] = "Succeeded"
 
 
 def replicated_regions(req: Request, version: Resource) -> set[str]:
@@ -808,7 +900,7 @@ def _update_version(
     version.properties["provisioningState"] = "Updating"
     op = req.app.start_lro(
         req,
-        kind="gallery-provision",
+        kind="version-provision",
         resource_id=version.id,
         location=version.body["location"],
         seconds=max(_replication_done(version) - now, req.app.settings.operation_seconds),
@@ -875,149 +967,34 @@ def delete_version(req: Request) -> Response:
 # -- registration ----------------------------------------------------------------------------
 
 
-def register(app: ArmApp) -> None:
-    v = apiversions.GALLERIES
-    gbase = (
-        "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
-        "/providers/Microsoft.Compute/galleries"
-    )
-    gone = gbase + "/{galleryName}"
-    ibase = gone + "/images"
-    ione = ibase + "/{galleryImageName}"
-    vbase = ione + "/versions"
-    vone = vbase + "/{galleryImageVersionName}"
-    add = app.router.add
-    add(
-        "PUT",
-        gone,
-        put_gallery,
-        api_versions=v,
-        action=f"{GALLERY}/write",
-        operation_id="Galleries_CreateOrUpdate",
-    )
-    add(
-        "GET",
-        gone,
-        get_gallery,
-        api_versions=v,
-        action=f"{GALLERY}/read",
-        operation_id="Galleries_Get",
-    )
-    add(
-        "DELETE",
-        gone,
-        delete_gallery,
-        api_versions=v,
-        action=f"{GALLERY}/delete",
-        operation_id="Galleries_Delete",
-    )
-    add(
-        "GET",
-        gbase,
-        list_galleries,
-        api_versions=v,
-        action=f"{GALLERY}/read",
-        operation_id="Galleries_ListByResourceGroup",
-    )
-    add(
-        "POST",
-        gone + "/share",
-        share,
-        api_versions=v,
-        action=f"{GALLERY}/share/action",
-        operation_id="GallerySharingProfile_Update",
-    )
-    add(
-        "PUT",
-        ione,
-        put_image,
-        api_versions=v,
-        action=f"{IMAGE}/write",
-        operation_id="GalleryImages_CreateOrUpdate",
-    )
-    add(
-        "GET",
-        ione,
-        get_image,
-        api_versions=v,
-        action=f"{IMAGE}/read",
-        operation_id="GalleryImages_Get",
-    )
-    add(
-        "DELETE",
-        ione,
-        delete_image,
-        api_versions=v,
-        action=f"{IMAGE}/delete",
-        operation_id="GalleryImages_Delete",
-    )
-    add(
-        "GET",
-        ibase,
-        list_images,
-        api_versions=v,
-        action=f"{IMAGE}/read",
-        operation_id="GalleryImages_ListByGallery",
-    )
-    add(
-        "PUT",
-        vone,
-        put_version,
-        api_versions=v,
-        action=f"{VERSION}/write",
-        operation_id="GalleryImageVersions_CreateOrUpdate",
-    )
-    add(
-        "PATCH",
-        vone,
-        patch_version,
-        api_versions=v,
-        action=f"{VERSION}/write",
-        operation_id="GalleryImageVersions_Update",
-    )
-    add(
-        "GET",
-        vone,
-        get_version,
-        api_versions=v,
-        action=f"{VERSION}/read",
-        operation_id="GalleryImageVersions_Get",
-    )
-    add(
-        "DELETE",
-        vone,
-        delete_version,
-        api_versions=v,
-        action=f"{VERSION}/delete",
-        operation_id="GalleryImageVersions_Delete",
-    )
-    add(
-        "GET",
-        vbase,
-        list_versions,
-        api_versions=v,
-        action=f"{VERSION}/read",
-        operation_id="GalleryImageVersions_ListByGalleryImage",
-    )
-
-    _register_completions(app)
+_GALLERY: Final = GROUP_PROVIDERS + GALLERY + "/{galleryName}"
+_IMAGES: Final = _GALLERY + "/images"
+_IMAGE: Final = _IMAGES + "/{galleryImageName}"
+_VERSIONS: Final = _IMAGE + "/versions"
+_VERSION: Final = _VERSIONS + "/{galleryImageVersionName}"
+ROUTES: Final = table(
+    apiversions.GALLERIES,
+    GALLERY,
+    ("PUT", _GALLERY, put_gallery, "write", "Galleries_CreateOrUpdate"),
+    ("GET", _GALLERY, get_gallery, "read", "Galleries_Get"),
+    ("DELETE", _GALLERY, delete_gallery, "delete", "Galleries_Delete"),
+    ("GET", GROUP_PROVIDERS + GALLERY, list_galleries, "read", "Galleries_ListByResourceGroup"),
+    ("GET", SUBSCRIPTION_PROVIDERS + GALLERY, subscription_list(GALLERY), "read", "Galleries_List"),
+    ("POST", _GALLERY + "/share", share, "share/action", "GallerySharingProfile_Update"),
+    ("PUT", _IMAGE, put_image, f"{IMAGE}/write", "GalleryImages_CreateOrUpdate"),
+    ("GET", _IMAGE, get_image, f"{IMAGE}/read", "GalleryImages_Get"),
+    ("DELETE", _IMAGE, delete_image, f"{IMAGE}/delete", "GalleryImages_Delete"),
+    ("GET", _IMAGES, list_images, f"{IMAGE}/read", "GalleryImages_ListByGallery"),
+    ("PUT", _VERSION, put_version, f"{VERSION}/write", "GalleryImageVersions_CreateOrUpdate"),
+    ("PATCH", _VERSION, patch_version, f"{VERSION}/write", "GalleryImageVersions_Update"),
+    ("GET", _VERSION, get_version, f"{VERSION}/read", "GalleryImageVersions_Get"),
+    ("DELETE", _VERSION, delete_version, f"{VERSION}/delete", "GalleryImageVersions_Delete"),
+    ("GET", _VERSIONS, list_versions, f"{VERSION}/read", "GalleryImageVersions_ListByGalleryImage"),
+)
 
 
-def _register_completions(app: ArmApp) -> None:
-    def provisioned(_store: object, op: Operation) -> None:
-        res = app.store.get(op.resource_id)
-        if res is not None:
-            res.properties["provisioningState"] = "Succeeded"
-
-    def deleted(_store: object, op: Operation) -> None:
-        app.store.delete(op.resource_id)
-
-    def shared(_store: object, op: Operation) -> dict[str, Any]:
-        return _share_complete(app, op)
-
-    app.store.completions["gallery-provision"] = provisioned
-    app.store.completions["delete"] = deleted
-    app.store.completions["gallery-share"] = shared
+def _deleted(app: ArmApp, op: Operation) -> None:
+    app.store.delete(op.resource_id)
 
 
 def _share_complete(app: ArmApp, op: Operation) -> dict[str, Any]:
@@ -1049,3 +1026,11 @@ def _share_complete(app: ArmApp, op: Operation) -> dict[str, Any]:
     if update.get("groups"):
         result["groups"] = update["groups"]
     return result
+
+
+COMPLETIONS: Final[dict[str, Completion]] = {
+    "gallery-provision": provisioned,
+    "version-provision": _version_done,
+    "delete": _deleted,
+    "gallery-share": _share_complete,
+}

@@ -22,9 +22,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from nixos_azure_publish.emulator.armerror import ArmError
 from nixos_azure_publish.emulator.context import Request, Response
+from nixos_azure_publish.emulator.redact import redact
 from nixos_azure_publish.emulator.requestlog import RequestRecord
 from nixos_azure_publish.emulator.router import check_api_version, resource_type_of
-from nixos_azure_publish.redact import redact
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -150,6 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
             _inject(decision, app)
             check_api_version(match.route, api_version, resource_type_of(action))
             body = _parse_body(raw)
+            app.schemas.check_request(method, match.route.operation_id, body)
             app.store.tick()
             request = Request(
                 method=method,

@@ -12,21 +12,24 @@ from nixos_azure_publish.emulator.armerror import (
     property_change,
 )
 from nixos_azure_publish.emulator.common import (
+    GROUP_PROVIDERS,
+    SUBSCRIPTION_PROVIDERS,
     check_compute_name,
     listing,
+    location_of,
     no_content,
-    normalize_location,
     ok,
     props,
     provider_id,
+    provisioned,
+    subscription_list,
     tags_of,
 )
+from nixos_azure_publish.emulator.router import table
 from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
-    from nixos_azure_publish.emulator.context import Request, Response
-    from nixos_azure_publish.emulator.core import ArmApp
-    from nixos_azure_publish.emulator.store import Operation
+    from nixos_azure_publish.emulator.context import Completion, Request, Response
 
 TYPE: Final = "Microsoft.Compute/images"
 
@@ -90,7 +93,7 @@ def put(req: Request) -> Response:
     req.app.require_group(req)
     check_compute_name(req.params["imageName"], "image")
     body = req.json_body()
-    location = normalize_location(body.get("location"))
+    location = location_of(req, body)
     tags = tags_of(body)
     properties = props(body)
     os_disk, disk = _os_disk(req, properties, location)
@@ -164,39 +167,14 @@ def delete(req: Request) -> Response:
     return req.app.start_delete(req, image)
 
 
-def register(app: ArmApp) -> None:
-    v = apiversions.COMPUTE
-    base = (
-        "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
-        "/providers/Microsoft.Compute/images"
-    )
-    one = base + "/{imageName}"
-    app.router.add(
-        "PUT",
-        one,
-        put,
-        api_versions=v,
-        action=f"{TYPE}/write",
-        operation_id="Images_CreateOrUpdate",
-    )
-    app.router.add(
-        "GET", one, get, api_versions=v, action=f"{TYPE}/read", operation_id="Images_Get"
-    )
-    app.router.add(
-        "DELETE", one, delete, api_versions=v, action=f"{TYPE}/delete", operation_id="Images_Delete"
-    )
-    app.router.add(
-        "GET",
-        base,
-        list_group,
-        api_versions=v,
-        action=f"{TYPE}/read",
-        operation_id="Images_ListByResourceGroup",
-    )
-
-    def provisioned(_store: object, op: Operation) -> None:
-        res = app.store.get(op.resource_id)
-        if res is not None:
-            res.properties["provisioningState"] = "Succeeded"
-
-    app.store.completions["image-provision"] = provisioned
+_ONE: Final = GROUP_PROVIDERS + TYPE + "/{imageName}"
+ROUTES: Final = table(
+    apiversions.COMPUTE,
+    TYPE,
+    ("PUT", _ONE, put, "write", "Images_CreateOrUpdate"),
+    ("GET", _ONE, get, "read", "Images_Get"),
+    ("DELETE", _ONE, delete, "delete", "Images_Delete"),
+    ("GET", GROUP_PROVIDERS + TYPE, list_group, "read", "Images_ListByResourceGroup"),
+    ("GET", SUBSCRIPTION_PROVIDERS + TYPE, subscription_list(TYPE), "read", "Images_List"),
+)
+COMPLETIONS: Final[dict[str, Completion]] = {"image-provision": provisioned}

@@ -7,19 +7,19 @@ document: InProgress, Succeeded or Failed with an error) and ``Location``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from nixos_azure_publish.emulator import apiversions
 from nixos_azure_publish.emulator.armerror import ArmError
 from nixos_azure_publish.emulator.common import iso
 from nixos_azure_publish.emulator.context import Response
+from nixos_azure_publish.emulator.router import Route, table
 from nixos_azure_publish.emulator.store import Operation
 
 if TYPE_CHECKING:
-    from nixos_azure_publish.emulator.context import Request
-    from nixos_azure_publish.emulator.core import ArmApp
+    from nixos_azure_publish.emulator.context import Completion, Request
 
-__all__ = ["Operation", "register"]
+__all__ = ["COMPLETIONS", "ROUTES", "Operation"]
 
 _STATUS_OF_CODE = {
     "Conflict": 409,
@@ -70,25 +70,33 @@ def _monitor(req: Request, op: Operation, retry: dict[str, str]) -> Response:
     return Response(200, op.output)
 
 
-def register(app: ArmApp) -> None:
+def _routes() -> tuple[Route, ...]:
+    routes: list[Route] = []
     for namespace, versions in (
         ("Microsoft.Compute", apiversions.ALL_COMPUTE),
         ("Microsoft.Network", apiversions.NETWORK),
     ):
-        base = "/subscriptions/{subscriptionId}/providers/" + namespace + "/locations/{location}"
-        app.router.add(
-            "GET",
-            base + "/operations/{operationId}",
-            poll_status,
-            api_versions=versions,
-            action=f"{namespace}/locations/operations/read",
-            operation_id="Operations_Get",
+        base = f"/subscriptions/{{subscriptionId}}/providers/{namespace}/locations/{{location}}"
+        routes += table(
+            versions,
+            f"{namespace}/locations",
+            (
+                "GET",
+                base + "/operations/{operationId}",
+                poll_status,
+                "operations/read",
+                "Operations_Get",
+            ),
+            (
+                "GET",
+                base + "/operationResults/{operationId}",
+                poll_result,
+                "operationResults/read",
+                "OperationResults_Get",
+            ),
         )
-        app.router.add(
-            "GET",
-            base + "/operationResults/{operationId}",
-            poll_result,
-            api_versions=versions,
-            action=f"{namespace}/locations/operationResults/read",
-            operation_id="OperationResults_Get",
-        )
+    return tuple(routes)
+
+
+ROUTES: Final = _routes()
+COMPLETIONS: Final[dict[str, Completion]] = {}

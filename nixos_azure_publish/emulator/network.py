@@ -13,21 +13,26 @@ from typing import TYPE_CHECKING, Any, Final
 from nixos_azure_publish.emulator import apiversions
 from nixos_azure_publish.emulator.armerror import ArmError, invalid_parameter
 from nixos_azure_publish.emulator.common import (
+    GROUP_PROVIDERS,
+    SUBSCRIPTION_PROVIDERS,
     listing,
+    location_of,
     no_content,
-    normalize_location,
     ok,
     props,
     provider_id,
+    provisioned,
+    subscription_list,
     tags_of,
 )
 from nixos_azure_publish.emulator.context import Response
+from nixos_azure_publish.emulator.router import Route, table
 from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from nixos_azure_publish.emulator.context import Request
+    from nixos_azure_publish.emulator.context import Completion, Request
     from nixos_azure_publish.emulator.core import ArmApp
     from nixos_azure_publish.emulator.store import Operation
 
@@ -249,7 +254,7 @@ def _put(type_name: str) -> Callable[[Request], Response]:
     def handler(req: Request) -> Response:
         req.app.require_group(req)
         body = req.json_body()
-        location = normalize_location(body.get("location"))
+        location = location_of(req, body)
         tags = tags_of(body)
         rid = _rid(req, type_name)
         existing = req.app.store.get(rid)
@@ -410,41 +415,41 @@ def unlink_nic(app: ArmApp, nic: Resource) -> None:
                     subnet["properties"].pop("ipConfigurations")
 
 
-def register(app: ArmApp) -> None:
-    v = apiversions.NETWORK
-    base = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/"
+def _routes() -> tuple[Route, ...]:
+    routes: list[Route] = []
     for type_name, param in _PARAM.items():
-        collection = base + type_name
+        collection = GROUP_PROVIDERS + type_name
         one = f"{collection}/{{{param}}}"
         short = type_name.split("/", 1)[1]
         pascal = short[0].upper() + short[1:]
-        add = app.router.add
-        add("PUT", one, _put(type_name), api_versions=v, action=f"{type_name}/write",
-            operation_id=f"{pascal}_CreateOrUpdate")  # fmt: skip
-        add("GET", one, _get(type_name), api_versions=v, action=f"{type_name}/read",
-            operation_id=f"{pascal}_Get")  # fmt: skip
-        add("DELETE", one, _delete(type_name), api_versions=v, action=f"{type_name}/delete",
-            operation_id=f"{pascal}_Delete")  # fmt: skip
-        add("GET", collection, _list(type_name), api_versions=v, action=f"{type_name}/read",
-            operation_id=f"{pascal}_List")  # fmt: skip
-    app.router.add(
-        "GET",
-        base + VNET + "/{virtualNetworkName}/subnets/{subnetName}",
-        get_subnet,
-        api_versions=v,
-        action=f"{SUBNET}/read",
-        operation_id="Subnets_Get",
-    )
+        routes += table(
+            apiversions.NETWORK,
+            type_name,
+            ("PUT", one, _put(type_name), "write", f"{pascal}_CreateOrUpdate"),
+            ("GET", one, _get(type_name), "read", f"{pascal}_Get"),
+            ("DELETE", one, _delete(type_name), "delete", f"{pascal}_Delete"),
+            ("GET", collection, _list(type_name), "read", f"{pascal}_List"),
+            (
+                "GET",
+                SUBSCRIPTION_PROVIDERS + type_name,
+                subscription_list(type_name),
+                "read",
+                f"{pascal}_ListAll",
+            ),
+        )
+    subnet = GROUP_PROVIDERS + VNET + "/{virtualNetworkName}/subnets/{subnetName}"
+    routes += table(apiversions.NETWORK, SUBNET, ("GET", subnet, get_subnet, "read", "Subnets_Get"))
+    return tuple(routes)
 
-    def provisioned(_store: object, op: Operation) -> None:
-        res = app.store.get(op.resource_id)
-        if res is not None:
-            res.properties["provisioningState"] = "Succeeded"
 
-    def deleted(_store: object, op: Operation) -> None:
-        res = app.store.delete(op.resource_id)
-        if res is not None and res.type == NIC:
-            unlink_nic(app, res)
+def _deleted(app: ArmApp, op: Operation) -> None:
+    res = app.store.delete(op.resource_id)
+    if res is not None and res.type == NIC:
+        unlink_nic(app, res)
 
-    app.store.completions["network-provision"] = provisioned
-    app.store.completions["network-delete"] = deleted
+
+ROUTES: Final = _routes()
+COMPLETIONS: Final[dict[str, Completion]] = {
+    "network-provision": provisioned,
+    "network-delete": _deleted,
+}

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-from nixos_azure_publish.redact import REDACTED, redact
+from nixos_azure_publish.emulator.redact import REDACTED, redact
 
 if TYPE_CHECKING:
     from pathlib import Path

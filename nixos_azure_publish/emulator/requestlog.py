@@ -10,7 +10,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from nixos_azure_publish.redact import redact
+from nixos_azure_publish.emulator.redact import redact
 
 
 @dataclass(frozen=True)

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from nixos_azure_publish.emulator import apiversions
 from nixos_azure_publish.emulator.armerror import ArmError, group_not_found
 from nixos_azure_publish.emulator.common import (
     listing,
-    normalize_location,
+    location_of,
     ok,
     tags_of,
 )
 from nixos_azure_publish.emulator.context import Response
 from nixos_azure_publish.emulator.lro import poll_result
+from nixos_azure_publish.emulator.router import table
 from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
-    from nixos_azure_publish.emulator.context import Request
+    from nixos_azure_publish.emulator.context import Completion, Request
     from nixos_azure_publish.emulator.core import ArmApp
     from nixos_azure_publish.emulator.store import Operation
 
@@ -40,7 +41,7 @@ def put(req: Request) -> Response:
             f"The resource group name '{name}' is invalid: 1-90 letters, digits, '-', '_', '.', "
             "'(' and ')', not ending in '.'.",
         )
-    location = normalize_location(body.get("location"))
+    location = location_of(req, body)
     tags = tags_of(body)
     existing = req.app.store.get(_id(req))
     if existing is not None:
@@ -127,56 +128,29 @@ def _complete_delete(app: ArmApp, op: Operation) -> None:
     app.store.delete(op.resource_id)
 
 
-def register(app: ArmApp) -> None:
-    versions = apiversions.ANY_DATED
-    path = "/subscriptions/{subscriptionId}/resourcegroups/{resourceGroupName}"
-    action = "Microsoft.Resources/subscriptions/resourceGroups"
-    app.router.add(
-        "PUT",
-        path,
-        put,
-        api_versions=versions,
-        action=f"{action}/write",
-        operation_id="ResourceGroups_CreateOrUpdate",
-    )
-    app.router.add(
-        "GET",
-        path,
-        get,
-        api_versions=versions,
-        action=f"{action}/read",
-        operation_id="ResourceGroups_Get",
-    )
-    app.router.add(
-        "HEAD",
-        path,
-        head,
-        api_versions=versions,
-        action=f"{action}/read",
-        operation_id="ResourceGroups_CheckExistence",
-    )
-    app.router.add(
-        "DELETE",
-        path,
-        delete,
-        api_versions=versions,
-        action=f"{action}/delete",
-        operation_id="ResourceGroups_Delete",
-    )
-    app.router.add(
+_GROUPS: Final = "/subscriptions/{subscriptionId}/resourcegroups"
+_GROUP: Final = _GROUPS + "/{resourceGroupName}"
+_ACTION: Final = "Microsoft.Resources/subscriptions/resourceGroups"
+ROUTES: Final = table(
+    apiversions.ANY_DATED,
+    _ACTION,
+    ("PUT", _GROUP, put, "write", "ResourceGroups_CreateOrUpdate"),
+    ("GET", _GROUP, get, "read", "ResourceGroups_Get"),
+    ("HEAD", _GROUP, head, "read", "ResourceGroups_CheckExistence"),
+    ("DELETE", _GROUP, delete, "delete", "ResourceGroups_Delete"),
+    (
         "GET",
         "/subscriptions/{subscriptionId}/resourcegroups",
         list_groups,
-        api_versions=versions,
-        action=f"{action}/read",
-        operation_id="ResourceGroups_List",
-    )
-    app.router.add(
+        "read",
+        "ResourceGroups_List",
+    ),
+    (
         "GET",
         "/subscriptions/{subscriptionId}/operationresults/{operationId}",
         operation_result,
-        api_versions=versions,
-        action="Microsoft.Resources/subscriptions/operationresults/read",
-        operation_id="OperationResults_Get",
-    )
-    app.store.completions["delete-group"] = lambda _store, op: _complete_delete(app, op)
+        "Microsoft.Resources/subscriptions/operationresults/read",
+        "OperationResults_Get",
+    ),
+)
+COMPLETIONS: Final[dict[str, Completion]] = {"delete-group": _complete_delete}

@@ -3,6 +3,10 @@
 ARM matches path segments case-insensitively and requires ``api-version`` on
 every call; so does the router. A route's *action* is the RBAC permission a
 real principal needs for the call (``Microsoft.Compute/disks/write``).
+
+Each resource-provider module declares its routes as a table (``ROUTES``, made
+with :func:`table`) and its operation completions as ``COMPLETIONS``; the
+application (``core.ArmApp``) installs them.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from urllib.parse import unquote
 from nixos_azure_publish.emulator.armerror import ArmError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from nixos_azure_publish.emulator.context import Request, Response
+
+    Handler = Callable[[Request], Response]
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 
@@ -77,6 +83,9 @@ class Router:
             Route(method, template, handler, frozenset(api_versions), action, operation_id)
         )
 
+    def extend(self, routes: Iterable[Route]) -> None:
+        self.routes.extend(routes)
+
     def resolve(self, method: str, path: str) -> Match:
         """The route for *method* and *path*, or the ArmError Azure would answer."""
         parts = [unquote(p) for p in path.strip("/").split("/")]
@@ -99,6 +108,29 @@ class Router:
             "InvalidResourceType",
             f"The resource type could not be found for the path '{path}'.",
         )
+
+
+def table(
+    api_versions: frozenset[str],
+    resource_type: str,
+    *rows: tuple[str, str, Handler, str, str],
+) -> tuple[Route, ...]:
+    """Routes from rows of (method, template, handler, action, operation id).
+
+    An action that does not start with a provider namespace is relative to
+    *resource_type*: ``"write"`` stands for ``Microsoft.Compute/disks/write``.
+    """
+    return tuple(
+        Route(
+            method,
+            template,
+            handler,
+            api_versions,
+            action if action.startswith("Microsoft.") else f"{resource_type}/{action}",
+            operation_id,
+        )
+        for method, template, handler, action, operation_id in rows
+    )
 
 
 def check_api_version(route: Route, api_version: str | None, resource_type: str) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from nixos_azure_publish.emulator.azurite import Azurite, run_azurite
+from nixos_azure_publish.emulator.blobfront import run_blob_front
 from nixos_azure_publish.emulator.blobs import BlobBackend
 from nixos_azure_publish.emulator.certs import is_valid_for, write_self_signed
 from nixos_azure_publish.emulator.core import ArmApp
@@ -120,8 +121,11 @@ def run_emulator(
                 run_azurite(location=work / "azurite", log_file=work / "azurite.log")
             )
         cert, key = _certificate(work / "tls")
+        front = None
+        if azurite.scheme == "http":
+            front = stack.enter_context(run_blob_front(azurite))
         app = ArmApp(
-            blobs=BlobBackend(azurite),
+            blobs=BlobBackend(azurite, public_endpoint=front),
             settings=settings or EmulatorSettings(),
             state_dir=state_dir,
         )

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from nixos_azure_publish.emulator.errors import EmulatorError
 from nixos_azure_publish.emulator.server import run_emulator
-from nixos_azure_publish.errors import UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -105,14 +105,14 @@ def start_detached(
             environ: dict[str, str] = json.loads(ready.read_text(encoding="utf-8"))
             return environ
         if proc.poll() is not None:
-            raise UsageError(
+            raise EmulatorError(
                 f"the emulator exited with status {proc.returncode} while starting",
                 hint=f"See {work / 'emulator.log'}",
             )
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
-    raise UsageError(
+    raise EmulatorError(
         f"the emulator did not become ready within {timeout:.0f}s",
         hint=f"See {work / 'emulator.log'}",
     )

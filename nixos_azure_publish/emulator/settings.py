@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 DEFAULT_SUBSCRIPTION: Final = "00000000-0000-4000-8000-000000000001"
@@ -32,6 +32,15 @@ Run 'nixos-help' for the NixOS manual.
 nixos login: \
 """
 
+# What Hyper-V's UEFI firmware shows when Secure Boot refuses an unsigned boot loader.
+SECURE_BOOT_VIOLATION: Final = """\
+Hyper-V UEFI Release v4.1
+Virtual Machine Boot Summary
+1. SCSI Disk (0,0)  The signed image's hash is not allowed (DB).
+No operating system was loaded. Press a key to retry the boot sequence...
+Secure Boot violation: the boot loader is not signed by a key in the UEFI database.
+"""
+
 
 @dataclass
 class EmulatorSettings:
@@ -47,5 +56,10 @@ class EmulatorSettings:
     """Seconds sent in Retry-After on 202 / InProgress answers (0: the client's own interval)."""
     serial_log: str = DEFAULT_SERIAL_LOG
     """The serial console log of every VM booted from then on."""
+    signed_images: bool = False
+    """Whether images carry a signed boot loader: if not, a VM with Secure Boot on does not
+    boot and its serial console shows a Secure Boot violation."""
+    unavailable_sizes: set[str | tuple[str, str]] = field(default_factory=set)
+    """VM sizes (or (region, size) pairs) answered 409 SkuNotAvailable: capacity limits."""
     sas_hours_max: int = 24 * 30
     """Longest grant Azure accepts is long; refuse beyond this many hours."""

@@ -14,23 +14,36 @@ import uuid
 from typing import TYPE_CHECKING, Any, Final
 
 from nixos_azure_publish.emulator import apiversions, network
-from nixos_azure_publish.emulator.armerror import ArmError, invalid_parameter, not_allowed
+from nixos_azure_publish.emulator.armerror import (
+    ArmError,
+    invalid_parameter,
+    not_allowed,
+    property_change,
+)
+from nixos_azure_publish.emulator.catalogue import VM_SIZES
 from nixos_azure_publish.emulator.common import (
+    GROUP_PROVIDERS,
+    SUBSCRIPTION_PROVIDERS,
+    check_compute_name,
     listing,
+    location_of,
     no_content,
-    normalize_location,
     ok,
     props,
     provider_id,
+    provisioned,
+    subscription_list,
     tags_of,
 )
 from nixos_azure_publish.emulator.community import find_image
 from nixos_azure_publish.emulator.context import Response
 from nixos_azure_publish.emulator.galleries import IMAGE, VERSION, replicated_regions
+from nixos_azure_publish.emulator.router import table
+from nixos_azure_publish.emulator.settings import SECURE_BOOT_VIOLATION
 from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
-    from nixos_azure_publish.emulator.context import Request
+    from nixos_azure_publish.emulator.context import Completion, Request
     from nixos_azure_publish.emulator.core import ArmApp
     from nixos_azure_publish.emulator.store import Operation
 
@@ -127,27 +140,25 @@ def _nics(req: Request, properties: dict[str, Any], rid: str, location: str) -> 
 def put(req: Request) -> Response:
     req.app.require_group(req)
     body = req.json_body()
-    location = normalize_location(body.get("location"))
+    location = location_of(req, body)
     properties = props(body)
     rid = vm_id(req)
-    if req.app.store.get(rid) is not None:
-        raise ArmError(
-            409,
-            "OperationNotAllowed",
-            "This emulator creates VMs once; delete the VM to change it.",
-        )
+    existing = req.app.store.get(rid)
     size = (properties.get("hardwareProfile") or {}).get("vmSize")
     if not size:
         raise invalid_parameter(
             "Required parameter 'hardwareProfile.vmSize' is missing (null).",
             "properties.hardwareProfile.vmSize",
         )
+    if existing is not None:
+        return _update(req, existing, body, location)
     storage = properties.get("storageProfile") or {}
     version = _resolve_image(req, storage.get("imageReference") or {}, location)
     image = req.app.store.get(version.id.rsplit("/versions/", 1)[0])
     if image is None:
         raise _image_not_found(version.id, location)
-    _check_security(properties, image)
+    _check_security(req, properties, image)
+    _check_size(req, str(size), location, image, properties)
     os_profile = properties.get("osProfile") or {}
     if not os_profile.get("adminUsername") or not os_profile.get(
         "computerName", req.params["vmName"]
@@ -158,6 +169,24 @@ def put(req: Request) -> Response:
         )
     nics = _nics(req, properties, rid, location)
     os_disk_in = storage.get("osDisk") or {}
+    os_disk: dict[str, Any] = {
+        "osType": image.properties["osType"],
+        "createOption": "FromImage",
+        "caching": os_disk_in.get("caching", "ReadWrite"),
+        "deleteOption": os_disk_in.get("deleteOption", "Detach"),
+        "managedDisk": {
+            "storageAccountType": (os_disk_in.get("managedDisk") or {}).get(
+                "storageAccountType", "Standard_LRS"
+            )
+        },
+        "diskSizeGB": version.properties["storageProfile"]["osDiskImage"].get("sizeInGB", 1),
+    }
+    if os_disk_in.get("name"):
+        check_compute_name(str(os_disk_in["name"]), "osDisk")
+        os_disk["name"] = os_disk_in["name"]
+    disk_security = (os_disk_in.get("managedDisk") or {}).get("securityProfile")
+    if disk_security:
+        os_disk["managedDisk"]["securityProfile"] = disk_security
     vm_body: dict[str, Any] = {
         "id": rid,
         "name": req.params["vmName"],
@@ -172,20 +201,7 @@ def put(req: Request) -> Response:
                     **(storage.get("imageReference") or {}),
                     "exactVersion": version.name,
                 },
-                "osDisk": {
-                    "osType": image.properties["osType"],
-                    "createOption": "FromImage",
-                    "caching": os_disk_in.get("caching", "ReadWrite"),
-                    "deleteOption": os_disk_in.get("deleteOption", "Detach"),
-                    "managedDisk": {
-                        "storageAccountType": (os_disk_in.get("managedDisk") or {}).get(
-                            "storageAccountType", "Standard_LRS"
-                        )
-                    },
-                    "diskSizeGB": version.properties["storageProfile"]["osDiskImage"].get(
-                        "sizeInGB", 1
-                    ),
-                },
+                "osDisk": os_disk,
                 "dataDisks": [],
             },
             "osProfile": _public_os_profile(os_profile, req.params["vmName"]),
@@ -205,12 +221,78 @@ def put(req: Request) -> Response:
     }
     if properties.get("securityProfile"):
         vm_body["properties"]["securityProfile"] = properties["securityProfile"]
-    vm = Resource(id=rid, type=TYPE, body=vm_body, meta={"serial_log": req.app.settings.serial_log})
+    vm = Resource(
+        id=rid, type=TYPE, body=vm_body, meta={"serial_log": _serial_log(req, properties)}
+    )
     for nic in nics:
         nic.properties["virtualMachine"] = {"id": rid}
     req.app.store.put(vm)
     op = req.app.start_lro(req, kind="vm-create", resource_id=rid, location=location)
     return req.app.lro_response(op, status=201, body=vm.body, location=False)
+
+
+def _serial_log(req: Request, properties: dict[str, Any]) -> str:
+    """What the VM's serial console will show: a Secure Boot violation for an unsigned loader."""
+    uefi = (properties.get("securityProfile") or {}).get("uefiSettings") or {}
+    if uefi.get("secureBootEnabled") and not req.app.settings.signed_images:
+        return SECURE_BOOT_VIOLATION
+    return req.app.settings.serial_log
+
+
+# What may change in a PUT on an existing VM (Azure: PropertyChangeNotAllowed otherwise).
+_FIXED_ON_UPDATE: Final = (
+    ("storageProfile", "imageReference", "id"),
+    ("storageProfile", "imageReference", "communityGalleryImageId"),
+    ("storageProfile", "osDisk", "name"),
+    ("osProfile", "computerName"),
+    ("osProfile", "adminUsername"),
+    ("securityProfile", "securityType"),
+)
+
+
+def _dig(tree: dict[str, Any], path: tuple[str, ...]) -> object:
+    node: Any = tree
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _update(req: Request, vm: Resource, body: dict[str, Any], location: str) -> Response:
+    """A PUT on an existing VM: tags, size, boot diagnostics change; its identity does not."""
+    if location != vm.body["location"]:
+        raise ArmError(
+            409,
+            "InvalidResourceLocation",
+            f"The resource '{vm.name}' already exists in location '{vm.body['location']}' in "
+            f"resource group '{req.group}'. A resource with the same name cannot be created in "
+            f"location '{location}'. Please select a new resource name.",
+        )
+    if vm.properties["provisioningState"] not in {"Succeeded", "Failed"}:
+        raise ArmError(
+            409,
+            "OperationNotAllowed",
+            f"Operation on VM '{vm.name}' is not allowed: another operation is in progress.",
+        )
+    properties = props(body)
+    for path in _FIXED_ON_UPDATE:
+        new = _dig(properties, path)
+        if new is not None and new != _dig(vm.properties, path):
+            raise property_change(".".join(path))
+    size = str(properties["hardwareProfile"]["vmSize"])
+    if size != vm.properties["hardwareProfile"]["vmSize"]:
+        image_ref = vm.properties["storageProfile"]["imageReference"].get("id", "")
+        image = req.app.store.get(image_ref.rsplit("/versions/", 1)[0])
+        if image is not None:
+            _check_size(req, size, location, image, vm.properties)
+        vm.properties["hardwareProfile"]["vmSize"] = size
+    if properties.get("diagnosticsProfile"):
+        vm.properties["diagnosticsProfile"] = properties["diagnosticsProfile"]
+    vm.body["tags"] = tags_of(body)
+    vm.properties["provisioningState"] = "Updating"
+    op = req.app.start_lro(req, kind="vm-update", resource_id=vm.id, location=location)
+    return req.app.lro_response(op, status=200, body=vm.body, location=False)
 
 
 def _public_os_profile(os_profile: dict[str, Any], default_name: str) -> dict[str, Any]:
@@ -240,25 +322,138 @@ def _public_os_profile(os_profile: dict[str, Any], default_name: str) -> dict[st
     return out
 
 
-def _check_security(properties: dict[str, Any], image: Resource) -> None:
-    wanted = (properties.get("securityProfile") or {}).get("securityType")
+_TRUSTED_LAUNCH_IMAGES: Final = frozenset(
+    {"trustedlaunchsupported", "trustedlaunch", "trustedlaunchandconfidentialvmsupported"}
+)
+_CONFIDENTIAL_IMAGES: Final = frozenset(
+    {
+        "confidentialvmsupported",
+        "confidentialvm",
+        "trustedlaunchandconfidentialvmsupported",
+    }
+)
+_ENCRYPTION_TYPES: Final = frozenset(
+    {"vmgueststateonly", "diskwithvmgueststate", "nonpersistedtpm"}
+)
+# The VM security type Standard is accepted from this api-version on.
+_STANDARD_SINCE: Final = "2025-11-01"
+
+
+def _check_security(req: Request, properties: dict[str, Any], image: Resource) -> None:
+    """Azure's rules for a VM's security type against its image and its own settings."""
+    target = "properties.securityProfile.securityType"
+    security = properties.get("securityProfile") or {}
+    wanted = str(security.get("securityType") or "")
     features = {
         str(f.get("name", "")).lower(): f.get("value") for f in image.properties.get("features", [])
     }
-    offered = features.get("securitytype", "Standard")
-    if wanted == "TrustedLaunch" and offered not in {
-        "TrustedLaunchSupported",
-        "TrustedLaunch",
-        "TrustedLaunchAndConfidentialVmSupported",
-    }:
+    offered = str(features.get("securitytype") or "Standard")
+    if wanted.lower() == "standard" and req.api_version < _STANDARD_SINCE:
+        raise invalid_parameter(
+            f"The value 'Standard' of parameter 'securityProfile.securityType' is not allowed "
+            f"before api-version {_STANDARD_SINCE}. Allowed values are 'TrustedLaunch', "
+            "'ConfidentialVM'.",
+            target,
+        )
+    uefi = security.get("uefiSettings")
+    if uefi and wanted.lower() not in {"trustedlaunch", "confidentialvm"}:
+        raise invalid_parameter(
+            "Use of UefiSettings is not supported unless securityType is TrustedLaunch or "
+            "ConfidentialVM.",
+            "properties.securityProfile.uefiSettings",
+        )
+    if wanted.lower() == "trustedlaunch" and offered.lower() not in _TRUSTED_LAUNCH_IMAGES:
         raise invalid_parameter(
             f"The image's security type '{offered}' does not support a TrustedLaunch VM.",
-            "properties.securityProfile.securityType",
+            target,
         )
-    if offered == "TrustedLaunch" and wanted != "TrustedLaunch":
+    if offered.lower() == "trustedlaunch" and wanted.lower() != "trustedlaunch":
         raise invalid_parameter(
             "The image requires securityProfile.securityType TrustedLaunch.",
+            target,
+        )
+    if offered.lower() == "confidentialvm" and wanted.lower() != "confidentialvm":
+        raise invalid_parameter(
+            "The image requires securityProfile.securityType ConfidentialVM.",
+            target,
+        )
+    if wanted.lower() == "confidentialvm":
+        _check_confidential(properties, offered, uefi or {})
+
+
+def _check_confidential(properties: dict[str, Any], offered: str, uefi: dict[str, Any]) -> None:
+    """A confidential VM needs a confidential image, vTPM and an OS disk encryption type."""
+    if offered.lower() not in _CONFIDENTIAL_IMAGES:
+        raise invalid_parameter(
+            f"The image's security type '{offered}' does not support a ConfidentialVM.",
             "properties.securityProfile.securityType",
+        )
+    if not uefi.get("vTpmEnabled"):
+        raise invalid_parameter(
+            "A ConfidentialVM needs securityProfile.uefiSettings.vTpmEnabled true.",
+            "properties.securityProfile.uefiSettings.vTpmEnabled",
+        )
+    os_disk = (properties.get("storageProfile") or {}).get("osDisk") or {}
+    disk_security = (os_disk.get("managedDisk") or {}).get("securityProfile") or {}
+    encryption = str(disk_security.get("securityEncryptionType") or "")
+    if encryption.lower() not in _ENCRYPTION_TYPES:
+        raise invalid_parameter(
+            "A ConfidentialVM needs storageProfile.osDisk.managedDisk.securityProfile."
+            "securityEncryptionType (VMGuestStateOnly, DiskWithVMGuestState or NonPersistedTPM).",
+            "properties.storageProfile.osDisk.managedDisk.securityProfile.securityEncryptionType",
+        )
+
+
+def _check_size(
+    req: Request, size: str, location: str, image: Resource, properties: dict[str, Any]
+) -> None:
+    """The size exists, is offered here, and can boot the image with the VM's security."""
+    target = "properties.hardwareProfile.vmSize"
+    spec = VM_SIZES.get(size)
+    if spec is None:
+        raise invalid_parameter(
+            f"The requested VM size {size} is not available in the current region. The sizes "
+            f"available in the current region are: {', '.join(sorted(VM_SIZES))}.",
+            target,
+        )
+    if (location, size) in req.app.settings.unavailable_sizes or size in (
+        req.app.settings.unavailable_sizes
+    ):
+        raise ArmError(
+            409,
+            "SkuNotAvailable",
+            f"The requested VM size for resource 'Following SKUs have failed for Capacity "
+            f"Restrictions: {size}' is currently not available in location '{location}'. "
+            "Please try another size or deploy to a different location or different zone.",
+        )
+    generation = str(image.properties.get("hyperVGeneration", "V1"))
+    if generation not in spec.generations:
+        raise invalid_parameter(
+            f"The selected VM size '{size}' cannot boot Hypervisor Generation "
+            f"'{generation[-1]}'. If this was a Create operation please check that the "
+            "Hypervisor Generation of the Image matches the Hypervisor Generation of the "
+            "selected VM Size.",
+            target,
+        )
+    architecture = str(image.properties.get("architecture", "x64"))
+    if architecture.lower() != spec.architecture.lower():
+        raise invalid_parameter(
+            f"The selected VM size '{size}' ({spec.architecture}) cannot boot an image of "
+            f"architecture '{architecture}'.",
+            target,
+        )
+    wanted = str((properties.get("securityProfile") or {}).get("securityType") or "").lower()
+    if wanted == "trustedlaunch" and not spec.trusted_launch:
+        raise invalid_parameter(
+            f"The VM size '{size}' is not supported for Trusted Launch. Use a size that "
+            "supports it, or create a Standard VM.",
+            target,
+        )
+    if wanted == "confidentialvm" and not spec.confidential:
+        raise invalid_parameter(
+            f"The VM size '{size}' does not support a ConfidentialVM; use a confidential size "
+            "such as Standard_DC2as_v5.",
+            target,
         )
 
 
@@ -340,9 +535,9 @@ def _created(app: ArmApp, op: Operation) -> None:
     if vm is None:
         return
     group_id = vm.id.split("/providers/", 1)[0]
-    disk_name = f"{vm.name}_OsDisk_1_{uuid.uuid4().hex}"
-    disk_id = f"{group_id}/providers/Microsoft.Compute/disks/{disk_name}"
     os_disk = vm.properties["storageProfile"]["osDisk"]
+    disk_name = os_disk.get("name") or f"{vm.name}_OsDisk_1_{uuid.uuid4().hex}"
+    disk_id = f"{group_id}/providers/Microsoft.Compute/disks/{disk_name}"
     size_gb = int(os_disk.get("diskSizeGB", 1))
     app.store.put(
         Resource(
@@ -409,54 +604,39 @@ def _deleted(app: ArmApp, op: Operation) -> None:
         app.blobs.delete(vm.meta["container"])
 
 
-def register(app: ArmApp) -> None:
-    v = apiversions.COMPUTE
-    base = (
-        "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
-        "/providers/Microsoft.Compute/virtualMachines"
-    )
-    one = base + "/{vmName}"
-    add = app.router.add
-    add(
-        "PUT",
-        one,
-        put,
-        api_versions=v,
-        action=f"{TYPE}/write",
-        operation_id="VirtualMachines_CreateOrUpdate",
-    )
-    add("GET", one, get, api_versions=v, action=f"{TYPE}/read", operation_id="VirtualMachines_Get")
-    add(
-        "DELETE",
-        one,
-        delete,
-        api_versions=v,
-        action=f"{TYPE}/delete",
-        operation_id="VirtualMachines_Delete",
-    )
-    add(
+_ONE: Final = GROUP_PROVIDERS + TYPE + "/{vmName}"
+_LIST_ALL: Final = subscription_list(TYPE)
+ROUTES: Final = table(
+    apiversions.COMPUTE,
+    TYPE,
+    ("PUT", _ONE, put, "write", "VirtualMachines_CreateOrUpdate"),
+    ("GET", _ONE, get, "read", "VirtualMachines_Get"),
+    ("DELETE", _ONE, delete, "delete", "VirtualMachines_Delete"),
+    ("GET", GROUP_PROVIDERS + TYPE, list_group, "read", "VirtualMachines_List"),
+    (
         "GET",
-        base,
-        list_group,
-        api_versions=v,
-        action=f"{TYPE}/read",
-        operation_id="VirtualMachines_List",
-    )
-    add(
+        SUBSCRIPTION_PROVIDERS + TYPE,
+        subscription_list(TYPE),
+        "read",
+        "VirtualMachines_ListAll",
+    ),
+    (
         "GET",
-        one + "/instanceView",
+        _ONE + "/instanceView",
         instance_view,
-        api_versions=v,
-        action=f"{TYPE}/instanceView/read",
-        operation_id="VirtualMachines_InstanceView",
-    )
-    add(
+        "instanceView/read",
+        "VirtualMachines_InstanceView",
+    ),
+    (
         "POST",
-        one + "/retrieveBootDiagnosticsData",
+        _ONE + "/retrieveBootDiagnosticsData",
         boot_diagnostics,
-        api_versions=v,
-        action=f"{TYPE}/retrieveBootDiagnosticsData/action",
-        operation_id="VirtualMachines_RetrieveBootDiagnosticsData",
-    )
-    app.store.completions["vm-create"] = lambda _store, op: _created(app, op)
-    app.store.completions["vm-delete"] = lambda _store, op: _deleted(app, op)
+        "retrieveBootDiagnosticsData/action",
+        "VirtualMachines_RetrieveBootDiagnosticsData",
+    ),
+)
+COMPLETIONS: Final[dict[str, Completion]] = {
+    "vm-create": _created,
+    "vm-delete": _deleted,
+    "vm-update": provisioned,
+}

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 
 from nixos_azure_publish.azure import disk as azdisk
+from nixos_azure_publish.azure import image as azimage
 from nixos_azure_publish.azure import replication as azreplication
 from nixos_azure_publish.azure import retention as azretention
 from nixos_azure_publish.azure import version as azversion
 from nixos_azure_publish.azure import vm as azvm
+from nixos_azure_publish.azure.names import TAG_CONTENT
 from nixos_azure_publish.errors import (
     SmokeTestError,
 )
@@ -18,13 +20,17 @@ log = logging.getLogger(__name__)
 
 
 class Cleanup(Step):
-    """Delete the upload disk once a replicated version holds the image (per config)."""
+    """Delete the upload disk once a replicated version holds the image (per config), and
+    with it the managed image made only as the version's source (``managedImage`` keeps it)."""
 
     name = "cleanup"
 
     def plan(self, ctx: Context) -> StepResult:
         if not ctx.target.cleanup.delete_upload_disk or not ctx.has_gallery:
             return done("keeping the upload disk")
+        if _throwaway_image(ctx) and ctx.managed_image is not None:
+            # A new one is reported by its step as made and deleted after.
+            ctx.report.resource("managed image", ctx.image_name, "would-delete")
         if ctx.disk is not None:
             ctx.report.resource("disk", ctx.disk_name, "would-delete")
             return done(f"would delete disk {ctx.disk_name}")
@@ -38,10 +44,13 @@ class Cleanup(Step):
                 ctx.report.resource("disk", ctx.disk_name, "kept", id=ctx.disk.id)
             return done("keeping the upload disk (cleanup.deleteUploadDisk is false)")
         group = ctx.target.resource_group
+        deleted_image = _delete_throwaway_image(ctx)
         # Look again: the disk may exist although Discover ran before it was made.
         current = azdisk.get_disk(ctx.clients, group, ctx.disk_name)
         if current is None:
-            return done("nothing to delete")
+            return done(
+                f"deleted managed image {ctx.image_name}" if deleted_image else "nothing to delete"
+            )
         if current.writable:
             # An upload was interrupted here (by a concurrent publisher): close it first.
             azdisk.revoke(ctx.clients, group, current.name)
@@ -50,6 +59,31 @@ class Cleanup(Step):
         detail = "created, then deleted once the version held the image" if earlier else ""
         ctx.report.resource("disk", current.name, "deleted", id=current.id, detail=detail)
         return done(f"deleted disk {current.name}")
+
+
+def _throwaway_image(ctx: Context) -> bool:
+    """The managed image exists only as the version's source: it goes with the disk."""
+    return ctx.version_needs_image and not ctx.target.managed_image.enable
+
+
+def _delete_throwaway_image(ctx: Context) -> bool:
+    """Delete the managed image made only as the version's source; True if it was there."""
+    if not _throwaway_image(ctx):
+        return False
+    group = ctx.target.resource_group
+    image = azimage.get_image(ctx.clients, group, ctx.image_name)
+    if image is None or (image.get("tags") or {}).get(TAG_CONTENT) != ctx.tags().get(TAG_CONTENT):
+        return False
+    azimage.delete_image(ctx.clients, group, ctx.image_name)
+    ctx.managed_image = None
+    ctx.report.resource(
+        "managed image",
+        ctx.image_name,
+        "deleted",
+        id=image.get("id"),
+        detail="the version's source, deleted once the version held the image",
+    )
+    return True
 
 
 class SmokeTest(Step):

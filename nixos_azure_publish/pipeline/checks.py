@@ -68,7 +68,7 @@ class Discover(Step):
             if ctx.disk is not None:
                 azdisk.check_reusable(ctx.disk, content_hash=ctx.hash, size=self._size(ctx))
                 found.append(f"disk {ctx.disk.name} ({ctx.disk.state})")
-            if t.managed_image.enable:
+            if ctx.needs_managed_image:
                 ctx.managed_image = azimage.get_image(clients, t.resource_group, ctx.image_name)
         if ctx.published is None and ctx.has_gallery:
             ctx.version_name = version_name(ctx)

@@ -12,6 +12,7 @@ from nixos_azure_publish import state, vhd
 from nixos_azure_publish.azure import disk as azdisk
 from nixos_azure_publish.azure import names
 from nixos_azure_publish.azure import replication as azreplication
+from nixos_azure_publish.config import TRUSTED_LAUNCH_TYPES
 from nixos_azure_publish.errors import (
     InternalError,
 )
@@ -127,6 +128,18 @@ class Context:
     def has_gallery(self) -> bool:
         """The target publishes into a gallery."""
         return self.target.gallery is not None and self.target.image_definition is not None
+
+    @property
+    def version_needs_image(self) -> bool:
+        """The version must come from a managed image: Azure refuses a managed disk as the
+        source of a Trusted Launch-type definition's version (VHD blob, managed image and
+        gallery version sources only)."""
+        return self.has_gallery and self.target.security_type in TRUSTED_LAUNCH_TYPES
+
+    @property
+    def needs_managed_image(self) -> bool:
+        """A managed image is made: asked for, or needed as the version's source."""
+        return self.target.managed_image.enable or self.version_needs_image
 
     @property
     def already_published(self) -> bool:

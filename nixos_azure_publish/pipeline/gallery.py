@@ -9,9 +9,7 @@ from nixos_azure_publish.azure import gallery as azgallery
 from nixos_azure_publish.azure import image as azimage
 from nixos_azure_publish.azure import replication as azreplication
 from nixos_azure_publish.azure import version as azversion
-from nixos_azure_publish.errors import (
-    AzureError,
-)
+from nixos_azure_publish.errors import AzureError, InternalError
 from nixos_azure_publish.pipeline.checks import version_name
 from nixos_azure_publish.pipeline.context import Context, Step, StepResult, done, skipped
 from nixos_azure_publish.report import (
@@ -82,20 +80,31 @@ class EnsureDefinition(Step):
 
 
 class ManagedImage(Step):
-    """The optional managed image, made from the upload disk."""
+    """The managed image, made from the upload disk: when asked for, and as the source of a
+    Trusted Launch-type definition's version (Azure refuses a managed disk there)."""
 
     name = "managed image"
 
+    @staticmethod
+    def _why(ctx: Context) -> str:
+        if ctx.target.managed_image.enable:
+            return ""
+        return "the version's source (a Trusted Launch definition takes no disk); deleted after"
+
     def plan(self, ctx: Context) -> StepResult:
-        if not ctx.target.managed_image.enable:
+        if not ctx.needs_managed_image:
             return skipped("not enabled")
+        if ctx.already_published and not ctx.target.managed_image.enable:
+            return skipped("not needed: already published")
         action: Action = "exists" if ctx.managed_image is not None else "would-create"
-        ctx.report.resource("managed image", ctx.image_name, action)
+        ctx.report.resource("managed image", ctx.image_name, action, detail=self._why(ctx))
         return done(action)
 
     def run(self, ctx: Context) -> StepResult:
-        if not ctx.target.managed_image.enable:
+        if not ctx.needs_managed_image:
             return skipped("not enabled")
+        if ctx.already_published and not ctx.target.managed_image.enable:
+            return skipped("not needed: already published")
         if ctx.managed_image is not None:
             ctx.report.resource(
                 "managed image", ctx.image_name, "reused", id=ctx.managed_image.get("id")
@@ -110,7 +119,11 @@ class ManagedImage(Step):
         )
         ctx.managed_image = image
         ctx.report.resource(
-            "managed image", ctx.image_name, "created" if created else "reused", id=image.get("id")
+            "managed image",
+            ctx.image_name,
+            "created" if created else "reused",
+            id=image.get("id"),
+            detail=self._why(ctx),
         )
         return done("created" if created else "exists")
 
@@ -182,6 +195,8 @@ class CreateVersion(Step):
     def _source(ctx: Context) -> tuple[str, bool]:
         if ctx.managed_image is not None and ctx.managed_image.get("id"):
             return str(ctx.managed_image["id"]), False
+        if ctx.version_needs_image:  # pragma: no cover - ManagedImage always runs first
+            raise InternalError("internal: a Trusted Launch version needs its managed image")
         if ctx.disk is None:
             raise AzureError(
                 "the upload disk is gone before the version was created",

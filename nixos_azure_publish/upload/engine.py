@@ -155,12 +155,6 @@ class _Engine:
         self.budget = _Budget(max(BUFFER_BUDGET, MAX_PAGE_WRITE))
         self.buffers: list[bytearray] = []
         """Idle piece buffers of MAX_PAGE_WRITE bytes, for reuse."""
-        self.in_cache_checksum: checksums.Kind | None = (
-            "crc64" if api.checksum_kind == "crc64" else None
-        )
-        """CRC64 is taken as each piece is read. MD5 costs 5 ms per 4 MiB wherever the
-        bytes are, so it is left to ``put_pages``, outside the read lock: workers then
-        hash in parallel (hashlib releases the GIL)."""
         self.read_lock = threading.Lock()
         """One worker reads a piece at a time. Reading is far faster than sending, and
         readers taking turns neither fight over the GIL between the chunks of their
@@ -170,6 +164,14 @@ class _Engine:
         """The image's data: the non-zero runs of the pieces read so far."""
         self.lock = threading.Lock()
         self.rng = random.Random()  # noqa: S311 - jitter, not cryptography
+
+    @property
+    def in_cache_checksum(self) -> checksums.Kind | None:
+        """CRC64 is taken as each piece is read. MD5 costs 5 ms per 4 MiB wherever the
+        bytes are, so it is left to ``put_pages``, outside the read lock: workers then
+        hash in parallel (hashlib releases the GIL). Asked per piece: the transport may
+        fall back from CRC64 to MD5 during the upload."""
+        return "crc64" if self.api.checksum_kind == "crc64" else None
 
     # -- one request, with retries
 

@@ -71,6 +71,10 @@ class Transient:
     retry_after: float | None = None
 
 
+FEATURE_NOT_SUPPORTED = "FeatureNotSupported"
+"""Azurite's answer (500) to a feature it lacks, e.g. a CRC64 header in strict mode."""
+
+
 class PageWriteError(Exception):
     """A page write the service answered with an error status."""
 
@@ -240,6 +244,14 @@ def _classify_response(
     raw_code = getattr(error, "error_code", None) or ""
     # The SDK gives a StorageErrorCode enum (whose hash is not its value's) or a string.
     code = str(getattr(raw_code, "value", raw_code))
+    if code == FEATURE_NOT_SUPPORTED:
+        # Permanent although 500: the endpoint cannot do what the request asks (Azurite in
+        # its default strict mode answers so to a CRC64 header); retrying cannot help.
+        return UploadError(
+            f"{what}: {display_url(sas_url)} does not support the request "
+            f"(HTTP {status} {code}: {_first_line(error)})",
+            hint="Use --checksum md5 or none with this endpoint (or run Azurite with --loose)",
+        )
     if status in _TRANSIENT_STATUS or code in _TRANSIENT_CODES:
         return Transient(f"HTTP {status} {code}".strip(), _retry_after(headers))
     detail = f"HTTP {status} {code}".strip()

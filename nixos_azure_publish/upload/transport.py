@@ -31,7 +31,7 @@ from nixos_azure_publish.errors import (
 )
 from nixos_azure_publish.redact import protect_third_party_logs
 from nixos_azure_publish.upload.limits import DEFAULT_CONCURRENCY
-from nixos_azure_publish.upload.retry import PageWriteError, display_url
+from nixos_azure_publish.upload.retry import FEATURE_NOT_SUPPORTED, PageWriteError, display_url
 
 if TYPE_CHECKING:
     from nixos_azure_publish.vhd.scan import Span
@@ -296,6 +296,7 @@ class SdkPageBlob:
     ) -> None:
         protect_third_party_logs()
         self._validate = checksums.resolve(checksum)
+        self._switch = threading.Lock()
         transport = _pooled_transport(
             pool_size=pool_size + 2,
             connection_verify=connection_verify,
@@ -330,9 +331,29 @@ class SdkPageBlob:
         return [(r.start or 0, (r.end or 0) + 1) for r in pages if not r.cleared]
 
     def put_pages(self, offset: int, data: Data, checksum: tuple[str, str] | None = None) -> None:
-        if checksum is None and self._validate is not None:
-            checksum = checksums.header(self._validate, data)
-        self._writer.put(offset, data, checksum)
+        kind = self._validate
+        if checksum is not None and checksum[0] != checksums.header_name(kind):
+            checksum = None  # computed before the switch to MD5 below
+        if checksum is None and kind is not None:
+            checksum = checksums.header(kind, data)
+        try:
+            self._writer.put(offset, data, checksum)
+        except PageWriteError as error:
+            if kind != "crc64" or error.error_code != FEATURE_NOT_SUPPORTED:
+                raise
+            self._fall_back_to_md5()
+            self._writer.put(offset, data, checksums.header("md5", data))
+
+    def _fall_back_to_md5(self) -> None:
+        """The endpoint refused CRC64 (Azurite's strict mode): use Content-MD5 from now on."""
+        with self._switch:
+            if self._validate != "crc64":
+                return
+            self._validate = "md5"
+        log.warning(
+            "the storage endpoint does not support CRC64 checksums (500 FeatureNotSupported); "
+            "checking each page write with Content-MD5 instead"
+        )
 
     def clear_pages(self, start: int, end: int) -> None:
         self._writer.clear(start, end)

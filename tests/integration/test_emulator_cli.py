@@ -117,6 +117,7 @@ def test_state_survives_a_restart(tmp_path):
                 "osType": "Linux",
                 "osState": "Generalized",
                 "identifier": {"publisher": "p", "offer": "o", "sku": "s"},
+                "features": [{"name": "SecurityType", "value": "Standard"}],
             },
         }
         version: Any = {

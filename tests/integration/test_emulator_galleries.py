@@ -32,6 +32,11 @@ def sdk(emulator):
     return sdk
 
 
+# Versions here come straight from disks, which a Trusted Launch-type definition refuses
+# (test_emulator_strict covers that rule): the definitions are Standard unless a test says.
+STANDARD = [{"name": "SecurityType", "value": "Standard"}]
+
+
 def definition(**properties):
     return {
         "location": LOCATION,
@@ -39,6 +44,7 @@ def definition(**properties):
             "osType": "Linux",
             "osState": "Generalized",
             "identifier": dict(IDENT),
+            "features": STANDARD,
             **properties,
         },
     }
@@ -163,12 +169,12 @@ def test_community_sharing_life_cycle(sdk, emulator):
 
 
 def test_definition_defaults_to_v2_trusted_launch_supported(sdk):
-    image = make_definition(sdk)
+    image = make_definition(sdk, features=None)
     assert image.hyper_v_generation == "V2"
     assert image.architecture == "x64"
     assert {f.name: f.value for f in image.features} == {"SecurityType": "TrustedLaunchSupported"}
     v1 = make_definition(
-        sdk, "legacy", hyperVGeneration="V1", identifier={**IDENT, "sku": "legacy"}
+        sdk, "legacy", hyperVGeneration="V1", identifier={**IDENT, "sku": "legacy"}, features=None
     )
     assert v1.hyper_v_generation == "V1"
     assert not v1.features
@@ -201,7 +207,7 @@ def test_identifier_is_unique_per_gallery(sdk):
         ({"hyperVGeneration": "V1"}, "hyperVGeneration"),
         ({"architecture": "Arm64"}, "architecture"),
         ({"identifier": {**IDENT, "sku": "other"}}, "identifier"),
-        ({"features": [{"name": "SecurityType", "value": "Standard"}]}, "SecurityType"),
+        ({"features": [{"name": "SecurityType", "value": "TrustedLaunch"}]}, "SecurityType"),
     ],
 )
 def test_definition_fields_are_immutable(sdk, change, prop):

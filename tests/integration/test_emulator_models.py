@@ -99,8 +99,8 @@ def test_every_response_of_the_flow_fits_the_sdk_models(emulator):
     sdk = clients(emulator, recorder=recorder)
     sdk.create_group("nixos-images", LOCATION)
     disk = step_upload(emulator, sdk)
-    step_image(sdk, disk)
-    version = step_gallery_version(emulator, sdk, disk)
+    image = step_image(sdk, disk)
+    version = step_gallery_version(emulator, sdk, image)
     step_smoke_test_vm(emulator, sdk, version)
     checked: set[str] = set()
     problems: list[str] = []

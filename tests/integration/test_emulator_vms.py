@@ -25,8 +25,10 @@ def sdk(emulator):
 
 @pytest.fixture
 def version(sdk):
-    """A replicated version (westeurope, northeurope) of a V2 TrustedLaunchSupported image."""
+    """A replicated version (westeurope, northeurope) of a V2 TrustedLaunchSupported image,
+    made (as Azure requires for that security type) from a managed image of the disk."""
     disk = sdk.upload_disk(GROUP, "disk")
+    image = sdk.create_image(GROUP, "image", disk.id)
     compute = sdk.compute
     compute.galleries.begin_create_or_update(GROUP, "gallery", {"location": LOCATION}).result()
     compute.gallery_images.begin_create_or_update(
@@ -53,7 +55,7 @@ def version(sdk):
                 "publishingProfile": {
                     "targetRegions": [{"name": "westeurope"}, {"name": "northeurope"}]
                 },
-                "storageProfile": {"osDiskImage": {"source": {"id": disk.id}}},
+                "storageProfile": {"source": {"id": image.id}},
             },
         },
     ).result()
@@ -131,7 +133,7 @@ def test_default_serial_log_ends_at_a_login_prompt(sdk, version):
 
 def test_latest_skips_excluded_versions(sdk, version):
     nic = make_network(sdk)
-    source_id = version.storage_profile.os_disk_image.source.id
+    source_id = version.storage_profile.source.id
     image_id = version.id.rsplit("/versions/", 1)[0]
     sdk.compute.gallery_image_versions.begin_update(
         GROUP,
@@ -141,7 +143,7 @@ def test_latest_skips_excluded_versions(sdk, version):
         {
             "properties": {
                 "publishingProfile": {"excludeFromLatest": True},
-                "storageProfile": {"osDiskImage": {"source": {"id": source_id}}},
+                "storageProfile": {"source": {"id": source_id}},
             }
         },
     ).result()
@@ -159,7 +161,7 @@ def test_latest_skips_excluded_versions(sdk, version):
         {
             "properties": {
                 "publishingProfile": {"excludeFromLatest": False},
-                "storageProfile": {"osDiskImage": {"source": {"id": source_id}}},
+                "storageProfile": {"source": {"id": source_id}},
             }
         },
     ).result()
@@ -347,6 +349,8 @@ def test_vm_from_a_community_image(sdk):
                 "osType": "Linux",
                 "osState": "Generalized",
                 "identifier": {"publisher": "p", "offer": "o", "sku": "s"},
+                # Standard: the version comes straight from the disk.
+                "features": [{"name": "SecurityType", "value": "Standard"}],
             },
         },
     ).result()

@@ -89,7 +89,11 @@ def test_fresh_publish_then_a_rerun_changes_nothing(fast, tmp_path, monkeypatch,
     disk_json = disk.as_dict()
     assert disk_json["properties"]["diskState"] == "Unattached"  # write access revoked
     assert disk_json["tags"]["nixos-azure-publish.store-hash"] == report["storeHash"]
-    assert props["storageProfile"]["osDiskImage"]["source"]["id"].lower() == disk.id.lower()
+    # A Trusted Launch definition takes no disk as a version's source: a managed image of it,
+    # kept here with the disk.
+    (managed,) = images(client)
+    assert props["storageProfile"]["source"]["id"].lower() == managed.id.lower()
+    assert managed.storage_profile.os_disk.managed_disk.id.lower() == disk.id.lower()
     read = client.disks.begin_grant_access(
         GROUP, disk.name, {"access": "Read", "durationInSeconds": 600}
     ).result()
@@ -124,6 +128,24 @@ def test_published_disk_is_cleaned_up_and_markdown_summary_written(
     text = summary.read_text()
     assert text.startswith(f"## NixOS image nixos-test: published {report['version']}")
     assert "| northeurope | Completed | 100% | 2 | Standard_LRS |" in text
+
+
+def test_a_trusted_launch_version_comes_from_a_managed_image_deleted_with_the_disk(
+    fast, tmp_path, monkeypatch, capsys
+):
+    image = make_image(tmp_path / "img", seed=12)
+    target = write_target(tmp_path, image)
+    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, report
+    client = compute(fast)
+    (version,) = versions(client)
+    source = version.as_dict()["properties"]["storageProfile"]["source"]["id"]
+    assert "/providers/Microsoft.Compute/images/" in source
+    assert disks(client) == []
+    assert images(client) == []
+    (record,) = [r for r in report["resources"] if r["kind"] == "managed image"]
+    assert record["action"] == "deleted"
+    assert record["detail"] == "the version's source, deleted once the version held the image"
 
 
 def test_definition_with_another_generation_fails_before_any_upload(
@@ -187,6 +209,7 @@ def test_dry_run_on_empty_and_on_published_subscription_writes_nothing(
         ("disk", disk_name): "would-create",
         ("gallery", GALLERY): "would-create",
         ("image definition", DEFINITION): "would-create",
+        ("managed image", disk_name): "would-create",
         ("image version", plan["version"]): "would-create",
     }
     version_plan = next(r for r in plan["resources"] if r["kind"] == "image version")
@@ -411,7 +434,8 @@ def test_a_version_name_taken_by_another_image_moves_to_the_next_patch(
     code, report_a = publish(fast, monkeypatch, capsys, "--config", str(target_a))
     assert code == 0, report_a
     client = compute(fast)
-    (disk_a,) = disks(client)
+    # Kept with the disk: the managed image A's version was made from.
+    (image_id_a,) = [str(i.id) for i in client.images.list_by_resource_group(GROUP)]
 
     image_b = make_image(tmp_path / "b", seed=10)
     target_b = write_target(tmp_path / "b", image_b)
@@ -439,8 +463,8 @@ def test_a_version_name_taken_by_another_image_moves_to_the_next_patch(
         GalleryImageVersion(
             azversion.version_body(
                 loaded_b,
-                source_id=disk_a.id,
-                from_disk=True,
+                source_id=image_id_a,
+                from_disk=False,
                 tags={names.TAG_CONTENT: report_a["storeHash"]},
             )
         ),
@@ -549,6 +573,41 @@ def test_a_version_that_failed_is_replaced_on_the_rerun(fast, tmp_path, monkeypa
             (r["kind"], r["name"], r["action"]) for r in report["resources"]
         }
     assert record["action"] == "created"
+    assert_converged(fast, report)
+
+
+def test_a_region_that_fails_to_replicate_is_reported_and_the_rerun_replaces_the_version(
+    fast, tmp_path, monkeypatch, capsys
+):
+    image = make_image(tmp_path / "img", seed=15)
+    target = write_target(tmp_path, image)
+    fast.faults.fail_replication["northeurope"] = "Replication failed: the storage is unavailable."
+    code, failed = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == ExitCode.AZURE, failed
+    message = failed["error"]["message"]
+    assert "failed to replicate to 1 of 2 regions" in message
+    assert "northeurope: Replication failed: the storage is unavailable." in message
+    assert failed["error"]["hint"] == (
+        "Run again: a failed version of this image is deleted and published anew"
+    )
+    client = compute(fast)
+    (broken,) = versions(client)
+    assert len(disks(client)) == 1  # kept: the rerun needs no upload
+
+    fast.faults.reset()
+    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, report
+    assert report["upload"] is None
+    (version,) = versions(client)
+    state = client.gallery_image_versions.get(
+        GROUP, GALLERY, DEFINITION, version.name, expand="ReplicationStatus"
+    )
+    assert state.replication_status.aggregated_state == "Completed"
+    assert [r["state"] for r in report["regions"]] == ["Completed", "Completed"]
+    if version.name != broken.name:
+        assert ("image version", broken.name, "deleted") in {
+            (r["kind"], r["name"], r["action"]) for r in report["resources"]
+        }
     assert_converged(fast, report)
 
 

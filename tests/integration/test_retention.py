@@ -40,19 +40,26 @@ def _names(emulator: Emulator) -> set[str]:
     return {v.name for v in versions(compute(emulator))}
 
 
+def _source(body: dict[str, Any]) -> dict[str, Any]:
+    """The version's source as it was given: a managed image (Trusted Launch definitions)
+    or a disk; an update must repeat it."""
+    storage = body["properties"]["storageProfile"]
+    if "source" in storage:
+        return {"source": {"id": storage["source"]["id"]}}
+    return {"osDiskImage": {"source": {"id": storage["osDiskImage"]["source"]["id"]}}}
+
+
 def _update_version(emulator: Emulator, name: str, properties: dict[str, Any], **body: Any) -> None:
     """PATCH a version as someone else would: *properties* beside its own storage profile."""
     client = compute(emulator)
     current = client.gallery_image_versions.get(GROUP, GALLERY, DEFINITION, name).as_dict()
-    source = current["properties"]["storageProfile"]["osDiskImage"]["source"]["id"]
-    storage = {"osDiskImage": {"source": {"id": source}}}
     begin: Any = client.gallery_image_versions.begin_update  # a dict body; typed for models
     begin(
         GROUP,
         GALLERY,
         DEFINITION,
         name,
-        {**body, "properties": {**properties, "storageProfile": storage}},
+        {**body, "properties": {**properties, "storageProfile": _source(current)}},
     ).result()
 
 

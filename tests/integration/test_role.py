@@ -86,7 +86,9 @@ def publish_twice(emulator, tmp_path, monkeypatch, capsys, *, smoke: bool, seeds
             tmp_path / f"target-{seed}",
             image,
             gallery={"name": "test_gallery", "community": COMMUNITY},
-            managedImage={"enable": True},
+            # Kept on one run; on the other, made as the (Trusted Launch) version's source
+            # and deleted with the upload disk.
+            managedImage={"enable": seed % 2 == 0},
             retention={"keepVersions": 1},
             smokeTest={"enable": smoke, "timeoutSeconds": 60},
             version={"targetRegions": ["westeurope"]},

@@ -104,6 +104,18 @@ def test_smoke_test_passes_promotes_and_deletes_its_vm(fast, tmp_path, monkeypat
     assert throwaways(fast) == NOTHING
     paths = [r.path for r in fast.requests]
     assert any("/retrieveBootDiagnosticsData" in p for p in paths), paths
+    # The default Gen2 definition is TrustedLaunchSupported: the VM is a Trusted Launch VM
+    # with Secure Boot off (NixOS's loader is unsigned), as Azure accepts and boots it.
+    assert fast.app.traffic is not None
+    (vm_put,) = [
+        e["liveRequest"]
+        for e in fast.app.traffic.exchanges
+        if e["liveRequest"]["method"] == "PUT" and "/virtualMachines/" in e["liveRequest"]["url"]
+    ]
+    assert vm_put["body"]["properties"]["securityProfile"] == {
+        "securityType": "TrustedLaunch",
+        "uefiSettings": {"secureBootEnabled": False, "vTpmEnabled": True},
+    }
     # A rerun does not test a passed version again, and writes nothing.
     again = publish_again(fast, monkeypatch, capsys, "--config", str(target), "--state-dir", state)
     assert {s["name"]: s for s in again["steps"]}["smoke test"]["detail"].startswith("not needed: ")

@@ -2,7 +2,7 @@
 
 The traffic between the real SDK clients and the emulator is recorded
 (``TrafficRecorder``) and checked offline by Microsoft's validator ``oav``
-against the published OpenAPI specs in ``test_spec_files/`` (DiskRP, GalleryRP,
+against the published OpenAPI specs the emulator ships (``emulator/specs/`` (DiskRP, GalleryRP,
 ComputeRP; see its SOURCES.md). Two blind spots of oav are closed here: it
 passes silently when an operation or api-version is not in the spec, so every
 recorded operation must appear among oav's matched operations; and each file is
@@ -14,13 +14,12 @@ network provider have no spec here and are not validated.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from nixos_azure_publish.emulator import speccheck
+from nixos_azure_publish.emulator import schemas, speccheck
 from nixos_azure_publish.emulator.recording import TrafficRecorder
 from nixos_azure_publish.emulator.server import Emulator, run_emulator
 from nixos_azure_publish.emulator.testing import clients
@@ -36,11 +35,12 @@ from tests.integration.test_emulator_flow import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from nixos_azure_publish.emulator.azurite import Azurite
     from nixos_azure_publish.emulator.speccheck import Validation
 
-SPEC_ROOT = Path(__file__).resolve().parent / "test_spec_files"
+SPEC_ROOT = schemas.SPEC_ROOT
 
 
 def oav() -> str:
@@ -92,6 +92,8 @@ def step_community(sdk: Any, disk_id: str) -> None:
                 "osState": "Generalized",
                 "hyperVGeneration": "V2",
                 "identifier": {"publisher": "NixOS", "offer": "nixos", "sku": "unstable"},
+                # Standard: its version comes straight from the disk.
+                "features": [{"name": "SecurityType", "value": "Standard"}],
             },
         },
     ).result()
@@ -141,8 +143,8 @@ def record_all_flows(emulator: Emulator) -> list[dict[str, Any]]:
     sdk.create_group("nixos-images", LOCATION)
     disk = step_upload(emulator, sdk)
     sdk.compute.disks.begin_update("nixos-images", disk.name, {"tags": {"stage": "uploaded"}})
-    step_image(sdk, disk)
-    version = step_gallery_version(emulator, sdk, disk)
+    image = step_image(sdk, disk)
+    version = step_gallery_version(emulator, sdk, image)
     step_community(sdk, disk.id)
     step_smoke_test_vm(emulator, sdk, version)
     step_errors(sdk)

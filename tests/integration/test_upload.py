@@ -845,3 +845,42 @@ def test_azcopy_backend_runs_azcopy_copy_as_a_page_blob(tmp_path, disk, monkeypa
         azcopy.upload_with_azcopy(path=image, sas_url=sas)
     assert sig_of(sas) not in str(caught.value)
     assert sig_of(sas) not in caplog.text
+
+
+# --------------------------------------------------------------------------- strict Azurite
+
+
+def test_upload_to_a_strict_azurite_falls_back_to_md5_with_one_warning(tmp_path):
+    # Azurite's default mode answers a CRC64 header 500 FeatureNotSupported: permanent, not
+    # retried; the upload switches to Content-MD5 once and goes on.
+    image = make_vhd(tmp_path, "strict", 24, [(0, 5 * MIB), (12 * MIB, 3 * MIB)], seed=21)
+    with run_azurite(location=tmp_path / "azurite", loose=False) as strict:
+        service = BlobServiceClient.from_connection_string(strict.connection_string)
+        service.create_container("disks")
+        admin = service.get_container_client("disks").get_blob_client("strict.vhd")
+        admin.create_page_blob(image.stat().st_size)
+        target = Disk(strict, "disks", "strict.vhd", admin)
+        started = time.monotonic()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nixos_azure_publish",
+                "upload",
+                str(image),
+                "--sas-url",
+                target.sas(),
+                "--no-journal",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line.upper()]
+        assert len(warnings) == 1, proc.stderr
+        assert "CRC64" in warnings[0]
+        assert "Content-MD5" in warnings[0]
+        assert time.monotonic() - started < 30  # no rounds of retries
+        assert target.digest() == sha256_file(image)

@@ -1,11 +1,15 @@
-"""Azurite is found on PATH first: the Nix package puts nixpkgs' azurite there."""
+"""Azurite is found on PATH first: the Nix package puts nixpkgs' azurite there.
+
+The emulator raises its own EmulatorError (it imports nothing from the tool); the CLI
+turns it into a usage error.
+"""
 
 from __future__ import annotations
 
 import pytest
 
 from nixos_azure_publish.emulator.azurite import find_azurite_blob
-from nixos_azure_publish.errors import UsageError
+from nixos_azure_publish.emulator.errors import EmulatorError
 
 
 def test_azurite_on_path_is_used_without_node_modules(tmp_path, monkeypatch):
@@ -21,7 +25,7 @@ def test_azurite_on_path_is_used_without_node_modules(tmp_path, monkeypatch):
 def test_without_azurite_the_hint_names_both_ways_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr("nixos_azure_publish.emulator.azurite.__file__", str(tmp_path / "x.py"))
-    with pytest.raises(UsageError) as info:
+    with pytest.raises(EmulatorError) as info:
         find_azurite_blob(start=tmp_path)
     assert "nixpkgs' azurite" in (info.value.hint or "")
     assert "npm install azurite@3" in (info.value.hint or "")

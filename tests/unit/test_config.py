@@ -544,3 +544,56 @@ def test_gen2_only_security_types_refused_on_gen1(security):
     data["hyperVGeneration"] = "V1"
     problems = problems_of(data)
     assert any(p.startswith(f"imageDefinition.securityType: {security} needs") for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("generation", "architecture", "size", "expected"),
+    [
+        ("V2", "x64", "Standard_A2_v2", "boots Hyper-V generation 1 images only"),
+        ("V2", "Arm64", "Standard_B2s", "an Arm64 image needs an Arm64 size"),
+        ("V2", "x64", "Standard_D2ps_v5", "an x64 image needs an x64 size"),
+    ],
+)
+def test_a_smoke_test_size_that_cannot_boot_the_image_is_refused(
+    generation, architecture, size, expected
+):
+    data = valid()
+    data["hyperVGeneration"] = generation
+    data["architecture"] = architecture
+    data["smokeTest"]["vmSize"] = size
+    assert any(p.startswith("smokeTest.vmSize:") and expected in p for p in problems_of(data))
+
+
+@pytest.mark.parametrize(
+    ("generation", "architecture", "size"),
+    [
+        ("V1", "x64", "Standard_A2_v2"),
+        ("V2", "Arm64", "Standard_D2ps_v5"),
+        ("V2", "x64", "Standard_D2s_v5"),
+    ],
+)
+def test_a_smoke_test_size_that_boots_the_image_is_accepted(generation, architecture, size):
+    data = valid()
+    data["hyperVGeneration"] = generation
+    data["architecture"] = architecture
+    data["smokeTest"]["vmSize"] = size
+    if generation == "V1":
+        data["imageDefinition"]["diskControllerTypes"] = ["SCSI"]
+    config.load_target(data, now=NOW)
+
+
+@pytest.mark.parametrize("security", ["ConfidentialVMSupported", "ConfidentialVM"])
+def test_a_confidential_image_needs_what_a_confidential_vm_needs(security):
+    data = valid()
+    data["imageDefinition"]["securityType"] = security
+    problems = problems_of(data)
+    assert any("Standard_B2s is not a confidential size" in p for p in problems)
+    assert any(p.startswith("smokeTest.securityEncryptionType:") for p in problems)
+    data["smokeTest"] |= {
+        "vmSize": "Standard_DC2as_v5",
+        "securityEncryptionType": "VMGuestStateOnly",
+    }
+    config.load_target(data, now=NOW)
+    # Without a smoke test nothing is needed.
+    data["smokeTest"] = {"enable": False}
+    config.load_target(data, now=NOW)

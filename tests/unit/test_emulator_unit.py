@@ -142,3 +142,13 @@ def test_missing_azurite_is_a_clear_usage_error(monkeypatch, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Azurite (the Azure Storage emulator) is not installed" in err
     assert "npm install azurite@3" in err
+
+
+def test_the_blob_fronts_crc64_is_azures_in_both_implementations():
+    azure = pytest.importorskip("azure.storage.extensions.checksums")
+    from nixos_azure_publish.emulator import blobfront  # noqa: PLC0415
+
+    for data in (b"", b"a", b"123456789", bytes(range(256)) * 17):
+        expected = azure.crc64.compute(data, 0)
+        assert blobfront._crc64_python(data) == expected
+        assert blobfront._crc64_value(data) == expected

@@ -94,6 +94,18 @@ def test_transient_statuses_are_retried(status):
     assert verdict.retry_after == 3.0
 
 
+def test_a_feature_the_endpoint_lacks_is_permanent_although_500():
+    # Azurite's strict mode answers a CRC64 header so; retrying cannot help.
+    for error in (
+        http_error(500, "FeatureNotSupported"),
+        retry.PageWriteError(500, "FeatureNotSupported", "x-ms-content-crc64 is not supported", {}),
+    ):
+        verdict = classify(error, what="put page", sas_url=SAS)
+        assert isinstance(verdict, UploadError), error
+        assert "does not support the request" in str(verdict)
+        assert "--checksum md5" in str(verdict)
+
+
 def test_connection_errors_and_checksum_mismatches_are_transient():
     for error in (
         ServiceRequestError("connection reset"),

@@ -1,0 +1,240 @@
+"""The emulator's blob front: Azurite behind a proxy that checks Put Page checksums as Azure does.
+
+Azurite runs ``--loose`` (its strict mode refuses the ``x-ms-content-crc64``
+header outright) and then verifies neither ``Content-MD5`` nor
+``x-ms-content-crc64``. Azure verifies both on Put Page: a body that does not
+match is refused with 400 ``Md5Mismatch`` / ``Crc64Mismatch``, and a request
+carrying both headers is refused with 400. The SAS URLs the emulator hands out
+(disk grants, boot diagnostics) point here, so a corrupted page cannot pass in
+tests. Every other request is forwarded unchanged.
+
+Standard library only, plus awscrt's CRC-64/NVME (Azure Storage's CRC64) where it has
+one (0.23 on); a plain-Python CRC64 otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import http.client
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qs, urlsplit
+
+from nixos_azure_publish.emulator.redact import redact
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from nixos_azure_publish.emulator.azurite import Azurite
+
+log = logging.getLogger(__name__)
+
+_HOP_BY_HOP: Final = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"}
+)
+MD5_HEADER: Final = "content-md5"
+CRC64_HEADER: Final = "x-ms-content-crc64"
+
+
+_POLY: Final = 0x9A6C9329AC4BC9B5  # CRC-64/NVME, reflected
+_MASK: Final = 0xFFFFFFFFFFFFFFFF
+
+
+def _table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ _POLY if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_TABLE: Final = _table()
+
+
+def _crc64_python(data: bytes) -> int:
+    """CRC-64/NVME in plain Python: slow, for an awscrt without crc64nvme (before 0.23)."""
+    crc = _MASK
+    for byte in data:
+        crc = _TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ _MASK
+
+
+def _crc64_value(data: bytes) -> int:
+    try:
+        from awscrt import checksums  # type: ignore[import-untyped] # noqa: PLC0415
+
+        value: int = checksums.crc64nvme(data, 0)
+    except (ImportError, AttributeError):
+        return _crc64_python(data)
+    return value
+
+
+def crc64(data: bytes) -> str:
+    """Azure Storage's CRC64 header value of *data*: CRC-64/NVME, 8 bytes little-endian, base64."""
+    return base64.b64encode(_crc64_value(data).to_bytes(8, "little")).decode()
+
+
+def md5(data: bytes) -> str:
+    """The Content-MD5 header value of *data*."""
+    return base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - Azure's header
+
+
+def checksum_problem(headers: dict[str, str], body: bytes) -> tuple[str, str] | None:
+    """Azure's (code, message) for a Put Page whose checksum headers are wrong, if any."""
+    sent_md5, sent_crc = headers.get(MD5_HEADER), headers.get(CRC64_HEADER)
+    if sent_md5 is not None and sent_crc is not None:
+        return (
+            "InvalidHeaderValue",
+            "Content-MD5 and x-ms-content-crc64 cannot both be specified.",
+        )
+    if sent_md5 is not None and sent_md5.strip() != md5(body):
+        return (
+            "Md5Mismatch",
+            (
+                "The MD5 value specified in the request did not match with the MD5 value "
+                "calculated by the server."
+            ),
+        )
+    if sent_crc is not None and sent_crc.strip() != crc64(body):
+        return (
+            "Crc64Mismatch",
+            (
+                "The CRC64 value specified in the request did not match with the CRC64 value "
+                "calculated by the server."
+            ),
+        )
+    return None
+
+
+def _is_page_update(method: str, path: str, headers: dict[str, str]) -> bool:
+    query = parse_qs(urlsplit(path).query)
+    return (
+        method == "PUT"
+        and query.get("comp") == ["page"]
+        and headers.get("x-ms-page-write", "").lower() == "update"
+    )
+
+
+class _FrontServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.upstream = upstream
+        self.local = threading.local()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _FrontServer
+    disable_nagle_algorithm = True
+    timeout = 120
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ANN401 - stdlib signature
+        log.debug("%s", redact(format % args))
+
+    def do_GET(self) -> None:
+        self._forward("GET")
+
+    def do_HEAD(self) -> None:
+        self._forward("HEAD")
+
+    def do_PUT(self) -> None:
+        self._forward("PUT")
+
+    def do_POST(self) -> None:
+        self._forward("POST")
+
+    def do_DELETE(self) -> None:
+        self._forward("DELETE")
+
+    def _upstream(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self.server.local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPConnection(*self.server.upstream, timeout=120)
+            self.server.local.conn = conn
+        return conn
+
+    def _forward(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        if _is_page_update(method, self.path, headers):
+            problem = checksum_problem(headers, body)
+            if problem is not None:
+                self._error(400, *problem)
+                return
+            # Checked here; Azurite (loose) would ignore it, a strict one refuse it.
+            headers.pop(CRC64_HEADER, None)
+        forwarded = {k: v for k, v in headers.items() if k not in _HOP_BY_HOP}
+        forwarded["host"] = "{}:{}".format(*self.server.upstream)
+        status, reason, answer_headers, payload = self._send_upstream(method, forwarded, body)
+        self.send_response(status, reason)
+        for key, value in answer_headers:
+            # A HEAD answer's Content-Length is the blob's size (clients read it), not 0.
+            if key.lower() not in _HOP_BY_HOP and (
+                key.lower() != "content-length" or method == "HEAD"
+            ):
+                self.send_header(key, value)
+        if method != "HEAD":
+            self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if method != "HEAD":
+            self.wfile.write(payload)
+
+    def _send_upstream(
+        self, method: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, str, list[tuple[str, str]], bytes]:
+        for attempt in (1, 2):
+            conn = self._upstream()
+            try:
+                conn.request(method, self.path, body=body, headers=headers)
+                response = conn.getresponse()
+                payload = response.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                self.server.local.conn = None
+                if attempt == 2:  # noqa: PLR2004
+                    raise
+                continue
+            return response.status, response.reason, response.getheaders(), payload
+        raise AssertionError  # pragma: no cover - the loop returns or raises
+
+    def _error(self, status: int, code: str, message: str) -> None:
+        payload = (
+            '<?xml version="1.0" encoding="utf-8"?>'
+            f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        ).encode()
+        self.send_response(status)
+        self.send_header("x-ms-error-code", code)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@contextlib.contextmanager
+def run_blob_front(azurite: Azurite) -> Iterator[str]:
+    """Serve the front of *azurite* until the block exits; yields its blob endpoint."""
+    server = _FrontServer((azurite.host, azurite.port))
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name="azure-emulator-blobs",
+        daemon=True,
+    )
+    thread.start()
+    port = int(server.server_address[1])
+    try:
+        yield f"http://127.0.0.1:{port}/{azurite.blob_endpoint.rsplit('/', 1)[-1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
