@@ -155,7 +155,7 @@ def publish_many(
             contexts = [o.pipeline.ctx for o in outcomes if o.pipeline is not None]
             if not dry_run and contexts:
                 with contextlib.suppress(KeyboardInterrupt):
-                    finish_cleanups(contexts, uploads)
+                    finish_cleanups(contexts, uploads, jobs=jobs)
     return RunReport(
         targets=[o.report for o in outcomes],
         codes=[o.code for o in outcomes],

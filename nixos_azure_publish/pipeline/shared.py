@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -229,9 +230,11 @@ def shared_steps(steps: tuple[type[Step], ...], uploads: SharedUploads) -> tuple
     return tuple(swap.get(step, step) for step in steps)
 
 
-def finish_cleanups(contexts: list[Context], uploads: SharedUploads) -> None:
-    """Run the deferred cleanups: a disk goes once every target that used it is replicated."""
+def finish_cleanups(contexts: list[Context], uploads: SharedUploads, *, jobs: int = 4) -> None:
+    """Run the deferred cleanups, *jobs* at a time (each touches only its own target's
+    resources): a disk goes once every target that used it is replicated."""
     by_name = {ctx.target.name: ctx for ctx in contexts}
+    due: list[tuple[Context, StepRecord]] = []
     for ctx in contexts:
         record = next(
             (s for s in ctx.report.steps if s.name == Cleanup.name and s.detail == DEFERRED), None
@@ -251,12 +254,18 @@ def finish_cleanups(contexts: list[Context], uploads: SharedUploads) -> None:
             # The disk is another target's: its own cleanup decides; this one's cleanup
             # sees only what is its own (a disk of its own name, a throwaway image).
             ctx.disk = None
-        try:
-            _finish(record, Cleanup().run(ctx))
-            _restate(ctx)
-        except Exception as error:  # noqa: BLE001 - one target's cleanup must not stop the rest
-            log.warning("cleanup of target %s: %s", ctx.target.name, error)
-            record.status, record.detail = "failed", str(error)
+        due.append((ctx, record))
+    with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="cleanup") as pool:
+        list(pool.map(lambda item: _cleanup(*item), due))
+
+
+def _cleanup(ctx: Context, record: StepRecord) -> None:
+    try:
+        _finish(record, Cleanup().run(ctx))
+        _restate(ctx)
+    except Exception as error:  # noqa: BLE001 - one target's cleanup must not stop the rest
+        log.warning("cleanup of target %s: %s", ctx.target.name, error)
+        record.status, record.detail = "failed", str(error)
 
 
 def _restate(ctx: Context) -> None:
