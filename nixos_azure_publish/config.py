@@ -343,6 +343,19 @@ def _check_uri(problems: list[str], path: str, value: str | None) -> None:
         problems.append(f"{path}: must be an http(s) URI, not {value!r}")
 
 
+def region_fields(target: PublishTarget) -> list[tuple[str, str]]:
+    """Every region the target names, with the field path it is named at."""
+    fields = [("location", target.location)]
+    for i, entry in enumerate(target.version.target_regions or ()):
+        if isinstance(entry, str):
+            fields.append((f"version.targetRegions[{i}]", entry))
+        else:
+            fields.append((f"version.targetRegions[{i}].name", entry.name))
+    if target.smoke_test.location is not None:
+        fields.append(("smokeTest.location", target.smoke_test.location))
+    return fields
+
+
 def version_context(target: PublishTarget, *, store_hash: str, now: dt.datetime) -> dict[str, Any]:
     """The jinja2 context a version name template is rendered with."""
     return {

@@ -182,12 +182,15 @@ def load_flake_target(
     *,
     image: Path | None = None,
     build: bool = True,
+    need_image: bool = True,
     environ: Mapping[str, str] | None = None,
 ) -> LoadedTarget:
     """Evaluate, validate and (unless *build* is false or *image* is given) build a target.
 
     With ``build=False`` nothing is built: ``image_path`` is the VHD only when
-    the image output already exists in the store, else None.
+    the image output already exists in the store, else None. With
+    ``need_image=False`` the image is neither evaluated nor required (``status``,
+    ``gc`` and ``import`` only need the destination).
     """
     env = os.environ if environ is None else environ
     if not flake or "#" in flake:
@@ -198,11 +201,15 @@ def load_flake_target(
     if not target:
         raise UsageError("--target must not be empty", hint="Pass --target NAME")
     source = installable(flake, ATTRIBUTE, target)
-    probe = _probe(flake, target, skip_image=image is not None)
+    probe = _probe(flake, target, skip_image=image is not None or not need_image)
     data = probe["config"]
     parsed = config.load_target(
         data, source=source, environ=env, image=str(image) if image is not None else None
     )
+    if not need_image:
+        return LoadedTarget(
+            target=parsed, image_path=None, store_path=None, flake_revision=_revision(flake, env)
+        )
     if parsed.image is None:
         problem = (
             "image: is not set, so there is nothing to publish; lib.mkTarget sets it from"

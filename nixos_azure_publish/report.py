@@ -104,6 +104,9 @@ class PublishReport:
     store_path: str | None = None
     store_hash: str | None = None
     flake_revision: str | None = None
+    # An import's source: the gallery or community image, or the URL without its query,
+    # "@" the source version.
+    source: str | None = None
     file_size: int | None = None
     regions: list[RegionRecord] = field(default_factory=list)
     steps: list[StepRecord] = field(default_factory=list)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
@@ -143,6 +143,18 @@ class AzureClients:
     compute: ComputeManagementClient
     # The smoke test's throwaway VNet and NIC; None in clients built without it.
     network: NetworkManagementClient | None = None
+    # Clients of other subscriptions (an import's source), built on first use.
+    _others: dict[str, ComputeManagementClient] = field(default_factory=dict, repr=False)
+
+    def compute_for(self, subscription_id: str) -> ComputeManagementClient:
+        """A compute client of *subscription_id* (this one's when it is the same)."""
+        if subscription_id.lower() == self.settings.subscription_id.lower():
+            return self.compute
+        if subscription_id not in self._others:
+            self._others[subscription_id] = ComputeManagementClient(
+                self.credential, subscription_id, **client_kwargs(self.settings)
+            )
+        return self._others[subscription_id]
 
     def check_credentials(self) -> None:
         """Get a token now, so that a missing login fails before anything is uploaded."""
@@ -172,6 +184,31 @@ class AzureClients:
         _raise_for_status(response, f"creating resource group {name}")
         result: dict[str, Any] = response.json()
         return result
+
+    def locations(self) -> frozenset[str] | None:
+        """The regions this subscription may use, or None when it may not list them.
+
+        Listing needs read access at the subscription's scope; an identity whose role is
+        assigned on a resource group only gets 403, and then the regions are left for
+        Azure to judge when each resource is created.
+        """
+        url = (
+            f"{self.settings.endpoint}/subscriptions/{self.settings.subscription_id}"
+            f"/locations?api-version={RESOURCE_GROUPS_API}"
+        )
+        try:
+            response = self.compute.send_request(HttpRequest("GET", url))
+        except (ServiceRequestError, ServiceResponseError) as error:
+            raise_connection_error(self.settings, error)
+        if response.status_code in {401, 403}:
+            log.debug("listing the subscription's regions: %s; not checked", response.status_code)
+            return None
+        _raise_for_status(response, "listing the subscription's regions")
+        return frozenset(
+            str(item.get("name", "")).lower()
+            for item in response.json().get("value") or []
+            if (item.get("metadata") or {}).get("regionType", "Physical") == "Physical"
+        )
 
     def _group_request(self, method: str, name: str, body: object = None) -> Any:  # noqa: ANN401
         url = (
@@ -236,9 +273,8 @@ def first_line(text: str) -> str:
     return ""
 
 
-def make_clients(settings: AzureSettings) -> AzureClients:
-    """Build the credential and the management client for *settings*."""
-    credential = make_credential(settings)
+def client_kwargs(settings: AzureSettings) -> dict[str, Any]:
+    """The keyword arguments every management client of *settings* is built with."""
     kwargs: dict[str, Any] = {
         "base_url": settings.endpoint,
         "credential_scopes": [MANAGEMENT_SCOPE],
@@ -251,6 +287,13 @@ def make_clients(settings: AzureSettings) -> AzureClients:
     }
     if settings.ca_cert is not None:
         kwargs["connection_verify"] = str(settings.ca_cert)
+    return kwargs
+
+
+def make_clients(settings: AzureSettings) -> AzureClients:
+    """Build the credential and the management client for *settings*."""
+    credential = make_credential(settings)
+    kwargs = client_kwargs(settings)
     compute = ComputeManagementClient(credential, settings.subscription_id, **kwargs)
     network = NetworkManagementClient(credential, settings.subscription_id, **kwargs)
     log.debug("Azure endpoint %s (emulator: %s)", settings.endpoint, settings.emulator)

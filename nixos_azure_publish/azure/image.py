@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
 
 from nixos_azure_publish.azure import arm
-from nixos_azure_publish.azure.names import TAG_CONTENT
+from nixos_azure_publish.azure.names import TAG_CONTENT, TAG_CREATED
 from nixos_azure_publish.errors import AzureError
 
 if TYPE_CHECKING:
@@ -65,7 +66,9 @@ def ensure_image(
             hint="Run again: the image will be uploaded again",
         )
     log.info("creating managed image %s", name)
-    body = image_body(target, disk_id=disk_id, tags=tags)
+    # Managed images have no creation time in ARM: `gc` ages leftovers by this tag.
+    stamped = {**tags, TAG_CREATED: dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    body = image_body(target, disk_id=disk_id, tags=stamped)
     created = arm.wait(
         f"creating managed image {name}",
         clients.compute.images.begin_create_or_update,

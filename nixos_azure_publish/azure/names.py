@@ -36,6 +36,13 @@ TAG_FILE_SIZE: Final = TAG_PREFIX + "file-size"
 # an Unattached disk without it holds an unfinished upload and cannot be written again.
 TAG_UPLOAD: Final = TAG_PREFIX + "upload"
 UPLOAD_COMPLETE: Final = "complete"
+# On an imported version: the source's id (or its URL without the query), and the source
+# version (the version name of a gallery source, a content digest of a URL source).
+TAG_SOURCE: Final = TAG_PREFIX + "source"
+TAG_SOURCE_VERSION: Final = TAG_PREFIX + "source-version"
+# On throwaway and intermediate resources: when they were made (ARM gives no creation time
+# for images, NICs and VNets), so that `gc` can tell an old leftover from a running publish's.
+TAG_CREATED: Final = TAG_PREFIX + "created"
 MAX_TAG_VALUE: Final = 256
 
 _BLOCK: Final = 1024 * 1024

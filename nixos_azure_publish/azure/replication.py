@@ -70,6 +70,10 @@ class VersionState:
     # Per region, as the publishing profile holds it (region keys as in target_regions).
     region_settings: tuple[RegionSetting, ...] = ()
     end_of_life_date: str | None = None
+    published_date: str | None = None
+    exclude_from_latest: bool = False
+    replica_count: int | None = None
+    storage_account_type: str | None = None
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> VersionState:
@@ -109,6 +113,10 @@ class VersionState:
             storage_profile=dict(props.get("storageProfile") or {}),
             region_settings=settings,
             end_of_life_date=publishing.get("endOfLifeDate"),
+            published_date=publishing.get("publishedDate"),
+            exclude_from_latest=bool(publishing.get("excludeFromLatest")),
+            replica_count=default_replicas,
+            storage_account_type=default_storage,
         )
 
     @property

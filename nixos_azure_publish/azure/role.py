@@ -19,8 +19,13 @@ from nixos_azure_publish.errors import UsageError
 
 # publish: resource group, upload disk (+ write SAS), gallery (+ community sharing), image
 # definition, managed image (optional, or a Trusted Launch version's source, deleted with the
-# disk), image version, replication; retention and cleanup.
+# disk), image version, replication; retention and cleanup. `status` reads a subset; `gc`
+# deletes what publish left. An import from a URL uses the same disk rights; one from a
+# gallery version reads it (versions/read).
 PUBLISH: Final = (
+    # The regions the subscription offers, checked before anything is created; effective
+    # only where the role is assigned at the subscription (elsewhere the check is skipped).
+    "Microsoft.Resources/subscriptions/locations/read",
     "Microsoft.Resources/subscriptions/resourceGroups/read",
     "Microsoft.Resources/subscriptions/resourceGroups/write",
     "Microsoft.Compute/locations/operations/read",
@@ -59,10 +64,8 @@ SMOKE_TEST: Final = (
     "Microsoft.Network/networkInterfaces/join/action",
 )
 
-# `import` (a version copied from another gallery, a community gallery, or a URL) is
-# not released yet: these are the rights its server-side copies will read from.
+# `import` from a community gallery reads the community image and its versions.
 IMPORT: Final = (
-    "Microsoft.Compute/locations/communityGalleries/read",
     "Microsoft.Compute/locations/communityGalleries/images/read",
     "Microsoft.Compute/locations/communityGalleries/images/versions/read",
 )

@@ -277,11 +277,13 @@ def version_body(
     from_disk: bool,
     tags: Mapping[str, str],
     exclude_from_latest: bool | None = None,
+    storage_profile: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The create body of the version: target regions, replicas, storage, EOL, mode.
 
     *exclude_from_latest* overrides ``version.excludeFromLatest`` (a version waiting
-    for its smoke test is excluded until it passes).
+    for its smoke test is excluded until it passes). *storage_profile* replaces the
+    one made from *source_id* (an import names another gallery's version as its source).
     """
     v = target.version
     exclude = v.exclude_from_latest if exclude_from_latest is None else exclude_from_latest
@@ -295,7 +297,9 @@ def version_body(
     if v.end_of_life_date:
         publishing["endOfLifeDate"] = arm_datetime(v.end_of_life_date)
     storage: dict[str, Any] = (
-        {"osDiskImage": {"source": {"id": source_id}}}
+        dict(storage_profile)
+        if storage_profile is not None
+        else {"osDiskImage": {"source": {"id": source_id}}}
         if from_disk
         else {"source": {"id": source_id}}
     )

@@ -9,6 +9,7 @@ deletes it before it starts. The VM's OS disk and NIC are created with
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import secrets
@@ -21,7 +22,7 @@ from azure.core.exceptions import HttpResponseError
 
 from nixos_azure_publish.azure import arm
 from nixos_azure_publish.azure.clients import azure_error, is_not_found
-from nixos_azure_publish.azure.names import TAG_PREFIX, TAG_TARGET, TAG_TOOL
+from nixos_azure_publish.azure.names import TAG_CREATED, TAG_PREFIX, TAG_TARGET, TAG_TOOL
 from nixos_azure_publish.config import CONFIDENTIAL_TYPES, TRUSTED_LAUNCH_TYPES
 from nixos_azure_publish.errors import AzureError
 from nixos_azure_publish.redact import redact
@@ -196,7 +197,13 @@ def _delete(doing: str, begin: Callable[..., Any], group: str, name: str) -> Non
 def _tags(target: PublishTarget, key: str) -> dict[str, str]:
     from nixos_azure_publish import __version__  # noqa: PLC0415
 
-    return {TAG_SMOKE_RUN: key, TAG_TARGET: target.name, TAG_TOOL: __version__}
+    return {
+        TAG_SMOKE_RUN: key,
+        TAG_TARGET: target.name,
+        TAG_TOOL: __version__,
+        # Network resources have no creation time in ARM: `gc` ages leftovers by this.
+        TAG_CREATED: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def smoke_location(target: PublishTarget) -> str:

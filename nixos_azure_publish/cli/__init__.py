@@ -5,11 +5,14 @@ from __future__ import annotations
 from nixos_azure_publish.cli import (
     config_cmd,
     emulator_cmd,
+    gc_cmd,
     hooks_cmd,
     image_cmd,
+    import_cmd,
     nix_cmd,
     publish_cmd,
     role_cmd,
+    status_cmd,
     upload_cmd,
 )
 from nixos_azure_publish.cli.app import add_common_options, cli, main
@@ -21,6 +24,9 @@ for command in (
     nix_cmd.build_command,
     upload_cmd.upload,
     publish_cmd.publish_command,
+    status_cmd.status_command,
+    gc_cmd.gc_command,
+    import_cmd.import_command,
     emulator_cmd.emulator_group,
     hooks_cmd.hydra_hook,
     hooks_cmd.post_build_hook,

@@ -54,6 +54,12 @@ def emulator_group() -> None:
     hidden=True,
     help="Write the environment here as JSON once ready (used by --detach).",
 )
+@click.option(
+    "--remove-state-dir",
+    is_flag=True,
+    hidden=True,
+    help="Delete --state-dir when stopped (--detach's throwaway state).",
+)
 def serve(
     *,
     port: int | None,
@@ -61,6 +67,7 @@ def serve(
     replication_seconds: float | None,
     detach: bool,
     ready_file: Path | None,
+    remove_state_dir: bool,
 ) -> None:
     """Run the emulator until interrupted; first print `export` lines for clients.
 
@@ -89,4 +96,10 @@ def serve(
         if ready_file is not None:
             service.write_ready_file(ready_file, emulator.environ)
 
-    service.serve(state_dir=state_dir, port=port, settings=settings, on_ready=ready)
+    service.serve(
+        state_dir=state_dir,
+        port=port,
+        settings=settings,
+        on_ready=ready,
+        remove_state_dir=remove_state_dir,
+    )

@@ -110,3 +110,36 @@ def target_selection(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper
+
+
+def destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--config FILE | --flake REF [--target NAME]``: the target whose gallery a command reads."""
+    for option in reversed(
+        [
+            click.option(
+                "--config",
+                "config_file",
+                type=click.Path(path_type=Path, dir_okay=False),
+                help="Target file (JSON or TOML); its image is not needed.",
+            ),
+            click.option("--flake", help="Flake reference whose azurePublish.<target> to use."),
+            click.option(
+                "--target",
+                "target_name",
+                help="Target name under azurePublish (with --flake; default 'default').",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def check_destination(config_file: Path | None, flake: str | None, target_name: str | None) -> None:
+    """Exactly one of ``--config`` and ``--flake``; ``--target`` only with ``--flake``."""
+    if (config_file is None) == (flake is None):
+        raise UsageError(
+            "give exactly one of --config FILE and --flake REF",
+            hint="e.g. `--flake . --target default` or `--config target.json`",
+        )
+    if target_name is not None and flake is None:
+        raise UsageError("--target needs --flake", hint="Name the flake with --flake REF")

@@ -19,7 +19,10 @@ import contextlib
 import hashlib
 import http.client
 import logging
+import re
 import threading
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs, urlsplit
@@ -112,6 +115,71 @@ def checksum_problem(headers: dict[str, str], body: bytes) -> tuple[str, str] | 
     return None
 
 
+COPY_SOURCE: Final = "x-ms-copy-source"
+SOURCE_RANGE: Final = "x-ms-source-range"
+MAX_FROM_URL: Final = 4 * 1024 * 1024
+_RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
+
+
+def _byte_range(value: str | None) -> tuple[int, int] | None:
+    match = _RANGE.match((value or "").strip())
+    return (int(match[1]), int(match[2])) if match else None
+
+
+Failure = tuple[int, str, str]
+
+
+def page_from_url(headers: dict[str, str], body: bytes) -> tuple[Failure | None, bytes]:
+    """Put Page From URL: the source's bytes to write, or Azure's (status, code, message).
+
+    Azure reads ``x-ms-source-range`` of the blob ``x-ms-copy-source`` names (a SAS
+    or public URL) and writes it at ``x-ms-range``: the request has no body, both
+    ranges are whole 512-byte pages of the same length, at most 4 MiB.
+    """
+    target = _byte_range(headers.get("x-ms-range") or headers.get("range"))
+    source = _byte_range(headers.get(SOURCE_RANGE))
+    if body:
+        return (400, "InvalidHeaderValue", "Put Page From URL takes no request body."), b""
+    if target is None or source is None:
+        missing = "x-ms-range" if target is None else SOURCE_RANGE
+        message = f"An HTTP header that's mandatory for this request is not specified: {missing}"
+        return (400, "MissingRequiredHeader", message), b""
+    length = target[1] - target[0] + 1
+    if target[0] % 512 or length % 512 or source[0] % 512 or source[1] - source[0] + 1 != length:
+        message = (
+            "The page range specified is invalid: the source and destination ranges must be"
+            " whole pages of the same length."
+        )
+        return (400, "InvalidPageRange", message), b""
+    if length > MAX_FROM_URL:
+        return (
+            400,
+            "InvalidHeaderValue",
+            f"The range of a Put Page From URL is at most {MAX_FROM_URL} bytes, not {length}.",
+        ), b""
+    request = urllib.request.Request(  # noqa: S310 - the caller's URL, as Azure reads it
+        headers[COPY_SOURCE], headers={"Range": f"bytes={source[0]}-{source[1]}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310
+            data = answer.read()
+    except urllib.error.HTTPError as error:
+        return (
+            error.code if error.code in {403, 404} else 400,
+            "CannotVerifyCopySource",
+            f"The source of the copy answered {error.code} {error.reason}.",
+        ), b""
+    except (OSError, ValueError) as error:
+        return (400, "CannotVerifyCopySource", f"The source cannot be read: {error}."), b""
+    if len(data) != length:
+        return (
+            400,
+            "InvalidSourceBlobRange",
+            "The source range is not within the source blob.",
+        ), b""
+    return None, data
+
+
 def _is_page_update(method: str, path: str, headers: dict[str, str]) -> bool:
     query = parse_qs(urlsplit(path).query)
     return (
@@ -166,7 +234,23 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        if _is_page_update(method, self.path, headers):
+        if _is_page_update(method, self.path, headers) and COPY_SOURCE in headers:
+            # Put Page From URL: Azurite answers 501, so the front reads the source itself
+            # and writes its bytes as a plain Put Page.
+            failure, body = page_from_url(headers, body)
+            if failure is not None:
+                self._error(*failure)
+                return
+            for key in (
+                COPY_SOURCE,
+                SOURCE_RANGE,
+                "x-ms-source-content-md5",
+                "x-ms-source-content-crc64",
+                "x-ms-copy-source-authorization",
+            ):
+                headers.pop(key, None)
+            headers["content-length"] = str(len(body))
+        elif _is_page_update(method, self.path, headers):
             problem = checksum_problem(headers, body)
             if problem is not None:
                 self._error(400, *problem)

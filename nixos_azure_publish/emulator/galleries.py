@@ -602,10 +602,102 @@ def _check_disk_source(image: Resource, disk: Resource) -> None:
         )
 
 
-def _source(req: Request, storage: dict[str, Any], image: Resource) -> dict[str, Any]:
+_COMMUNITY_SOURCE: Final = re.compile(
+    r"^/CommunityGalleries/(?P<gallery>[^/]+)/Images/(?P<image>[^/]+)/Versions/(?P<version>[^/]+)$",
+    re.IGNORECASE,
+)
+
+
+def _source_version(req: Request, version: Resource, location: str) -> tuple[str, int]:
+    """A gallery version as another version's source: its definition's generation and size.
+
+    Azure copies from a replica in the new version's region: the source must have
+    finished provisioning and be replicated there.
+    """
+    if version.properties.get("provisioningState") != "Succeeded":
+        raise not_allowed(
+            f"The source gallery image version '{version.id}' is not ready (provisioningState "
+            f"'{version.properties.get('provisioningState')}')."
+        )
+    if location not in replicated_regions(req, version):
+        raise invalid_parameter(
+            f"The source gallery image version '{version.id}' is not replicated to region "
+            f"'{location}'. Replicate it there first.",
+            "galleryImageVersion.properties.storageProfile.source",
+        )
+    parent = req.app.store.get(version.id.rsplit("/versions/", 1)[0])
+    generation = (parent.properties if parent else {}).get("hyperVGeneration", "V1")
+    size_gb = (version.properties.get("storageProfile", {}).get("osDiskImage") or {}).get(
+        "sizeInGB", 1
+    )
+    return str(generation), int(size_gb)
+
+
+def _community_source(
+    req: Request, reference: str, image: Resource, location: str
+) -> dict[str, Any]:
+    """``source.communityGalleryImageId``: a shared community version, replicated here."""
+    from nixos_azure_publish.emulator.community import find_image  # noqa: PLC0415 - a cycle
+
+    target = "galleryImageVersion.properties.storageProfile.source.communityGalleryImageId"
+    match = _COMMUNITY_SOURCE.match(reference)
+    if match is None:
+        raise invalid_parameter(
+            f"The community gallery image id '{reference}' is not valid: "
+            "/CommunityGalleries/<name>/Images/<image>/Versions/<version>.",
+            target,
+        )
+    # Only a gallery whose community sharing is enabled is found by its public name.
+    source_image = find_image(req.app, match["gallery"], match["image"])
+    source = (
+        req.app.store.get(f"{source_image.id}/versions/{match['version']}")
+        if source_image is not None
+        else None
+    )
+    if source is None:
+        raise ArmError(
+            404,
+            "NotFound",
+            f"The community gallery image version '{reference}' was not found.",
+            target=target,
+        )
+    generation, size_gb = _source_version(req, source, location)
+    _check_generation(source.id, generation, image)
+    return {
+        "source": {"communityGalleryImageId": reference},
+        "osDiskImage": {"hostCaching": "ReadWrite", "sizeInGB": size_gb},
+    }
+
+
+def _check_generation(source_id: str, source_generation: str, image: Resource) -> None:
+    generation = image.properties.get("hyperVGeneration", "V1")
+    if source_generation != generation:
+        raise conflict(
+            f"The resource with id '{source_id}' has a different Hypervisor generation "
+            f"['{source_generation}'] than the parent gallery image Hypervisor generation "
+            f"['{generation}']."
+        )
+
+
+def _source(
+    req: Request, storage: dict[str, Any], image: Resource, location: str
+) -> dict[str, Any]:
     """Check the version's source like Azure and return a normalized storage profile."""
     source = storage.get("source") or {}
     os_disk = storage.get("osDiskImage") or {}
+    if source.get("communityGalleryImageId"):
+        return _community_source(req, str(source["communityGalleryImageId"]), image, location)
+    return _resource_source(req, source, os_disk, image, location)
+
+
+def _resource_source(  # noqa: C901 - one branch per kind of source, as Azure's rules go
+    req: Request,
+    source: dict[str, Any],
+    os_disk: dict[str, Any],
+    image: Resource,
+    location: str,
+) -> dict[str, Any]:
+    """A source named by resource id: a disk, a managed image or another gallery's version."""
     source_id = source.get("id") or (os_disk.get("source") or {}).get("id")
     if not source_id:
         raise invalid_parameter(
@@ -644,6 +736,13 @@ def _source(req: Request, storage: dict[str, Any], image: Resource) -> dict[str,
                 f"'{resource.properties.get('provisioningState')}')."
             )
         size_gb = resource.properties["storageProfile"]["osDisk"].get("diskSizeGB", 1)
+    elif resource.type == VERSION:
+        source_generation, size_gb = _source_version(req, resource, location)
+        _check_generation(resource.id, source_generation, image)
+        return {
+            "source": {"id": resource.id},
+            "osDiskImage": {"hostCaching": "ReadWrite", "sizeInGB": size_gb},
+        }
     else:
         raise invalid_parameter(
             f"A resource of type '{resource.type}' cannot be the source of an image version.",
@@ -698,7 +797,7 @@ def put_version(req: Request) -> Response:
             "Required parameter 'galleryImageVersion.properties.storageProfile' is missing.",
             "galleryImageVersion.properties.storageProfile",
         )
-    storage = _source(req, properties["storageProfile"], image)
+    storage = _source(req, properties["storageProfile"], image, location)
     publishing: dict[str, Any] = {
         "targetRegions": regions,
         "replicaCount": replica_count,

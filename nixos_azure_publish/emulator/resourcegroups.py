@@ -1,11 +1,12 @@
-"""Microsoft.Resources: resource groups (create, get, exists, list, delete)."""
+"""Microsoft.Resources: resource groups (create, get, exists, list, delete), and the
+regions a subscription offers (the region catalogue)."""
 
 from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Final
 
-from nixos_azure_publish.emulator import apiversions
+from nixos_azure_publish.emulator import apiversions, catalogue
 from nixos_azure_publish.emulator.armerror import ArmError, group_not_found
 from nixos_azure_publish.emulator.common import (
     listing,
@@ -95,6 +96,29 @@ def list_groups(req: Request) -> Response:
     return listing(groups)
 
 
+def list_locations(req: Request) -> Response:
+    """Subscriptions_ListLocations: every region of the catalogue, as physical regions.
+
+    Simplified: the display names are the names (Azure writes 'West Europe').
+    """
+    return Response(
+        200,
+        {
+            "value": [
+                {
+                    "id": f"/subscriptions/{req.subscription}/locations/{name}",
+                    "name": name,
+                    "type": "Region",
+                    "displayName": name,
+                    "regionalDisplayName": name,
+                    "metadata": {"regionType": "Physical", "regionCategory": "Recommended"},
+                }
+                for name in sorted(catalogue.REGIONS)
+            ]
+        },
+    )
+
+
 def delete(req: Request) -> Response:
     group = req.app.store.get(_id(req))
     if group is None:
@@ -144,6 +168,13 @@ ROUTES: Final = table(
         list_groups,
         "read",
         "ResourceGroups_List",
+    ),
+    (
+        "GET",
+        "/subscriptions/{subscriptionId}/locations",
+        list_locations,
+        "Microsoft.Resources/subscriptions/locations/read",
+        "Subscriptions_ListLocations",
     ),
     (
         "GET",

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,8 +42,13 @@ def serve(
     port: int | None,
     settings: EmulatorSettings | None,
     on_ready: Callable[[Emulator], None],
+    remove_state_dir: bool = False,
 ) -> None:
-    """Run until SIGINT or SIGTERM; *on_ready* gets the running emulator first."""
+    """Run until SIGINT or SIGTERM; *on_ready* gets the running emulator first.
+
+    *remove_state_dir*: the state directory is a throwaway made for this run (a detached
+    emulator without ``--state-dir``): delete it once the emulator has stopped.
+    """
     stop = threading.Event()
     handlers = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
@@ -56,6 +62,8 @@ def serve(
     finally:
         for sig, previous in handlers.items():
             signal.signal(sig, previous)
+        if remove_state_dir and state_dir is not None:
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def write_ready_file(path: Path, environ: dict[str, str]) -> None:
@@ -72,7 +80,12 @@ def start_detached(
     replication_seconds: float | None,
     timeout: float = 30.0,
 ) -> dict[str, str]:
-    """Start ``emulator serve`` in the background; its environment once it is ready."""
+    """Start ``emulator serve`` in the background; its environment once it is ready.
+
+    Without *state_dir* the state lives in a temporary directory that the emulator
+    deletes when it stops (SIGTERM, SIGINT), so a CI job's `kill` leaves nothing behind.
+    """
+    throwaway = state_dir is None
     work = state_dir or Path(tempfile.mkdtemp(prefix="azure-emulator-"))
     work.mkdir(parents=True, exist_ok=True)
     ready = work / "ready.json"
@@ -87,6 +100,8 @@ def start_detached(
         str(ready),
     ]
     argv += ["--state-dir", str(work)]
+    if throwaway:
+        argv.append("--remove-state-dir")
     if port:
         argv += ["--port", str(port)]
     if replication_seconds is not None:

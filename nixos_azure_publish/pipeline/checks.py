@@ -13,7 +13,7 @@ from nixos_azure_publish.azure import disk as azdisk
 from nixos_azure_publish.azure import gallery as azgallery
 from nixos_azure_publish.azure import group as azgroup
 from nixos_azure_publish.azure import image as azimage
-from nixos_azure_publish.azure import names
+from nixos_azure_publish.azure import names, preflight
 from nixos_azure_publish.azure import version as azversion
 from nixos_azure_publish.pipeline.context import Context, Step, StepResult, done
 
@@ -29,7 +29,7 @@ class CheckImage(Step):
         return self.run(ctx)
 
     def run(self, ctx: Context) -> StepResult:
-        path = ctx.input.image_path
+        path = ctx.image_path
         info = vhd.require_azure_ready(path)
         extents = vhd.data_extents(path)
         ctx.info = info
@@ -59,6 +59,7 @@ class Discover(Step):
         t = ctx.target
         clients = ctx.clients
         clients.check_credentials()
+        preflight.check_regions(clients, t)
         ctx.group_exists = azgroup.group_exists(clients, t.resource_group)
         found: list[str] = []
         if ctx.group_exists:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from nixos_azure_publish.azure.clients import AzureClients
+    from nixos_azure_publish.azure.importsource import ImportSource, ResolvedSource
     from nixos_azure_publish.config import PublishTarget
     from nixos_azure_publish.report import (
         PublishReport,
@@ -38,9 +39,14 @@ class PublishInput:
     """What to publish: a validated target and its located image."""
 
     target: PublishTarget
-    image_path: Path
+    # None for an import from a gallery or a URL: the image is not on this machine.
+    image_path: Path | None
     store_path: str | None = None
     flake_revision: str | None = None
+    # An import's source (the target's own image otherwise).
+    source: ImportSource | None = None
+    # An import from a URL: the sha256 the stream must have (--sha256).
+    sha256: str | None = None
 
 
 @dataclass
@@ -85,11 +91,23 @@ class Context:
     public_name: str | None = None
     # Versions that hold this image but failed: replaced by a new one.
     failed_versions: list[azreplication.VersionState] = field(default_factory=list)
+    # An import's resolved source: the version's storageProfile names it, and tags record it.
+    resolved: ResolvedSource | None = None
+    extra_tags: dict[str, str] = field(default_factory=dict)
+    # An import from a URL that is an Azure blob (its x-ms-blob-type): copied server-side.
+    source_blob_type: str | None = None
 
     @property
     def target(self) -> PublishTarget:
         """The publish target."""
         return self.input.target
+
+    @property
+    def image_path(self) -> Path:
+        """The local image file (a publish, or an import streamed through this machine)."""
+        if self.input.image_path is None:  # pragma: no cover - import steps never ask
+            raise InternalError("internal: this run has no local image")
+        return self.input.image_path
 
     @property
     def hash(self) -> str:
@@ -116,7 +134,10 @@ class Context:
     def tags(self, **extra: str) -> dict[str, str]:
         """Provenance tags for a resource that holds this image."""
         return names.resource_tags(
-            self.target, self._content(), flake_revision=self.input.flake_revision, extra=extra
+            self.target,
+            self._content(),
+            flake_revision=self.input.flake_revision,
+            extra={**self.extra_tags, **extra},
         )
 
     @property

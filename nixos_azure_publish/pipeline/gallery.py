@@ -174,7 +174,9 @@ class CreateVersion(Step):
         ctx.version_name = azversion.free_version_name(
             ctx.clients, ctx.target, version_name(ctx), content_hash=ctx.hash
         )
-        source_id, from_disk = self._source(ctx)
+        # An import's version is made from the source version, server-side.
+        storage = ctx.resolved.storage_profile() if ctx.resolved is not None else None
+        source_id, from_disk = ("", False) if storage is not None else self._source(ctx)
         # A version waiting for its smoke test is kept out of `latest` until it passes.
         exclude = True if ctx.target.smoke_test.enable else None
         body = azversion.version_body(
@@ -183,6 +185,7 @@ class CreateVersion(Step):
             from_disk=from_disk,
             tags=ctx.tags(),
             exclude_from_latest=exclude,
+            storage_profile=storage,
         )
         azversion.create_version(ctx.clients, ctx.target, ctx.version_name, body)
         ctx.save_journal(version=ctx.version_name)

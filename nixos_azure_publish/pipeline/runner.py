@@ -27,6 +27,7 @@ from nixos_azure_publish.pipeline.upload import EnsureDisk, EnsureGroup, Upload
 from nixos_azure_publish.report import (
     PublishReport,
     StepRecord,
+    UploadStats,
 )
 
 if TYPE_CHECKING:
@@ -110,6 +111,7 @@ class Pipeline:
                 StepRecord(step.name, "planned", time.monotonic() - t0, result.detail)
             )
         self.report.status = "planned"
+        self._server_side_upload()
         self.report.version = self.ctx.version_name
         self.report.seconds = time.monotonic() - began
         return self.report
@@ -140,11 +142,17 @@ class Pipeline:
             report.seconds = time.monotonic() - began
             raise
         report.status = "already-published" if self._nothing_created() else "published"
+        self._server_side_upload()
         report.version = self.ctx.version_name
         report.seconds = time.monotonic() - began
         with contextlib.suppress(OSError):
             state.remove(self.ctx.journal_path)
         return report
+
+    def _server_side_upload(self) -> None:
+        """An import from a gallery version copies server-side: no byte went through us."""
+        if self.ctx.resolved is not None and self.report.upload is None:
+            self.report.upload = UploadStats(file_size=0, data_bytes=0, bytes_sent=0)
 
     def _nothing_created(self) -> bool:
         changed = {"created", "updated", "deleted"}

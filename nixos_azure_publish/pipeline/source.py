@@ -18,6 +18,8 @@ from nixos_azure_publish.pipeline.context import PublishInput
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from nixos_azure_publish.config import PublishTarget
+
 
 def from_flake(
     ref: str,
@@ -59,3 +61,24 @@ def from_target_file(
         image_path=image_path,
         store_path=nix.store_path_of(image_path.resolve(), environ=environ),
     )
+
+
+def destination(
+    *,
+    config_file: Path | None,
+    flake_ref: str | None,
+    target: str = "default",
+    environ: Mapping[str, str] | None = None,
+) -> PublishTarget:
+    """Only the target (where its versions live), its image neither built nor required.
+
+    What ``status``, ``gc`` and ``import`` need: exactly one of *config_file* and
+    *flake_ref*.
+    """
+    if flake_ref is not None:
+        return flake.load_flake_target(
+            flake_ref, target, build=False, need_image=False, environ=environ
+        ).target
+    if config_file is None:  # pragma: no cover - the command line checks it
+        raise InternalError("internal: neither a target file nor a flake")
+    return config.load_target_file(config_file, environ=environ)

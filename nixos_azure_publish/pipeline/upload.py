@@ -170,7 +170,7 @@ class Upload(Step):
     def _upload(ctx: Context, sas: str) -> UploadResult:
         settings = ctx.target.upload
         return upload_image(
-            path=ctx.input.image_path,
+            path=ctx.image_path,
             sas_url=sas,
             backend=settings.backend,
             concurrency=settings.concurrency,

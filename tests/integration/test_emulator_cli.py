@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,6 +54,18 @@ def wait_gone(pid: int, timeout: float = 10) -> None:
             return
         time.sleep(0.05)
     pytest.fail(f"process {pid} is still running")
+
+
+def test_a_detached_emulator_without_a_state_dir_leaves_nothing_when_stopped():
+    result = run_cli("emulator", "serve", "--detach")
+    assert result.returncode == 0, result.stderr
+    env = parse_exports(result.stdout)
+    state = Path(env["NIXOS_AZURE_PUBLISH_CA_CERT"]).parent.parent  # <state>/tls/cert.pem
+    assert state.name.startswith("azure-emulator-"), state
+    assert state.is_dir()
+    os.kill(int(env["NIXOS_AZURE_PUBLISH_EMULATOR_PID"]), signal.SIGTERM)
+    wait_gone(int(env["NIXOS_AZURE_PUBLISH_EMULATOR_PID"]))
+    assert not state.exists()
 
 
 def test_serve_detached_prints_exports_and_stops_on_sigterm(tmp_path):

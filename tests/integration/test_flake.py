@@ -277,3 +277,13 @@ def test_the_revision_handed_over_by_the_app_is_used(ref):
         ref, "gen.1", build=False, environ={flake.REVISION_ENV: "0123abc"}
     )
     assert loaded.flake_revision == "0123abc"
+
+
+def test_a_destination_needs_neither_the_image_nor_its_evaluation(ref):
+    # What status, gc and import load: the target only, even one with no image at all.
+    loaded = flake.load_flake_target(ref, "no-image", build=False, need_image=False)
+    assert loaded.image_path is None
+    assert loaded.target.image is None
+    default = flake.load_flake_target(ref, build=False, need_image=False)
+    assert default.target.name == "fixture-gen2"
+    assert default.target.image is None  # not even evaluated

@@ -840,6 +840,24 @@ def test_a_definition_identifier_taken_by_another_definition_fails_before_any_wr
     assert len(disks(compute(fast))) == 0
 
 
+def test_a_region_the_subscription_does_not_offer_fails_before_any_write(
+    fast, tmp_path, monkeypatch, capsys
+):
+    # 'marsnorth' resembles no known region, so only Azure can say it does not exist.
+    image = make_image(tmp_path / "img", seed=24)
+    target = write_target(tmp_path, image, version={"targetRegions": ["westeurope", "marsnorth"]})
+    for dry_run in (["--dry-run"], []):
+        before = len(fast.requests)
+        code, failed = publish(fast, monkeypatch, capsys, "--config", str(target), *dry_run)
+        assert code == ExitCode.USAGE, failed
+        assert failed["error"]["message"] == (
+            "version.targetRegions[1]: region 'marsnorth' is not available to subscription"
+            f" {fast.subscription_id}"
+        )
+        assert writes(fast, before) == []
+    assert "Microsoft.Resources/subscriptions/locations/read" in fast.requests.actions()
+
+
 def test_a_fixed_version_name_holding_another_image_fails_before_any_upload(
     fast, tmp_path, monkeypatch, capsys
 ):

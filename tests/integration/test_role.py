@@ -6,8 +6,9 @@ upload disk's cleanup, and (for the --smoke-test role) the smoke test's VM.
 The actions come from the emulator's request log (it maps each route to its
 RBAC action) plus Azure's linked access checks, derived from the request
 bodies: a body that names another resource needs ``join/action`` on a
-network resource and ``read`` on any other. `import`, `status` and `gc` are
-not released yet, so this covers publish, smoke test and retention.
+network resource and ``read`` on any other. `status` and `gc` run with the
+publish role (gc deleting the managed image retention left); `import` from a
+community gallery needs the --import role.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from nixos_azure_publish.azure import role
+from nixos_azure_publish.cli import main
 from tests.helpers.images import make_image
 from tests.helpers.publishing import publish
 from tests.helpers.targets import write_target
@@ -103,6 +105,12 @@ def test_the_role_holds_exactly_the_actions_publish_and_smoke_test_use(
     emulator.settings.replication_seconds = 0.2
     publish_twice(emulator, tmp_path, monkeypatch, capsys, smoke=False, seeds=(1, 2))
     assert any(r.action.endswith("versions/delete") for r in emulator.requests if r.action)
+    # status and gc with the same target: the first version's managed image is left over.
+    target = tmp_path / "target-2" / "target.json"
+    for argv in (["status"], ["gc", "--older-than", "0"]):
+        capsys.readouterr()
+        assert main(["--json", *argv, "--config", str(target)]) == 0
+    assert "Microsoft.Compute/images/delete" in emulator.requests.actions()
     assert used_actions(emulator) == set(role.actions())
 
     publish_twice(emulator, tmp_path, monkeypatch, capsys, smoke=True, seeds=(3, 4))
@@ -125,10 +133,31 @@ def test_the_role_holds_exactly_the_actions_publish_and_smoke_test_use(
 
 
 def test_the_printed_role_is_that_role(capsys):
-    from nixos_azure_publish.cli import main  # noqa: PLC0415
-
     scope = "/subscriptions/00000000-0000-4000-8000-000000000001/resourceGroups/nixos-images"
     assert main(["role-definition", "--scope", scope, "--smoke-test"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["Actions"] == role.actions(smoke_test=True)
     assert printed["AssignableScopes"] == [scope]
+
+
+def test_the_import_role_holds_every_action_an_import_uses(emulator, tmp_path, monkeypatch, capsys):
+    from tests.integration.test_import import (  # noqa: PLC0415
+        community_image,
+        https_file,
+        my_target,
+        release,
+    )
+
+    emulator.settings.replication_seconds = 0.2
+    first = release(emulator, tmp_path, monkeypatch, capsys, 6)
+    published = set(used_actions(emulator))
+    target = my_target(tmp_path)
+    # A version made from a community version, another from an https:// source.
+    source = community_image(first)
+    capsys.readouterr()
+    assert main(["--json", "import", source, "--config", str(target)]) == 0, capsys.readouterr()
+    with https_file(emulator, tmp_path / "release6" / "img" / "disk.vhd") as (url, _):
+        assert main(["--json", "import", url, "--config", str(target)]) == 0, capsys.readouterr()
+    used = used_actions(emulator)
+    assert set(role.IMPORT) <= used - published
+    assert used <= set(role.actions(import_=True))

@@ -1,0 +1,86 @@
+"""``nixos-azure-publish status``: the versions of a target's image definition."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import click
+
+from nixos_azure_publish.cli.app import app_context
+from nixos_azure_publish.cli.params import check_destination, destination_options
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nixos_azure_publish.azure.clients import AzureClients
+    from nixos_azure_publish.config import PublishTarget
+
+
+def connect(
+    config_file: Path | None, flake: str | None, target_name: str | None
+) -> tuple[PublishTarget, AzureClients]:
+    """The destination target and clients for it (shared by status, gc and import)."""
+    from nixos_azure_publish.azure.clients import AzureSettings, make_clients  # noqa: PLC0415
+    from nixos_azure_publish.pipeline import source  # noqa: PLC0415 - loads nix helpers
+
+    check_destination(config_file, flake, target_name)
+    environ = dict(os.environ)
+    target = source.destination(
+        config_file=config_file, flake_ref=flake, target=target_name or "default", environ=environ
+    )
+    settings = AzureSettings.from_environ(subscription_id=target.subscription_id, environ=environ)
+    return target, make_clients(settings)
+
+
+@click.command("status")
+@destination_options
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Follow provisioning and replication until nothing moves, printing each change.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="Seconds between reads with --watch (default 15; 0.2 against the emulator).",
+)
+def status_command(
+    *,
+    config_file: Path | None,
+    flake: str | None,
+    target_name: str | None,
+    watch: bool,
+    interval: float | None,
+) -> None:
+    """Show the versions of the target's image definition and what `latest` is.
+
+    Per version: when it was created, its replication per region (state,
+    progress, replicas, storage type), excludeFromLatest, end of life, and what
+    the tool's tags say (store path, NixOS label, import source, smoke test).
+    Changes nothing in Azure.
+
+    \b
+    Example:
+      nixos-azure-publish status --flake . --target default
+      nixos-azure-publish status --config target.json --json --watch
+    """
+    from nixos_azure_publish.azure import status as azstatus  # noqa: PLC0415
+
+    target, clients = connect(config_file, flake, target_name)
+    app = app_context()
+    if not watch:
+        result = azstatus.read_status(clients, target)
+    else:
+        every = interval
+        if every is None:
+            every = 0.2 if clients.settings.emulator else 15.0
+        result = azstatus.watch(
+            clients,
+            target,
+            interval=every,
+            # Progress on stderr; the result (JSON or text) once it settles.
+            on_change=lambda s: app.note(s.to_console()),
+        )
+    app.emit(result.to_json(), result.to_console())

@@ -1,0 +1,564 @@
+"""``import`` against the emulator: community and gallery sources, reruns, dry runs, conflicts.
+
+A maintainer publishes into a community gallery (and another gallery, for
+version-id sources) with the real ``publish`` command; the user's own target
+names another resource group, gallery and definition.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.server
+import json
+import shutil
+import ssl
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+from azure.storage.blob import BlobClient
+
+from nixos_azure_publish import vhd
+from nixos_azure_publish.emulator.testing import clients
+from nixos_azure_publish.errors import ExitCode
+from tests.helpers.images import make_image
+from tests.helpers.publishing import compute, publish, writes
+from tests.helpers.targets import GROUP, write_target
+from tests.integration.test_status import run
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from nixos_azure_publish.emulator.server import Emulator
+
+COMMUNITY = {
+    "publicNamePrefix": "nixos",
+    "publisherUri": "https://nixos.org",
+    "publisherContact": "images@example.org",
+    "eula": "https://nixos.org/eula",
+}
+MINE = "my-images"
+MY_GALLERY = "my_gallery"
+MY_DEFINITION = "nixos"
+
+
+@pytest.fixture(autouse=True)
+def _state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
+def release(
+    emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    seed: int,
+    **version: Any,
+) -> dict[str, Any]:
+    """The maintainers publish a version into their community gallery; its report."""
+    folder = tmp_path / f"release{seed}"
+    image = make_image(folder / "img", seed=seed, size_mib=24)
+    target = write_target(
+        folder,
+        image,
+        gallery={"name": "test_gallery", "community": COMMUNITY},
+        version={"targetRegions": ["westeurope", "northeurope"], **version},
+    )
+    code, report = publish(emulator, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, report
+    return report
+
+
+def my_target(tmp_path: Path, **overrides: Any) -> Path:
+    """The user's target: their own group, gallery and definition; no image."""
+    data: dict[str, Any] = {
+        "name": "imported",
+        "resourceGroup": MINE,
+        "location": "northeurope",
+        "hyperVGeneration": "V2",
+        "gallery": {"name": MY_GALLERY},
+        "imageDefinition": {
+            "name": MY_DEFINITION,
+            "publisher": "me",
+            "offer": "NixOS",
+            "sku": "25.05",
+        },
+        "version": {"targetRegions": ["northeurope"]},
+    }
+    data.update(overrides)
+    path = tmp_path / "mine" / "target.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def community_image(report: dict[str, Any]) -> str:
+    """The community image of a release, without its version."""
+    return str(report["communityImageId"]).rsplit("/Versions/", 1)[0]
+
+
+def test_a_dry_run_resolves_latest_and_writes_nothing(emulator, tmp_path, monkeypatch, capsys):
+    emulator.settings.replication_seconds = 0.1
+    first = release(emulator, tmp_path, monkeypatch, capsys, 81)
+    release(emulator, tmp_path, monkeypatch, capsys, 82, excludeFromLatest=True)
+    target = my_target(tmp_path)
+    before = len(emulator.requests)
+    code, plan, _ = run(
+        emulator,
+        monkeypatch,
+        capsys,
+        "--json",
+        "import",
+        community_image(first),
+        "--config",
+        str(target),
+        "--dry-run",
+    )
+    assert code == 0, plan
+    assert writes(emulator, before) == []
+    assert plan["status"] == "planned"
+    # The second release is newer but excluded from latest: latest is the first.
+    assert plan["source"] == f"{community_image(first)}@{first['version']}"
+    assert plan["upload"]["bytesSent"] == 0
+    actions = {(r["kind"], r["name"]): r["action"] for r in plan["resources"]}
+    assert actions[("resource group", MINE)] == "would-create"
+    assert actions[("image definition", MY_DEFINITION)] == "would-create"
+    code, text, _ = run(
+        emulator, monkeypatch, capsys, "import", community_image(first), "--config", str(target),
+        "--dry-run",
+    )  # fmt: skip
+    assert f"source:        {community_image(first)}@{first['version']}" in text
+    steps = {s["name"]: s["detail"] for s in plan["steps"]}
+    assert steps["resolve source"].startswith(f"community {community_image(first)} version")
+    assert "(V2, x64, TrustedLaunchSupported)" in steps["resolve source"]
+
+
+def test_a_target_that_contradicts_the_source_is_refused_before_any_write(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    emulator.settings.replication_seconds = 0.1
+    first = release(emulator, tmp_path, monkeypatch, capsys, 83)
+    target = my_target(
+        tmp_path,
+        hyperVGeneration="V1",
+        imageDefinition={
+            "name": MY_DEFINITION,
+            "publisher": "me",
+            "offer": "NixOS",
+            "sku": "25.05",
+            "securityType": "Standard",
+        },
+    )
+    before = len(emulator.requests)
+    code, error, err = run(
+        emulator,
+        monkeypatch,
+        capsys,
+        "--json",
+        "import",
+        community_image(first),
+        "--config",
+        str(target),
+    )
+    assert code == ExitCode.USAGE, error
+    assert writes(emulator, before) == []
+    assert "hyperVGeneration: the target says V1, the source is V2" in err
+    assert "imageDefinition.securityType: the target says Standard" in err
+
+
+def test_an_unknown_source_is_a_usage_error(emulator, tmp_path, monkeypatch, capsys):
+    target = my_target(tmp_path)
+    for source in ("/CommunityGalleries/x/Images/y/Versions/1.2", "ftp://example.org/a.vhd"):
+        code, _, err = run(emulator, monkeypatch, capsys, "import", source, "--config", str(target))
+        assert code == ExitCode.USAGE
+        assert err.startswith("error: ")
+
+
+def test_a_missing_community_version_says_so(emulator, tmp_path, monkeypatch, capsys):
+    emulator.settings.replication_seconds = 0.1
+    first = release(emulator, tmp_path, monkeypatch, capsys, 84)
+    target = my_target(tmp_path)
+    code, _, err = run(
+        emulator,
+        monkeypatch,
+        capsys,
+        "import",
+        community_image(first) + "/Versions/9.9.9",
+        "--config",
+        str(target),
+        "--dry-run",
+    )
+    assert code == ExitCode.AZURE
+    assert "/Versions/9.9.9 is not found in northeurope" in err
+
+
+class _VhdHandler(http.server.BaseHTTPRequestHandler):
+    """Serves one file with HEAD, GET and single byte ranges, as a web server or blob does."""
+
+    path_served: Path
+    requests: list[str]
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        del format, args
+
+    def _headers(self, status: int, length: int, extra: dict[str, str]) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(length))
+        self.send_header("ETag", '"v1"')
+        for key, value in extra.items():
+            self.send_header(key, value)
+        self.end_headers()
+
+    def do_HEAD(self) -> None:
+        self.requests.append(f"HEAD {self.path}")
+        self._headers(200, self.path_served.stat().st_size, {})
+
+    def do_GET(self) -> None:
+        self.requests.append(f"GET {self.path} {self.headers.get('Range', '')}")
+        size = self.path_served.stat().st_size
+        wanted = self.headers.get("Range")
+        with self.path_served.open("rb") as handle:
+            if wanted:
+                lo, hi = (int(x) for x in wanted.removeprefix("bytes=").split("-"))
+                handle.seek(lo)
+                self._headers(206, hi - lo + 1, {"Content-Range": f"bytes {lo}-{hi}/{size}"})
+                self.wfile.write(handle.read(hi - lo + 1))
+                return
+            self._headers(200, size, {})
+            shutil.copyfileobj(handle, self.wfile)
+
+
+@contextlib.contextmanager
+def https_file(emulator: Emulator, path: Path) -> Iterator[tuple[str, list[str]]]:
+    """*path* served over HTTPS with the emulator's certificate (which the tool trusts)."""
+    seen: list[str] = []
+    handler = type("Handler", (_VhdHandler,), {"path_served": path, "requests": seen})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(emulator.ca_cert, emulator.ca_cert.parent / "emulator-key.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/nixos.vhd?token=SECRET", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_https_url_is_streamed_once_and_a_rerun_is_a_no_op(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    emulator.settings.replication_seconds = 0.1
+    image = make_image(tmp_path / "img", seed=85, size_mib=24, data_mib=2)
+    data = sum(e.length for e in vhd.data_extents(image))
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    target = my_target(tmp_path)
+    with https_file(emulator, image) as (url, seen):
+        before = len(emulator.requests)
+        code, plan, _ = run(
+            emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target),
+            "--sha256", digest, "--dry-run",
+        )  # fmt: skip
+        assert code == 0, plan
+        assert plan["status"] == "planned"
+        assert writes(emulator, before) == []
+        assert not [r for r in seen if r.startswith("GET") and not r.endswith(tuple("0123456789"))]
+        code, report, err = run(
+            emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target),
+            "--sha256", digest,
+        )  # fmt: skip
+        assert code == 0, report
+        assert "SECRET" not in json.dumps(report) + err
+        assert report["status"] == "published"
+        assert (
+            report["source"]
+            == f"https://127.0.0.1:{url.split(':')[2].split('/')[0]}/nixos.vhd@{digest}"
+        )
+        # Only the data went through, and the whole file was read once.
+        assert 0 < report["upload"]["bytesSent"] <= data
+        full_reads = [r for r in seen if r.startswith("GET") and r.endswith(" ")]
+        assert len(full_reads) == 1
+        version = compute(emulator).gallery_image_versions.get(
+            MINE, MY_GALLERY, MY_DEFINITION, report["version"]
+        )
+        assert (version.tags or {})["nixos-azure-publish.source-version"] == digest
+        # The upload disk is gone once the version holds the image.
+        assert list(compute(emulator).disks.list_by_resource_group(MINE)) == []
+        # status shows where it came from; gc has nothing to take.
+        code, status, _ = run(
+            emulator, monkeypatch, capsys, "--json", "status", "--config", str(target)
+        )
+        assert code == 0, status
+        (shown,) = status["versions"]
+        assert shown["tags"]["source"] == url.split("?")[0]
+        assert shown["tags"]["sourceVersion"] == digest
+        assert status["latest"] == report["version"]
+        code, gc, _ = run(
+            emulator,
+            monkeypatch,
+            capsys,
+            "--json",
+            "gc",
+            "--config",
+            str(target),
+            "--older-than",
+            "0",
+        )
+        assert code == 0, gc
+        assert gc["deleted"] == []
+
+        before = len(emulator.requests)
+        code, again, _ = run(
+            emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target),
+            "--sha256", digest,
+        )  # fmt: skip
+        assert code == 0, again
+        assert again["status"] == "already-published"
+        assert again["version"] == report["version"]
+        assert writes(emulator, before) == []
+        assert len([r for r in seen if r.startswith("GET") and r.endswith(" ")]) == 1
+
+
+def test_a_wrong_sha256_publishes_nothing(emulator, tmp_path, monkeypatch, capsys):
+    image = make_image(tmp_path / "img", seed=86, size_mib=24)
+    target = my_target(tmp_path)
+    with https_file(emulator, image) as (url, _):
+        code, _, err = run(
+            emulator, monkeypatch, capsys, "import", url, "--config", str(target),
+            "--sha256", "0" * 64,
+        )  # fmt: skip
+    assert code == ExitCode.INVALID_IMAGE, err
+    assert "not the expected 0000" in err
+    # The upload disk stays unfinished (not marked complete): a rerun replaces it.
+    (disk,) = compute(emulator).disks.list_by_resource_group(MINE)
+    assert "nixos-azure-publish.upload" not in (disk.tags or {})
+
+
+def test_an_expired_source_sas_is_reported_as_such_before_any_write(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    target = my_target(tmp_path)
+    url = "https://acct.blob.core.windows.net/c/nixos.vhd?se=2020-01-01T00:00:00Z&sig=SECRET"
+    before = len(emulator.requests)
+    code, _, err = run(emulator, monkeypatch, capsys, "import", url, "--config", str(target))
+    assert code != 0
+    assert "the SAS of https://acct.blob.core.windows.net/c/nixos.vhd expired at 2020-01-01" in err
+    assert "SECRET" not in err
+    assert writes(emulator, before) == []
+
+
+def test_a_source_not_replicated_to_the_target_region_is_refused(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    emulator.settings.replication_seconds = 0.1
+    first = release(emulator, tmp_path, monkeypatch, capsys, 90)
+    target = my_target(tmp_path, location="eastus", version={"targetRegions": ["eastus"]})
+    before = len(emulator.requests)
+    code, _, err = run(
+        emulator, monkeypatch, capsys, "import", first["definitionId"], "--config", str(target)
+    )
+    assert code == ExitCode.AZURE
+    assert "replicated to eastus" in err
+    assert writes(emulator, before) == []
+
+
+def test_a_community_image_is_imported_server_side_and_a_rerun_changes_nothing(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    emulator.settings.replication_seconds = 0.1
+    first = release(emulator, tmp_path, monkeypatch, capsys, 87)
+    target = my_target(tmp_path)
+    source = community_image(first)
+    code, report, _ = run(
+        emulator, monkeypatch, capsys, "--json", "import", source, "--config", str(target)
+    )
+    assert code == 0, report
+    assert report["status"] == "published"
+    assert report["upload"]["bytesSent"] == 0
+    assert report["source"] == f"{source}@{first['version']}"
+    client = compute(emulator)
+    version = client.gallery_image_versions.get(
+        MINE, MY_GALLERY, MY_DEFINITION, report["version"], expand="ReplicationStatus"
+    ).as_dict()
+    assert version["properties"]["storageProfile"]["source"]["communityGalleryImageId"] == (
+        f"{source}/Versions/{first['version']}"
+    )
+    assert version["tags"]["nixos-azure-publish.source"] == source
+    assert version["tags"]["nixos-azure-publish.source-version"] == first["version"]
+    definition = client.gallery_images.get(MINE, MY_GALLERY, MY_DEFINITION).as_dict()
+    assert definition["properties"]["hyperVGeneration"] == "V2"
+    # No disk, no blob: the image never passed through the client.
+    assert list(client.disks.list_by_resource_group(MINE)) == []
+
+    before = len(emulator.requests)
+    code, again, _ = run(
+        emulator, monkeypatch, capsys, "--json", "import", source, "--config", str(target)
+    )
+    assert code == 0, again
+    assert again["status"] == "already-published"
+    assert again["version"] == report["version"]
+    assert writes(emulator, before) == []
+
+
+def test_a_gallery_version_id_is_imported_with_latest_resolved(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    emulator.settings.replication_seconds = 0.1
+    first = release(emulator, tmp_path, monkeypatch, capsys, 88)
+    release(emulator, tmp_path, monkeypatch, capsys, 89, excludeFromLatest=True)
+    image_id = first["definitionId"]
+    target = my_target(tmp_path)
+    code, report, _ = run(
+        emulator, monkeypatch, capsys, "--json", "import", image_id + "/versions/latest",
+        "--config", str(target),
+    )  # fmt: skip
+    assert code == 0, report
+    assert report["upload"]["bytesSent"] == 0
+    version = (
+        compute(emulator)
+        .gallery_image_versions.get(MINE, MY_GALLERY, MY_DEFINITION, report["version"])
+        .as_dict()
+    )
+    source = version["properties"]["storageProfile"]["source"]["id"]
+    assert source.lower() == f"{image_id}/versions/{first['version']}".lower()
+    assert version["tags"]["nixos-azure-publish.source-version"] == first["version"]
+    # status and gc see it as the target's own.
+    code, status, _ = run(
+        emulator, monkeypatch, capsys, "--json", "status", "--config", str(target)
+    )
+    assert status["latest"] == report["version"]
+    assert status["versions"][0]["tags"]["source"].lower() == image_id.lower()
+
+
+def test_a_blob_url_is_copied_server_side_and_a_rerun_changes_nothing(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    emulator.settings.replication_seconds = 0.1
+    sdk = clients(emulator)
+    sdk.create_group("released", "northeurope")
+    sdk.upload_disk("released", "nixos", location="northeurope")
+    read = sdk.compute.disks.begin_grant_access(
+        "released", "nixos", {"access": "Read", "durationInSeconds": 3600}
+    ).result()
+    url = str(read.access_sas)
+    target = my_target(tmp_path, cleanup={"deleteUploadDisk": False})
+    code, report, err = run(
+        emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target)
+    )
+    assert code == 0, report
+    assert "sig=" not in json.dumps(report) + err
+    assert report["status"] == "published"
+    assert report["upload"]["bytesSent"] == 0
+    assert {s["name"]: s["detail"] for s in report["steps"]}["probe source"].startswith(
+        url.split("?", maxsplit=1)[0] + ": an Azure PageBlob"
+    )
+    # The disk holds the source's bytes, copied by the service.
+    (disk,) = sdk.compute.disks.list_by_resource_group(MINE)
+    copy = sdk.compute.disks.begin_grant_access(
+        MINE, str(disk.name), {"access": "Read", "durationInSeconds": 600}
+    ).result()
+    try:
+        got = BlobClient.from_blob_url(str(copy.access_sas)).download_blob().readall()
+    finally:
+        sdk.compute.disks.begin_revoke_access(MINE, str(disk.name)).result()
+    assert got == BlobClient.from_blob_url(url).download_blob().readall()
+
+    before = len(emulator.requests)
+    code, again, _ = run(
+        emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target)
+    )
+    assert code == 0, again
+    assert again["status"] == "already-published"
+    assert writes(emulator, before) == []
+
+
+def test_put_page_from_url_takes_whole_pages_of_a_readable_source(emulator):
+    sdk = clients(emulator)
+    sdk.create_group("released", "westeurope")
+    sdk.upload_disk("released", "src")
+    read = sdk.compute.disks.begin_grant_access(
+        "released", "src", {"access": "Read", "durationInSeconds": 3600}
+    ).result()
+    sdk.upload_disk("released", "dst", revoke=False)
+    write = sdk.compute.disks.begin_grant_access(
+        "released", "dst", {"access": "Write", "durationInSeconds": 3600}
+    ).result()
+    dst = BlobClient.from_blob_url(str(write.access_sas))
+    src = str(read.access_sas)
+    dst.upload_pages_from_url(src, offset=0, length=512, source_offset=0)
+    assert dst.download_blob(offset=0, length=512).readall() == (
+        BlobClient.from_blob_url(src).download_blob(offset=0, length=512).readall()
+    )
+    with pytest.raises(HttpResponseError) as info:
+        dst.upload_pages_from_url(src, offset=0, length=5 * 1024 * 1024, source_offset=0)
+    assert getattr(info.value, "error_code", None) == "InvalidHeaderValue"
+    with pytest.raises(HttpResponseError) as info:
+        dst.upload_pages_from_url(
+            src.split("?", maxsplit=1)[0] + "?sig=wrong", offset=0, length=512, source_offset=0
+        )
+    assert getattr(info.value, "error_code", None) == "CannotVerifyCopySource"
+
+
+def _version_from(emulator: Emulator, source: dict[str, str], *, location: str) -> Any:
+    """Create a version in the user's gallery with *source* as its source; the error."""
+    sdk = clients(emulator)
+    sdk.create_group(MINE, location)
+    client = compute(emulator)
+    gallery: Any = {"location": location}
+    client.galleries.begin_create_or_update(MINE, MY_GALLERY, gallery).result()
+    definition: Any = {
+        "location": location,
+        "properties": {
+            "osType": "Linux",
+            "osState": "Generalized",
+            "hyperVGeneration": "V2",
+            "identifier": {"publisher": "me", "offer": "o", "sku": "s"},
+            "features": [{"name": "SecurityType", "value": "TrustedLaunchSupported"}],
+        },
+    }
+    client.gallery_images.begin_create_or_update(
+        MINE, MY_GALLERY, MY_DEFINITION, definition
+    ).result()
+    body: Any = {
+        "location": location,
+        "properties": {
+            "publishingProfile": {"targetRegions": [{"name": location}]},
+            "storageProfile": {"source": source},
+        },
+    }
+    with pytest.raises(HttpResponseError) as info:
+        client.gallery_image_versions.begin_create_or_update(
+            MINE, MY_GALLERY, MY_DEFINITION, "1.0.0", body
+        ).result()
+    return info.value
+
+
+def test_the_emulator_refuses_a_version_source_not_replicated_to_the_region(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    emulator.settings.replication_seconds = 0.1
+    first = release(emulator, tmp_path, monkeypatch, capsys, 91)
+    error = _version_from(
+        emulator, {"id": f"{first['definitionId']}/versions/{first['version']}"}, location="eastus"
+    )
+    assert error.error.code == "InvalidParameter"
+    assert "is not replicated to region 'eastus'" in error.error.message
+
+
+def test_the_emulator_finds_a_community_source_only_once_shared(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    emulator.settings.replication_seconds = 0.1
+    first = release(emulator, tmp_path, monkeypatch, capsys, 92)
+    source = first["communityImageId"]
+    # Sharing reset: the public name no longer resolves.
+    client = compute(emulator)
+    client.gallery_sharing_profile.begin_update(
+        GROUP, "test_gallery", {"operationType": "Reset"}
+    ).result()
+    error = _version_from(emulator, {"communityGalleryImageId": source}, location="northeurope")
+    assert error.error.code == "NotFound"
