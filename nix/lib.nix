@@ -257,6 +257,15 @@ in
           else
             "export NIXOS_AZURE_PUBLISH_FLAKE_REVISION=${shellQuote revision}"
         }
+        # The app's own target, unless the arguments pick targets themselves
+        # (`nix run .#publish -- --target gen1 --target gen2`, or `-- --all-targets`).
+        for arg in "$@"; do
+          case "$arg" in
+            --target | --target=* | --all-targets)
+              exec ${publisher}/bin/nixos-azure-publish publish --flake ${shellQuote ref} "$@"
+              ;;
+          esac
+        done
         exec ${publisher}/bin/nixos-azure-publish publish --flake ${shellQuote ref} --target ${shellQuote target} "$@"
       '';
     in

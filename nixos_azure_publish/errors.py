@@ -12,9 +12,12 @@ that cannot happen.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from nixos_azure_publish.redact import redact
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 class ExitCode(IntEnum):
@@ -29,6 +32,33 @@ class ExitCode(IntEnum):
     UPLOAD = 6
     SMOKE_TEST = 7
     INTERRUPTED = 130
+
+
+# Several targets in one run exit with the worst of their codes. Worst first: a bug in this
+# tool; an interrupted run (targets may not have been tried at all); what the user must
+# change before anything can work (command line or configuration, Nix, the image); what
+# Azure refused or failed; an upload a rerun resumes; an image that does not boot.
+SEVERITY: tuple[ExitCode, ...] = (
+    ExitCode.INTERNAL,
+    ExitCode.INTERRUPTED,
+    ExitCode.USAGE,
+    ExitCode.NIX,
+    ExitCode.INVALID_IMAGE,
+    ExitCode.AZURE,
+    ExitCode.UPLOAD,
+    ExitCode.SMOKE_TEST,
+    ExitCode.OK,
+)
+
+
+def worst_exit_code(codes: Iterable[ExitCode | int]) -> ExitCode:
+    """The exit code of several targets' results: the worst by :data:`SEVERITY` (OK if none)."""
+    worst = ExitCode.OK
+    for code in codes:
+        known = ExitCode(code) if code in set(ExitCode) else ExitCode.INTERNAL
+        if SEVERITY.index(known) < SEVERITY.index(worst):
+            worst = known
+    return worst
 
 
 class PublishError(Exception):

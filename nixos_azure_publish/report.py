@@ -184,6 +184,91 @@ class PublishReport:
         return _render("console.txt.j2", self)
 
 
+RunStatus = Literal["published", "already-published", "planned", "failed", "interrupted"]
+
+
+@dataclass
+class RunReport:
+    """Several targets published (or planned) in one run: each target's report, and the run's.
+
+    The run's status: ``interrupted`` if any target was, else ``failed`` if any failed,
+    else ``planned`` for a dry run, ``already-published`` when every target was, and
+    ``published`` otherwise. Its exit code is the worst of the targets' (README, "Exit
+    codes").
+    """
+
+    targets: list[PublishReport]
+    codes: list[int]
+    dry_run: bool = False
+    seconds: float = 0.0
+    started_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+    tool_version: str = __version__
+
+    @property
+    def exit_code(self) -> int:
+        """The worst of the targets' exit codes."""
+        from nixos_azure_publish.errors import worst_exit_code  # noqa: PLC0415
+
+        return int(worst_exit_code(self.codes))
+
+    @property
+    def status(self) -> RunStatus:
+        """What happened to the run as a whole."""
+        states = {r.status for r in self.targets}
+        if "interrupted" in states:
+            return "interrupted"
+        if "failed" in states or any(self.codes):
+            return "failed"
+        if self.dry_run:
+            return "planned"
+        if states == {"already-published"}:
+            return "already-published"
+        return "published"
+
+    @property
+    def uploads(self) -> int:
+        """How many uploads the run made (targets that share an image share one)."""
+        return sum(1 for r in self.targets if r.upload is not None)
+
+    @property
+    def headline(self) -> str:
+        """One line for the whole run."""
+        counts: dict[str, int] = {}
+        for report in self.targets:
+            counts[report.status] = counts.get(report.status, 0) + 1
+        parts = ", ".join(f"{n} {status}" for status, n in counts.items())
+        noun = "target" if len(self.targets) == 1 else "targets"
+        dry = "dry run: " if self.dry_run else ""
+        return f"{dry}{len(self.targets)} {noun}: {parts or 'none'}"
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"targets": [<each target's report>], "status": ...}`` and the run's figures."""
+        targets = []
+        for report, code in zip(self.targets, self.codes, strict=True):
+            data = report.to_json()
+            data["exitCode"] = int(code)
+            targets.append(data)
+        return {
+            "targets": targets,
+            "status": self.status,
+            "exitCode": self.exit_code,
+            "headline": self.headline,
+            "dryRun": self.dry_run,
+            "uploads": self.uploads,
+            "startedAt": self.started_at,
+            "seconds": self.seconds,
+            "toolVersion": self.tool_version,
+        }
+
+    def to_markdown(self) -> str:
+        """A Markdown summary listing every target, then each target's own summary."""
+        return _render("run_summary.md.j2", self)
+
+    def to_console(self) -> str:
+        """A line per target, then each target's own console summary."""
+        return _render("run_console.txt.j2", self)
+
+
 def _camel(value: object) -> object:
     if isinstance(value, dict):
         return {_camel_key(str(k)): _camel(v) for k, v in value.items()}
@@ -227,5 +312,5 @@ _ENV.filters["size"] = _size
 _ENV.filters["cell"] = _cell
 
 
-def _render(name: str, report: PublishReport) -> str:
+def _render(name: str, report: PublishReport | RunReport) -> str:
     return redact(_ENV.get_template(name).render(r=report))

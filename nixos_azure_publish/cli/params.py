@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,70 @@ class ImagePath(_PathType):
 
 
 IMAGE = ImagePath()
+
+
+def target_selection(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that pick targets, shared by every command that works on targets.
+
+    ``--config FILE`` (repeatable), ``--flake REF``, ``--target NAME`` (repeatable),
+    ``--all-targets`` and ``--jobs N``; the command receives them as one
+    ``selection: TargetSelection`` keyword argument. Put it below ``@click.command``.
+    """
+    from nixos_azure_publish.selection import DEFAULT_JOBS, TargetSelection  # noqa: PLC0415
+
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any,  # noqa: ANN401
+        config_files: tuple[Path, ...],
+        flake: str | None,
+        target_names: tuple[str, ...],
+        all_targets: bool,
+        jobs: int,
+        **kwargs: Any,  # noqa: ANN401
+    ) -> Any:  # noqa: ANN401
+        selection = TargetSelection(
+            configs=config_files,
+            flake=flake,
+            targets=target_names,
+            all_targets=all_targets,
+            jobs=jobs,
+        )
+        return func(*args, selection=selection, **kwargs)
+
+    options = (
+        click.option(
+            "--config",
+            "config_files",
+            multiple=True,
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="Publish target file (JSON or TOML); repeat it for several targets.",
+        ),
+        click.option(
+            "--flake", help="Flake reference whose azurePublish.<target> to use, e.g. '.'."
+        ),
+        click.option(
+            "--target",
+            "target_names",
+            multiple=True,
+            help="Target name under azurePublish (with --flake; default 'default');"
+            " repeat it for several targets.",
+        ),
+        click.option(
+            "--all-targets",
+            is_flag=True,
+            help="Every target under the flake's azurePublish (with --flake).",
+        ),
+        click.option(
+            "--jobs",
+            type=int,
+            default=DEFAULT_JOBS,
+            show_default=True,
+            help="With several targets: how many to work on at once.",
+        ),
+    )
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
 
 
 def destination_options(command: Callable[..., Any]) -> Callable[..., Any]:

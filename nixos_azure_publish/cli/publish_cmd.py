@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from nixos_azure_publish.cli.app import app_context
-from nixos_azure_publish.cli.params import IMAGE
+from nixos_azure_publish.cli.params import IMAGE, target_selection
 from nixos_azure_publish.errors import PublishError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
+    from nixos_azure_publish.azure.clients import AzureClients
     from nixos_azure_publish.pipeline import PublishInput
-    from nixos_azure_publish.report import PublishReport
+    from nixos_azure_publish.report import PublishReport, RunReport
+    from nixos_azure_publish.selection import TargetSelection
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +30,7 @@ SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
 
 @click.command("publish")
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Publish target file (JSON or TOML).",
-)
-@click.option("--flake", help="Flake reference whose azurePublish.<target> to publish, e.g. '.'.")
-@click.option(
-    "--target",
-    "target_names",
-    multiple=True,
-    help="Target name under azurePublish (with --flake; default 'default').",
-)
+@target_selection
 @click.option(
     "--image",
     type=IMAGE,
@@ -76,9 +66,7 @@ SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 )
 def publish_command(
     *,
-    config_file: Path | None,
-    flake: str | None,
-    target_names: tuple[str, ...],
+    selection: TargetSelection,
     image: Path | None,
     dry_run: bool,
     emulator: bool,
@@ -91,27 +79,33 @@ def publish_command(
     Idempotent: a rerun after a crash or Ctrl-C continues where it stopped, and a
     rerun after success changes nothing and says "already published".
 
+    Several targets (--target twice or more, --all-targets, --config twice or
+    more) are published concurrently, an image they share is uploaded once, and
+    one report lists them all; the exit code is the worst of theirs.
+
     \b
     Examples:
       nixos-azure-publish publish --flake . --target default
       nixos-azure-publish publish --config target.json --image result/ --dry-run
       nixos-azure-publish --json publish --flake . --emulator
+      nixos-azure-publish publish --flake . --target gen1 --target gen2
+      nixos-azure-publish publish --flake . --all-targets --jobs 2
     """
-    if len(target_names) > 1:
-        # Silently taking the last one published only that one: refuse until several
-        # targets are published in one run.
-        raise UsageError(
-            f"several --target options ({', '.join(target_names)}): one publish takes one target",
-            hint="Run the command once per target",
+    selection.check()
+    if selection.several:
+        _publish_several(
+            selection,
+            image=image,
+            dry_run=dry_run,
+            emulator=emulator,
+            summary_file=summary_file,
+            remove_unlisted_regions=remove_unlisted_regions,
+            state_dir=state_dir,
         )
-    target_name = target_names[0] if target_names else None
-    if (config_file is None) == (flake is None):
-        raise UsageError(
-            "give exactly one of --config FILE and --flake REF",
-            hint="e.g. `publish --flake . --target default` or `publish --config target.json`",
-        )
-    if target_name is not None and flake is None:
-        raise UsageError("--target needs --flake", hint="Name the flake with --flake REF")
+        return
+    config_file = selection.configs[0] if selection.configs else None
+    flake = selection.flake
+    target_name = selection.targets[0] if selection.targets else None
     with _emulator_environ(enabled=emulator) as environ, _sigterm_interrupts():
         publish = _load(
             config_file, flake, "default" if target_name is None else target_name, image, environ
@@ -126,6 +120,66 @@ def publish_command(
         )
     _write_summary(report, summary_file)
     app_context().emit(report.to_json(), report.to_console().rstrip("\n"))
+
+
+def _publish_several(
+    selection: TargetSelection,
+    *,
+    image: Path | None,
+    dry_run: bool,
+    emulator: bool,
+    summary_file: Path | None,
+    remove_unlisted_regions: bool,
+    state_dir: Path | None,
+) -> None:
+    from nixos_azure_publish.azure.clients import AzureSettings, make_clients  # noqa: PLC0415
+    from nixos_azure_publish.pipeline import PublishOptions  # noqa: PLC0415
+    from nixos_azure_publish.pipeline.multi import publish_many  # noqa: PLC0415
+    from nixos_azure_publish.upload.progress import LogProgress  # noqa: PLC0415
+
+    clients: dict[str | None, AzureClients] = {}
+
+    with _emulator_environ(enabled=emulator) as environ, _sigterm_interrupts():
+
+        def clients_for(publish: PublishInput) -> AzureClients:
+            # One set of clients per subscription (the SDK clients are thread-safe).
+            key = publish.target.subscription_id
+            if key not in clients:
+                settings = AzureSettings.from_environ(subscription_id=key, environ=environ)
+                clients[key] = make_clients(settings)
+            return clients[key]
+
+        def options_for(publish: PublishInput) -> PublishOptions:
+            del publish
+            return PublishOptions(
+                state_dir=state_dir,
+                progress=LogProgress(),
+                remove_unlisted_regions=remove_unlisted_regions,
+            )
+
+        sources = selection.sources()
+        run = publish_many(
+            sources,
+            image=image,
+            environ=environ,
+            clients_for=clients_for,
+            options_for=options_for,
+            jobs=selection.jobs,
+            dry_run=dry_run,
+        )
+    _write_summary(run, summary_file)
+    context = app_context()
+    context.emit(run.to_json(), run.to_console().rstrip("\n"))
+    if run.exit_code:
+        failed = [
+            f"{t.target} ({t.status})" for t in run.targets if t.status in {"failed", "interrupted"}
+        ]
+        click.echo(
+            f"error: {len(failed)} of {len(run.targets)} targets did not publish:"
+            f" {', '.join(failed)}; exit code {run.exit_code} is the worst of theirs",
+            err=True,
+        )
+        click.get_current_context().exit(run.exit_code)
 
 
 def _load(
@@ -177,7 +231,7 @@ def _publish(
         raise
 
 
-def _write_summary(report: PublishReport, summary_file: Path | None) -> None:
+def _write_summary(report: PublishReport | RunReport, summary_file: Path | None) -> None:
     target = summary_file
     if target is None and os.environ.get(SUMMARY_ENV):
         target = Path(os.environ[SUMMARY_ENV])

@@ -207,6 +207,16 @@ def test_the_publish_app_passes_its_flake_target_and_arguments(ref, tmp_path):
     # The flake reference the app hands over is one the publisher can load.
     loaded = flake.load_flake_target(lines[2], "default", build=False)
     assert loaded.target.name == "fixture-gen2"
+    # Targets picked on the command line replace the app's own.
+    for picked in (["--all-targets"], ["--target", "arm", "--target", "gen.1"]):
+        subprocess.run(
+            [*nix.command_line(["run", f"{ref}#publish", "--"]), *picked],
+            capture_output=True,
+            check=True,
+            env={**os.environ, "PUBLISH_RECORD": str(record)},
+        )
+        lines = record.read_text(encoding="utf-8").splitlines()
+        assert lines[3:] == [*picked, "revision="]
 
 
 def test_nix_run_publish_builds_and_publishes_into_the_emulator(ref, tmp_path):

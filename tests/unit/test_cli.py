@@ -338,10 +338,20 @@ def test_quiet_prints_only_the_result(runner, tmp_path, where):
     assert "is valid" in noisy.stderr
 
 
-def test_several_targets_are_refused_rather_than_the_last_one_published(capsys):
-    assert main(["publish", "--flake", ".", "--target", "a", "--target", "b"]) == 2
-    err = capsys.readouterr().err
-    assert "several --target options (a, b): one publish takes one target" in err
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--config", "a.json", "--all-targets"], "--all-targets needs --flake"),
+        (["--flake", ".", "--all-targets", "--target", "a"], "--all-targets and --target together"),
+        (["--config", "a.json", "--config", "b.json", "--flake", "."], "exactly one of --config"),
+        (["--config", "a.json", "--config", "a.json"], "--config a.json is given twice"),
+        (["--flake", ".", "--target", "a", "--target", "b", "--jobs", "0"], "--jobs must be"),
+    ],
+)
+def test_several_targets_usage_errors_change_nothing(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["publish", *argv]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_an_empty_target_is_refused_not_taken_for_the_default(capsys):

@@ -10,11 +10,13 @@ from nixos_azure_publish.azure.clients import azure_error
 from nixos_azure_publish.errors import (
     AzureError,
     ConfigError,
+    ExitCode,
     ImageError,
     Interrupted,
     SasExpiredError,
     SmokeTestError,
     UploadError,
+    worst_exit_code,
 )
 
 
@@ -57,3 +59,22 @@ def test_each_error_class_says_whether_a_rerun_helps():
     assert Interrupted("interrupted").rerun_helps is True
     assert AzureError("x").rerun_helps is False
     assert AzureError("x", rerun_helps=True).rerun_helps is True
+
+
+@pytest.mark.parametrize(
+    ("codes", "worst"),
+    [
+        ([], ExitCode.OK),
+        ([0, 0], ExitCode.OK),
+        ([0, 7, 6], ExitCode.UPLOAD),
+        ([7, 4, 6], ExitCode.AZURE),
+        ([4, 3], ExitCode.INVALID_IMAGE),
+        ([3, 5], ExitCode.NIX),
+        ([5, 2, 4], ExitCode.USAGE),
+        ([2, 130, 0], ExitCode.INTERRUPTED),
+        ([130, 1], ExitCode.INTERNAL),
+        ([0, 99], ExitCode.INTERNAL),  # an unknown code is a bug
+    ],
+)
+def test_several_targets_exit_with_the_worst_code(codes, worst):
+    assert worst_exit_code(codes) is worst
