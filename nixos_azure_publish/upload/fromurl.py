@@ -23,7 +23,7 @@ from nixos_azure_publish.errors import Interrupted, UploadError
 from nixos_azure_publish.upload.limits import DEFAULT_CONCURRENCY
 from nixos_azure_publish.upload.progress import LogProgress, UploadResult
 from nixos_azure_publish.upload.ranges import merge_spans, split_span, subtract_spans
-from nixos_azure_publish.upload.retry import RetryPolicy, Transient, classify, display_url
+from nixos_azure_publish.upload.retry import RetryPolicy, display_url, with_retries
 from nixos_azure_publish.upload.transport import SdkPageBlob
 
 if TYPE_CHECKING:
@@ -73,35 +73,26 @@ class _Copier:
 
     def copy(self, span: Span) -> None:
         start, end = span
-        what = f"copying bytes {start}-{end - 1} from {display_url(self.url)}"
-        attempt = 0
-        while True:
-            if self.stop.is_set():
-                raise Interrupted("stopped")
-            try:
-                self.destination.upload_pages_from_url(
-                    self.url, offset=start, length=end - start, source_offset=start
-                )
-            except Exception as error:  # noqa: BLE001 - classified right below
-                verdict = classify(error, what=what, sas_url=self.sas_url)
-            else:
-                break
-            if not isinstance(verdict, Transient):
-                raise verdict
-            attempt += 1
-            if attempt >= self.retry.attempts:
-                raise UploadError(
-                    f"{what} failed {attempt} times; last: {verdict.reason}",
-                    hint="Check that the source URL is readable, then run again",
-                    rerun_helps=True,
-                )
-            with self.lock:
-                self.retried += 1
-            self.stop.wait(self.retry.delay(attempt, verdict.retry_after, self.rng))
+        with_retries(
+            lambda: self.destination.upload_pages_from_url(
+                self.url, offset=start, length=end - start, source_offset=start
+            ),
+            what=f"copying bytes {start}-{end - 1} from {display_url(self.url)}",
+            sas_url=self.sas_url,
+            policy=self.retry,
+            stop=self.stop,
+            rng=self.rng,
+            hint="Check that the source URL is readable, then run again",
+            on_retry=self._count_retry,
+        )
         with self.lock:
             self.copied += end - start
             self.ranges += 1
             self.sink.update(self.copied, 0)
+
+    def _count_retry(self) -> None:
+        with self.lock:
+            self.retried += 1
 
     def run(self, spans: list[Span], concurrency: int) -> None:
         try:

@@ -17,7 +17,7 @@ import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import urllib3
@@ -29,6 +29,7 @@ from azure.core.exceptions import (
 )
 
 from nixos_azure_publish.errors import (
+    Interrupted,
     PublishError,
     SasExpiredError,
     UploadError,
@@ -37,7 +38,10 @@ from nixos_azure_publish.redact import redact
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Iterator, Mapping
+    import threading
+    from collections.abc import Callable, Iterator, Mapping
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,45 @@ class RetryPolicy:
 class Transient:
     reason: str
     retry_after: float | None = None
+
+
+def with_retries(
+    fn: Callable[[], _T],
+    *,
+    what: str,
+    sas_url: str,
+    policy: RetryPolicy,
+    stop: threading.Event,
+    rng: random.Random,
+    hint: str,
+    on_retry: Callable[[], None] | None = None,
+) -> _T:
+    """*fn* (one request), retried with *policy*'s backoff while it fails transiently.
+
+    A permanent failure is raised as :func:`classify` words it; the last transient one
+    as an :class:`UploadError` with *hint*. *stop* set: :class:`Interrupted`.
+    *on_retry* runs before each wait (to count the retry).
+    """
+    attempt = 0
+    while True:
+        if stop.is_set():
+            raise Interrupted("stopped")
+        try:
+            return fn()
+        except Exception as error:  # noqa: BLE001 - classified right below
+            verdict = classify(error, what=what, sas_url=sas_url)
+        if not isinstance(verdict, Transient):
+            raise verdict
+        attempt += 1
+        if attempt >= policy.attempts:
+            raise UploadError(
+                f"{what} failed {attempt} times; last: {verdict.reason}",
+                hint=hint,
+                rerun_helps=True,
+            )
+        if on_retry is not None:
+            on_retry()
+        stop.wait(policy.delay(attempt, verdict.retry_after, rng))
 
 
 FEATURE_NOT_SUPPORTED = "FeatureNotSupported"

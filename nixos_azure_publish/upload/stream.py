@@ -30,10 +30,9 @@ from nixos_azure_publish.upload.progress import LogProgress, UploadResult
 from nixos_azure_publish.upload.ranges import merge_spans
 from nixos_azure_publish.upload.retry import (
     RetryPolicy,
-    Transient,
-    classify,
     display_url,
     sas_expiry,
+    with_retries,
 )
 from nixos_azure_publish.upload.transport import SdkPageBlob
 from nixos_azure_publish.vhd.format import Footer
@@ -186,29 +185,20 @@ class _Writer:
             self.slots.release()
 
     def _put_run(self, offset: int, data: memoryview) -> None:
-        attempt = 0
-        what = f"writing bytes {offset}-{offset + len(data) - 1}"
-        while True:
-            if self.stop.is_set():
-                raise Interrupted("stopped")
-            try:
-                self.blob.put_pages(offset, data)
-            except Exception as error:  # noqa: BLE001 - classified right below
-                verdict = classify(error, what=what, sas_url=self.sas_url)
-            else:
-                return
-            if not isinstance(verdict, Transient):
-                raise verdict
-            attempt += 1
-            if attempt >= self.retry.attempts:
-                raise UploadError(
-                    f"{what} failed {attempt} times; last: {verdict.reason}",
-                    hint="Check the network and the storage endpoint, then run again",
-                    rerun_helps=True,
-                )
-            with self.lock:
-                self.retried += 1
-            self.stop.wait(self.retry.delay(attempt, verdict.retry_after, self.rng))
+        with_retries(
+            lambda: self.blob.put_pages(offset, data),
+            what=f"writing bytes {offset}-{offset + len(data) - 1}",
+            sas_url=self.sas_url,
+            policy=self.retry,
+            stop=self.stop,
+            rng=self.rng,
+            hint="Check the network and the storage endpoint, then run again",
+            on_retry=self._count_retry,
+        )
+
+    def _count_retry(self) -> None:
+        with self.lock:
+            self.retried += 1
 
 
 def stream_into(
