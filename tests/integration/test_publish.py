@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +32,7 @@ from nixos_azure_publish.config import load_target_file, render_version_name
 from nixos_azure_publish.emulator.blobs import DISK_BLOB
 from nixos_azure_publish.errors import ExitCode
 from tests.conftest import REPO, require_tool
+from tests.helpers.crash import kill_at_step, wait_for_line
 from tests.helpers.images import MiB, make_image
 from tests.helpers.publishing import (
     compute,
@@ -251,28 +251,6 @@ def wait_for_pages(emulator: Emulator, at_least: int, timeout: float = 60) -> No
     raise AssertionError(f"the upload disks never held {at_least} bytes")
 
 
-def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60) -> list[str]:
-    """Read stderr until a line contains *needle*; the lines read."""
-    assert proc.stderr is not None
-    seen: list[str] = []
-    found = threading.Event()
-
-    def reader() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            seen.append(line)
-            if needle in line:
-                found.set()
-                return
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    if not found.wait(timeout):
-        proc.kill()
-        pytest.fail(f"never saw {needle!r}; stderr:\n{''.join(seen)}")
-    return seen
-
-
 def assert_converged(emulator: Emulator, report: dict[str, Any], *, kept_images: int = 0) -> None:
     client = compute(emulator)
     (version,) = versions(client)
@@ -300,16 +278,7 @@ def test_killed_at_each_step_then_rerun_completes(fast, tmp_path, step):
     managed = step == "managed image"
     target = write_target(tmp_path, image, managedImage={"enable": managed})
     state = tmp_path / "state"
-    # Slow every ARM call a little so that the kill lands inside the step's requests.
-    fast.faults.delay = 0.05
-    proc = run_publisher(fast, target, state)
-    wait_for_line(proc, f"nixos_azure_publish.pipeline: {step}: starting")
-    time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    assert proc.returncode == -signal.SIGKILL
-    fast.faults.delay = 0.0
-
+    kill_at_step(fast, target, state, step)
     rerun = run_publisher(fast, target, state)
     out, err = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, err[-3000:]
