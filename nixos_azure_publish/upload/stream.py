@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 import urllib3
 
 from nixos_azure_publish import __version__, vhd
-from nixos_azure_publish.errors import ImageError, Interrupted, SasExpiredError, UploadError
+from nixos_azure_publish.errors import ImageError, Interrupted, SourceSasExpiredError, UploadError
 from nixos_azure_publish.upload.limits import DEFAULT_CONCURRENCY
 from nixos_azure_publish.upload.progress import LogProgress, UploadResult
 from nixos_azure_publish.upload.ranges import merge_spans
@@ -79,7 +79,7 @@ def check_sas(url: str, *, now: dt.datetime | None = None) -> None:
     expiry = sas_expiry(url)
     moment = now or dt.datetime.now(dt.UTC)
     if expiry is not None and expiry <= moment:
-        raise SasExpiredError(
+        raise SourceSasExpiredError(
             f"the SAS of {display_url(url)} expired at {expiry.isoformat()}",
             hint="Ask for a new SAS URL of the source (e.g. `az disk grant-access` or"
             " `az storage blob generate-sas`) and run again",
@@ -144,7 +144,7 @@ def _check_status(status: int, headers: Any, shown: str) -> None:  # noqa: ANN40
         return
     code = headers.get("x-ms-error-code") or ""
     if code == "AuthenticationFailed" or (status == 403 and "expired" in code.lower()):  # noqa: PLR2004
-        raise SasExpiredError(
+        raise SourceSasExpiredError(
             f"{shown} refused access ({status} {code}): its SAS has expired or is not valid",
             hint="Ask for a new SAS URL of the source and run again",
         )
