@@ -144,9 +144,9 @@ def assert_imported(emulator: Emulator, report: dict[str, Any], image: Path) -> 
     )
     assert version.name == report["version"]
     state = client.gallery_image_versions.get(
-        MINE, MY_GALLERY, MY_DEFINITION, version.name, expand="ReplicationStatus"
-    ).replication_status.aggregated_state
-    assert state == "Completed"
+        MINE, MY_GALLERY, MY_DEFINITION, report["version"], expand="ReplicationStatus"
+    )
+    assert state.replication_status.aggregated_state == "Completed"
     (disk,) = client.disks.list_by_resource_group(MINE)
     assert disk.as_dict()["properties"]["diskState"] == "Unattached"  # write access revoked
     assert disk_digest(emulator, MINE, str(disk.name)) == file_digest(image)
