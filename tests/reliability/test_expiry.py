@@ -16,7 +16,6 @@ completes.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import threading
@@ -30,7 +29,7 @@ from nixos_azure_publish.azure import clients as azclients
 from nixos_azure_publish.azure import disk as azdisk
 from nixos_azure_publish.cli import main
 from nixos_azure_publish.errors import ExitCode
-from tests.helpers.crash import frozen_after, run_importer, wait_until_held
+from tests.helpers.crash import NO_PROXY_VARS, frozen_after, run_importer, wait_until_held
 from tests.helpers.images import make_image
 from tests.helpers.publishing import compute, disks
 from tests.helpers.sources import (
@@ -46,7 +45,7 @@ from tests.integration.faultproxy import Faults, run_fault_proxy
 from tests.integration.test_import import MINE, MY_DEFINITION, MY_GALLERY, my_target
 from tests.integration.test_publish import assert_converged
 from tests.reliability import figures
-from tests.reliability.test_network_faults import NO_PROXY_VARS, PROXY_VARS, disk_bytes_digest
+from tests.reliability.test_network_faults import PROXY_VARS
 
 if TYPE_CHECKING:
     import pytest
@@ -122,10 +121,7 @@ def test_a_write_sas_expiring_mid_upload_is_granted_again_and_the_upload_resumes
     assert upload["bytesSent"] < upload["dataBytes"] + 2 * 4 * MIB
     (disk,) = disks(compute(emulator))
     assert disk.as_dict()["properties"]["diskState"] == "Unattached"  # access revoked
-    assert (
-        disk_bytes_digest(emulator, str(disk.name))
-        == hashlib.sha256(image.read_bytes()).hexdigest()
-    )
+    assert disk_digest(emulator, GROUP, str(disk.name)) == file_digest(image)
 
 
 class ShortLivedTokens:
