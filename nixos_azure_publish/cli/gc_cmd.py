@@ -8,20 +8,15 @@ from typing import TYPE_CHECKING
 import click
 
 from nixos_azure_publish.cli.app import app_context
-from nixos_azure_publish.cli.params import destination_options
-from nixos_azure_publish.cli.status_cmd import connect
+from nixos_azure_publish.cli.params import destination_options, dry_run_option
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from nixos_azure_publish.cli.params import Destination
 
 
 @click.command("gc")
 @destination_options
-@click.option(
-    "--dry-run",
-    is_flag=True,
-    help="List what would be deleted and what is kept, and why; delete nothing.",
-)
+@dry_run_option("List what would be deleted and what is kept, and why; delete nothing.")
 @click.option(
     "--older-than",
     "older_than",
@@ -32,9 +27,7 @@ if TYPE_CHECKING:
 )
 def gc_command(
     *,
-    config_file: Path | None,
-    flake: str | None,
-    target_name: str | None,
+    destination: Destination,
     dry_run: bool,
     older_than: float,
 ) -> None:
@@ -54,7 +47,7 @@ def gc_command(
     """
     from nixos_azure_publish.azure import gc  # noqa: PLC0415
 
-    target, clients = connect(config_file, flake, target_name)
+    target, clients = destination.connect()
     found = gc.plan(
         clients,
         target,

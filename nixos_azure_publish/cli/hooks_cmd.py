@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from nixos_azure_publish.cli.app import app_context
+from nixos_azure_publish.cli.params import state_dir_option
 from nixos_azure_publish.errors import UsageError
 from nixos_azure_publish.hooks.entry import hydra_hook, post_build_hook, spool_from
 from nixos_azure_publish.hooks.spool import SPOOL_ENV, Job
@@ -86,11 +87,7 @@ def enqueue_command(*, spool: Path | None, target_name: str | None, store_path: 
     type=click.FloatRange(min=0.05),
     help="Seconds between looks at an empty queue.",
 )
-@click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="The publishes' journal directory (default $XDG_STATE_HOME/nixos-azure-publish).",
-)
+@state_dir_option
 def worker_command(
     *,
     spool: Path | None,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +14,9 @@ from nixos_azure_publish.errors import UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from nixos_azure_publish.azure.clients import AzureClients
+    from nixos_azure_publish.config import PublishTarget
 
     _PathType = click.ParamType[Path]
 else:  # click < 8.2 (nixos-24.11's) has no subscriptable ParamType at run time
@@ -112,8 +117,56 @@ def target_selection(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+@dataclass(frozen=True)
+class Destination:
+    """``--config FILE | --flake REF [--target NAME]``: the target whose gallery a command uses."""
+
+    config_file: Path | None
+    flake: str | None
+    target_name: str | None
+
+    def check(self) -> None:
+        """Exactly one of ``--config`` and ``--flake``; ``--target`` only with ``--flake``."""
+        if (self.config_file is None) == (self.flake is None):
+            raise UsageError(
+                "give exactly one of --config FILE and --flake REF",
+                hint="e.g. `--flake . --target default` or `--config target.json`",
+            )
+        if self.target_name is not None and self.flake is None:
+            raise UsageError("--target needs --flake", hint="Name the flake with --flake REF")
+
+    def connect(self) -> tuple[PublishTarget, AzureClients]:
+        """The target (its image is not needed) and the clients for its subscription."""
+        from nixos_azure_publish.azure.clients import AzureSettings, make_clients  # noqa: PLC0415
+        from nixos_azure_publish.pipeline import source  # noqa: PLC0415 - loads nix helpers
+
+        self.check()
+        environ = dict(os.environ)
+        target = source.destination(
+            config_file=self.config_file,
+            flake_ref=self.flake,
+            target=self.target_name or "default",
+            environ=environ,
+        )
+        settings = AzureSettings.from_environ(
+            subscription_id=target.subscription_id, environ=environ
+        )
+        return target, make_clients(settings)
+
+
 def destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--config FILE | --flake REF [--target NAME]``: the target whose gallery a command reads."""
+    """The options of a :class:`Destination`, given to *command* as ``destination``."""
+
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any,  # noqa: ANN401
+        config_file: Path | None,
+        flake: str | None,
+        target_name: str | None,
+        **kwargs: Any,  # noqa: ANN401
+    ) -> Any:  # noqa: ANN401
+        return command(*args, destination=Destination(config_file, flake, target_name), **kwargs)
+
     for option in reversed(
         [
             click.option(
@@ -130,16 +183,17 @@ def destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
             ),
         ]
     ):
-        command = option(command)
-    return command
+        wrapper = option(wrapper)
+    return wrapper
 
 
-def check_destination(config_file: Path | None, flake: str | None, target_name: str | None) -> None:
-    """Exactly one of ``--config`` and ``--flake``; ``--target`` only with ``--flake``."""
-    if (config_file is None) == (flake is None):
-        raise UsageError(
-            "give exactly one of --config FILE and --flake REF",
-            hint="e.g. `--flake . --target default` or `--config target.json`",
-        )
-    if target_name is not None and flake is None:
-        raise UsageError("--target needs --flake", hint="Name the flake with --flake REF")
+def dry_run_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--dry-run``: *what* the command then does instead (it changes nothing)."""
+    return click.option("--dry-run", is_flag=True, help=what)
+
+
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where the local journal lives (default $XDG_STATE_HOME/nixos-azure-publish).",
+)
