@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from nixos_azure_publish.cli.app import app_context
-from nixos_azure_publish.cli.params import destination_options, dry_run_option
+from nixos_azure_publish.cli.params import destination_options, dry_run_option, shown
 
 if TYPE_CHECKING:
     from nixos_azure_publish.cli.params import Destination
@@ -17,12 +17,11 @@ if TYPE_CHECKING:
 @click.command("gc")
 @destination_options
 @dry_run_option("List what would be deleted and what is kept, and why; delete nothing.")
-@click.option(
+@shown(
     "--older-than",
     "older_than",
     type=click.FloatRange(min=0.0),
     default=24.0,
-    show_default=True,
     help="Hours after which an upload disk, managed image or smoke-test resource is a leftover.",
 )
 def gc_command(

@@ -13,10 +13,12 @@ import click
 from nixos_azure_publish.errors import UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from nixos_azure_publish.azure.clients import AzureClients
     from nixos_azure_publish.config import PublishTarget
+
+    Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
     _PathType = click.ParamType[Path]
 else:  # click < 8.2 (nixos-24.11's) has no subscriptable ParamType at run time
@@ -41,13 +43,7 @@ class ImagePath(_PathType):
     ) -> Path:
         from nixos_azure_publish.flake import locate_vhd  # noqa: PLC0415 - lazy: nix helpers
 
-        path = value if isinstance(value, Path) else Path(str(value))
-        if not path.exists() and not path.is_symlink():
-            raise UsageError(
-                f"the image {path} does not exist",
-                hint="Check the path (a .vhd file, or a store path holding one)",
-            )
-        return locate_vhd(path)
+        return locate_vhd(value if isinstance(value, Path) else Path(str(value)))
 
 
 IMAGE = ImagePath()
@@ -99,22 +95,25 @@ def target_selection(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Target name under azurePublish (with --flake; default 'default');"
             " repeat it for several targets.",
         ),
-        click.option(
+        flag(
             "--all-targets",
-            is_flag=True,
             help="Every target under the flake's azurePublish (with --flake).",
         ),
-        click.option(
+        shown(
             "--jobs",
             type=int,
             default=DEFAULT_JOBS,
-            show_default=True,
             help="With several targets: how many to work on at once.",
         ),
     )
-    for option in reversed(options):
-        wrapper = option(wrapper)
-    return wrapper
+    return _decorated(wrapper, options)
+
+
+def _decorated(func: Callable[..., Any], options: Iterable[Decorator]) -> Callable[..., Any]:
+    """*func* with *options* applied as if stacked above it in this order."""
+    for option in reversed(list(options)):
+        func = option(func)
+    return func
 
 
 @dataclass(frozen=True)
@@ -167,7 +166,8 @@ def destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
     ) -> Any:  # noqa: ANN401
         return command(*args, destination=Destination(config_file, flake, target_name), **kwargs)
 
-    for option in reversed(
+    return _decorated(
+        wrapper,
         [
             click.option(
                 "--config",
@@ -181,15 +181,23 @@ def destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
                 "target_name",
                 help="Target name under azurePublish (with --flake; default 'default').",
             ),
-        ]
-    ):
-        wrapper = option(wrapper)
-    return wrapper
+        ],
+    )
 
 
-def dry_run_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def flag(*names: str, help: str, **extra: Any) -> Decorator:  # noqa: A002, ANN401 - click's words
+    """A switch: off unless given."""
+    return click.option(*names, is_flag=True, help=help, **extra)
+
+
+def shown(*names: str, type: Any, default: Any, help: str) -> Decorator:  # noqa: A002, ANN401
+    """An option with a default, which ``--help`` shows (every such option does)."""
+    return click.option(*names, type=type, default=default, show_default=True, help=help)
+
+
+def dry_run_option(what: str) -> Decorator:
     """``--dry-run``: *what* the command then does instead (it changes nothing)."""
-    return click.option("--dry-run", is_flag=True, help=what)
+    return flag("--dry-run", help=what)
 
 
 state_dir_option = click.option(

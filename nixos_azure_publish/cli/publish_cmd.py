@@ -17,6 +17,7 @@ from nixos_azure_publish.cli.app import app_context
 from nixos_azure_publish.cli.params import (
     IMAGE,
     dry_run_option,
+    flag,
     state_dir_option,
     target_selection,
 )
@@ -43,9 +44,8 @@ SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
     help="Publish this VHD (or store path holding one) instead of the target's image.",
 )
 @dry_run_option("Show what exists and what would be created; change nothing in Azure.")
-@click.option(
+@flag(
     "--emulator",
-    is_flag=True,
     help="Publish into the bundled Azure emulator (no Azure account needed): the running one"
     " whose variables are exported (`emulator serve`), else one started for this run.",
 )
@@ -55,23 +55,13 @@ SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
     type=click.Path(path_type=Path, dir_okay=False),
     help=f"Append a Markdown summary to this file (default ${SUMMARY_ENV} when set).",
 )
-@click.option(
+@flag(
     "--remove-unlisted-regions",
-    is_flag=True,
     help="Remove the replicas of a published version in regions the target no longer lists"
     " (kept by default: deployments may use them).",
 )
 @state_dir_option
-def publish_command(
-    *,
-    selection: TargetSelection,
-    image: Path | None,
-    dry_run: bool,
-    emulator: bool,
-    summary_file: Path | None,
-    remove_unlisted_regions: bool,
-    state_dir: Path | None,
-) -> None:
+def publish_command(*, selection: TargetSelection, emulator: bool, **asked: Any) -> None:  # noqa: ANN401
     """Build, upload and publish an image as a replicated gallery image version.
 
     Idempotent: a rerun after a crash or Ctrl-C continues where it stopped, and a
@@ -90,22 +80,17 @@ def publish_command(
       nixos-azure-publish publish --flake . --all-targets --jobs 2
     """
     selection.check()
-    asked = _Asked(
-        image=image,
-        dry_run=dry_run,
-        summary_file=summary_file,
-        remove_unlisted_regions=remove_unlisted_regions,
-        state_dir=state_dir,
-    )
+    # The other options are the same for each publish of the run.
+    each = _Asked(**asked)
     with _emulator_environ(enabled=emulator) as environ, _sigterm_interrupts():
         if selection.several:
-            _publish_several(selection, asked, environ)
+            _publish_several(selection, each, environ)
             return
         config_file = selection.configs[0] if selection.configs else None
         target_name = selection.targets[0] if selection.targets else "default"
-        publish = _load(config_file, selection.flake, target_name, image, environ)
-        report = _publish(publish, asked, environ)
-    _write_summary(report, summary_file)
+        publish = _load(config_file, selection.flake, target_name, each.image, environ)
+        report = _publish(publish, each, environ)
+    _write_summary(report, each.summary_file)
     app_context().emit(report.to_json(), report.to_console().rstrip("\n"))
 
 

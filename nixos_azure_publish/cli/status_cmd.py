@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from nixos_azure_publish.cli.app import app_context
-from nixos_azure_publish.cli.params import destination_options
+from nixos_azure_publish.cli.params import destination_options, flag
 
 if TYPE_CHECKING:
     from nixos_azure_publish.cli.params import Destination
@@ -15,9 +15,8 @@ if TYPE_CHECKING:
 
 @click.command("status")
 @destination_options
-@click.option(
+@flag(
     "--watch",
-    is_flag=True,
     help="Follow provisioning and replication until nothing moves, printing each change.",
 )
 @click.option(
