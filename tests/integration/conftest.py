@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import functools
-import json
-import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -18,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from nixos_azure_publish import nix
 from nixos_azure_publish.emulator import speccheck
 from nixos_azure_publish.emulator.azurite import Azurite, run_azurite
 from nixos_azure_publish.emulator.server import Emulator, run_emulator
 from tests import secretscan
 from tests.conftest import REPO, require_tool
+from tests.helpers.nix import nix_config, nix_eval
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -56,14 +53,7 @@ def nix_offline_config() -> str:
 
     Asked without the caller's NIX_CONFIG, since the tests replace it with this.
     """
-    env = {k: v for k, v in os.environ.items() if k != "NIX_CONFIG"}
-    return subprocess.run(
-        [require_tool("bash"), str(REPO / "scripts" / "nix-config")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    return nix_config(None).strip()
 
 
 @pytest.fixture
@@ -134,23 +124,15 @@ def flake_with_nixpkgs(tmp_path: Path, nix_env: None) -> Callable[..., Callable[
             (root / "nixpkgs" / "release.nix").write_text(f'"{release}"\n', encoding="utf-8")
 
         def run(attr: str, *extra: str, check: bool = True) -> Any:
-            argv = nix.command_line(
-                [
-                    "eval",
-                    "--json",
-                    "--no-write-lock-file",
-                    "--override-input",
-                    "nixpkgs",
-                    f"path:{root / 'nixpkgs'}",
-                    *extra,
-                    f"path:{dest}#{attr}",
-                ]
+            return nix_eval(
+                "--no-write-lock-file",
+                "--override-input",
+                "nixpkgs",
+                f"path:{root / 'nixpkgs'}",
+                *extra,
+                f"path:{dest}#{attr}",
+                check=check,
             )
-            result = subprocess.run(argv, capture_output=True, text=True, check=False)
-            if not check:
-                return result
-            assert result.returncode == 0, result.stderr
-            return json.loads(result.stdout)
 
         return run
 

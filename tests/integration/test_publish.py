@@ -8,40 +8,39 @@ blob through ``azure-storage-blob``, and the emulator's request log.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
-import subprocess
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
 from azure.core.rest import HttpRequest
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import Disk, Gallery, GalleryImage, GalleryImageVersion
 from azure.storage.blob import BlobClient
 
-from nixos_azure_publish import pipeline
 from nixos_azure_publish.azure import disk as azdisk
 from nixos_azure_publish.azure import names
 from nixos_azure_publish.azure import version as azversion
 from nixos_azure_publish.cli import main
 from nixos_azure_publish.config import load_target_file, render_version_name
-from nixos_azure_publish.emulator.blobs import DISK_BLOB
 from nixos_azure_publish.errors import ExitCode
-from tests.conftest import REPO, require_tool
 from tests.helpers.images import MiB, make_image
+from tests.helpers.nix import example_env, run_example
 from tests.helpers.publishing import (
+    STEPS,
+    assert_converged,
     compute,
     disks,
     images,
+    kill_in_step,
     publish,
     publish_again,
+    rerun_to_completion,
     run_publisher,
     versions,
+    wait_for_line,
+    wait_for_pages,
     writes,
 )
 from tests.helpers.targets import DEFINITION, GALLERY, GROUP, write_target
@@ -49,6 +48,8 @@ from tests.helpers.targets import DEFINITION, GALLERY, GROUP, write_target
 pytestmark = pytest.mark.usefixtures("state_home")
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from nixos_azure_publish.emulator.server import Emulator
 
 
@@ -230,91 +231,14 @@ def test_dry_run_on_empty_and_on_published_subscription_writes_nothing(
     assert "would-create" not in console
 
 
-def wait_for_pages(emulator: Emulator, at_least: int, timeout: float = 60) -> None:
-    """Wait until the upload disks hold *at_least* bytes of pages (a piece acknowledged:
-    the uploader records it in its journal even when interrupted right after)."""
-    service = emulator.app.blobs.service
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        held = 0
-        for container in service.list_containers(name_starts_with="md-"):
-            blob = service.get_blob_client(container.name, DISK_BLOB)
-            with contextlib.suppress(ResourceNotFoundError):
-                held += sum(
-                    (r.end or 0) + 1 - (r.start or 0)
-                    for r in blob.list_page_ranges()
-                    if not r.cleared
-                )
-        if held >= at_least:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"the upload disks never held {at_least} bytes")
-
-
-def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60) -> list[str]:
-    """Read stderr until a line contains *needle*; the lines read."""
-    assert proc.stderr is not None
-    seen: list[str] = []
-    found = threading.Event()
-
-    def reader() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            seen.append(line)
-            if needle in line:
-                found.set()
-                return
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    if not found.wait(timeout):
-        proc.kill()
-        pytest.fail(f"never saw {needle!r}; stderr:\n{''.join(seen)}")
-    return seen
-
-
-def assert_converged(emulator: Emulator, report: dict[str, Any], *, kept_images: int = 0) -> None:
-    client = compute(emulator)
-    (version,) = versions(client)
-    assert version.name == report["version"]
-    assert disks(client) == []  # no orphaned upload disk, so no open write access
-    assert len(images(client)) == kept_images  # a managed image only when the config keeps one
-    state = client.gallery_image_versions.get(
-        GROUP, GALLERY, DEFINITION, version.name, expand="ReplicationStatus"
-    ).as_dict()["properties"]["replicationStatus"]["aggregatedState"]
-    assert state == "Completed"
-
-
-# Every step a publish without a smoke test or retention runs after checking the image
-# (their order is pinned by the unit tests).
-STEPS = [
-    step.name
-    for step in pipeline.STEPS
-    if step.name not in {"check image", "smoke test", "retention"}
-]
-
-
 @pytest.mark.parametrize("step", STEPS)
 def test_killed_at_each_step_then_rerun_completes(fast, tmp_path, step):
     image = make_image(tmp_path / "img", seed=4)
     managed = step == "managed image"
     target = write_target(tmp_path, image, managedImage={"enable": managed})
     state = tmp_path / "state"
-    # Slow every ARM call a little so that the kill lands inside the step's requests.
-    fast.faults.delay = 0.05
-    proc = run_publisher(fast, target, state)
-    wait_for_line(proc, f"nixos_azure_publish.pipeline: {step}: starting")
-    time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    assert proc.returncode == -signal.SIGKILL
-    fast.faults.delay = 0.0
-
-    rerun = run_publisher(fast, target, state)
-    out, err = rerun.communicate(timeout=120)
-    assert rerun.returncode == 0, err[-3000:]
-    report = json.loads(out)
-    assert report["status"] in {"published", "already-published"}
+    kill_in_step(fast, target, state, step)
+    report = rerun_to_completion(fast, target, state)
     assert_converged(fast, report, kept_images=1 if managed else 0)
 
 
@@ -402,20 +326,7 @@ def test_emulator_flag_starts_and_stops_its_own_emulator(tmp_path, monkeypatch, 
 
 
 def test_the_main_job_publishes_the_example_image(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NIXOS_AZURE_PUBLISH_")}
-    env["XDG_STATE_HOME"] = str(tmp_path / "state")
-    env.pop("GITHUB_STEP_SUMMARY", None)
-    proc = subprocess.run(
-        [require_tool("bash"), "scripts/example", "--json"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout)
+    report = run_example(example_env(tmp_path))
     assert report["status"] == "published"
     assert report["target"].startswith("nixos-example")
     assert {r["state"] for r in report["regions"]} == {"Completed"}
@@ -550,6 +461,30 @@ def test_a_flake_target_is_built_with_nix_and_tagged_with_its_provenance(
     assert again["status"] == "already-published"
 
 
+def rerun_after_a_failed_version(
+    emulator: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    target: Path,
+) -> tuple[str, dict[str, Any]]:
+    """The failed version is there, its disk kept; the rerun once the fault is gone needs
+    no upload. The failed version's name and the rerun's report."""
+    client = compute(emulator)
+    (broken,) = versions(client)
+    assert len(disks(client)) == 1  # kept: the rerun needs no upload
+
+    emulator.faults.reset()
+    code, report = publish(emulator, monkeypatch, capsys, "--config", str(target))
+    assert code == 0, report
+    assert report["upload"] is None
+    return str(broken.name), report
+
+
+def actions(report: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """What a report says was done: (kind, name, action) of each resource."""
+    return {(r["kind"], r["name"], r["action"]) for r in report["resources"]}
+
+
 def test_a_version_that_failed_is_replaced_on_the_rerun(fast, tmp_path, monkeypatch, capsys):
     image = make_image(tmp_path / "img", seed=13)
     target = write_target(tmp_path, image)
@@ -564,21 +499,12 @@ def test_a_version_that_failed_is_replaced_on_the_rerun(fast, tmp_path, monkeypa
         f"## NixOS image nixos-test: failed to publish to {GALLERY}/{DEFINITION}"
     )
     assert "| upload | done |" in text
-    client = compute(fast)
-    (broken,) = versions(client)
-    assert len(disks(client)) == 1  # kept: the rerun needs no upload
-
-    fast.faults.reset()
-    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
-    assert code == 0, report
-    assert report["upload"] is None
+    broken, report = rerun_after_a_failed_version(fast, monkeypatch, capsys, target)
     (record,) = [r for r in report["resources"] if r["kind"] == "image version"]
-    if record["name"] == broken.name:  # the same name again (it comes from the disk's time)
+    if record["name"] == broken:  # the same name again (it comes from the disk's time)
         assert record["detail"] == "replaces the failed version of that name"
     else:
-        assert ("image version", broken.name, "deleted") in {
-            (r["kind"], r["name"], r["action"]) for r in report["resources"]
-        }
+        assert ("image version", broken, "deleted") in actions(report)
     assert record["action"] == "created"
     assert_converged(fast, report)
 
@@ -598,24 +524,16 @@ def test_a_region_that_fails_to_replicate_is_reported_and_the_rerun_replaces_the
         "Run again: a failed version of this image is deleted and published anew"
     )
     assert failed["error"]["rerunHelps"] is True
+    broken, report = rerun_after_a_failed_version(fast, monkeypatch, capsys, target)
     client = compute(fast)
-    (broken,) = versions(client)
-    assert len(disks(client)) == 1  # kept: the rerun needs no upload
-
-    fast.faults.reset()
-    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
-    assert code == 0, report
-    assert report["upload"] is None
     (version,) = versions(client)
     state = client.gallery_image_versions.get(
         GROUP, GALLERY, DEFINITION, version.name, expand="ReplicationStatus"
     )
     assert state.replication_status.aggregated_state == "Completed"
     assert [r["state"] for r in report["regions"]] == ["Completed", "Completed"]
-    if version.name != broken.name:
-        assert ("image version", broken.name, "deleted") in {
-            (r["kind"], r["name"], r["action"]) for r in report["resources"]
-        }
+    if version.name != broken:
+        assert ("image version", broken, "deleted") in actions(report)
     assert_converged(fast, report)
 
 

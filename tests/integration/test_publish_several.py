@@ -21,9 +21,8 @@ from nixos_azure_publish.pipeline import PublishOptions
 from nixos_azure_publish.pipeline.multi import publish_many
 from nixos_azure_publish.selection import TargetSelection
 from tests.helpers.images import MiB, make_image
-from tests.helpers.publishing import run_publisher
+from tests.helpers.publishing import run_publisher, wait_for_line, wait_for_pages
 from tests.helpers.targets import GROUP, write_target
-from tests.integration.test_publish import wait_for_line, wait_for_pages
 
 if TYPE_CHECKING:
     from pathlib import Path

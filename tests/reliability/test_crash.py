@@ -23,10 +23,15 @@ import pytest
 
 from nixos_azure_publish.upload.journal import JOURNAL_INTERVAL
 from tests.helpers.images import make_image
-from tests.helpers.publishing import env_for, run_publisher
+from tests.helpers.publishing import (
+    STEPS,
+    assert_converged,
+    env_for,
+    run_publisher,
+    wait_for_line,
+)
 from tests.helpers.targets import write_target
 from tests.integration.faultproxy import Faults, run_fault_proxy
-from tests.integration.test_publish import STEPS, assert_converged, wait_for_line
 from tests.reliability import figures
 
 if TYPE_CHECKING:
