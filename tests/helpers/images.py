@@ -4,6 +4,7 @@ right answers the scanners are compared with."""
 from __future__ import annotations
 
 import random
+import subprocess
 from typing import TYPE_CHECKING
 
 from nixos_azure_publish import vhd
@@ -68,3 +69,22 @@ def merged(extents: list[vhd.Extent]) -> list[tuple[int, int]]:
         else:
             out.append([e.offset, e.offset + e.length])
     return [(a, b) for a, b in out]
+
+
+def qemu_convert(qemu_img: str, src: Path, dst: Path, *options: str) -> Path:
+    """``qemu-img convert OPTIONS SRC DST``, which must succeed; *dst*."""
+    done = subprocess.run(
+        [qemu_img, "convert", *options, str(src), str(dst)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return dst
+
+
+def qemu_vhd(qemu_img: str, raw: Path, dst: Path, subformat: str = "fixed,force_size") -> Path:
+    """A VHD of the raw disk *raw* made by qemu-img; by default as nixpkgs makes Azure images."""
+    return qemu_convert(
+        qemu_img, raw, dst, "-f", "raw", "-O", "vpc", "-o", f"subformat={subformat}"
+    )

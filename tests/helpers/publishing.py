@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.network import NetworkManagementClient
 
 from nixos_azure_publish import pipeline
 from nixos_azure_publish.cli import main
@@ -34,6 +35,12 @@ WRITES = frozenset({"PUT", "POST", "PATCH", "DELETE"})
 
 def compute(emulator: Emulator) -> ComputeManagementClient:
     return ComputeManagementClient(
+        emulator.credential(), emulator.subscription_id, **emulator.client_kwargs()
+    )
+
+
+def network(emulator: Emulator) -> NetworkManagementClient:
+    return NetworkManagementClient(
         emulator.credential(), emulator.subscription_id, **emulator.client_kwargs()
     )
 
@@ -277,3 +284,17 @@ def rerun_to_completion(emulator: Emulator, target: Path, state: Path) -> dict[s
     report: dict[str, Any] = json.loads(out)
     assert report["status"] in {"published", "already-published"}
     return report
+
+
+def run_on(
+    emulator: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    target: Path,
+    *args: str,
+    as_json: bool = True,
+) -> tuple[int, Any, str]:
+    """``[--json] COMMAND --config TARGET ARGS`` in-process, as `run` does."""
+    flags = ("--json",) if as_json else ()
+    return run(emulator, monkeypatch, capsys, *flags, command, "--config", str(target), *args)

@@ -8,7 +8,15 @@ import pytest
 
 from nixos_azure_publish.azure import names
 from tests.helpers.images import make_image
-from tests.helpers.publishing import compute, publish, publish_again, versions, writes
+from tests.helpers.publishing import (
+    compute,
+    publish,
+    publish_again,
+    publish_seed,
+    update_version,
+    versions,
+    writes,
+)
 from tests.helpers.targets import DEFINITION, GALLERY, GROUP, write_target
 
 pytestmark = pytest.mark.usefixtures("state_home")
@@ -28,11 +36,10 @@ def _publish(
     *extra: str,
     **overrides: Any,
 ) -> tuple[str, dict[str, Any]]:
-    folder = tmp_path / f"p{seed}"
-    image = make_image(folder / "img", seed=seed, size_mib=24)
-    target = write_target(folder, image, version={"targetRegions": ["westeurope"]}, **overrides)
-    code, report = publish(emulator, monkeypatch, capsys, "--config", str(target), *extra)
-    assert code == 0, report
+    """Publish a fresh image to one region; its version and report."""
+    _, report = publish_seed(
+        emulator, tmp_path, monkeypatch, capsys, seed, *extra, regions=("westeurope",), **overrides
+    )
     return str(report["version"]), report
 
 
@@ -40,36 +47,13 @@ def _names(emulator: Emulator) -> set[str]:
     return {v.name for v in versions(compute(emulator))}
 
 
-def _source(body: dict[str, Any]) -> dict[str, Any]:
-    """The version's source as it was given: a managed image (Trusted Launch definitions)
-    or a disk; an update must repeat it."""
-    storage = body["properties"]["storageProfile"]
-    if "source" in storage:
-        return {"source": {"id": storage["source"]["id"]}}
-    return {"osDiskImage": {"source": {"id": storage["osDiskImage"]["source"]["id"]}}}
-
-
-def _update_version(emulator: Emulator, name: str, properties: dict[str, Any], **body: Any) -> None:
-    """PATCH a version as someone else would: *properties* beside its own storage profile."""
-    client = compute(emulator)
-    current = client.gallery_image_versions.get(GROUP, GALLERY, DEFINITION, name).as_dict()
-    begin: Any = client.gallery_image_versions.begin_update  # a dict body; typed for models
-    begin(
-        GROUP,
-        GALLERY,
-        DEFINITION,
-        name,
-        {**body, "properties": {**properties, "storageProfile": _source(current)}},
-    ).result()
-
-
 def _untag(emulator: Emulator, name: str) -> None:
     """Make a version look hand-made: none of our tags."""
-    _update_version(emulator, name, {}, tags={"owner": "someone else"})
+    update_version(emulator, name, {}, tags={"owner": "someone else"})
 
 
 def _set_end_of_life(emulator: Emulator, name: str, when: str) -> None:
-    _update_version(emulator, name, {"publishingProfile": {"endOfLifeDate": when}})
+    update_version(emulator, name, {"publishingProfile": {"endOfLifeDate": when}})
 
 
 def test_keep_versions_deletes_exactly_our_older_versions(emulator, tmp_path, monkeypatch, capsys):
