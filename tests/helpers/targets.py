@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import TYPE_CHECKING, Any
+
+from nixos_azure_publish.config import PublishTarget, load_target
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,3 +50,19 @@ def write_target(
     path = folder / filename
     path.write_text(json.dumps(data))
     return path
+
+
+# The fewest keys a valid target has.
+MINIMAL: dict[str, Any] = {
+    "name": "t",
+    "resourceGroup": "rg",
+    "location": "westeurope",
+    "hyperVGeneration": "V2",
+    "gallery": {"name": "g"},
+    "imageDefinition": {"name": "d", "publisher": "p", "offer": "o", "sku": "s"},
+}
+
+
+def minimal_target(**overrides: Any) -> PublishTarget:
+    """A loaded target with only the required keys; *overrides* replace top-level keys."""
+    return load_target({**copy.deepcopy(MINIMAL), **overrides})
