@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.compute.models import Gallery, GalleryImage
 from azure.mgmt.network import NetworkManagementClient
 
 from nixos_azure_publish import pipeline
 from nixos_azure_publish.cli import main
 from nixos_azure_publish.emulator.blobs import DISK_BLOB
+from nixos_azure_publish.emulator.testing import clients
 from tests.conftest import REPO
 from tests.helpers.images import make_image
 from tests.helpers.targets import DEFINITION, GALLERY, GROUP, write_target
@@ -298,3 +300,34 @@ def run_on(
     """``[--json] COMMAND --config TARGET ARGS`` in-process, as `run` does."""
     flags = ("--json",) if as_json else ()
     return run(emulator, monkeypatch, capsys, *flags, command, "--config", str(target), *args)
+
+
+def create_definition(
+    emulator: Emulator,
+    group: str,
+    gallery: str,
+    definition: str,
+    *,
+    location: str = "westeurope",
+    generation: str = "V2",
+    security: str = "TrustedLaunchSupported",
+    identifier: dict[str, str] | None = None,
+) -> None:
+    """A resource group, a gallery and an image definition in it, made as someone else would."""
+    default = {"publisher": "NixOS", "offer": "NixOS", "sku": "25.05-gen2"}
+    clients(emulator).create_group(group, location)
+    client = compute(emulator)
+    client.galleries.begin_create_or_update(group, gallery, Gallery(location=location)).result()
+    body = {
+        "location": location,
+        "properties": {
+            "osType": "Linux",
+            "osState": "Generalized",
+            "hyperVGeneration": generation,
+            "identifier": identifier or default,
+            "features": [{"name": "SecurityType", "value": security}],
+        },
+    }
+    client.gallery_images.begin_create_or_update(
+        group, gallery, definition, GalleryImage(body)
+    ).result()

@@ -28,7 +28,7 @@ from tests.helpers.importing import (
     my_target,
     release,
 )
-from tests.helpers.publishing import compute, run_on, writes
+from tests.helpers.publishing import compute, create_definition, run_on, writes
 from tests.helpers.targets import GROUP
 
 if TYPE_CHECKING:
@@ -362,24 +362,15 @@ def test_put_page_from_url_takes_whole_pages_of_a_readable_source(emulator):
 
 def _version_from(emulator: Emulator, source: dict[str, str], *, location: str) -> Any:
     """Create a version in the user's gallery with *source* as its source; the error."""
-    sdk = clients(emulator)
-    sdk.create_group(MINE, location)
+    create_definition(
+        emulator,
+        MINE,
+        MY_GALLERY,
+        MY_DEFINITION,
+        location=location,
+        identifier={"publisher": "me", "offer": "o", "sku": "s"},
+    )
     client = compute(emulator)
-    gallery: Any = {"location": location}
-    client.galleries.begin_create_or_update(MINE, MY_GALLERY, gallery).result()
-    definition: Any = {
-        "location": location,
-        "properties": {
-            "osType": "Linux",
-            "osState": "Generalized",
-            "hyperVGeneration": "V2",
-            "identifier": {"publisher": "me", "offer": "o", "sku": "s"},
-            "features": [{"name": "SecurityType", "value": "TrustedLaunchSupported"}],
-        },
-    }
-    client.gallery_images.begin_create_or_update(
-        MINE, MY_GALLERY, MY_DEFINITION, definition
-    ).result()
     body: Any = {
         "location": location,
         "properties": {

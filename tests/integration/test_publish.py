@@ -14,9 +14,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from azure.core.rest import HttpRequest
 from azure.mgmt.compute import ComputeManagementClient
-from azure.mgmt.compute.models import Disk, Gallery, GalleryImage, GalleryImageVersion
+from azure.mgmt.compute.models import Disk, GalleryImageVersion
 from azure.storage.blob import BlobClient
 
 from nixos_azure_publish.azure import disk as azdisk
@@ -31,6 +30,7 @@ from tests.helpers.publishing import (
     STEPS,
     assert_converged,
     compute,
+    create_definition,
     disks,
     images,
     kill_in_step,
@@ -152,30 +152,8 @@ def test_a_trusted_launch_version_comes_from_a_managed_image_deleted_with_the_di
 def test_definition_with_another_generation_fails_before_any_upload(
     fast, tmp_path, monkeypatch, capsys
 ):
+    create_definition(fast, GROUP, GALLERY, DEFINITION, generation="V1", security="Standard")
     client = compute(fast)
-    client_group = {"location": "westeurope"}
-    url = f"/subscriptions/{fast.subscription_id}/resourcegroups/{GROUP}?api-version=2021-04-01"
-    assert client.send_request(HttpRequest("PUT", url, json=client_group)).status_code in {200, 201}
-    client.galleries.begin_create_or_update(
-        GROUP, GALLERY, Gallery({"location": "westeurope"})
-    ).result()
-    client.gallery_images.begin_create_or_update(
-        GROUP,
-        GALLERY,
-        DEFINITION,
-        GalleryImage(
-            {
-                "location": "westeurope",
-                "properties": {
-                    "osType": "Linux",
-                    "osState": "Generalized",
-                    "hyperVGeneration": "V1",
-                    "identifier": {"publisher": "NixOS", "offer": "NixOS", "sku": "25.05-gen2"},
-                    "features": [{"name": "SecurityType", "value": "Standard"}],
-                },
-            }
-        ),
-    ).result()
     before = len(fast.requests)
     target = write_target(tmp_path, make_image(tmp_path / "img"))
     code, report = publish(
