@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -331,3 +332,35 @@ def create_definition(
     client.gallery_images.begin_create_or_update(
         group, gallery, definition, GalleryImage(body)
     ).result()
+
+
+@dataclass(frozen=True)
+class Cli:
+    """The CLI in-process against the emulator, for one test: its folder, environment
+    and captured output (the ``cli`` fixture)."""
+
+    emulator: Emulator
+    tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str]
+
+    def run(self, *args: str) -> tuple[int, Any, str]:
+        return run(self.emulator, self.monkeypatch, self.capsys, *args)
+
+    def on(
+        self, command: str, target: Path, *args: str, as_json: bool = True
+    ) -> tuple[int, Any, str]:
+        return run_on(
+            self.emulator, self.monkeypatch, self.capsys, command, target, *args, as_json=as_json
+        )
+
+    def publish(self, *args: str, summary: Path | None = None) -> tuple[int, dict[str, Any]]:
+        return publish(self.emulator, self.monkeypatch, self.capsys, *args, summary=summary)
+
+    def publish_again(self, *args: str) -> dict[str, Any]:
+        return publish_again(self.emulator, self.monkeypatch, self.capsys, *args)
+
+    def publish_seed(self, seed: int, *extra: str, **options: Any) -> tuple[Path, dict[str, Any]]:
+        return publish_seed(
+            self.emulator, self.tmp_path, self.monkeypatch, self.capsys, seed, *extra, **options
+        )

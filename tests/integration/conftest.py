@@ -21,6 +21,7 @@ from nixos_azure_publish.emulator.server import Emulator, run_emulator
 from tests import secretscan
 from tests.conftest import REPO, require_tool
 from tests.helpers.nix import nix_config, nix_eval
+from tests.helpers.publishing import Cli
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -217,6 +218,17 @@ def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "xdg-state"
     monkeypatch.setenv("XDG_STATE_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def cli(
+    emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Cli:
+    """The CLI in-process against the emulator (see ``tests.helpers.publishing.Cli``)."""
+    return Cli(emulator, tmp_path, monkeypatch, capsys)
 
 
 @pytest.fixture

@@ -14,8 +14,6 @@ from tests.helpers.publishing import (
     compute,
     images,
     network,
-    publish_seed,
-    run_on,
     versions,
     writes,
 )
@@ -53,21 +51,11 @@ def _kinds(items: list[dict[str, Any]]) -> set[tuple[str, str]]:
     return {(i["kind"], i["name"]) for i in items}
 
 
-def test_gc_deletes_retention_victims_and_old_leftovers_only(
-    emulator, tmp_path, monkeypatch, capsys
-):
+def test_gc_deletes_retention_victims_and_old_leftovers_only(emulator, cli, tmp_path):
     emulator.settings.replication_seconds = 0.1
     made = []
     for seed in (71, 72):
-        _, report = publish_seed(
-            emulator,
-            tmp_path,
-            monkeypatch,
-            capsys,
-            seed,
-            regions=("westeurope",),
-            managedImage={"enable": True},
-        )
+        _, report = cli.publish_seed(seed, regions=("westeurope",), managedImage={"enable": True})
         made.append((str(report["version"]), str(report["storeHash"])))
     (old_version, old_hash), (new_version, new_hash) = made
     # The gc target: the same destination, keeping the newest version only.
@@ -102,7 +90,7 @@ def test_gc_deletes_retention_victims_and_old_leftovers_only(
 
     # A dry run lists and writes nothing; with the default age only the old run is a leftover.
     before = len(emulator.requests)
-    code, plan, _ = run_on(emulator, monkeypatch, capsys, "gc", gc_target, "--dry-run")
+    code, plan, _ = cli.on("gc", gc_target, "--dry-run")
     assert code == 0, plan
     assert writes(emulator, before) == []
     assert plan["dryRun"] is True
@@ -120,7 +108,7 @@ def test_gc_deletes_retention_victims_and_old_leftovers_only(
     assert "other-target" not in kept
 
     # For real, with every leftover old enough.
-    code, done, _ = run_on(emulator, monkeypatch, capsys, "gc", gc_target, "--older-than", "0")
+    code, done, _ = cli.on("gc", gc_target, "--older-than", "0")
     assert code == 0, done
     assert _kinds(done["deleted"]) == {
         ("image version", old_version),
@@ -140,16 +128,16 @@ def test_gc_deletes_retention_victims_and_old_leftovers_only(
 
     # A rerun has nothing left to delete and writes nothing.
     before = len(emulator.requests)
-    code, text, _ = run_on(emulator, monkeypatch, capsys, "gc", gc_target, as_json=False)
+    code, text, _ = cli.on("gc", gc_target, as_json=False)
     assert code == 0, text
     assert text.startswith("nothing to delete for target nixos-test")
     assert writes(emulator, before) == []
 
 
-def test_gc_keeps_upload_disks_when_the_target_keeps_them(emulator, tmp_path, monkeypatch, capsys):
+def test_gc_keeps_upload_disks_when_the_target_keeps_them(emulator, cli, tmp_path):
     target = write_target(tmp_path, tmp_path / "nothing.vhd", cleanup={"deleteUploadDisk": False})
     # No resource group yet: nothing to do, and no error.
-    code, done, _ = run_on(emulator, monkeypatch, capsys, "gc", target)
+    code, done, _ = cli.on("gc", target)
     assert code == 0, done
     assert done == {
         "target": "nixos-test",
@@ -162,7 +150,7 @@ def test_gc_keeps_upload_disks_when_the_target_keeps_them(emulator, tmp_path, mo
     _disk(
         emulator, "nixos-test-kept", {names.TAG_TARGET: "nixos-test", names.TAG_CONTENT: "d" * 32}
     )
-    code, done, _ = run_on(emulator, monkeypatch, capsys, "gc", target, "--older-than", "0")
+    code, done, _ = cli.on("gc", target, "--older-than", "0")
     assert code == 0, done
     assert done["deleted"] == []
     assert {i["name"]: i["reason"] for i in done["kept"]} == {

@@ -28,7 +28,7 @@ from tests.helpers.importing import (
     my_target,
     release,
 )
-from tests.helpers.publishing import compute, create_definition, run_on, writes
+from tests.helpers.publishing import compute, create_definition, writes
 from tests.helpers.targets import GROUP
 
 if TYPE_CHECKING:
@@ -37,15 +37,13 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.usefixtures("state_home")
 
 
-def test_a_dry_run_resolves_latest_and_writes_nothing(emulator, tmp_path, monkeypatch, capsys):
+def test_a_dry_run_resolves_latest_and_writes_nothing(emulator, cli, tmp_path, monkeypatch, capsys):
     emulator.settings.replication_seconds = 0.1
     first = release(emulator, tmp_path, monkeypatch, capsys, 81)
     release(emulator, tmp_path, monkeypatch, capsys, 82, excludeFromLatest=True)
     target = my_target(tmp_path)
     before = len(emulator.requests)
-    code, plan, _ = run_on(
-        emulator, monkeypatch, capsys, "import", target, community_image(first), "--dry-run"
-    )
+    code, plan, _ = cli.on("import", target, community_image(first), "--dry-run")
     assert code == 0, plan
     assert writes(emulator, before) == []
     assert plan["status"] == "planned"
@@ -55,16 +53,7 @@ def test_a_dry_run_resolves_latest_and_writes_nothing(emulator, tmp_path, monkey
     actions = {(r["kind"], r["name"]): r["action"] for r in plan["resources"]}
     assert actions[("resource group", MINE)] == "would-create"
     assert actions[("image definition", MY_DEFINITION)] == "would-create"
-    code, text, _ = run_on(
-        emulator,
-        monkeypatch,
-        capsys,
-        "import",
-        target,
-        community_image(first),
-        "--dry-run",
-        as_json=False,
-    )
+    code, text, _ = cli.on("import", target, community_image(first), "--dry-run", as_json=False)
     assert f"source:        {community_image(first)}@{first['version']}" in text
     steps = {s["name"]: s["detail"] for s in plan["steps"]}
     assert steps["resolve source"].startswith(f"community {community_image(first)} version")
@@ -72,7 +61,7 @@ def test_a_dry_run_resolves_latest_and_writes_nothing(emulator, tmp_path, monkey
 
 
 def test_a_target_that_contradicts_the_source_is_refused_before_any_write(
-    emulator, tmp_path, monkeypatch, capsys
+    emulator, cli, tmp_path, monkeypatch, capsys
 ):
     emulator.settings.replication_seconds = 0.1
     first = release(emulator, tmp_path, monkeypatch, capsys, 83)
@@ -88,46 +77,33 @@ def test_a_target_that_contradicts_the_source_is_refused_before_any_write(
         },
     )
     before = len(emulator.requests)
-    code, error, err = run_on(
-        emulator, monkeypatch, capsys, "import", target, community_image(first)
-    )
+    code, error, err = cli.on("import", target, community_image(first))
     assert code == ExitCode.USAGE, error
     assert writes(emulator, before) == []
     assert "hyperVGeneration: the target says V1, the source is V2" in err
     assert "imageDefinition.securityType: the target says Standard" in err
 
 
-def test_an_unknown_source_is_a_usage_error(emulator, tmp_path, monkeypatch, capsys):
+def test_an_unknown_source_is_a_usage_error(cli, tmp_path):
     target = my_target(tmp_path)
     for source in ("/CommunityGalleries/x/Images/y/Versions/1.2", "ftp://example.org/a.vhd"):
-        code, _, err = run_on(
-            emulator, monkeypatch, capsys, "import", target, source, as_json=False
-        )
+        code, _, err = cli.on("import", target, source, as_json=False)
         assert code == ExitCode.USAGE
         assert err.startswith("error: ")
 
 
-def test_a_missing_community_version_says_so(emulator, tmp_path, monkeypatch, capsys):
+def test_a_missing_community_version_says_so(emulator, cli, tmp_path, monkeypatch, capsys):
     emulator.settings.replication_seconds = 0.1
     first = release(emulator, tmp_path, monkeypatch, capsys, 84)
     target = my_target(tmp_path)
-    code, _, err = run_on(
-        emulator,
-        monkeypatch,
-        capsys,
-        "import",
-        target,
-        community_image(first) + "/Versions/9.9.9",
-        "--dry-run",
-        as_json=False,
+    code, _, err = cli.on(
+        "import", target, community_image(first) + "/Versions/9.9.9", "--dry-run", as_json=False
     )
     assert code == ExitCode.AZURE
     assert "/Versions/9.9.9 is not found in northeurope" in err
 
 
-def test_an_https_url_is_streamed_once_and_a_rerun_is_a_no_op(
-    emulator, tmp_path, monkeypatch, capsys
-):
+def test_an_https_url_is_streamed_once_and_a_rerun_is_a_no_op(emulator, cli, tmp_path):
     emulator.settings.replication_seconds = 0.1
     image = make_image(tmp_path / "img", seed=85, size_mib=24, data_mib=2)
     data = sum(e.length for e in vhd.data_extents(image))
@@ -135,16 +111,12 @@ def test_an_https_url_is_streamed_once_and_a_rerun_is_a_no_op(
     target = my_target(tmp_path)
     with https_file(emulator, image) as (url, seen):
         before = len(emulator.requests)
-        code, plan, _ = run_on(
-            emulator, monkeypatch, capsys, "import", target, url, "--sha256", digest, "--dry-run"
-        )
+        code, plan, _ = cli.on("import", target, url, "--sha256", digest, "--dry-run")
         assert code == 0, plan
         assert plan["status"] == "planned"
         assert writes(emulator, before) == []
         assert not [r for r in seen if r.startswith("GET") and not r.endswith(tuple("0123456789"))]
-        code, report, err = run_on(
-            emulator, monkeypatch, capsys, "import", target, url, "--sha256", digest
-        )
+        code, report, err = cli.on("import", target, url, "--sha256", digest)
         assert code == 0, report
         assert "SECRET" not in json.dumps(report) + err
         assert report["status"] == "published"
@@ -163,20 +135,18 @@ def test_an_https_url_is_streamed_once_and_a_rerun_is_a_no_op(
         # The upload disk is gone once the version holds the image.
         assert list(compute(emulator).disks.list_by_resource_group(MINE)) == []
         # status shows where it came from; gc has nothing to take.
-        code, status, _ = run_on(emulator, monkeypatch, capsys, "status", target)
+        code, status, _ = cli.on("status", target)
         assert code == 0, status
         (shown,) = status["versions"]
         assert shown["tags"]["source"] == url.split("?")[0]
         assert shown["tags"]["sourceVersion"] == digest
         assert status["latest"] == report["version"]
-        code, gc, _ = run_on(emulator, monkeypatch, capsys, "gc", target, "--older-than", "0")
+        code, gc, _ = cli.on("gc", target, "--older-than", "0")
         assert code == 0, gc
         assert gc["deleted"] == []
 
         before = len(emulator.requests)
-        code, again, _ = run_on(
-            emulator, monkeypatch, capsys, "import", target, url, "--sha256", digest
-        )
+        code, again, _ = cli.on("import", target, url, "--sha256", digest)
         assert code == 0, again
         assert again["status"] == "already-published"
         assert again["version"] == report["version"]
@@ -184,21 +154,11 @@ def test_an_https_url_is_streamed_once_and_a_rerun_is_a_no_op(
         assert len([r for r in seen if r.startswith("GET") and r.endswith(" ")]) == 1
 
 
-def test_a_wrong_sha256_publishes_nothing(emulator, tmp_path, monkeypatch, capsys):
+def test_a_wrong_sha256_publishes_nothing(emulator, cli, tmp_path):
     image = make_image(tmp_path / "img", seed=86, size_mib=24)
     target = my_target(tmp_path)
     with https_file(emulator, image) as (url, _):
-        code, _, err = run_on(
-            emulator,
-            monkeypatch,
-            capsys,
-            "import",
-            target,
-            url,
-            "--sha256",
-            "0" * 64,
-            as_json=False,
-        )
+        code, _, err = cli.on("import", target, url, "--sha256", "0" * 64, as_json=False)
     assert code == ExitCode.INVALID_IMAGE, err
     assert "not the expected 0000" in err
     # The upload disk stays unfinished (not marked complete): a rerun replaces it.
@@ -206,13 +166,11 @@ def test_a_wrong_sha256_publishes_nothing(emulator, tmp_path, monkeypatch, capsy
     assert "nixos-azure-publish.upload" not in (disk.tags or {})
 
 
-def test_an_expired_source_sas_is_reported_as_such_before_any_write(
-    emulator, tmp_path, monkeypatch, capsys
-):
+def test_an_expired_source_sas_is_reported_as_such_before_any_write(emulator, cli, tmp_path):
     target = my_target(tmp_path)
     url = "https://acct.blob.core.windows.net/c/nixos.vhd?se=2020-01-01T00:00:00Z&sig=SECRET"
     before = len(emulator.requests)
-    code, _, err = run_on(emulator, monkeypatch, capsys, "import", target, url, as_json=False)
+    code, _, err = cli.on("import", target, url, as_json=False)
     assert code != 0
     assert "the SAS of https://acct.blob.core.windows.net/c/nixos.vhd expired at 2020-01-01" in err
     assert "SECRET" not in err
@@ -220,28 +178,26 @@ def test_an_expired_source_sas_is_reported_as_such_before_any_write(
 
 
 def test_a_source_not_replicated_to_the_target_region_is_refused(
-    emulator, tmp_path, monkeypatch, capsys
+    emulator, cli, tmp_path, monkeypatch, capsys
 ):
     emulator.settings.replication_seconds = 0.1
     first = release(emulator, tmp_path, monkeypatch, capsys, 90)
     target = my_target(tmp_path, location="eastus", version={"targetRegions": ["eastus"]})
     before = len(emulator.requests)
-    code, _, err = run_on(
-        emulator, monkeypatch, capsys, "import", target, first["definitionId"], as_json=False
-    )
+    code, _, err = cli.on("import", target, first["definitionId"], as_json=False)
     assert code == ExitCode.AZURE
     assert "replicated to eastus" in err
     assert writes(emulator, before) == []
 
 
 def test_a_community_image_is_imported_server_side_and_a_rerun_changes_nothing(
-    emulator, tmp_path, monkeypatch, capsys
+    emulator, cli, tmp_path, monkeypatch, capsys
 ):
     emulator.settings.replication_seconds = 0.1
     first = release(emulator, tmp_path, monkeypatch, capsys, 87)
     target = my_target(tmp_path)
     source = community_image(first)
-    code, report, _ = run_on(emulator, monkeypatch, capsys, "import", target, source)
+    code, report, _ = cli.on("import", target, source)
     assert code == 0, report
     assert report["status"] == "published"
     assert report["upload"]["bytesSent"] == 0
@@ -261,7 +217,7 @@ def test_a_community_image_is_imported_server_side_and_a_rerun_changes_nothing(
     assert list(client.disks.list_by_resource_group(MINE)) == []
 
     before = len(emulator.requests)
-    code, again, _ = run_on(emulator, monkeypatch, capsys, "import", target, source)
+    code, again, _ = cli.on("import", target, source)
     assert code == 0, again
     assert again["status"] == "already-published"
     assert again["version"] == report["version"]
@@ -269,16 +225,14 @@ def test_a_community_image_is_imported_server_side_and_a_rerun_changes_nothing(
 
 
 def test_a_gallery_version_id_is_imported_with_latest_resolved(
-    emulator, tmp_path, monkeypatch, capsys
+    emulator, cli, tmp_path, monkeypatch, capsys
 ):
     emulator.settings.replication_seconds = 0.1
     first = release(emulator, tmp_path, monkeypatch, capsys, 88)
     release(emulator, tmp_path, monkeypatch, capsys, 89, excludeFromLatest=True)
     image_id = first["definitionId"]
     target = my_target(tmp_path)
-    code, report, _ = run_on(
-        emulator, monkeypatch, capsys, "import", target, image_id + "/versions/latest"
-    )
+    code, report, _ = cli.on("import", target, image_id + "/versions/latest")
     assert code == 0, report
     assert report["upload"]["bytesSent"] == 0
     version = (
@@ -290,14 +244,12 @@ def test_a_gallery_version_id_is_imported_with_latest_resolved(
     assert source.lower() == f"{image_id}/versions/{first['version']}".lower()
     assert version["tags"]["nixos-azure-publish.source-version"] == first["version"]
     # status and gc see it as the target's own.
-    code, status, _ = run_on(emulator, monkeypatch, capsys, "status", target)
+    code, status, _ = cli.on("status", target)
     assert status["latest"] == report["version"]
     assert status["versions"][0]["tags"]["source"].lower() == image_id.lower()
 
 
-def test_a_blob_url_is_copied_server_side_and_a_rerun_changes_nothing(
-    emulator, tmp_path, monkeypatch, capsys
-):
+def test_a_blob_url_is_copied_server_side_and_a_rerun_changes_nothing(emulator, cli, tmp_path):
     emulator.settings.replication_seconds = 0.1
     sdk = clients(emulator)
     sdk.create_group("released", "northeurope")
@@ -307,7 +259,7 @@ def test_a_blob_url_is_copied_server_side_and_a_rerun_changes_nothing(
     ).result()
     url = str(read.access_sas)
     target = my_target(tmp_path, cleanup={"deleteUploadDisk": False})
-    code, report, err = run_on(emulator, monkeypatch, capsys, "import", target, url)
+    code, report, err = cli.on("import", target, url)
     assert code == 0, report
     assert "sig=" not in json.dumps(report) + err
     assert report["status"] == "published"
@@ -327,7 +279,7 @@ def test_a_blob_url_is_copied_server_side_and_a_rerun_changes_nothing(
     assert got == BlobClient.from_blob_url(url).download_blob().readall()
 
     before = len(emulator.requests)
-    code, again, _ = run_on(emulator, monkeypatch, capsys, "import", target, url)
+    code, again, _ = cli.on("import", target, url)
     assert code == 0, again
     assert again["status"] == "already-published"
     assert writes(emulator, before) == []

@@ -10,9 +10,6 @@ from nixos_azure_publish.azure import names
 from tests.helpers.images import make_image
 from tests.helpers.publishing import (
     compute,
-    publish,
-    publish_again,
-    publish_seed,
     update_version,
     versions,
     writes,
@@ -22,24 +19,13 @@ from tests.helpers.targets import DEFINITION, GALLERY, GROUP, write_target
 pytestmark = pytest.mark.usefixtures("state_home")
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from nixos_azure_publish.emulator.server import Emulator
+    from tests.helpers.publishing import Cli
 
 
-def _publish(
-    emulator: Emulator,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    seed: int,
-    *extra: str,
-    **overrides: Any,
-) -> tuple[str, dict[str, Any]]:
+def _publish(cli: Cli, seed: int, *extra: str, **overrides: Any) -> tuple[str, dict[str, Any]]:
     """Publish a fresh image to one region; its version and report."""
-    _, report = publish_seed(
-        emulator, tmp_path, monkeypatch, capsys, seed, *extra, regions=("westeurope",), **overrides
-    )
+    _, report = cli.publish_seed(seed, *extra, regions=("westeurope",), **overrides)
     return str(report["version"]), report
 
 
@@ -56,11 +42,11 @@ def _set_end_of_life(emulator: Emulator, name: str, when: str) -> None:
     update_version(emulator, name, {"publishingProfile": {"endOfLifeDate": when}})
 
 
-def test_keep_versions_deletes_exactly_our_older_versions(emulator, tmp_path, monkeypatch, capsys):
+def test_keep_versions_deletes_exactly_our_older_versions(emulator, cli, tmp_path):
     emulator.settings.replication_seconds = 0.1
-    first, _ = _publish(emulator, tmp_path, monkeypatch, capsys, 41)
-    second, _ = _publish(emulator, tmp_path, monkeypatch, capsys, 42)
-    third, _ = _publish(emulator, tmp_path, monkeypatch, capsys, 43)
+    first, _ = _publish(cli, 41)
+    second, _ = _publish(cli, 42)
+    third, _ = _publish(cli, 43)
     _untag(emulator, first)  # not ours any more: never deleted
     assert _names(emulator) == {first, second, third}
 
@@ -73,7 +59,7 @@ def test_keep_versions_deletes_exactly_our_older_versions(emulator, tmp_path, mo
         version={"targetRegions": ["westeurope"]},
         retention={"keepVersions": 2},
     )
-    code, plan = publish(emulator, monkeypatch, capsys, "--config", str(target), "--dry-run")
+    code, plan = cli.publish("--config", str(target), "--dry-run")
     assert code == 0, plan
     assert writes(emulator, before) == []
     would = [
@@ -84,7 +70,7 @@ def test_keep_versions_deletes_exactly_our_older_versions(emulator, tmp_path, mo
     # The new version is not there yet: the two newest of ours stay (third and the new one).
     assert would == [second]
 
-    code, report = publish(emulator, monkeypatch, capsys, "--config", str(target))
+    code, report = cli.publish("--config", str(target))
     assert code == 0, report
     fourth = str(report["version"])
     deleted = [
@@ -98,23 +84,16 @@ def test_keep_versions_deletes_exactly_our_older_versions(emulator, tmp_path, mo
     assert retention["detail"] == f"deleted {second}"
 
     # A rerun of the same image deletes nothing more and writes nothing.
-    publish_again(emulator, monkeypatch, capsys, "--config", str(target))
+    cli.publish_again("--config", str(target))
 
 
-def test_versions_past_their_end_of_life_are_deleted(emulator, tmp_path, monkeypatch, capsys):
+def test_versions_past_their_end_of_life_are_deleted(emulator, cli):
     emulator.settings.replication_seconds = 0.1
-    old, _ = _publish(emulator, tmp_path, monkeypatch, capsys, 51)
-    later, _ = _publish(emulator, tmp_path, monkeypatch, capsys, 52)
+    old, _ = _publish(cli, 51)
+    later, _ = _publish(cli, 52)
     _set_end_of_life(emulator, old, "2020-01-01T00:00:00Z")
     _set_end_of_life(emulator, later, "2099-01-01T00:00:00Z")
-    new, report = _publish(
-        emulator,
-        tmp_path,
-        monkeypatch,
-        capsys,
-        53,
-        retention={"deleteAfterEndOfLife": True},
-    )
+    new, report = _publish(cli, 53, retention={"deleteAfterEndOfLife": True})
     deleted = [
         r for r in report["resources"] if r["action"] == "deleted" and r["kind"] == "image version"
     ]

@@ -6,27 +6,20 @@ import pytest
 
 from nixos_azure_publish.cli import main
 from tests.helpers.images import make_image
-from tests.helpers.publishing import publish_seed, run_on, update_version, writes
+from tests.helpers.publishing import update_version, writes
 from tests.helpers.targets import DEFINITION, write_target
 
 pytestmark = pytest.mark.usefixtures("state_home")
 
 
-def test_status_lists_versions_replication_tags_and_latest(emulator, tmp_path, monkeypatch, capsys):
+def test_status_lists_versions_replication_tags_and_latest(emulator, cli):
     emulator.settings.replication_seconds = 0.1
-    target, one = publish_seed(emulator, tmp_path, monkeypatch, capsys, 61)
-    _, two = publish_seed(
-        emulator,
-        tmp_path,
-        monkeypatch,
-        capsys,
-        62,
-        version={"excludeFromLatest": True, "replicaCount": 2},
-    )
+    target, one = cli.publish_seed(61)
+    _, two = cli.publish_seed(62, version={"excludeFromLatest": True, "replicaCount": 2})
     first, second = str(one["version"]), str(two["version"])
 
     before = len(emulator.requests)
-    code, status, _ = run_on(emulator, monkeypatch, capsys, "status", target)
+    code, status, _ = cli.on("status", target)
     assert code == 0, status
     assert writes(emulator, before) == []  # read-only
     assert status["exists"] is True
@@ -56,7 +49,7 @@ def test_status_lists_versions_replication_tags_and_latest(emulator, tmp_path, m
     assert v["tags"]["storePath"].startswith("sha256:")
 
     # The same as text.
-    code, text, _ = run_on(emulator, monkeypatch, capsys, "status", target, as_json=False)
+    code, text, _ = cli.on("status", target, as_json=False)
     assert code == 0
     assert f"latest: {first}" in text
     assert f"{second}  Succeeded/Completed" in text
@@ -64,30 +57,28 @@ def test_status_lists_versions_replication_tags_and_latest(emulator, tmp_path, m
     assert "northeurope: Completed 100%, 2 replica(s), Standard_LRS" in text
 
 
-def test_status_of_a_definition_that_does_not_exist(emulator, tmp_path, monkeypatch, capsys):
+def test_status_of_a_definition_that_does_not_exist(cli, tmp_path):
     image = make_image(tmp_path / "img", seed=63)
     target = write_target(tmp_path, image)
-    code, status, _ = run_on(emulator, monkeypatch, capsys, "status", target)
+    code, status, _ = cli.on("status", target)
     assert code == 0, status
     assert status["exists"] is False
     assert status["versions"] == []
     assert status["latest"] is None
-    code, text, _ = run_on(emulator, monkeypatch, capsys, "status", target, as_json=False)
+    code, text, _ = cli.on("status", target, as_json=False)
     assert "does not exist yet" in text
 
 
-def test_status_watch_follows_replication_until_it_settles(emulator, tmp_path, monkeypatch, capsys):
+def test_status_watch_follows_replication_until_it_settles(emulator, cli):
     emulator.settings.replication_seconds = 0.1
-    target, report = publish_seed(emulator, tmp_path, monkeypatch, capsys, 64)
+    target, report = cli.publish_seed(64)
     # Add a region by hand: it replicates for a while.
     emulator.settings.replication_seconds = 1.5
     regions = [{"name": "westeurope"}, {"name": "northeurope"}, {"name": "eastus"}]
     update_version(
         emulator, report["version"], {"publishingProfile": {"targetRegions": regions}}, wait=False
     )
-    code, status, err = run_on(
-        emulator, monkeypatch, capsys, "status", target, "--watch", "--interval", "0.1"
-    )
+    code, status, err = cli.on("status", target, "--watch", "--interval", "0.1")
     assert code == 0, status
     assert status["settled"] is True
     (version,) = status["versions"]
