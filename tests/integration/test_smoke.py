@@ -14,8 +14,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
-from azure.mgmt.network import NetworkManagementClient
 
 from nixos_azure_publish.azure import vm as azvm
 from nixos_azure_publish.azure.clients import AzureSettings, make_clients
@@ -32,6 +30,7 @@ from tests.helpers.publishing import (
     versions,
     writes,
 )
+from tests.helpers.smoke import BROKEN_LOG, NOTHING, smoke_target, throwaways
 from tests.helpers.targets import DEFINITION, GALLERY, GROUP, write_target
 
 pytestmark = pytest.mark.usefixtures("state_home")
@@ -40,42 +39,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from nixos_azure_publish.emulator.server import Emulator
-
-BROKEN_LOG = (
-    "[    0.0] Linux version 6.12\nKernel panic - not syncing: VFS: Unable to mount root fs\n"
-)
-
-
-def smoke_target(folder: Path, image: Path, **smoke: Any) -> Path:
-    return write_target(
-        folder,
-        image,
-        version={"targetRegions": ["westeurope", "northeurope"]},
-        smokeTest={"enable": True, "vmSize": "Standard_B2s", "timeoutSeconds": 60, **smoke},
-    )
-
-
-NOTHING: dict[str, list[str]] = {"vm": [], "nic": [], "vnet": [], "disk": []}
-
-
-def throwaways(emulator: Emulator) -> dict[str, list[str]]:
-    """What the emulator holds of VMs, NICs, VNets and non-upload disks."""
-    client = compute(emulator)
-    net = NetworkManagementClient(
-        emulator.credential(), emulator.subscription_id, **emulator.client_kwargs()
-    )
-    try:
-        vms = [v.name for v in client.virtual_machines.list(GROUP)]
-    except ResourceNotFoundError:  # no resource group yet
-        return NOTHING
-    return {
-        "vm": vms,
-        "nic": [n.name for n in net.network_interfaces.list(GROUP)],
-        "vnet": [v.name for v in net.virtual_networks.list(GROUP)],
-        "disk": [
-            d.name for d in disks(client) if d.name.startswith("smoke-") or "OsDisk" in d.name
-        ],
-    }
 
 
 def version_json(emulator: Emulator) -> dict[str, Any]:

@@ -14,7 +14,6 @@ journal's write interval before the kill, which the campaign waits out).
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,8 +26,9 @@ from tests.helpers.publishing import (
     STEPS,
     assert_converged,
     env_for,
+    kill_in_step,
+    rerun_to_completion,
     run_publisher,
-    wait_for_line,
 )
 from tests.helpers.targets import write_target
 from tests.integration.faultproxy import Faults, run_fault_proxy
@@ -42,29 +42,13 @@ if TYPE_CHECKING:
 MIB = 1024 * 1024
 
 
-def rerun_to_completion(emulator: Emulator, target: Path, state: Path) -> dict[str, Any]:
-    rerun = run_publisher(emulator, target, state)
-    out, err = rerun.communicate(timeout=180)
-    assert rerun.returncode == 0, err[-3000:]
-    report: dict[str, Any] = json.loads(out)
-    assert report["status"] in {"published", "already-published"}
-    return report
-
-
 def kill_at_step(emulator: Emulator, tmp_path: Path, step: str, seed: int) -> dict[str, Any]:
     emulator.settings.replication_seconds = 0.2
     image = make_image(tmp_path / "img", seed=seed)
     managed = step == "managed image"
     target = write_target(tmp_path, image, managedImage={"enable": managed})
     state = tmp_path / "state"
-    emulator.faults.delay = 0.05  # the kill lands inside the step's requests
-    proc = run_publisher(emulator, target, state)
-    wait_for_line(proc, f"nixos_azure_publish.pipeline: {step}: starting")
-    time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    assert proc.returncode == -signal.SIGKILL
-    emulator.faults.delay = 0.0
+    kill_in_step(emulator, target, state, step)
     report = rerun_to_completion(emulator, target, state)
     assert_converged(emulator, report, kept_images=1 if managed else 0)
     return report

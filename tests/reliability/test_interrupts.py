@@ -28,8 +28,8 @@ from tests.helpers.publishing import (
     wait_for_line,
     wait_for_pages,
 )
+from tests.helpers.smoke import BROKEN_LOG, NOTHING, smoke_target, throwaways
 from tests.helpers.targets import write_target
-from tests.integration.test_smoke import BROKEN_LOG, NOTHING, smoke_target, throwaways
 from tests.reliability import figures
 
 if TYPE_CHECKING:
