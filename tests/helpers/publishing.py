@@ -279,6 +279,20 @@ def kill_in_step(emulator: Emulator, target: Path, state: Path, step: str) -> No
     emulator.faults.delay = 0.0
 
 
+def kill_at_step(emulator: Emulator, tmp_path: Path, step: str, seed: int) -> dict[str, Any]:
+    """Publish an image made from *seed*, SIGKILL the publisher during *step*, and rerun:
+    the rerun must converge. Its report."""
+    emulator.settings.replication_seconds = 0.2
+    image = make_image(tmp_path / "img", seed=seed)
+    managed = step == "managed image"
+    target = write_target(tmp_path, image, managedImage={"enable": managed})
+    state = tmp_path / "state"
+    kill_in_step(emulator, target, state, step)
+    report = rerun_to_completion(emulator, target, state)
+    assert_converged(emulator, report, kept_images=1 if managed else 0)
+    return report
+
+
 def rerun_to_completion(emulator: Emulator, target: Path, state: Path) -> dict[str, Any]:
     """Publish again as a subprocess: it must finish the job; its report."""
     rerun = run_publisher(emulator, target, state)

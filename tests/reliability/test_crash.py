@@ -26,7 +26,7 @@ from tests.helpers.publishing import (
     STEPS,
     assert_converged,
     env_for,
-    kill_in_step,
+    kill_at_step,
     rerun_to_completion,
     run_publisher,
 )
@@ -40,18 +40,6 @@ if TYPE_CHECKING:
     from nixos_azure_publish.emulator.server import Emulator
 
 MIB = 1024 * 1024
-
-
-def kill_at_step(emulator: Emulator, tmp_path: Path, step: str, seed: int) -> dict[str, Any]:
-    emulator.settings.replication_seconds = 0.2
-    image = make_image(tmp_path / "img", seed=seed)
-    managed = step == "managed image"
-    target = write_target(tmp_path, image, managedImage={"enable": managed})
-    state = tmp_path / "state"
-    kill_in_step(emulator, target, state, step)
-    report = rerun_to_completion(emulator, target, state)
-    assert_converged(emulator, report, kept_images=1 if managed else 0)
-    return report
 
 
 def kill_inside_upload(
