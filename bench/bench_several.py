@@ -28,7 +28,7 @@ from typing import Any
 from bench_publish import make_image, print_table
 
 from nixos_azure_publish.emulator.server import Emulator, run_emulator
-from tests.helpers.publishing import env_for
+from tests.helpers.publishing import env_for, grants
 
 TARGETS = (("a", 1), ("b", 1), ("c", 2), ("d", 2))
 
@@ -49,14 +49,6 @@ def write_target(folder: Path, image: Path, name: str, group: str) -> Path:
     return path
 
 
-def grants(emulator: Emulator, since: int) -> int:
-    return sum(
-        1
-        for r in list(emulator.requests)[since:]
-        if r.method == "POST" and r.path.split("?")[0].endswith("/beginGetAccess")
-    )
-
-
 def timed(emulator: Emulator, args: list[str], state: Path) -> tuple[float, dict[str, Any], int]:
     env = env_for(emulator)
     command = [
@@ -69,7 +61,7 @@ def timed(emulator: Emulator, args: list[str], state: Path) -> tuple[float, dict
     seconds = time.monotonic() - began
     if proc.returncode != 0:
         sys.exit(f"publish failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return seconds, json.loads(proc.stdout), grants(emulator, before)
+    return seconds, json.loads(proc.stdout), len(grants(emulator, before))
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
-"""Publishing into the emulator from tests: in-process or as a subprocess, and reading
-back what the emulator holds through the real SDK clients."""
+"""Publishing into the emulator from tests: in-process (``run``, ``publish``, the ``Cli``
+of the ``cli`` fixture) or as a subprocess that a test may kill (``run_publisher``,
+``kill_in_step``), and reading back what the emulator holds through the real SDK clients."""
 
 from __future__ import annotations
 
@@ -145,6 +146,15 @@ def run_publisher(
 
 def writes(emulator: Emulator, since: int = 0) -> list[str]:
     return [f"{r.method} {r.path}" for r in list(emulator.requests)[since:] if r.method in WRITES]
+
+
+def grants(emulator: Emulator, since: int = 0) -> list[str]:
+    """Write access granted to upload disks: one per upload."""
+    return [
+        r.path
+        for r in list(emulator.requests)[since:]
+        if r.method == "POST" and r.path.split("?")[0].endswith("/beginGetAccess")
+    ]
 
 
 def versions(client: ComputeManagementClient) -> list[Any]:
