@@ -98,6 +98,12 @@ def fixture_flake(tmp_path: Path, nix_env: None) -> Callable[[str], str]:
     return copy
 
 
+@pytest.fixture
+def publish_flake(fixture_flake: Callable[[str], str]) -> str:
+    """The fixture flake ``publish`` (targets of every kind, some broken on purpose)."""
+    return fixture_flake("publish")
+
+
 STUB_NIXPKGS = FIXTURE_FLAKES / "nixpkgs-stub"
 
 

@@ -23,9 +23,7 @@ MISSING_GROUP = "nixos-azure-publish-no-such-group"
 FRESH = f"build-users-group = {MISSING_GROUP}"
 
 
-@pytest.fixture(autouse=True)
-def _nix(nix_env):
-    pass
+pytestmark = pytest.mark.usefixtures("nix_env")
 
 
 def test_the_settings_build_as_the_caller_only_where_the_group_is_missing():

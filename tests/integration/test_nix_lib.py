@@ -55,6 +55,9 @@ in
 """
 
 
+pytestmark = pytest.mark.usefixtures("nix_env")
+
+
 def evaluates(expr: str) -> object:
     return nix_eval("--impure", "--expr", PRELUDE + expr)
 
@@ -63,11 +66,6 @@ def refused(expr: str) -> str:
     result = nix_eval("--impure", "--expr", PRELUDE + expr, check=False)
     assert result.returncode != 0, result.stdout
     return str(result.stderr)
-
-
-@pytest.fixture(autouse=True)
-def _nix(nix_env):
-    pass
 
 
 def test_every_nix_file_parses():
