@@ -20,18 +20,13 @@ from typing import TYPE_CHECKING, Any
 from nixos_azure_publish.azure import role
 from nixos_azure_publish.cli import main
 from tests.helpers.images import make_image
+from tests.helpers.importing import community_image, https_file, my_target, release
 from tests.helpers.publishing import publish
-from tests.helpers.targets import write_target
+from tests.helpers.targets import COMMUNITY, write_target
 
 if TYPE_CHECKING:
     from nixos_azure_publish.emulator.server import Emulator
 
-COMMUNITY = {
-    "publicNamePrefix": "nixos",
-    "publisherUri": "https://nixos.org",
-    "publisherContact": "images@nixos.org",
-    "eula": "https://nixos.org/eula",
-}
 JOINED = frozenset(
     {
         "Microsoft.Network/virtualNetworks/subnets",
@@ -141,13 +136,6 @@ def test_the_printed_role_is_that_role(capsys):
 
 
 def test_the_import_role_holds_every_action_an_import_uses(emulator, tmp_path, monkeypatch, capsys):
-    from tests.integration.test_import import (  # noqa: PLC0415
-        community_image,
-        https_file,
-        my_target,
-        release,
-    )
-
     emulator.settings.replication_seconds = 0.2
     first = release(emulator, tmp_path, monkeypatch, capsys, 6)
     published = set(used_actions(emulator))
@@ -156,7 +144,7 @@ def test_the_import_role_holds_every_action_an_import_uses(emulator, tmp_path, m
     source = community_image(first)
     capsys.readouterr()
     assert main(["--json", "import", source, "--config", str(target)]) == 0, capsys.readouterr()
-    with https_file(emulator, tmp_path / "release6" / "img" / "disk.vhd") as (url, _):
+    with https_file(emulator, tmp_path / "p6" / "img" / "disk.vhd") as (url, _):
         assert main(["--json", "import", url, "--config", str(target)]) == 0, capsys.readouterr()
     used = used_actions(emulator)
     assert set(role.IMPORT) <= used - published

@@ -14,7 +14,6 @@ journal's write interval before the kill, which the campaign waits out).
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from typing import TYPE_CHECKING, Any
@@ -23,10 +22,16 @@ import pytest
 
 from nixos_azure_publish.upload.journal import JOURNAL_INTERVAL
 from tests.helpers.images import make_image
-from tests.helpers.publishing import env_for, run_publisher
+from tests.helpers.publishing import (
+    STEPS,
+    assert_converged,
+    env_for,
+    kill_at_step,
+    rerun_to_completion,
+    run_publisher,
+)
 from tests.helpers.targets import write_target
 from tests.integration.faultproxy import Faults, run_fault_proxy
-from tests.integration.test_publish import STEPS, assert_converged, wait_for_line
 from tests.reliability import figures
 
 if TYPE_CHECKING:
@@ -35,34 +40,6 @@ if TYPE_CHECKING:
     from nixos_azure_publish.emulator.server import Emulator
 
 MIB = 1024 * 1024
-
-
-def rerun_to_completion(emulator: Emulator, target: Path, state: Path) -> dict[str, Any]:
-    rerun = run_publisher(emulator, target, state)
-    out, err = rerun.communicate(timeout=180)
-    assert rerun.returncode == 0, err[-3000:]
-    report: dict[str, Any] = json.loads(out)
-    assert report["status"] in {"published", "already-published"}
-    return report
-
-
-def kill_at_step(emulator: Emulator, tmp_path: Path, step: str, seed: int) -> dict[str, Any]:
-    emulator.settings.replication_seconds = 0.2
-    image = make_image(tmp_path / "img", seed=seed)
-    managed = step == "managed image"
-    target = write_target(tmp_path, image, managedImage={"enable": managed})
-    state = tmp_path / "state"
-    emulator.faults.delay = 0.05  # the kill lands inside the step's requests
-    proc = run_publisher(emulator, target, state)
-    wait_for_line(proc, f"nixos_azure_publish.pipeline: {step}: starting")
-    time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    assert proc.returncode == -signal.SIGKILL
-    emulator.faults.delay = 0.0
-    report = rerun_to_completion(emulator, target, state)
-    assert_converged(emulator, report, kept_images=1 if managed else 0)
-    return report
 
 
 def kill_inside_upload(

@@ -29,10 +29,9 @@ from nixos_azure_publish.azure import clients as azclients
 from nixos_azure_publish.azure import disk as azdisk
 from nixos_azure_publish.cli import main
 from tests.helpers.images import make_image
-from tests.helpers.publishing import compute, disks
+from tests.helpers.publishing import assert_converged, compute, disks
 from tests.helpers.targets import GROUP, write_target
 from tests.integration.faultproxy import Faults, run_fault_proxy
-from tests.integration.test_publish import assert_converged
 from tests.reliability import figures
 from tests.reliability.test_network_faults import NO_PROXY_VARS, PROXY_VARS, disk_bytes_digest
 
