@@ -223,8 +223,10 @@ class Bench:
         """One write of the image into a fresh upload disk, *kind* ``upload`` or ``stream``;
         or ``read``: the URL read and dropped."""
         size = self.image.stat().st_size
-        self.requests.send((name, size))
-        sas = self.requests.recv()
+        sas = ""
+        if kind != "read":
+            self.requests.send((name, size))
+            sas = self.requests.recv()
         assert self.emulator.pid is not None
         assert self.server.pid is not None
         mine, theirs = cpu_seconds(), cpu_seconds(self.server.pid)
@@ -257,12 +259,12 @@ class Bench:
             )
         )
         self.sent[kind] = sent
-        self.requests.send(("revoke", name))
-        self.requests.recv()
+        if kind != "read":
+            self.requests.send(("revoke", name))
+            self.requests.recv()
 
 
-def report(bench: Bench, data: int) -> None:
-    size = bench.image.stat().st_size
+def report(bench: Bench, size: int, data: int) -> None:
     print(
         f"image {size / MiB:.0f} MiB, data {data / MiB:.1f} MiB,"
         f" runs {len(bench.times['upload'])}, cpus {os.cpu_count()},"
@@ -293,28 +295,19 @@ def report(bench: Bench, data: int) -> None:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--data-mib", type=int, default=256)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--readers", type=int, default=READERS)
-    parser.add_argument("--no-ranges", action="store_true", help="serve without byte ranges")
-    parser.add_argument("--floor", action="store_true", help="also time reading the URL only")
-    args = parser.parse_args()
+def run_all(
+    args: argparse.Namespace,
+    image: Path,
+    emulator: multiprocessing.process.BaseProcess,
+    requests: Connection,
+    ca_cert: Path,
+) -> Bench:
+    """Serve *image*; measure each kind *args.runs* times, alternating the order."""
     spawn = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory() as tmp:
-        image = make_image(Path(tmp), args.size_mib, args.data_mib)
-        data = sum(e.length for e in vhd.data_extents(image))
-        requests, answers = spawn.Pipe()
-        emulator = spawn.Process(target=azure, args=(answers,), daemon=True)
-        emulator.start()
-        ca_cert = Path(requests.recv())
-        ready = spawn.Queue()
-        server = spawn.Process(
-            target=serve, args=(image, ca_cert, not args.no_ranges, ready), daemon=True
-        )
-        server.start()
+    ready = spawn.Queue()
+    server = spawn.Process(target=serve, args=(image, ca_cert, not args.no_ranges, ready))
+    server.start()
+    try:
         url = f"https://127.0.0.1:{ready.get(timeout=30)}/disk.vhd"
         bench = Bench(
             image=image,
@@ -330,11 +323,38 @@ def main() -> None:
             order = ["upload", "stream", *(["read"] if args.floor else [])]
             for kind in order if run % 2 == 0 else order[::-1]:
                 bench.measure(kind, f"{kind}-{run}")
-        requests.send(None)
-        emulator.join(30)
+    finally:
         server.terminate()
         server.join()
-    report(bench, data)
+    return bench
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--data-mib", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--readers", type=int, default=READERS)
+    parser.add_argument("--no-ranges", action="store_true", help="serve without byte ranges")
+    parser.add_argument("--floor", action="store_true", help="also time reading the URL only")
+    args = parser.parse_args()
+    spawn = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory() as tmp:
+        image = make_image(Path(tmp), args.size_mib, args.data_mib)
+        size, data = image.stat().st_size, sum(e.length for e in vhd.data_extents(image))
+        requests, answers = spawn.Pipe()
+        emulator = spawn.Process(target=azure, args=(answers,), daemon=True)
+        emulator.start()
+        answers.close()  # the emulator's end: if it dies, recv() here raises EOFError
+        try:
+            ca_cert = Path(requests.recv())
+            bench = run_all(args, image, emulator, requests, ca_cert)
+        finally:
+            # The emulator stops its Azurite only when asked: never terminated.
+            with contextlib.suppress(OSError):
+                requests.send(None)
+            emulator.join(60)
+    report(bench, size, data)
 
 
 if __name__ == "__main__":

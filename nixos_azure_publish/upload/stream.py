@@ -39,7 +39,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import urllib3
@@ -65,7 +65,7 @@ from nixos_azure_publish.upload.transport import SdkPageBlob
 from nixos_azure_publish.vhd.format import Footer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from nixos_azure_publish.upload.progress import ProgressSink
     from nixos_azure_publish.vhd.scan import Span
@@ -80,6 +80,7 @@ READERS: Final = 4
 reader waits for its response while the others decrypt (bench/RESULTS.md)."""
 READ_TIMEOUT: Final = 120.0
 _TRANSIENT_READ: Final = frozenset({408, 429, 500, 502, 503, 504})
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -199,8 +200,10 @@ def _check_status(status: int, headers: Any, shown: str) -> None:  # noqa: ANN40
 
 
 def _tls_context(*, verify: bool | str) -> ssl.SSLContext:
-    """The source's TLS settings, as the probe's urllib3 pool has them."""
-    context = ssl.create_default_context()
+    """The source's TLS settings, as the probe's urllib3 pool has them: the CA bundle
+    given (and only it), else the system's certificates; or no verification at all."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # host names and certificates checked
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
     if verify is False:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -209,6 +212,8 @@ def _tls_context(*, verify: bool | str) -> ssl.SSLContext:
             context.load_verify_locations(capath=verify)
         else:
             context.load_verify_locations(cafile=verify)
+    else:
+        context.load_default_certs()
     return context
 
 
@@ -383,25 +388,39 @@ class _Stream:
         with self.lock:
             self.retried += 1
 
+    def call(self, fn: Callable[[], _T], *, what: str, reading: bool) -> _T:
+        """*fn*, one request to the source (*reading*) or the disk, retried and counted."""
+        return with_retries(
+            fn,
+            what=what,
+            sas_url=self.url if reading else self.sas_url,
+            policy=self.retry,
+            stop=self.stop,
+            rng=self.rng,
+            hint="Check the URL and the network, then run again"
+            if reading
+            else "Check the network and the storage endpoint, then run again",
+            on_retry=self.count_retry,
+        )
+
+    def next_pieces(self) -> Iterator[tuple[int, bytearray, memoryview]]:
+        """The pieces this reader takes, each with a buffer: offset, buffer, the view to fill."""
+        while (taken := self.buffers.take()) is not None:
+            index, buffer = taken
+            start = index * PIECE
+            yield start, buffer, memoryview(buffer)[: min(PIECE, self.size - start)]
+
     # -- readers
 
     def read_ranges(self) -> None:
         """A reader thread: ranged GETs of the next pieces until none is left."""
         source = _Source(self.url, self.context)
         try:
-            while (taken := self.buffers.take()) is not None:
-                index, buffer = taken
-                start = index * PIECE
-                view = memoryview(buffer)[: min(PIECE, self.size - start)]
-                with_retries(
+            for start, buffer, view in self.next_pieces():
+                self.call(
                     lambda: self._get_range(source, start, view),  # noqa: B023 - called at once
                     what=f"reading bytes {start}-{start + len(view) - 1} of {self.shown}",
-                    sas_url=self.url,
-                    policy=self.retry,
-                    stop=self.stop,
-                    rng=self.rng,
-                    hint="Check the URL and the network, then run again",
-                    on_retry=self.count_retry,
+                    reading=True,
                 )
                 self.piece_read(start, buffer, len(view))
         except BaseException as error:  # noqa: BLE001 - the caller raises the first
@@ -451,20 +470,10 @@ class _Stream:
         """The one reader of a server without ranges: one GET, read front to back."""
         source = _Source(self.url, self.context)
         try:
-            response = with_retries(
-                lambda: self._get_whole(source),
-                what=f"reading {self.shown}",
-                sas_url=self.url,
-                policy=self.retry,
-                stop=self.stop,
-                rng=self.rng,
-                hint="Check the URL and the network, then run again",
-                on_retry=self.count_retry,
+            response = self.call(
+                lambda: self._get_whole(source), what=f"reading {self.shown}", reading=True
             )
-            while (taken := self.buffers.take()) is not None:
-                index, buffer = taken
-                start = index * PIECE
-                view = memoryview(buffer)[: min(PIECE, self.size - start)]
+            for start, buffer, view in self.next_pieces():
                 self._read_next(response, start, view)
                 self.piece_read(start, buffer, len(view))
         except BaseException as error:  # noqa: BLE001 - the caller raises the first
@@ -532,15 +541,10 @@ class _Stream:
                 if self.stop.is_set():
                     return
                 offset = piece.offset + lo
-                with_retries(
+                self.call(
                     lambda: self.blob.put_pages(offset, view[lo:hi]),  # noqa: B023 - called at once
                     what=f"writing bytes {offset}-{piece.offset + hi - 1}",
-                    sas_url=self.sas_url,
-                    policy=self.retry,
-                    stop=self.stop,
-                    rng=self.rng,
-                    hint="Check the network and the storage endpoint, then run again",
-                    on_retry=self.count_retry,
+                    reading=False,
                 )
                 with self.lock:
                     self.bytes_sent += hi - lo
