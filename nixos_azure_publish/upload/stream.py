@@ -47,6 +47,7 @@ import urllib3
 from nixos_azure_publish import __version__, vhd
 from nixos_azure_publish.errors import (
     ImageError,
+    InternalError,
     Interrupted,
     SasExpiredError,
     UploadError,
@@ -298,6 +299,9 @@ class _Buffers:
 
     def give(self, buffer: bytearray) -> None:
         with self._cond:
+            if any(free is buffer for free in self._free):
+                # Two pieces would be read into one buffer: corrupt data, sent as it is.
+                raise InternalError("internal: a piece buffer was given back twice")
             self._free.append(buffer)
             self._cond.notify()
 
@@ -435,7 +439,7 @@ class _Stream:
             headers["If-Match"] = self.etag
         response = source.get(headers)
         if response.status != 206:  # noqa: PLR2004
-            response.read()
+            source.close()  # not reading what may be the whole file
             self._refuse(response, wanted=f"bytes {start}-{end}")
         if not response.getheader("Content-Range", "").startswith(f"bytes {start}-{end}/"):
             source.close()
@@ -499,7 +503,7 @@ class _Stream:
     def _get_whole(self, source: _Source) -> http.client.HTTPResponse:
         response = source.get({})
         if response.status in _TRANSIENT_READ:
-            response.read()
+            source.close()
             raise PageWriteError(response.status, "", response.reason or "", dict(response.headers))
         _check_status(response.status, response.headers, self.shown)
         if response.length is not None and response.length != self.size:
@@ -515,13 +519,14 @@ class _Stream:
     def piece_read(self, offset: int, buffer: bytearray, length: int) -> None:
         """Hand a piece's non-zero runs to the writers and the piece to the digest."""
         runs = list(vhd.sector_runs(buffer, 0, length))
-        piece = _Piece(offset, buffer, holds=bool(runs) + (self.digest is not None))
+        holds = bool(runs) + (self.digest is not None)
+        piece = _Piece(offset, buffer, holds=holds)
+        if not holds:
+            self.buffers.give(buffer)
         if runs:
             self.writers.submit(self.write, piece, runs)
         if self.digest is not None:
             self.digest.add(offset // PIECE, memoryview(buffer)[:length], lambda: self.free(piece))
-        if not piece.holds:
-            self.buffers.give(buffer)
         with self.lock:
             self.done += length
             self.sink.update(self.done, self.bytes_sent)
