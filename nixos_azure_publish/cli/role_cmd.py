@@ -25,8 +25,7 @@ SUBSCRIPTION_ENV = "AZURE_SUBSCRIPTION_ID"
     "--import",
     "import_",
     is_flag=True,
-    help="Also the rights `import` reads community gallery sources with (the role is then"
-    " exactly what import, status and gc use).",
+    help="Also the rights `import` reads community gallery sources with.",
 )
 @click.option("--name", default=role.DEFAULT_NAME, show_default=True, help="The role's name.")
 def role_definition_command(
