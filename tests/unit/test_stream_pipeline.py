@@ -3,6 +3,7 @@ and a bounded set of buffers that is never handed out twice."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import threading
@@ -23,7 +24,7 @@ def test_pieces_completed_in_any_order_are_hashed_in_file_order():
 
     def add(indexes: list[int]) -> None:
         for index in indexes:
-            digest.add(index, memoryview(pieces[index]), lambda i=index: done.append(i))
+            digest.add(index, memoryview(pieces[index]), functools.partial(done.append, index))
 
     threads = [threading.Thread(target=add, args=(order[n::4],)) for n in range(4)]
     for thread in threads:
