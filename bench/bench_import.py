@@ -174,14 +174,6 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(4 * MiB):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_only(url: str, size: int, readers: int, ca_cert: Path) -> int:
     """The floor of a stream: every byte of the URL read over TLS and dropped, with
     *readers* ranged GETs at once into reused buffers (no zero search, no writes)."""
@@ -323,6 +315,10 @@ def run_all(
     server.start()
     try:
         url = f"https://127.0.0.1:{ready.get(timeout=30)}/disk.vhd"
+        sha256 = None
+        if args.sha256:
+            with image.open("rb") as handle:
+                sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
         bench = Bench(
             image=image,
             emulator=emulator,
@@ -332,7 +328,7 @@ def run_all(
             url=url,
             found=probe(url, connection_verify=str(ca_cert)),
             readers=args.readers,
-            sha256=file_sha256(image) if args.sha256 else None,
+            sha256=sha256,
         )
         for run in range(args.runs):
             order = ["upload", "stream", *(["read"] if args.floor else [])]
