@@ -78,7 +78,7 @@ def community_image(report: dict[str, Any]) -> str:
     return str(report["communityImageId"]).rsplit("/Versions/", 1)[0]
 
 
-class _VhdHandler(http.server.BaseHTTPRequestHandler):
+class VhdHandler(http.server.BaseHTTPRequestHandler):
     """Serves one file with HEAD, GET and single byte ranges, as a web server or blob does."""
 
     path_served: Path
@@ -115,11 +115,14 @@ class _VhdHandler(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def https_file(emulator: Emulator, path: Path) -> Iterator[tuple[str, list[str]]]:
-    """*path* served over HTTPS with the emulator's certificate (which the tool trusts)."""
+def https_file(
+    emulator: Emulator, path: Path, handler: type[VhdHandler] = VhdHandler
+) -> Iterator[tuple[str, list[str]]]:
+    """*path* served over HTTPS with the emulator's certificate (which the tool trusts),
+    by *handler*; the requests it saw are listed as they come."""
     seen: list[str] = []
-    handler = type("Handler", (_VhdHandler,), {"path_served": path, "requests": seen})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    serving = type("Handler", (handler,), {"path_served": path, "requests": seen})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), serving)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(emulator.ca_cert, emulator.ca_cert.parent / "emulator-key.pem")
     server.socket = context.wrap_socket(server.socket, server_side=True)

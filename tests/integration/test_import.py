@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 from azure.core.exceptions import HttpResponseError
@@ -23,12 +23,13 @@ from tests.helpers.importing import (
     MINE,
     MY_DEFINITION,
     MY_GALLERY,
+    VhdHandler,
     community_image,
     https_file,
     my_target,
     release,
 )
-from tests.helpers.publishing import compute, create_definition, writes
+from tests.helpers.publishing import compute, create_definition, run, writes
 from tests.helpers.targets import GROUP
 
 if TYPE_CHECKING:
@@ -362,3 +363,133 @@ def test_the_emulator_finds_a_community_source_only_once_shared(
     ).result()
     error = _version_from(emulator, {"communityGalleryImageId": source}, location="northeurope")
     assert error.error.code == "NotFound"
+
+
+class _RangedVhdHandler(VhdHandler):
+    """A server that says it serves byte ranges, over keep-alive connections."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _headers(self, status: int, length: int, extra: dict[str, str]) -> None:
+        super()._headers(status, length, {"Accept-Ranges": "bytes", **extra})
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.headers.get("Range", "").startswith("bytes=0-"):
+            self.requests.append(f"If-Match {self.headers.get('If-Match')}")
+        super().do_GET()
+
+
+def _disk_bytes(emulator: Emulator) -> bytes:
+    """The whole of the user's upload disk that holds a complete upload."""
+    sdk = clients(emulator)
+    (disk,) = [
+        d
+        for d in sdk.compute.disks.list_by_resource_group(MINE)
+        if "nixos-azure-publish.upload" in (d.tags or {})
+    ]
+    grant = sdk.compute.disks.begin_grant_access(
+        MINE, str(disk.name), {"access": "Read", "durationInSeconds": 600}
+    ).result()
+    try:
+        return BlobClient.from_blob_url(str(grant.access_sas)).download_blob().readall()
+    finally:
+        sdk.compute.disks.begin_revoke_access(MINE, str(disk.name)).result()
+
+
+def test_a_url_that_serves_ranges_is_read_in_parallel_ranged_gets(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    emulator.settings.replication_seconds = 0.1
+    image = make_image(tmp_path / "img", seed=93, size_mib=40, data_mib=9)
+    size = image.stat().st_size
+    data = sum(e.length for e in vhd.data_extents(image))
+    target = my_target(tmp_path, cleanup={"deleteUploadDisk": False})
+    with https_file(emulator, image, _RangedVhdHandler) as (url, seen):
+        # A wrong --sha256 is caught over pieces that arrive in any order.
+        code, _, err = run(
+            emulator, monkeypatch, capsys, "import", url, "--config", str(target),
+            "--sha256", "0" * 64,
+        )  # fmt: skip
+        assert code == ExitCode.INVALID_IMAGE, err
+        del seen[:]
+        digest = hashlib.sha256(image.read_bytes()).hexdigest()
+        code, report, err = run(
+            emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target),
+            "--sha256", digest,
+        )  # fmt: skip
+    assert code == 0, err
+    assert report["upload"]["bytesSent"] == data
+    # No GET of the whole file: one ranged GET per 4 MiB piece, each bound to the ETag.
+    gets = [r for r in seen if r.startswith("GET")]
+    piece = 4 * 1024 * 1024
+    wanted = [f"bytes={lo}-{min(size, lo + piece) - 1}" for lo in range(0, size, piece)]
+    footer = f"bytes={size - 512}-{size - 1}"  # the probe's, then the last piece's
+    assert sorted(r.split(" ", 2)[2] for r in gets) == sorted([*wanted, footer])
+    assert 'If-Match "v1"' in seen
+    assert _disk_bytes(emulator) == image.read_bytes()
+
+
+class _FlakyRangedVhdHandler(_RangedVhdHandler):
+    """Breaks off the first answer for the second piece halfway through its body."""
+
+    broken: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        wanted = self.headers.get("Range", "")
+        if wanted.startswith("bytes=4194304-") and not self.broken:
+            self.broken.append(wanted)
+            self.requests.append(f"GET {self.path} {wanted} (broken)")
+            size = self.path_served.stat().st_size
+            self._headers(206, 4 * 1024 * 1024, {"Content-Range": f"bytes {wanted[6:]}/{size}"})
+            self.wfile.write(bytes(1024 * 1024))
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+def test_a_ranged_read_that_breaks_off_is_retried_alone(emulator, tmp_path, monkeypatch, capsys):
+    emulator.settings.replication_seconds = 0.1
+    image = make_image(tmp_path / "img", seed=94, size_mib=24, data_mib=6)
+    target = my_target(tmp_path, cleanup={"deleteUploadDisk": False})
+    monkeypatch.setattr(_FlakyRangedVhdHandler, "broken", [])
+    with https_file(emulator, image, _FlakyRangedVhdHandler) as (url, seen):
+        code, report, err = run(
+            emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target)
+        )
+    assert code == 0, err
+    assert report["upload"]["rangesRetried"] >= 1
+    second = [r for r in seen if "bytes=4194304-" in r]
+    assert len(second) == 2, seen
+    assert second[0].endswith("(broken)")
+    assert len([r for r in seen if "bytes=0-" in r]) == 1  # nothing else read again
+    assert _disk_bytes(emulator) == image.read_bytes()
+
+
+class _ChangingVhdHandler(_RangedVhdHandler):
+    """The file is replaced (a new ETag) after the first pieces were read."""
+
+    served: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.headers.get("If-Match"):
+            self.served.append(self.headers["Range"])
+            if len(self.served) > 2:
+                self.send_response(412)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        super().do_GET()
+
+
+def test_a_url_whose_content_changes_midway_is_refused(emulator, tmp_path, monkeypatch, capsys):
+    image = make_image(tmp_path / "img", seed=95, size_mib=24)
+    target = my_target(tmp_path)
+    monkeypatch.setattr(_ChangingVhdHandler, "served", [])
+    with https_file(emulator, image, _ChangingVhdHandler) as (url, _):
+        code, _, err = run(emulator, monkeypatch, capsys, "import", url, "--config", str(target))
+    assert code == ExitCode.INVALID_IMAGE, err
+    assert 'changed while it was read (its ETag is no longer "v1")' in err
+    assert "SECRET" not in err
+    # The upload disk stays unfinished (not marked complete): a rerun replaces it.
+    (disk,) = compute(emulator).disks.list_by_resource_group(MINE)
+    assert "nixos-azure-publish.upload" not in (disk.tags or {})
