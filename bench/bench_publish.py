@@ -18,21 +18,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from nixos_azure_publish import vhd
-from nixos_azure_publish.emulator.server import Emulator, run_emulator
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the publisher helpers of the test suite
+
+from nixos_azure_publish import vhd  # noqa: E402
+from nixos_azure_publish.emulator.server import Emulator, run_emulator  # noqa: E402
+from tests.helpers.publishing import run_publisher, wait_for_line, writes  # noqa: E402
 
 MiB = 1024 * 1024
-WRITES = {"PUT", "POST", "PATCH", "DELETE"}
 
 
 def make_image(folder: Path, *, size_mib: int, data_mib: int, seed: int) -> Path:
@@ -66,47 +67,33 @@ def write_target(folder: Path, image: Path) -> Path:
     return path
 
 
-def command(target: Path, state: Path) -> list[str]:
-    return [
-        sys.executable, "-m", "nixos_azure_publish", "-v", "--json", "publish",
-        "--config", str(target), "--state-dir", str(state),
-    ]  # fmt: skip
-
-
-def environ(emulator: Emulator) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(emulator.environ)
-    env.pop("GITHUB_STEP_SUMMARY", None)
-    return env
-
-
 def timed_publish(
     emulator: Emulator, target: Path, state: Path
 ) -> tuple[float, dict[str, Any], int]:
     before = len(emulator.requests)
     began = time.monotonic()
-    proc = subprocess.run(
-        command(target, state), env=environ(emulator), capture_output=True, text=True, check=False
-    )
+    proc = run_publisher(emulator, target, state)
+    out, err = proc.communicate()
     seconds = time.monotonic() - began
     if proc.returncode != 0:
-        sys.exit(f"publish failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    writes = sum(1 for r in list(emulator.requests)[before:] if r.method in WRITES)
-    return seconds, json.loads(proc.stdout), writes
+        sys.exit(f"publish failed ({proc.returncode}):\n{err[-3000:]}")
+    return seconds, json.loads(out), len(writes(emulator, before))
 
 
 def killed_during_upload(emulator: Emulator, target: Path, state: Path, *, after: float) -> None:
-    proc = subprocess.Popen(
-        command(target, state), env=environ(emulator), stderr=subprocess.PIPE, text=True,
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "upload.engine: uploading" in line:
-            time.sleep(after)
-            break
+    proc = run_publisher(emulator, target, state)
+    wait_for_line(proc, "upload.engine: uploading")
+    time.sleep(after)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def print_table(rows: list[tuple[str, str]]) -> None:
+    """The measurements as a Markdown table (bench/RESULTS.md keeps them)."""
+    print("| measurement | value |")
+    print("|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
 
 
 def main() -> None:
@@ -157,10 +144,7 @@ def main() -> None:
                 ("  bytes sent by the resumed run / data bytes", f"{sent:,} / {total:,}"),
                 ("resume / fresh", f"{resumed / fresh:.2f}"),
             ]
-        print("| measurement | value |")
-        print("|---|---|")
-        for name, value in rows:
-            print(f"| {name} | {value} |")
+        print_table(rows)
 
 
 if __name__ == "__main__":

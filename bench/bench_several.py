@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,9 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_publish import make_image
+from bench_publish import make_image, print_table
 
 from nixos_azure_publish.emulator.server import Emulator, run_emulator
+from tests.helpers.publishing import env_for, grants
 
 TARGETS = (("a", 1), ("b", 1), ("c", 2), ("d", 2))
 
@@ -49,18 +49,8 @@ def write_target(folder: Path, image: Path, name: str, group: str) -> Path:
     return path
 
 
-def grants(emulator: Emulator, since: int) -> int:
-    return sum(
-        1
-        for r in list(emulator.requests)[since:]
-        if r.method == "POST" and r.path.split("?")[0].endswith("/beginGetAccess")
-    )
-
-
 def timed(emulator: Emulator, args: list[str], state: Path) -> tuple[float, dict[str, Any], int]:
-    env = dict(os.environ)
-    env.update(emulator.environ)
-    env.pop("GITHUB_STEP_SUMMARY", None)
+    env = env_for(emulator)
     command = [
         sys.executable, "-m", "nixos_azure_publish", "--json", "publish", *args,
         "--state-dir", str(state),
@@ -71,7 +61,7 @@ def timed(emulator: Emulator, args: list[str], state: Path) -> tuple[float, dict
     seconds = time.monotonic() - began
     if proc.returncode != 0:
         sys.exit(f"publish failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return seconds, json.loads(proc.stdout), grants(emulator, before)
+    return seconds, json.loads(proc.stdout), len(grants(emulator, before))
 
 
 def main() -> None:
@@ -117,10 +107,7 @@ def main() -> None:
             ("one run / slowest single publish", f"{several / slowest:.2f}x"),
             ("one run / sum of the single publishes", f"{several / sum(single.values()):.2f}x"),
         ]
-        print("| measurement | value |")
-        print("|---|---|")
-        for name, value in rows:
-            print(f"| {name} | {value} |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ from nixos_azure_publish.errors import UsageError
 # publish: resource group, upload disk (+ write SAS), gallery (+ community sharing), image
 # definition, managed image (optional, or a Trusted Launch version's source, deleted with the
 # disk), image version, replication; retention and cleanup. `status` reads a subset; `gc`
-# deletes what publish left. An import from a URL uses the same disk rights; one from a
-# gallery version reads it (versions/read).
+# deletes what publish left. `import` uses every one of them too (a URL source goes through
+# an upload disk and, if asked, a managed image; a gallery version source is read with
+# versions/read), plus IMPORT below: the test derives both lists from the traffic.
 PUBLISH: Final = (
     # The regions the subscription offers, checked before anything is created; effective
     # only where the role is assigned at the subscription (elsewhere the check is skipped).
@@ -64,7 +65,8 @@ SMOKE_TEST: Final = (
     "Microsoft.Network/networkInterfaces/join/action",
 )
 
-# `import` from a community gallery reads the community image and its versions.
+# `import` from a community gallery reads the community image and its versions: with
+# PUBLISH, exactly what `import` (any source), `status` and `gc` use.
 IMPORT: Final = (
     "Microsoft.Compute/locations/communityGalleries/images/read",
     "Microsoft.Compute/locations/communityGalleries/images/versions/read",

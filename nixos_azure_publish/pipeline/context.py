@@ -96,6 +96,10 @@ class Context:
     extra_tags: dict[str, str] = field(default_factory=dict)
     # An import from a URL that is an Azure blob (its x-ms-blob-type): copied server-side.
     source_blob_type: str | None = None
+    # An import from any other URL: whether it serves byte ranges (read in parallel) and
+    # its strong ETag (each ranged read must match it).
+    source_ranges: bool = False
+    source_etag: str | None = None
 
     @property
     def target(self) -> PublishTarget:

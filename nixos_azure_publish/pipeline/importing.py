@@ -168,6 +168,7 @@ class ProbeUrl(ReadStep):
         ctx.content = names.ContentId(hash=digest[:32], store_path=None)
         ctx.data_bytes = found.size
         ctx.source_blob_type = found.blob_type
+        ctx.source_ranges, ctx.source_etag = found.ranges, found.etag
         ctx.extra_tags = {names.TAG_SOURCE: found.url, names.TAG_SOURCE_VERSION: version[:256]}
         ctx.report.source = f"{found.url}@{version}"
         ctx.report.store_hash = ctx.content.hash
@@ -211,6 +212,8 @@ class StreamUpload(Upload):
             sas_url=sas,
             size=ctx.info.file_size,
             sha256=ctx.input.sha256,
+            ranges=ctx.source_ranges,
+            etag=ctx.source_etag,
             concurrency=ctx.target.upload.concurrency,
             connection_verify=verify,
             destination_verify=verify,

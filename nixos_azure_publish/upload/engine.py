@@ -436,6 +436,10 @@ def upload_vhd(
             verified=verified,
             ranges_cleared=c.ranges_cleared,
         )
+    except UploadError as error:
+        # What this attempt sent counts in the report of a run that resumes after it.
+        error.bytes_sent = engine.counters.bytes_sent
+        raise
     except KeyboardInterrupt:
         raise Interrupted(
             f"upload interrupted after sending {mib(engine.counters.bytes_sent)}",

@@ -90,7 +90,8 @@ def with_retries(
 ) -> _T:
     """*fn* (one request), retried with *policy*'s backoff while it fails transiently.
 
-    A permanent failure is raised as :func:`classify` words it; the last transient one
+    A :class:`PublishError` from *fn* passes unchanged; any other permanent failure is
+    raised as :func:`classify` words it; the last transient one
     as an :class:`UploadError` with *hint*. *stop* set: :class:`Interrupted`.
     *on_retry* runs before each wait (to count the retry). *source_url*: the blob a
     server-side copy reads (its refusals are the source's, not the destination's).
@@ -101,6 +102,8 @@ def with_retries(
             raise Interrupted("stopped")
         try:
             return fn()
+        except PublishError:
+            raise  # already worded for the user: not to be retried or reworded
         except Exception as error:  # noqa: BLE001 - classified right below
             verdict = classify(error, what=what, sas_url=sas_url, source_url=source_url)
         if not isinstance(verdict, Transient):

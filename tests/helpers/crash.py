@@ -1,6 +1,6 @@
-"""Killing a publisher or an importer mid-way: run it as its own process, wait for a log
-line or for the fault proxy to freeze its page writes, and SIGKILL it (no cleanup runs,
-as after a power cut or the OOM killer)."""
+"""Killing a publisher or an importer mid-way: run it as its own process, wait for the
+fault proxy to freeze its page writes, and SIGKILL it (no cleanup runs, as after a power
+cut or the OOM killer). A kill at a pipeline step is ``publishing.kill_in_step``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import contextlib
 import signal
 import subprocess
 import sys
-import threading
 import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -16,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import REPO
-from tests.helpers.publishing import env_for, run_publisher
+from tests.helpers.publishing import env_for
 from tests.integration.faultproxy import Faults, run_fault_proxy
 
 if TYPE_CHECKING:
@@ -27,41 +26,6 @@ if TYPE_CHECKING:
     from tests.integration.faultproxy import FaultProxy
 
 NO_PROXY_VARS = ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy")
-
-
-def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60) -> list[str]:
-    """Read stderr until a line contains *needle*; the lines read."""
-    assert proc.stderr is not None
-    seen: list[str] = []
-    found = threading.Event()
-
-    def reader() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            seen.append(line)
-            if needle in line:
-                found.set()
-                return
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    if not found.wait(timeout):
-        proc.kill()
-        pytest.fail(f"never saw {needle!r}; stderr:\n{''.join(seen)}")
-    return seen
-
-
-def kill_at_step(emulator: Emulator, target: Path, state: Path, step: str) -> None:
-    """Publish *target* in a process and SIGKILL it just after *step* starts."""
-    # Slow every ARM call a little so that the kill lands inside the step's requests.
-    emulator.faults.delay = 0.05
-    proc = run_publisher(emulator, target, state)
-    wait_for_line(proc, f"nixos_azure_publish.pipeline: {step}: starting")
-    time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    assert proc.returncode == -signal.SIGKILL
-    emulator.faults.delay = 0.0
 
 
 @contextlib.contextmanager

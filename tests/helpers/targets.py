@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import TYPE_CHECKING, Any
+
+from nixos_azure_publish.config import PublishTarget, load_target
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -11,12 +14,22 @@ if TYPE_CHECKING:
 GROUP = "nixos-images"
 GALLERY = "test_gallery"
 DEFINITION = "nixos-test"
+# A community gallery's sharing details (gallery.community), as the maintainers give them.
+COMMUNITY = {
+    "publicNamePrefix": "nixos",
+    "publisherUri": "https://nixos.org",
+    "publisherContact": "images@example.org",
+    "eula": "https://nixos.org/eula",
+}
 
 
-def write_target(folder: Path, image: Path, **overrides: Any) -> Path:
+def write_target(
+    folder: Path, image: Path | None, *, filename: str = "target.json", **overrides: Any
+) -> Path:
+    """A complete target into the emulator's gallery as *folder*/*filename*; *overrides*
+    replace its top-level keys. Without an *image* it names none (a flake or a job gives it)."""
     data: dict[str, Any] = {
         "name": "nixos-test",
-        "image": str(image),
         "resourceGroup": GROUP,
         "location": "westeurope",
         "hyperVGeneration": "V2",
@@ -30,8 +43,26 @@ def write_target(folder: Path, image: Path, **overrides: Any) -> Path:
         },
         "version": {"targetRegions": ["westeurope", {"name": "northeurope", "replicas": 2}]},
     }
+    if image is not None:
+        data["image"] = str(image)
     data.update(overrides)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "target.json"
+    path = folder / filename
     path.write_text(json.dumps(data))
     return path
+
+
+# The fewest keys a valid target has.
+MINIMAL: dict[str, Any] = {
+    "name": "t",
+    "resourceGroup": "rg",
+    "location": "westeurope",
+    "hyperVGeneration": "V2",
+    "gallery": {"name": "g"},
+    "imageDefinition": {"name": "d", "publisher": "p", "offer": "o", "sku": "s"},
+}
+
+
+def minimal_target(**overrides: Any) -> PublishTarget:
+    """A loaded target with only the required keys; *overrides* replace top-level keys."""
+    return load_target({**copy.deepcopy(MINIMAL), **overrides})

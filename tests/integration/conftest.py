@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import functools
-import json
-import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -18,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from nixos_azure_publish import nix
 from nixos_azure_publish.emulator import speccheck
 from nixos_azure_publish.emulator.azurite import Azurite, run_azurite
 from nixos_azure_publish.emulator.server import Emulator, run_emulator
 from tests import secretscan
 from tests.conftest import REPO, require_tool
+from tests.helpers.nix import nix_config, nix_eval
+from tests.helpers.publishing import Cli
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -56,14 +54,7 @@ def nix_offline_config() -> str:
 
     Asked without the caller's NIX_CONFIG, since the tests replace it with this.
     """
-    env = {k: v for k, v in os.environ.items() if k != "NIX_CONFIG"}
-    return subprocess.run(
-        [require_tool("bash"), str(REPO / "scripts" / "nix-config")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    return nix_config(None).strip()
 
 
 @pytest.fixture
@@ -107,6 +98,12 @@ def fixture_flake(tmp_path: Path, nix_env: None) -> Callable[[str], str]:
     return copy
 
 
+@pytest.fixture
+def publish_flake(fixture_flake: Callable[[str], str]) -> str:
+    """The fixture flake ``publish`` (targets of every kind, some broken on purpose)."""
+    return fixture_flake("publish")
+
+
 STUB_NIXPKGS = FIXTURE_FLAKES / "nixpkgs-stub"
 
 
@@ -134,23 +131,15 @@ def flake_with_nixpkgs(tmp_path: Path, nix_env: None) -> Callable[..., Callable[
             (root / "nixpkgs" / "release.nix").write_text(f'"{release}"\n', encoding="utf-8")
 
         def run(attr: str, *extra: str, check: bool = True) -> Any:
-            argv = nix.command_line(
-                [
-                    "eval",
-                    "--json",
-                    "--no-write-lock-file",
-                    "--override-input",
-                    "nixpkgs",
-                    f"path:{root / 'nixpkgs'}",
-                    *extra,
-                    f"path:{dest}#{attr}",
-                ]
+            return nix_eval(
+                "--no-write-lock-file",
+                "--override-input",
+                "nixpkgs",
+                f"path:{root / 'nixpkgs'}",
+                *extra,
+                f"path:{dest}#{attr}",
+                check=check,
             )
-            result = subprocess.run(argv, capture_output=True, text=True, check=False)
-            if not check:
-                return result
-            assert result.returncode == 0, result.stderr
-            return json.loads(result.stdout)
 
         return run
 
@@ -235,6 +224,17 @@ def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "xdg-state"
     monkeypatch.setenv("XDG_STATE_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def cli(
+    emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Cli:
+    """The CLI in-process against the emulator (see ``tests.helpers.publishing.Cli``)."""
+    return Cli(emulator, tmp_path, monkeypatch, capsys)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ does not exist, which is what Nix sees on a fresh one.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -18,27 +17,13 @@ import pytest
 
 from nixos_azure_publish import nix
 from tests.conftest import REPO, require_tool
+from tests.helpers.nix import example_env, nix_config, run_example
 
 MISSING_GROUP = "nixos-azure-publish-no-such-group"
 FRESH = f"build-users-group = {MISSING_GROUP}"
 
 
-def nix_config(caller: str | None) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "NIX_CONFIG"}
-    if caller is not None:
-        env["NIX_CONFIG"] = caller
-    return subprocess.run(
-        [require_tool("bash"), str(REPO / "scripts" / "nix-config")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-
-
-@pytest.fixture(autouse=True)
-def _nix(nix_env):
-    pass
+pytestmark = pytest.mark.usefixtures("nix_env")
 
 
 def test_the_settings_build_as_the_caller_only_where_the_group_is_missing():
@@ -67,12 +52,7 @@ def test_a_build_without_build_users_fails_with_a_hint_and_passes_with_the_setti
 
 def test_the_main_job_works_on_a_fresh_machine(tmp_path):
     target = "example-aarch64" if platform.machine() in {"aarch64", "arm64"} else "example"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("NIXOS_AZURE_PUBLISH_") and k != "GITHUB_STEP_SUMMARY"
-    }
-    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    env = example_env(tmp_path)
     env["NIX_CONFIG"] = FRESH
     # The example image must really be built: delete it from the store when it is there.
     image = subprocess.run(
@@ -94,17 +74,7 @@ def test_the_main_job_works_on_a_fresh_machine(tmp_path):
             check=False,
         )
     deleted = not os.path.exists(image)  # noqa: PTH110 - a store path, not ours
-    proc = subprocess.run(
-        [require_tool("bash"), "scripts/example", "--json"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = run_example(env)
     if deleted:  # else another process held it: built before, still a valid run
         assert os.path.exists(image)  # noqa: PTH110
-    report = json.loads(proc.stdout)
     assert report["status"] == "published"

@@ -6,84 +6,56 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from azure.mgmt.network import NetworkManagementClient
 
 from nixos_azure_publish.azure import names
 from nixos_azure_publish.azure.vm import TAG_SMOKE_RUN
 from nixos_azure_publish.emulator.testing import clients
-from tests.helpers.images import make_image
-from tests.helpers.publishing import compute, images, publish, versions, writes
+from tests.helpers.publishing import (
+    compute,
+    images,
+    network,
+    versions,
+    writes,
+)
 from tests.helpers.targets import GROUP, write_target
-from tests.integration.test_status import run
+
+pytestmark = pytest.mark.usefixtures("state_home")
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from nixos_azure_publish.emulator.server import Emulator
 
 
-@pytest.fixture(autouse=True)
-def _state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
-
-
-def _network(emulator: Emulator) -> NetworkManagementClient:
-    return NetworkManagementClient(
-        emulator.credential(), emulator.subscription_id, **emulator.client_kwargs()
-    )
+def _create(begin: Any, name: str, tags: dict[str, str], **body: Any) -> None:
+    """Create a resource of the target's group as someone else would (a dict body)."""
+    begin(GROUP, name, {"location": "westeurope", "tags": tags, **body}).result()
 
 
 def _vnet(emulator: Emulator, name: str, tags: dict[str, str]) -> None:
-    begin: Any = _network(emulator).virtual_networks.begin_create_or_update  # a dict body
-    begin(
-        GROUP,
-        name,
-        {
-            "location": "westeurope",
-            "tags": tags,
-            "properties": {"addressSpace": {"addressPrefixes": ["10.213.0.0/24"]}},
-        },
-    ).result()
+    address_space = {"addressPrefixes": ["10.213.0.0/24"]}
+    begin = network(emulator).virtual_networks.begin_create_or_update
+    _create(begin, name, tags, properties={"addressSpace": address_space})
 
 
 def _disk(emulator: Emulator, name: str, tags: dict[str, str]) -> None:
-    begin: Any = compute(emulator).disks.begin_create_or_update  # a dict body
-    begin(
-        GROUP,
+    creation = {"createOption": "Upload", "uploadSizeBytes": 20 * 1024**2 + 512}
+    _create(
+        compute(emulator).disks.begin_create_or_update,
         name,
-        {
-            "location": "westeurope",
-            "tags": tags,
-            "sku": {"name": "Standard_LRS"},
-            "properties": {
-                "osType": "Linux",
-                "hyperVGeneration": "V2",
-                "creationData": {"createOption": "Upload", "uploadSizeBytes": 20 * 1024**2 + 512},
-            },
-        },
-    ).result()
+        tags,
+        sku={"name": "Standard_LRS"},
+        properties={"osType": "Linux", "hyperVGeneration": "V2", "creationData": creation},
+    )
 
 
 def _kinds(items: list[dict[str, Any]]) -> set[tuple[str, str]]:
     return {(i["kind"], i["name"]) for i in items}
 
 
-def test_gc_deletes_retention_victims_and_old_leftovers_only(
-    emulator, tmp_path, monkeypatch, capsys
-):
+def test_gc_deletes_retention_victims_and_old_leftovers_only(emulator, cli, tmp_path):
     emulator.settings.replication_seconds = 0.1
     made = []
     for seed in (71, 72):
-        folder = tmp_path / f"p{seed}"
-        image = make_image(folder / "img", seed=seed, size_mib=24)
-        target = write_target(
-            folder,
-            image,
-            version={"targetRegions": ["westeurope"]},
-            managedImage={"enable": True},
-        )
-        code, report = publish(emulator, monkeypatch, capsys, "--config", str(target))
-        assert code == 0, report
+        _, report = cli.publish_seed(seed, regions=("westeurope",), managedImage={"enable": True})
         made.append((str(report["version"]), str(report["storeHash"])))
     (old_version, old_hash), (new_version, new_hash) = made
     # The gc target: the same destination, keeping the newest version only.
@@ -118,9 +90,7 @@ def test_gc_deletes_retention_victims_and_old_leftovers_only(
 
     # A dry run lists and writes nothing; with the default age only the old run is a leftover.
     before = len(emulator.requests)
-    code, plan, _ = run(
-        emulator, monkeypatch, capsys, "--json", "gc", "--config", str(gc_target), "--dry-run"
-    )
+    code, plan, _ = cli.on("gc", gc_target, "--dry-run")
     assert code == 0, plan
     assert writes(emulator, before) == []
     assert plan["dryRun"] is True
@@ -138,17 +108,7 @@ def test_gc_deletes_retention_victims_and_old_leftovers_only(
     assert "other-target" not in kept
 
     # For real, with every leftover old enough.
-    code, done, _ = run(
-        emulator,
-        monkeypatch,
-        capsys,
-        "--json",
-        "gc",
-        "--config",
-        str(gc_target),
-        "--older-than",
-        "0",
-    )
+    code, done, _ = cli.on("gc", gc_target, "--older-than", "0")
     assert code == 0, done
     assert _kinds(done["deleted"]) == {
         ("image version", old_version),
@@ -164,20 +124,20 @@ def test_gc_deletes_retention_victims_and_old_leftovers_only(
         "nixos-test-writing",
         "other-target",
     }
-    assert [v.name for v in _network(emulator).virtual_networks.list(GROUP)] == []
+    assert [v.name for v in network(emulator).virtual_networks.list(GROUP)] == []
 
     # A rerun has nothing left to delete and writes nothing.
     before = len(emulator.requests)
-    code, text, _ = run(emulator, monkeypatch, capsys, "gc", "--config", str(gc_target))
+    code, text, _ = cli.on("gc", gc_target, as_json=False)
     assert code == 0, text
     assert text.startswith("nothing to delete for target nixos-test")
     assert writes(emulator, before) == []
 
 
-def test_gc_keeps_upload_disks_when_the_target_keeps_them(emulator, tmp_path, monkeypatch, capsys):
+def test_gc_keeps_upload_disks_when_the_target_keeps_them(emulator, cli, tmp_path):
     target = write_target(tmp_path, tmp_path / "nothing.vhd", cleanup={"deleteUploadDisk": False})
     # No resource group yet: nothing to do, and no error.
-    code, done, _ = run(emulator, monkeypatch, capsys, "--json", "gc", "--config", str(target))
+    code, done, _ = cli.on("gc", target)
     assert code == 0, done
     assert done == {
         "target": "nixos-test",
@@ -190,9 +150,7 @@ def test_gc_keeps_upload_disks_when_the_target_keeps_them(emulator, tmp_path, mo
     _disk(
         emulator, "nixos-test-kept", {names.TAG_TARGET: "nixos-test", names.TAG_CONTENT: "d" * 32}
     )
-    code, done, _ = run(
-        emulator, monkeypatch, capsys, "--json", "gc", "--config", str(target), "--older-than", "0"
-    )
+    code, done, _ = cli.on("gc", target, "--older-than", "0")
     assert code == 0, done
     assert done["deleted"] == []
     assert {i["name"]: i["reason"] for i in done["kept"]} == {

@@ -7,14 +7,9 @@ names another resource group, gallery and definition.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import http.server
 import json
-import shutil
-import ssl
-import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 from azure.core.exceptions import HttpResponseError
@@ -24,99 +19,32 @@ from nixos_azure_publish import vhd
 from nixos_azure_publish.emulator.testing import clients
 from nixos_azure_publish.errors import ExitCode
 from tests.helpers.images import make_image
-from tests.helpers.publishing import compute, publish, writes
-from tests.helpers.targets import GROUP, write_target
-from tests.integration.test_status import run
+from tests.helpers.importing import (
+    MINE,
+    MY_DEFINITION,
+    MY_GALLERY,
+    VhdHandler,
+    community_image,
+    https_file,
+    my_target,
+    release,
+)
+from tests.helpers.publishing import compute, create_definition, run, writes
+from tests.helpers.targets import GROUP
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
-
     from nixos_azure_publish.emulator.server import Emulator
 
-COMMUNITY = {
-    "publicNamePrefix": "nixos",
-    "publisherUri": "https://nixos.org",
-    "publisherContact": "images@example.org",
-    "eula": "https://nixos.org/eula",
-}
-MINE = "my-images"
-MY_GALLERY = "my_gallery"
-MY_DEFINITION = "nixos"
+pytestmark = pytest.mark.usefixtures("state_home")
 
 
-@pytest.fixture(autouse=True)
-def _state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
-
-
-def release(
-    emulator: Emulator,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    seed: int,
-    **version: Any,
-) -> dict[str, Any]:
-    """The maintainers publish a version into their community gallery; its report."""
-    folder = tmp_path / f"release{seed}"
-    image = make_image(folder / "img", seed=seed, size_mib=24)
-    target = write_target(
-        folder,
-        image,
-        gallery={"name": "test_gallery", "community": COMMUNITY},
-        version={"targetRegions": ["westeurope", "northeurope"], **version},
-    )
-    code, report = publish(emulator, monkeypatch, capsys, "--config", str(target))
-    assert code == 0, report
-    return report
-
-
-def my_target(tmp_path: Path, **overrides: Any) -> Path:
-    """The user's target: their own group, gallery and definition; no image."""
-    data: dict[str, Any] = {
-        "name": "imported",
-        "resourceGroup": MINE,
-        "location": "northeurope",
-        "hyperVGeneration": "V2",
-        "gallery": {"name": MY_GALLERY},
-        "imageDefinition": {
-            "name": MY_DEFINITION,
-            "publisher": "me",
-            "offer": "NixOS",
-            "sku": "25.05",
-        },
-        "version": {"targetRegions": ["northeurope"]},
-    }
-    data.update(overrides)
-    path = tmp_path / "mine" / "target.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
-    return path
-
-
-def community_image(report: dict[str, Any]) -> str:
-    """The community image of a release, without its version."""
-    return str(report["communityImageId"]).rsplit("/Versions/", 1)[0]
-
-
-def test_a_dry_run_resolves_latest_and_writes_nothing(emulator, tmp_path, monkeypatch, capsys):
+def test_a_dry_run_resolves_latest_and_writes_nothing(emulator, cli, tmp_path, monkeypatch, capsys):
     emulator.settings.replication_seconds = 0.1
     first = release(emulator, tmp_path, monkeypatch, capsys, 81)
     release(emulator, tmp_path, monkeypatch, capsys, 82, excludeFromLatest=True)
     target = my_target(tmp_path)
     before = len(emulator.requests)
-    code, plan, _ = run(
-        emulator,
-        monkeypatch,
-        capsys,
-        "--json",
-        "import",
-        community_image(first),
-        "--config",
-        str(target),
-        "--dry-run",
-    )
+    code, plan, _ = cli.on("import", target, community_image(first), "--dry-run")
     assert code == 0, plan
     assert writes(emulator, before) == []
     assert plan["status"] == "planned"
@@ -126,10 +54,7 @@ def test_a_dry_run_resolves_latest_and_writes_nothing(emulator, tmp_path, monkey
     actions = {(r["kind"], r["name"]): r["action"] for r in plan["resources"]}
     assert actions[("resource group", MINE)] == "would-create"
     assert actions[("image definition", MY_DEFINITION)] == "would-create"
-    code, text, _ = run(
-        emulator, monkeypatch, capsys, "import", community_image(first), "--config", str(target),
-        "--dry-run",
-    )  # fmt: skip
+    code, text, _ = cli.on("import", target, community_image(first), "--dry-run", as_json=False)
     assert f"source:        {community_image(first)}@{first['version']}" in text
     steps = {s["name"]: s["detail"] for s in plan["steps"]}
     assert steps["resolve source"].startswith(f"community {community_image(first)} version")
@@ -137,7 +62,7 @@ def test_a_dry_run_resolves_latest_and_writes_nothing(emulator, tmp_path, monkey
 
 
 def test_a_target_that_contradicts_the_source_is_refused_before_any_write(
-    emulator, tmp_path, monkeypatch, capsys
+    emulator, cli, tmp_path, monkeypatch, capsys
 ):
     emulator.settings.replication_seconds = 0.1
     first = release(emulator, tmp_path, monkeypatch, capsys, 83)
@@ -153,105 +78,33 @@ def test_a_target_that_contradicts_the_source_is_refused_before_any_write(
         },
     )
     before = len(emulator.requests)
-    code, error, err = run(
-        emulator,
-        monkeypatch,
-        capsys,
-        "--json",
-        "import",
-        community_image(first),
-        "--config",
-        str(target),
-    )
+    code, error, err = cli.on("import", target, community_image(first))
     assert code == ExitCode.USAGE, error
     assert writes(emulator, before) == []
     assert "hyperVGeneration: the target says V1, the source is V2" in err
     assert "imageDefinition.securityType: the target says Standard" in err
 
 
-def test_an_unknown_source_is_a_usage_error(emulator, tmp_path, monkeypatch, capsys):
+def test_an_unknown_source_is_a_usage_error(cli, tmp_path):
     target = my_target(tmp_path)
     for source in ("/CommunityGalleries/x/Images/y/Versions/1.2", "ftp://example.org/a.vhd"):
-        code, _, err = run(emulator, monkeypatch, capsys, "import", source, "--config", str(target))
+        code, _, err = cli.on("import", target, source, as_json=False)
         assert code == ExitCode.USAGE
         assert err.startswith("error: ")
 
 
-def test_a_missing_community_version_says_so(emulator, tmp_path, monkeypatch, capsys):
+def test_a_missing_community_version_says_so(emulator, cli, tmp_path, monkeypatch, capsys):
     emulator.settings.replication_seconds = 0.1
     first = release(emulator, tmp_path, monkeypatch, capsys, 84)
     target = my_target(tmp_path)
-    code, _, err = run(
-        emulator,
-        monkeypatch,
-        capsys,
-        "import",
-        community_image(first) + "/Versions/9.9.9",
-        "--config",
-        str(target),
-        "--dry-run",
+    code, _, err = cli.on(
+        "import", target, community_image(first) + "/Versions/9.9.9", "--dry-run", as_json=False
     )
     assert code == ExitCode.AZURE
     assert "/Versions/9.9.9 is not found in northeurope" in err
 
 
-class _VhdHandler(http.server.BaseHTTPRequestHandler):
-    """Serves one file with HEAD, GET and single byte ranges, as a web server or blob does."""
-
-    path_served: Path
-    requests: list[str]
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
-        del format, args
-
-    def _headers(self, status: int, length: int, extra: dict[str, str]) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(length))
-        self.send_header("ETag", '"v1"')
-        for key, value in extra.items():
-            self.send_header(key, value)
-        self.end_headers()
-
-    def do_HEAD(self) -> None:
-        self.requests.append(f"HEAD {self.path}")
-        self._headers(200, self.path_served.stat().st_size, {})
-
-    def do_GET(self) -> None:
-        self.requests.append(f"GET {self.path} {self.headers.get('Range', '')}")
-        size = self.path_served.stat().st_size
-        wanted = self.headers.get("Range")
-        with self.path_served.open("rb") as handle:
-            if wanted:
-                lo, hi = (int(x) for x in wanted.removeprefix("bytes=").split("-"))
-                handle.seek(lo)
-                self._headers(206, hi - lo + 1, {"Content-Range": f"bytes {lo}-{hi}/{size}"})
-                self.wfile.write(handle.read(hi - lo + 1))
-                return
-            self._headers(200, size, {})
-            shutil.copyfileobj(handle, self.wfile)
-
-
-@contextlib.contextmanager
-def https_file(emulator: Emulator, path: Path) -> Iterator[tuple[str, list[str]]]:
-    """*path* served over HTTPS with the emulator's certificate (which the tool trusts)."""
-    seen: list[str] = []
-    handler = type("Handler", (_VhdHandler,), {"path_served": path, "requests": seen})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(emulator.ca_cert, emulator.ca_cert.parent / "emulator-key.pem")
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}/nixos.vhd?token=SECRET", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_an_https_url_is_streamed_once_and_a_rerun_is_a_no_op(
-    emulator, tmp_path, monkeypatch, capsys
-):
+def test_an_https_url_is_streamed_once_and_a_rerun_is_a_no_op(emulator, cli, tmp_path):
     emulator.settings.replication_seconds = 0.1
     image = make_image(tmp_path / "img", seed=85, size_mib=24, data_mib=2)
     data = sum(e.length for e in vhd.data_extents(image))
@@ -259,18 +112,12 @@ def test_an_https_url_is_streamed_once_and_a_rerun_is_a_no_op(
     target = my_target(tmp_path)
     with https_file(emulator, image) as (url, seen):
         before = len(emulator.requests)
-        code, plan, _ = run(
-            emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target),
-            "--sha256", digest, "--dry-run",
-        )  # fmt: skip
+        code, plan, _ = cli.on("import", target, url, "--sha256", digest, "--dry-run")
         assert code == 0, plan
         assert plan["status"] == "planned"
         assert writes(emulator, before) == []
         assert not [r for r in seen if r.startswith("GET") and not r.endswith(tuple("0123456789"))]
-        code, report, err = run(
-            emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target),
-            "--sha256", digest,
-        )  # fmt: skip
+        code, report, err = cli.on("import", target, url, "--sha256", digest)
         assert code == 0, report
         assert "SECRET" not in json.dumps(report) + err
         assert report["status"] == "published"
@@ -289,33 +136,18 @@ def test_an_https_url_is_streamed_once_and_a_rerun_is_a_no_op(
         # The upload disk is gone once the version holds the image.
         assert list(compute(emulator).disks.list_by_resource_group(MINE)) == []
         # status shows where it came from; gc has nothing to take.
-        code, status, _ = run(
-            emulator, monkeypatch, capsys, "--json", "status", "--config", str(target)
-        )
+        code, status, _ = cli.on("status", target)
         assert code == 0, status
         (shown,) = status["versions"]
         assert shown["tags"]["source"] == url.split("?")[0]
         assert shown["tags"]["sourceVersion"] == digest
         assert status["latest"] == report["version"]
-        code, gc, _ = run(
-            emulator,
-            monkeypatch,
-            capsys,
-            "--json",
-            "gc",
-            "--config",
-            str(target),
-            "--older-than",
-            "0",
-        )
+        code, gc, _ = cli.on("gc", target, "--older-than", "0")
         assert code == 0, gc
         assert gc["deleted"] == []
 
         before = len(emulator.requests)
-        code, again, _ = run(
-            emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target),
-            "--sha256", digest,
-        )  # fmt: skip
+        code, again, _ = cli.on("import", target, url, "--sha256", digest)
         assert code == 0, again
         assert again["status"] == "already-published"
         assert again["version"] == report["version"]
@@ -323,14 +155,11 @@ def test_an_https_url_is_streamed_once_and_a_rerun_is_a_no_op(
         assert len([r for r in seen if r.startswith("GET") and r.endswith(" ")]) == 1
 
 
-def test_a_wrong_sha256_publishes_nothing(emulator, tmp_path, monkeypatch, capsys):
+def test_a_wrong_sha256_publishes_nothing(emulator, cli, tmp_path):
     image = make_image(tmp_path / "img", seed=86, size_mib=24)
     target = my_target(tmp_path)
     with https_file(emulator, image) as (url, _):
-        code, _, err = run(
-            emulator, monkeypatch, capsys, "import", url, "--config", str(target),
-            "--sha256", "0" * 64,
-        )  # fmt: skip
+        code, _, err = cli.on("import", target, url, "--sha256", "0" * 64, as_json=False)
     assert code == ExitCode.INVALID_IMAGE, err
     assert "not the expected 0000" in err
     # The upload disk stays unfinished (not marked complete): a rerun replaces it.
@@ -338,13 +167,11 @@ def test_a_wrong_sha256_publishes_nothing(emulator, tmp_path, monkeypatch, capsy
     assert "nixos-azure-publish.upload" not in (disk.tags or {})
 
 
-def test_an_expired_source_sas_is_reported_as_such_before_any_write(
-    emulator, tmp_path, monkeypatch, capsys
-):
+def test_an_expired_source_sas_is_reported_as_such_before_any_write(emulator, cli, tmp_path):
     target = my_target(tmp_path)
     url = "https://acct.blob.core.windows.net/c/nixos.vhd?se=2020-01-01T00:00:00Z&sig=SECRET"
     before = len(emulator.requests)
-    code, _, err = run(emulator, monkeypatch, capsys, "import", url, "--config", str(target))
+    code, _, err = cli.on("import", target, url, as_json=False)
     assert code != 0
     assert "the SAS of https://acct.blob.core.windows.net/c/nixos.vhd expired at 2020-01-01" in err
     assert "SECRET" not in err
@@ -352,30 +179,26 @@ def test_an_expired_source_sas_is_reported_as_such_before_any_write(
 
 
 def test_a_source_not_replicated_to_the_target_region_is_refused(
-    emulator, tmp_path, monkeypatch, capsys
+    emulator, cli, tmp_path, monkeypatch, capsys
 ):
     emulator.settings.replication_seconds = 0.1
     first = release(emulator, tmp_path, monkeypatch, capsys, 90)
     target = my_target(tmp_path, location="eastus", version={"targetRegions": ["eastus"]})
     before = len(emulator.requests)
-    code, _, err = run(
-        emulator, monkeypatch, capsys, "import", first["definitionId"], "--config", str(target)
-    )
+    code, _, err = cli.on("import", target, first["definitionId"], as_json=False)
     assert code == ExitCode.AZURE
     assert "replicated to eastus" in err
     assert writes(emulator, before) == []
 
 
 def test_a_community_image_is_imported_server_side_and_a_rerun_changes_nothing(
-    emulator, tmp_path, monkeypatch, capsys
+    emulator, cli, tmp_path, monkeypatch, capsys
 ):
     emulator.settings.replication_seconds = 0.1
     first = release(emulator, tmp_path, monkeypatch, capsys, 87)
     target = my_target(tmp_path)
     source = community_image(first)
-    code, report, _ = run(
-        emulator, monkeypatch, capsys, "--json", "import", source, "--config", str(target)
-    )
+    code, report, _ = cli.on("import", target, source)
     assert code == 0, report
     assert report["status"] == "published"
     assert report["upload"]["bytesSent"] == 0
@@ -395,9 +218,7 @@ def test_a_community_image_is_imported_server_side_and_a_rerun_changes_nothing(
     assert list(client.disks.list_by_resource_group(MINE)) == []
 
     before = len(emulator.requests)
-    code, again, _ = run(
-        emulator, monkeypatch, capsys, "--json", "import", source, "--config", str(target)
-    )
+    code, again, _ = cli.on("import", target, source)
     assert code == 0, again
     assert again["status"] == "already-published"
     assert again["version"] == report["version"]
@@ -405,17 +226,14 @@ def test_a_community_image_is_imported_server_side_and_a_rerun_changes_nothing(
 
 
 def test_a_gallery_version_id_is_imported_with_latest_resolved(
-    emulator, tmp_path, monkeypatch, capsys
+    emulator, cli, tmp_path, monkeypatch, capsys
 ):
     emulator.settings.replication_seconds = 0.1
     first = release(emulator, tmp_path, monkeypatch, capsys, 88)
     release(emulator, tmp_path, monkeypatch, capsys, 89, excludeFromLatest=True)
     image_id = first["definitionId"]
     target = my_target(tmp_path)
-    code, report, _ = run(
-        emulator, monkeypatch, capsys, "--json", "import", image_id + "/versions/latest",
-        "--config", str(target),
-    )  # fmt: skip
+    code, report, _ = cli.on("import", target, image_id + "/versions/latest")
     assert code == 0, report
     assert report["upload"]["bytesSent"] == 0
     version = (
@@ -427,16 +245,12 @@ def test_a_gallery_version_id_is_imported_with_latest_resolved(
     assert source.lower() == f"{image_id}/versions/{first['version']}".lower()
     assert version["tags"]["nixos-azure-publish.source-version"] == first["version"]
     # status and gc see it as the target's own.
-    code, status, _ = run(
-        emulator, monkeypatch, capsys, "--json", "status", "--config", str(target)
-    )
+    code, status, _ = cli.on("status", target)
     assert status["latest"] == report["version"]
     assert status["versions"][0]["tags"]["source"].lower() == image_id.lower()
 
 
-def test_a_blob_url_is_copied_server_side_and_a_rerun_changes_nothing(
-    emulator, tmp_path, monkeypatch, capsys
-):
+def test_a_blob_url_is_copied_server_side_and_a_rerun_changes_nothing(emulator, cli, tmp_path):
     emulator.settings.replication_seconds = 0.1
     sdk = clients(emulator)
     sdk.create_group("released", "northeurope")
@@ -446,9 +260,7 @@ def test_a_blob_url_is_copied_server_side_and_a_rerun_changes_nothing(
     ).result()
     url = str(read.access_sas)
     target = my_target(tmp_path, cleanup={"deleteUploadDisk": False})
-    code, report, err = run(
-        emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target)
-    )
+    code, report, err = cli.on("import", target, url)
     assert code == 0, report
     assert "sig=" not in json.dumps(report) + err
     assert report["status"] == "published"
@@ -468,9 +280,7 @@ def test_a_blob_url_is_copied_server_side_and_a_rerun_changes_nothing(
     assert got == BlobClient.from_blob_url(url).download_blob().readall()
 
     before = len(emulator.requests)
-    code, again, _ = run(
-        emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target)
-    )
+    code, again, _ = cli.on("import", target, url)
     assert code == 0, again
     assert again["status"] == "already-published"
     assert writes(emulator, before) == []
@@ -505,24 +315,15 @@ def test_put_page_from_url_takes_whole_pages_of_a_readable_source(emulator):
 
 def _version_from(emulator: Emulator, source: dict[str, str], *, location: str) -> Any:
     """Create a version in the user's gallery with *source* as its source; the error."""
-    sdk = clients(emulator)
-    sdk.create_group(MINE, location)
+    create_definition(
+        emulator,
+        MINE,
+        MY_GALLERY,
+        MY_DEFINITION,
+        location=location,
+        identifier={"publisher": "me", "offer": "o", "sku": "s"},
+    )
     client = compute(emulator)
-    gallery: Any = {"location": location}
-    client.galleries.begin_create_or_update(MINE, MY_GALLERY, gallery).result()
-    definition: Any = {
-        "location": location,
-        "properties": {
-            "osType": "Linux",
-            "osState": "Generalized",
-            "hyperVGeneration": "V2",
-            "identifier": {"publisher": "me", "offer": "o", "sku": "s"},
-            "features": [{"name": "SecurityType", "value": "TrustedLaunchSupported"}],
-        },
-    }
-    client.gallery_images.begin_create_or_update(
-        MINE, MY_GALLERY, MY_DEFINITION, definition
-    ).result()
     body: Any = {
         "location": location,
         "properties": {
@@ -562,3 +363,133 @@ def test_the_emulator_finds_a_community_source_only_once_shared(
     ).result()
     error = _version_from(emulator, {"communityGalleryImageId": source}, location="northeurope")
     assert error.error.code == "NotFound"
+
+
+class _RangedVhdHandler(VhdHandler):
+    """A server that says it serves byte ranges, over keep-alive connections."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _headers(self, status: int, length: int, extra: dict[str, str]) -> None:
+        super()._headers(status, length, {"Accept-Ranges": "bytes", **extra})
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.headers.get("Range", "").startswith("bytes=0-"):
+            self.requests.append(f"If-Match {self.headers.get('If-Match')}")
+        super().do_GET()
+
+
+def _disk_bytes(emulator: Emulator) -> bytes:
+    """The whole of the user's upload disk that holds a complete upload."""
+    sdk = clients(emulator)
+    (disk,) = [
+        d
+        for d in sdk.compute.disks.list_by_resource_group(MINE)
+        if "nixos-azure-publish.upload" in (d.tags or {})
+    ]
+    grant = sdk.compute.disks.begin_grant_access(
+        MINE, str(disk.name), {"access": "Read", "durationInSeconds": 600}
+    ).result()
+    try:
+        return BlobClient.from_blob_url(str(grant.access_sas)).download_blob().readall()
+    finally:
+        sdk.compute.disks.begin_revoke_access(MINE, str(disk.name)).result()
+
+
+def test_a_url_that_serves_ranges_is_read_in_parallel_ranged_gets(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    emulator.settings.replication_seconds = 0.1
+    image = make_image(tmp_path / "img", seed=93, size_mib=40, data_mib=9)
+    size = image.stat().st_size
+    data = sum(e.length for e in vhd.data_extents(image))
+    target = my_target(tmp_path, cleanup={"deleteUploadDisk": False})
+    with https_file(emulator, image, _RangedVhdHandler) as (url, seen):
+        # A wrong --sha256 is caught over pieces that arrive in any order.
+        code, _, err = run(
+            emulator, monkeypatch, capsys, "import", url, "--config", str(target),
+            "--sha256", "0" * 64,
+        )  # fmt: skip
+        assert code == ExitCode.INVALID_IMAGE, err
+        del seen[:]
+        digest = hashlib.sha256(image.read_bytes()).hexdigest()
+        code, report, err = run(
+            emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target),
+            "--sha256", digest,
+        )  # fmt: skip
+    assert code == 0, err
+    assert report["upload"]["bytesSent"] == data
+    # No GET of the whole file: one ranged GET per 4 MiB piece, each bound to the ETag.
+    gets = [r for r in seen if r.startswith("GET")]
+    piece = 4 * 1024 * 1024
+    wanted = [f"bytes={lo}-{min(size, lo + piece) - 1}" for lo in range(0, size, piece)]
+    footer = f"bytes={size - 512}-{size - 1}"  # the probe's, then the last piece's
+    assert sorted(r.split(" ", 2)[2] for r in gets) == sorted([*wanted, footer])
+    assert 'If-Match "v1"' in seen
+    assert _disk_bytes(emulator) == image.read_bytes()
+
+
+class _FlakyRangedVhdHandler(_RangedVhdHandler):
+    """Breaks off the first answer for the second piece halfway through its body."""
+
+    broken: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        wanted = self.headers.get("Range", "")
+        if wanted.startswith("bytes=4194304-") and not self.broken:
+            self.broken.append(wanted)
+            self.requests.append(f"GET {self.path} {wanted} (broken)")
+            size = self.path_served.stat().st_size
+            self._headers(206, 4 * 1024 * 1024, {"Content-Range": f"bytes {wanted[6:]}/{size}"})
+            self.wfile.write(bytes(1024 * 1024))
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+def test_a_ranged_read_that_breaks_off_is_retried_alone(emulator, tmp_path, monkeypatch, capsys):
+    emulator.settings.replication_seconds = 0.1
+    image = make_image(tmp_path / "img", seed=94, size_mib=24, data_mib=6)
+    target = my_target(tmp_path, cleanup={"deleteUploadDisk": False})
+    monkeypatch.setattr(_FlakyRangedVhdHandler, "broken", [])
+    with https_file(emulator, image, _FlakyRangedVhdHandler) as (url, seen):
+        code, report, err = run(
+            emulator, monkeypatch, capsys, "--json", "import", url, "--config", str(target)
+        )
+    assert code == 0, err
+    assert report["upload"]["rangesRetried"] >= 1
+    second = [r for r in seen if "bytes=4194304-" in r]
+    assert len(second) == 2, seen
+    assert second[0].endswith("(broken)")
+    assert len([r for r in seen if "bytes=0-" in r]) == 1  # nothing else read again
+    assert _disk_bytes(emulator) == image.read_bytes()
+
+
+class _ChangingVhdHandler(_RangedVhdHandler):
+    """The file is replaced (a new ETag) after the first pieces were read."""
+
+    served: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.headers.get("If-Match"):
+            self.served.append(self.headers["Range"])
+            if len(self.served) > 2:
+                self.send_response(412)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        super().do_GET()
+
+
+def test_a_url_whose_content_changes_midway_is_refused(emulator, tmp_path, monkeypatch, capsys):
+    image = make_image(tmp_path / "img", seed=95, size_mib=24)
+    target = my_target(tmp_path)
+    monkeypatch.setattr(_ChangingVhdHandler, "served", [])
+    with https_file(emulator, image, _ChangingVhdHandler) as (url, _):
+        code, _, err = run(emulator, monkeypatch, capsys, "import", url, "--config", str(target))
+    assert code == ExitCode.INVALID_IMAGE, err
+    assert 'changed while it was read (its ETag is no longer "v1")' in err
+    assert "SECRET" not in err
+    # The upload disk stays unfinished (not marked complete): a rerun replaces it.
+    (disk,) = compute(emulator).disks.list_by_resource_group(MINE)
+    assert "nixos-azure-publish.upload" not in (disk.tags or {})

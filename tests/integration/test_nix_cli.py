@@ -5,18 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from nixos_azure_publish.cli import main
 
 
-@pytest.fixture
-def ref(fixture_flake):
-    return fixture_flake("publish")
-
-
-def test_build_command_prints_the_config_and_the_vhd(ref, capsys):
-    assert main(["--json", "build", "--flake", ref, "--target", "default"]) == 0
+def test_build_command_prints_the_config_and_the_vhd(publish_flake, capsys):
+    assert main(["--json", "build", "--flake", publish_flake, "--target", "default"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["image"].endswith(".vhd")
     assert Path(out["image"]).is_file()
@@ -25,10 +18,10 @@ def test_build_command_prints_the_config_and_the_vhd(ref, capsys):
     assert out["storePath"] == str(Path(out["image"]).parent)
 
 
-def test_build_command_failure_is_one_line_and_exit_code_5(ref, capsys):
-    assert main(["build", "--flake", ref, "--target", "eval-error"]) == 5
+def test_build_command_failure_is_one_line_and_exit_code_5(publish_flake, capsys):
+    assert main(["build", "--flake", publish_flake, "--target", "eval-error"]) == 5
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert errors[0].startswith(f"error: cannot evaluate {ref}#azurePublish.eval-error")
+    assert errors[0].startswith(f"error: cannot evaluate {publish_flake}#azurePublish.eval-error")
     assert "this target does not evaluate" in err
     assert "Traceback" not in err

@@ -12,11 +12,13 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from nixos_azure_publish import __version__, config, nix
+from nixos_azure_publish import __version__, config
 from tests.conftest import REPO, require_tool
+from tests.helpers.nix import nix_eval
 
 LIB = REPO / "nix" / "lib.nix"
 
@@ -53,26 +55,17 @@ in
 """
 
 
-def nix_eval(expr: str) -> subprocess.CompletedProcess[str]:
-    argv = nix.command_line(["eval", "--json", "--impure", "--expr", PRELUDE + expr])
-    return subprocess.run(argv, capture_output=True, text=True, check=False)
+pytestmark = pytest.mark.usefixtures("nix_env")
 
 
 def evaluates(expr: str) -> object:
-    result = nix_eval(expr)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return nix_eval("--impure", "--expr", PRELUDE + expr)
 
 
 def refused(expr: str) -> str:
-    result = nix_eval(expr)
+    result = nix_eval("--impure", "--expr", PRELUDE + expr, check=False)
     assert result.returncode != 0, result.stdout
-    return result.stderr
-
-
-@pytest.fixture(autouse=True)
-def _nix(nix_env):
-    pass
+    return str(result.stderr)
 
 
 def test_every_nix_file_parses():
@@ -356,24 +349,17 @@ def test_the_template_publishes_its_own_configuration(tmp_path, repo_flake):
     lines = (template / "flake.nix").read_text(encoding="utf-8").splitlines()
     assert len([line for line in lines if line.strip()]) <= 40  # "in ~30 lines"
 
-    def run(attr: str) -> object:
-        argv = nix.command_line(
-            [
-                "eval",
-                "--json",
-                "--no-write-lock-file",
-                "--override-input",
-                "nixpkgs",
-                f"path:{tmp_path / '25.05' / 'nixpkgs'}",
-                "--override-input",
-                "nixos-azure-publish",
-                f"path:{tmp_path / '25.05' / 'repo'}",
-                f"path:{template}#{attr}",
-            ]
+    def run(attr: str) -> Any:
+        return nix_eval(
+            "--no-write-lock-file",
+            "--override-input",
+            "nixpkgs",
+            f"path:{tmp_path / '25.05' / 'nixpkgs'}",
+            "--override-input",
+            "nixos-azure-publish",
+            f"path:{tmp_path / '25.05' / 'repo'}",
+            f"path:{template}#{attr}",
         )
-        result = subprocess.run(argv, capture_output=True, text=True, check=False)
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
 
     target = config.load_target(run("azurePublish.default"), source="template")
     assert (target.name, target.hyper_v_generation, target.architecture) == (

@@ -8,15 +8,14 @@ This repository's module, lib.mkTarget, package and checks are evaluated on each
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 import tomllib
 
 import pytest
 
-from nixos_azure_publish import config, nix
+from nixos_azure_publish import config
 from tests.conftest import REPO
+from tests.helpers.nix import nix_eval
 
 RELEASES = ["24.11", "25.05"]
 
@@ -53,12 +52,7 @@ def on_release(flake_with_nixpkgs, tmp_path):
             }};
           in
         """
-        argv = nix.command_line(["eval", "--json", "--impure", "--expr", prelude + expr])
-        result = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if not check:
-            return result
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
+        return nix_eval("--impure", "--expr", prelude + expr, check=check)
 
     return evaluate
 

@@ -8,40 +8,36 @@ blob through ``azure-storage-blob``, and the emulator's request log.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
-import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
-from azure.core.rest import HttpRequest
 from azure.mgmt.compute import ComputeManagementClient
-from azure.mgmt.compute.models import Disk, Gallery, GalleryImage, GalleryImageVersion
+from azure.mgmt.compute.models import Disk, GalleryImageVersion
 from azure.storage.blob import BlobClient
 
-from nixos_azure_publish import pipeline
 from nixos_azure_publish.azure import disk as azdisk
 from nixos_azure_publish.azure import names
 from nixos_azure_publish.azure import version as azversion
 from nixos_azure_publish.cli import main
 from nixos_azure_publish.config import load_target_file, render_version_name
-from nixos_azure_publish.emulator.blobs import DISK_BLOB
 from nixos_azure_publish.errors import ExitCode
-from tests.conftest import REPO, require_tool
-from tests.helpers.crash import kill_at_step, wait_for_line
 from tests.helpers.images import MiB, make_image
+from tests.helpers.nix import example_env, run_example
 from tests.helpers.publishing import (
+    STEPS,
+    assert_converged,
     compute,
+    create_definition,
     disks,
     images,
-    publish,
-    publish_again,
+    kill_at_step,
     run_publisher,
     versions,
+    wait_for_line,
+    wait_for_pages,
     writes,
 )
 from tests.helpers.targets import DEFINITION, GALLERY, GROUP, write_target
@@ -49,15 +45,18 @@ from tests.helpers.targets import DEFINITION, GALLERY, GROUP, write_target
 pytestmark = pytest.mark.usefixtures("state_home")
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from nixos_azure_publish.emulator.server import Emulator
+    from tests.helpers.publishing import Cli
 
 
-def test_fresh_publish_then_a_rerun_changes_nothing(fast, tmp_path, monkeypatch, capsys):
+def test_fresh_publish_then_a_rerun_changes_nothing(fast, cli, tmp_path):
     image = make_image(tmp_path / "img")
     # Keep the disk so that its blob can be compared with the image byte for byte.
     target = write_target(tmp_path, image, cleanup={"deleteUploadDisk": False})
     state = str(tmp_path / "state")
-    code, report = publish(fast, monkeypatch, capsys, "--config", str(target), "--state-dir", state)
+    code, report = cli.publish("--config", str(target), "--state-dir", state)
     assert code == 0, report
     assert report["status"] == "published"
     client = compute(fast)
@@ -105,19 +104,17 @@ def test_fresh_publish_then_a_rerun_changes_nothing(fast, tmp_path, monkeypatch,
     assert report["upload"]["bytesSent"] == report["upload"]["dataBytes"] > 0
     assert report["upload"]["bytesSent"] < image.stat().st_size // 10  # holes are not sent
 
-    again = publish_again(fast, monkeypatch, capsys, "--config", str(target), "--state-dir", state)
+    again = cli.publish_again("--config", str(target), "--state-dir", state)
     assert again["headline"].startswith(f"already published as {version.name}")
     assert again["upload"] is None
     assert len(versions(client)) == 1
 
 
-def test_published_disk_is_cleaned_up_and_markdown_summary_written(
-    fast, tmp_path, monkeypatch, capsys
-):
+def test_published_disk_is_cleaned_up_and_markdown_summary_written(fast, cli, tmp_path):
     image = make_image(tmp_path / "img", seed=2)
     target = write_target(tmp_path, image, managedImage={"enable": True})
     summary = tmp_path / "summary.md"
-    code, report = publish(fast, monkeypatch, capsys, "--config", str(target), summary=summary)
+    code, report = cli.publish("--config", str(target), summary=summary)
     assert code == 0, report
     client = compute(fast)
     assert disks(client) == []  # cleanup.deleteUploadDisk defaults to true
@@ -131,11 +128,11 @@ def test_published_disk_is_cleaned_up_and_markdown_summary_written(
 
 
 def test_a_trusted_launch_version_comes_from_a_managed_image_deleted_with_the_disk(
-    fast, tmp_path, monkeypatch, capsys
+    fast, cli, tmp_path
 ):
     image = make_image(tmp_path / "img", seed=12)
     target = write_target(tmp_path, image)
-    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
+    code, report = cli.publish("--config", str(target))
     assert code == 0, report
     client = compute(fast)
     (version,) = versions(client)
@@ -148,38 +145,12 @@ def test_a_trusted_launch_version_comes_from_a_managed_image_deleted_with_the_di
     assert record["detail"] == "the version's source, deleted once the version held the image"
 
 
-def test_definition_with_another_generation_fails_before_any_upload(
-    fast, tmp_path, monkeypatch, capsys
-):
+def test_definition_with_another_generation_fails_before_any_upload(fast, cli, tmp_path):
+    create_definition(fast, GROUP, GALLERY, DEFINITION, generation="V1", security="Standard")
     client = compute(fast)
-    client_group = {"location": "westeurope"}
-    url = f"/subscriptions/{fast.subscription_id}/resourcegroups/{GROUP}?api-version=2021-04-01"
-    assert client.send_request(HttpRequest("PUT", url, json=client_group)).status_code in {200, 201}
-    client.galleries.begin_create_or_update(
-        GROUP, GALLERY, Gallery({"location": "westeurope"})
-    ).result()
-    client.gallery_images.begin_create_or_update(
-        GROUP,
-        GALLERY,
-        DEFINITION,
-        GalleryImage(
-            {
-                "location": "westeurope",
-                "properties": {
-                    "osType": "Linux",
-                    "osState": "Generalized",
-                    "hyperVGeneration": "V1",
-                    "identifier": {"publisher": "NixOS", "offer": "NixOS", "sku": "25.05-gen2"},
-                    "features": [{"name": "SecurityType", "value": "Standard"}],
-                },
-            }
-        ),
-    ).result()
     before = len(fast.requests)
     target = write_target(tmp_path, make_image(tmp_path / "img"))
-    code, report = publish(
-        fast, monkeypatch, capsys, "--config", str(target), "--state-dir", str(tmp_path / "s")
-    )
+    code, report = cli.publish("--config", str(target), "--state-dir", str(tmp_path / "s"))
     assert code == ExitCode.AZURE
     message = report["error"]["message"]
     assert f"image definition {DEFINITION} exists and disagrees" in message
@@ -189,15 +160,11 @@ def test_definition_with_another_generation_fails_before_any_upload(
     assert disks(client) == []
 
 
-def test_dry_run_on_empty_and_on_published_subscription_writes_nothing(
-    fast, tmp_path, monkeypatch, capsys
-):
+def test_dry_run_on_empty_and_on_published_subscription_writes_nothing(fast, cli, tmp_path, capsys):
     image = make_image(tmp_path / "img", seed=3)
     target = write_target(tmp_path, image)
     state = str(tmp_path / "state")
-    code, plan = publish(
-        fast, monkeypatch, capsys, "--config", str(target), "--dry-run", "--state-dir", state
-    )
+    code, plan = cli.publish("--config", str(target), "--dry-run", "--state-dir", state)
     assert code == 0, plan
     assert writes(fast) == []
     assert plan["status"] == "planned"
@@ -215,7 +182,7 @@ def test_dry_run_on_empty_and_on_published_subscription_writes_nothing(
     version_plan = next(r for r in plan["resources"] if r["kind"] == "image version")
     assert version_plan["detail"] == "westeurope x1, northeurope x2"
 
-    code, done = publish(fast, monkeypatch, capsys, "--config", str(target), "--state-dir", state)
+    code, done = cli.publish("--config", str(target), "--state-dir", state)
     assert code == 0, done
     before = len(fast.requests)
     capsys.readouterr()
@@ -230,61 +197,9 @@ def test_dry_run_on_empty_and_on_published_subscription_writes_nothing(
     assert "would-create" not in console
 
 
-def wait_for_pages(emulator: Emulator, at_least: int, timeout: float = 60) -> None:
-    """Wait until the upload disks hold *at_least* bytes of pages (a piece acknowledged:
-    the uploader records it in its journal even when interrupted right after)."""
-    service = emulator.app.blobs.service
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        held = 0
-        for container in service.list_containers(name_starts_with="md-"):
-            blob = service.get_blob_client(container.name, DISK_BLOB)
-            with contextlib.suppress(ResourceNotFoundError):
-                held += sum(
-                    (r.end or 0) + 1 - (r.start or 0)
-                    for r in blob.list_page_ranges()
-                    if not r.cleared
-                )
-        if held >= at_least:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"the upload disks never held {at_least} bytes")
-
-
-def assert_converged(emulator: Emulator, report: dict[str, Any], *, kept_images: int = 0) -> None:
-    client = compute(emulator)
-    (version,) = versions(client)
-    assert version.name == report["version"]
-    assert disks(client) == []  # no orphaned upload disk, so no open write access
-    assert len(images(client)) == kept_images  # a managed image only when the config keeps one
-    state = client.gallery_image_versions.get(
-        GROUP, GALLERY, DEFINITION, version.name, expand="ReplicationStatus"
-    ).as_dict()["properties"]["replicationStatus"]["aggregatedState"]
-    assert state == "Completed"
-
-
-# Every step a publish without a smoke test or retention runs after checking the image
-# (their order is pinned by the unit tests).
-STEPS = [
-    step.name
-    for step in pipeline.STEPS
-    if step.name not in {"check image", "smoke test", "retention"}
-]
-
-
 @pytest.mark.parametrize("step", STEPS)
 def test_killed_at_each_step_then_rerun_completes(fast, tmp_path, step):
-    image = make_image(tmp_path / "img", seed=4)
-    managed = step == "managed image"
-    target = write_target(tmp_path, image, managedImage={"enable": managed})
-    state = tmp_path / "state"
-    kill_at_step(fast, target, state, step)
-    rerun = run_publisher(fast, target, state)
-    out, err = rerun.communicate(timeout=120)
-    assert rerun.returncode == 0, err[-3000:]
-    report = json.loads(out)
-    assert report["status"] in {"published", "already-published"}
-    assert_converged(fast, report, kept_images=1 if managed else 0)
+    kill_at_step(fast, tmp_path, step, seed=4)
 
 
 def test_two_publishers_of_the_same_image_make_one_version(fast, tmp_path):
@@ -371,20 +286,7 @@ def test_emulator_flag_starts_and_stops_its_own_emulator(tmp_path, monkeypatch, 
 
 
 def test_the_main_job_publishes_the_example_image(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NIXOS_AZURE_PUBLISH_")}
-    env["XDG_STATE_HOME"] = str(tmp_path / "state")
-    env.pop("GITHUB_STEP_SUMMARY", None)
-    proc = subprocess.run(
-        [require_tool("bash"), "scripts/example", "--json"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout)
+    report = run_example(example_env(tmp_path))
     assert report["status"] == "published"
     assert report["target"].startswith("nixos-example")
     assert {r["state"] for r in report["regions"]} == {"Completed"}
@@ -392,15 +294,13 @@ def test_the_main_job_publishes_the_example_image(tmp_path):
     assert any(r["kind"] == "disk" and r["action"] == "deleted" for r in report["resources"])
 
 
-def test_a_version_name_taken_by_another_image_moves_to_the_next_patch(
-    fast, tmp_path, monkeypatch, capsys
-):
+def test_a_version_name_taken_by_another_image_moves_to_the_next_patch(fast, cli, tmp_path):
     # Image A is published and its disk kept; image B's upload disk is made by hand so
     # that we know the time its version name is rendered from, and a version of that
     # name holding image A is created first: B must not fail, nor reuse it.
     image_a = make_image(tmp_path / "a", seed=9)
     target_a = write_target(tmp_path / "a", image_a, cleanup={"deleteUploadDisk": False})
-    code, report_a = publish(fast, monkeypatch, capsys, "--config", str(target_a))
+    code, report_a = cli.publish("--config", str(target_a))
     assert code == 0, report_a
     client = compute(fast)
     # Kept with the disk: the managed image A's version was made from.
@@ -439,7 +339,7 @@ def test_a_version_name_taken_by_another_image_moves_to_the_next_patch(
         ),
     ).result()
 
-    code, report_b = publish(fast, monkeypatch, capsys, "--config", str(target_b))
+    code, report_b = cli.publish("--config", str(target_b))
     assert code == 0, report_b
     major, minor, patch = taken.split(".")
     assert report_b["version"] == f"{major}.{minor}.{int(patch) + 1}"
@@ -448,21 +348,19 @@ def test_a_version_name_taken_by_another_image_moves_to_the_next_patch(
     assert by_name[report_b["version"]] == content_b.hash
 
 
-def test_a_target_without_a_gallery_uploads_a_disk_and_keeps_it(
-    fast, tmp_path, monkeypatch, capsys
-):
+def test_a_target_without_a_gallery_uploads_a_disk_and_keeps_it(fast, cli, tmp_path):
     image = make_image(tmp_path / "img", seed=11)
     target = write_target(tmp_path, image, gallery=None, imageDefinition=None)
-    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
+    code, report = cli.publish("--config", str(target))
     assert code == 0, report
     assert report["status"] == "published"
     assert report["headline"] == "uploaded nixos-test into its disk (no gallery configured)"
     (disk,) = disks(compute(fast))
     assert disk.as_dict()["properties"]["diskState"] == "Unattached"
-    publish_again(fast, monkeypatch, capsys, "--config", str(target))
+    cli.publish_again("--config", str(target))
 
 
-def test_a_community_gallery_is_created_shared(fast, tmp_path, monkeypatch, capsys):
+def test_a_community_gallery_is_created_shared(fast, cli, tmp_path):
     image = make_image(tmp_path / "img", seed=12)
     community = {
         "publicNamePrefix": "nixos",
@@ -471,7 +369,7 @@ def test_a_community_gallery_is_created_shared(fast, tmp_path, monkeypatch, caps
         "eula": "https://nixos.org/eula",
     }
     target = write_target(tmp_path, image, gallery={"name": GALLERY, "community": community})
-    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
+    code, report = cli.publish("--config", str(target))
     assert code == 0, report
     gallery = compute(fast).galleries.get(GROUP, GALLERY).as_dict()["properties"]
     sharing = gallery["sharingProfile"]
@@ -482,18 +380,18 @@ def test_a_community_gallery_is_created_shared(fast, tmp_path, monkeypatch, caps
     (public_name,) = sharing["communityGalleryInfo"]["publicNames"]
     expected = f"/CommunityGalleries/{public_name}/Images/{DEFINITION}/Versions/{report['version']}"
     assert report["communityImageId"] == expected
-    code, again = publish(fast, monkeypatch, capsys, "--config", str(target))
+    code, again = cli.publish("--config", str(target))
     assert code == 0, again
     assert again["communityImageId"] == expected
 
 
 def test_a_flake_target_is_built_with_nix_and_tagged_with_its_provenance(
-    fast, fixture_flake, monkeypatch, capsys
+    fast, cli, fixture_flake, monkeypatch
 ):
     flake = fixture_flake("publish")
     monkeypatch.setenv("NIXOS_AZURE_PUBLISH_FLAKE_REVISION", "0123abcd")
     args = ("--flake", flake, "--target", "default")
-    code, report = publish(fast, monkeypatch, capsys, *args)
+    code, report = cli.publish(*args)
     assert code == 0, report
     store_path = report["storePath"]
     assert store_path.startswith("/nix/store/")
@@ -514,17 +412,36 @@ def test_a_flake_target_is_built_with_nix_and_tagged_with_its_provenance(
     assert tags[names.TAG_FLAKE_REV] == "0123abcd"
     assert tags[names.TAG_TARGET] == "fixture-gen2"
 
-    code, again = publish(fast, monkeypatch, capsys, *args)
+    code, again = cli.publish(*args)
     assert code == 0, again
     assert again["status"] == "already-published"
 
 
-def test_a_version_that_failed_is_replaced_on_the_rerun(fast, tmp_path, monkeypatch, capsys):
+def rerun_after_a_failed_version(cli: Cli, target: Path) -> tuple[str, dict[str, Any]]:
+    """The failed version is there, its disk kept; the rerun once the fault is gone needs
+    no upload. The failed version's name and the rerun's report."""
+    client = compute(cli.emulator)
+    (broken,) = versions(client)
+    assert len(disks(client)) == 1  # kept: the rerun needs no upload
+
+    cli.emulator.faults.reset()
+    code, report = cli.publish("--config", str(target))
+    assert code == 0, report
+    assert report["upload"] is None
+    return str(broken.name), report
+
+
+def actions(report: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """What a report says was done: (kind, name, action) of each resource."""
+    return {(r["kind"], r["name"], r["action"]) for r in report["resources"]}
+
+
+def test_a_version_that_failed_is_replaced_on_the_rerun(fast, cli, tmp_path):
     image = make_image(tmp_path / "img", seed=13)
     target = write_target(tmp_path, image)
     fast.faults.fail_lro = {"Microsoft.Compute/galleries/images/versions/write": "InternalError"}
     summary = tmp_path / "summary.md"
-    code, failed = publish(fast, monkeypatch, capsys, "--config", str(target), summary=summary)
+    code, failed = cli.publish("--config", str(target), summary=summary)
     assert code == ExitCode.AZURE, failed
     assert "failed" in failed["error"]["message"]
     # CI still gets a summary: what failed, and what was done before.
@@ -533,32 +450,23 @@ def test_a_version_that_failed_is_replaced_on_the_rerun(fast, tmp_path, monkeypa
         f"## NixOS image nixos-test: failed to publish to {GALLERY}/{DEFINITION}"
     )
     assert "| upload | done |" in text
-    client = compute(fast)
-    (broken,) = versions(client)
-    assert len(disks(client)) == 1  # kept: the rerun needs no upload
-
-    fast.faults.reset()
-    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
-    assert code == 0, report
-    assert report["upload"] is None
+    broken, report = rerun_after_a_failed_version(cli, target)
     (record,) = [r for r in report["resources"] if r["kind"] == "image version"]
-    if record["name"] == broken.name:  # the same name again (it comes from the disk's time)
+    if record["name"] == broken:  # the same name again (it comes from the disk's time)
         assert record["detail"] == "replaces the failed version of that name"
     else:
-        assert ("image version", broken.name, "deleted") in {
-            (r["kind"], r["name"], r["action"]) for r in report["resources"]
-        }
+        assert ("image version", broken, "deleted") in actions(report)
     assert record["action"] == "created"
     assert_converged(fast, report)
 
 
 def test_a_region_that_fails_to_replicate_is_reported_and_the_rerun_replaces_the_version(
-    fast, tmp_path, monkeypatch, capsys
+    fast, cli, tmp_path
 ):
     image = make_image(tmp_path / "img", seed=15)
     target = write_target(tmp_path, image)
     fast.faults.fail_replication["northeurope"] = "Replication failed: the storage is unavailable."
-    code, failed = publish(fast, monkeypatch, capsys, "--config", str(target))
+    code, failed = cli.publish("--config", str(target))
     assert code == ExitCode.AZURE, failed
     message = failed["error"]["message"]
     assert "failed to replicate to 1 of 2 regions" in message
@@ -567,47 +475,37 @@ def test_a_region_that_fails_to_replicate_is_reported_and_the_rerun_replaces_the
         "Run again: a failed version of this image is deleted and published anew"
     )
     assert failed["error"]["rerunHelps"] is True
+    broken, report = rerun_after_a_failed_version(cli, target)
     client = compute(fast)
-    (broken,) = versions(client)
-    assert len(disks(client)) == 1  # kept: the rerun needs no upload
-
-    fast.faults.reset()
-    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
-    assert code == 0, report
-    assert report["upload"] is None
     (version,) = versions(client)
     state = client.gallery_image_versions.get(
         GROUP, GALLERY, DEFINITION, version.name, expand="ReplicationStatus"
     )
     assert state.replication_status.aggregated_state == "Completed"
     assert [r["state"] for r in report["regions"]] == ["Completed", "Completed"]
-    if version.name != broken.name:
-        assert ("image version", broken.name, "deleted") in {
-            (r["kind"], r["name"], r["action"]) for r in report["resources"]
-        }
+    if version.name != broken:
+        assert ("image version", broken, "deleted") in actions(report)
     assert_converged(fast, report)
 
 
-def test_throttling_and_transient_errors_are_retried(fast, tmp_path, monkeypatch, capsys):
+def test_throttling_and_transient_errors_are_retried(fast, cli, tmp_path):
     image = make_image(tmp_path / "img", seed=14)
     target = write_target(tmp_path, image)
     fast.faults.seed = 7
     fast.faults.retry_after = 0.1
     fast.faults.throttle_rate = 0.15
     fast.faults.error_rate = 0.1
-    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
+    code, report = cli.publish("--config", str(target))
     assert code == 0, report
     answered = {r.status for r in fast.requests if r.fault}
     assert {429, 503} <= answered  # the faults really happened
     assert_converged(fast, report)
 
 
-def test_regions_added_to_the_target_are_added_to_the_published_version(
-    fast, tmp_path, monkeypatch, capsys
-):
+def test_regions_added_to_the_target_are_added_to_the_published_version(fast, cli, tmp_path):
     image = make_image(tmp_path / "img", seed=15)
     one = write_target(tmp_path / "one", image, version={"targetRegions": ["westeurope"]})
-    code, first = publish(fast, monkeypatch, capsys, "--config", str(one))
+    code, first = cli.publish("--config", str(one))
     assert code == 0, first
     two = write_target(
         tmp_path / "two",
@@ -615,7 +513,7 @@ def test_regions_added_to_the_target_are_added_to_the_published_version(
         version={"targetRegions": ["westeurope", {"name": "eastus", "replicas": 2}]},
     )
     before = len(fast.requests)
-    code, plan = publish(fast, monkeypatch, capsys, "--config", str(two), "--dry-run")
+    code, plan = cli.publish("--config", str(two), "--dry-run")
     assert code == 0, plan
     assert writes(fast, before) == []
     assert {
@@ -624,7 +522,7 @@ def test_regions_added_to_the_target_are_added_to_the_published_version(
         "action": "would-update",
     }.items() <= next(r for r in plan["resources"] if r["kind"] == "image version").items()
 
-    code, second = publish(fast, monkeypatch, capsys, "--config", str(two))
+    code, second = cli.publish("--config", str(two))
     assert code == 0, second
     assert second["status"] == "published"
     assert second["version"] == first["version"]
@@ -642,7 +540,7 @@ def test_regions_added_to_the_target_are_added_to_the_published_version(
     assert by_name["eastus"]["regionalReplicaCount"] == 2
 
     before = len(fast.requests)
-    code, third = publish(fast, monkeypatch, capsys, "--config", str(two))
+    code, third = cli.publish("--config", str(two))
     assert code == 0, third
     assert third["status"] == "already-published"
     assert writes(fast, before) == []
@@ -657,13 +555,11 @@ def _region_settings(emulator: Emulator) -> dict[str, tuple[int, str]]:
     }
 
 
-def test_changed_replicas_and_storage_are_applied_to_the_published_version(
-    fast, tmp_path, monkeypatch, capsys
-):
+def test_changed_replicas_and_storage_are_applied_to_the_published_version(fast, cli, tmp_path):
     image = make_image(tmp_path / "img", seed=18)
     two = {"targetRegions": ["westeurope", {"name": "northeurope", "replicas": 2}]}
     first_target = write_target(tmp_path / "one", image, version=two)
-    code, first = publish(fast, monkeypatch, capsys, "--config", str(first_target))
+    code, first = cli.publish("--config", str(first_target))
     assert code == 0, first
     three = {
         "targetRegions": [
@@ -674,7 +570,7 @@ def test_changed_replicas_and_storage_are_applied_to_the_published_version(
     target = write_target(tmp_path / "two", image, version=three)
 
     before = len(fast.requests)
-    code, plan = publish(fast, monkeypatch, capsys, "--config", str(target), "--dry-run")
+    code, plan = cli.publish("--config", str(target), "--dry-run")
     assert code == 0, plan
     assert writes(fast, before) == []
     detail = "northeurope: replicas 2 -> 3; northeurope: storage Standard_LRS -> Standard_ZRS"
@@ -691,7 +587,7 @@ def test_changed_replicas_and_storage_are_applied_to_the_published_version(
         ("northeurope", 2),
     }
 
-    code, second = publish(fast, monkeypatch, capsys, "--config", str(target))
+    code, second = cli.publish("--config", str(target))
     assert code == 0, second
     assert second["status"] == "published"
     assert second["upload"] is None
@@ -706,24 +602,20 @@ def test_changed_replicas_and_storage_are_applied_to_the_published_version(
         ("northeurope", 3),
     }
     before = len(fast.requests)
-    code, third = publish(fast, monkeypatch, capsys, "--config", str(target))
+    code, third = cli.publish("--config", str(target))
     assert code == 0, third
     assert third["status"] == "already-published"
     assert writes(fast, before) == []
 
 
-def test_a_region_dropped_from_the_target_is_kept_unless_removal_is_asked_for(
-    fast, tmp_path, monkeypatch, capsys
-):
+def test_a_region_dropped_from_the_target_is_kept_unless_removal_is_asked_for(fast, cli, tmp_path):
     image = make_image(tmp_path / "img", seed=19)
-    code, first = publish(
-        fast, monkeypatch, capsys, "--config", str(write_target(tmp_path / "one", image))
-    )
+    code, first = cli.publish("--config", str(write_target(tmp_path / "one", image)))
     assert code == 0, first
     fewer = write_target(tmp_path / "two", image, version={"targetRegions": ["westeurope"]})
 
     before = len(fast.requests)
-    code, kept = publish(fast, monkeypatch, capsys, "--config", str(fewer))
+    code, kept = cli.publish("--config", str(fewer))
     assert code == 0, kept
     assert writes(fast, before) == []
     assert kept["status"] == "already-published"
@@ -734,15 +626,11 @@ def test_a_region_dropped_from_the_target_is_kept_unless_removal_is_asked_for(
     )
     assert set(_region_settings(fast)) == {"westeurope", "northeurope"}
 
-    code, plan = publish(
-        fast, monkeypatch, capsys, "--config", str(fewer), "--dry-run", "--remove-unlisted-regions"
-    )
+    code, plan = cli.publish("--config", str(fewer), "--dry-run", "--remove-unlisted-regions")
     assert code == 0, plan
     assert plan["headline"].endswith(f"would update image version {first['version']}")
 
-    code, removed = publish(
-        fast, monkeypatch, capsys, "--config", str(fewer), "--remove-unlisted-regions"
-    )
+    code, removed = cli.publish("--config", str(fewer), "--remove-unlisted-regions")
     assert code == 0, removed
     (record,) = [r for r in removed["resources"] if r["kind"] == "image version"]
     assert (record["action"], record["detail"]) == ("updated", "removed regions northeurope")
@@ -752,13 +640,13 @@ def test_a_region_dropped_from_the_target_is_kept_unless_removal_is_asked_for(
 
 
 def test_emulator_flag_publishes_into_the_running_emulator_it_finds_exported(
-    fast, tmp_path, monkeypatch, capsys
+    fast, cli, tmp_path, capsys
 ):
     # As after `eval "$(emulator serve --detach)"`: a rerun must meet the first run's work,
     # so --emulator uses that emulator instead of starting a throwaway one.
     image = make_image(tmp_path / "img", seed=21)
     target = write_target(tmp_path, image)
-    code, first = publish(fast, monkeypatch, capsys, "--config", str(target), "--emulator")
+    code, first = cli.publish("--config", str(target), "--emulator")
     assert code == 0, first
     assert first["status"] == "published"
     assert [v.name for v in versions(compute(fast))] == [first["version"]]
@@ -770,12 +658,10 @@ def test_emulator_flag_publishes_into_the_running_emulator_it_finds_exported(
 
 
 def test_a_definition_identifier_taken_by_another_definition_fails_before_any_write(
-    fast, tmp_path, monkeypatch, capsys
+    fast, cli, tmp_path
 ):
     image = make_image(tmp_path / "img", seed=22)
-    code, first = publish(
-        fast, monkeypatch, capsys, "--config", str(write_target(tmp_path / "a", image))
-    )
+    code, first = cli.publish("--config", str(write_target(tmp_path / "a", image)))
     assert code == 0, first
     other = {"name": "nixos-other", "publisher": "NixOS", "offer": "NixOS", "sku": "25.05-gen2"}
     target = write_target(
@@ -789,7 +675,7 @@ def test_a_definition_identifier_taken_by_another_definition_fails_before_any_wr
     )
     for dry_run in (["--dry-run"], []):
         before = len(fast.requests)
-        code, failed = publish(fast, monkeypatch, capsys, "--config", str(target), *dry_run)
+        code, failed = cli.publish("--config", str(target), *dry_run)
         assert code == ExitCode.USAGE, failed
         assert failed["error"]["message"] == expected
         assert failed["error"]["rerunHelps"] is False
@@ -797,15 +683,13 @@ def test_a_definition_identifier_taken_by_another_definition_fails_before_any_wr
     assert len(disks(compute(fast))) == 0
 
 
-def test_a_region_the_subscription_does_not_offer_fails_before_any_write(
-    fast, tmp_path, monkeypatch, capsys
-):
+def test_a_region_the_subscription_does_not_offer_fails_before_any_write(fast, cli, tmp_path):
     # 'marsnorth' resembles no known region, so only Azure can say it does not exist.
     image = make_image(tmp_path / "img", seed=24)
     target = write_target(tmp_path, image, version={"targetRegions": ["westeurope", "marsnorth"]})
     for dry_run in (["--dry-run"], []):
         before = len(fast.requests)
-        code, failed = publish(fast, monkeypatch, capsys, "--config", str(target), *dry_run)
+        code, failed = cli.publish("--config", str(target), *dry_run)
         assert code == ExitCode.USAGE, failed
         assert failed["error"]["message"] == (
             "version.targetRegions[1]: region 'marsnorth' is not available to subscription"
@@ -815,16 +699,14 @@ def test_a_region_the_subscription_does_not_offer_fails_before_any_write(
     assert "Microsoft.Resources/subscriptions/locations/read" in fast.requests.actions()
 
 
-def test_a_fixed_version_name_holding_another_image_fails_before_any_upload(
-    fast, tmp_path, monkeypatch, capsys
-):
+def test_a_fixed_version_name_holding_another_image_fails_before_any_upload(fast, cli, tmp_path):
     fixed = {"name": "1.0.0", "targetRegions": ["westeurope"]}
     first = write_target(tmp_path / "a", make_image(tmp_path / "a", seed=16), version=fixed)
-    code, report = publish(fast, monkeypatch, capsys, "--config", str(first))
+    code, report = cli.publish("--config", str(first))
     assert code == 0, report
     other = write_target(tmp_path / "b", make_image(tmp_path / "b", seed=17), version=fixed)
     before = len(fast.requests)
-    code, failed = publish(fast, monkeypatch, capsys, "--config", str(other))
+    code, failed = cli.publish("--config", str(other))
     assert code == ExitCode.AZURE
     assert (
         failed["error"]["message"] == "image version 1.0.0 already exists and holds another image"

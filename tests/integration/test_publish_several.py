@@ -15,40 +15,30 @@ from azure.mgmt.compute import ComputeManagementClient
 
 from nixos_azure_publish.azure import names
 from nixos_azure_publish.azure.clients import AzureSettings, make_clients
-from nixos_azure_publish.cli import main
 from nixos_azure_publish.errors import ExitCode
 from nixos_azure_publish.pipeline import PublishOptions
 from nixos_azure_publish.pipeline.multi import publish_many
 from nixos_azure_publish.selection import TargetSelection
-from tests.helpers.crash import wait_for_line
 from tests.helpers.images import MiB, make_image
-from tests.helpers.publishing import run_publisher
+from tests.helpers.publishing import grants, run_publisher, wait_for_line, wait_for_pages
 from tests.helpers.targets import GROUP, write_target
-from tests.integration.test_publish import wait_for_pages
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from nixos_azure_publish.emulator.server import Emulator
+    from tests.helpers.publishing import Cli
 
 OTHER_GROUP = "nixos-images-other"
 
 pytestmark = pytest.mark.usefixtures("state_home")
 
 
-def run(
-    emulator: Emulator,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    *args: str,
-) -> tuple[int, dict[str, Any], str]:
-    for key, value in emulator.environ.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    capsys.readouterr()
-    code = main(["--json", "publish", *args])
-    captured = capsys.readouterr()
-    return code, json.loads(captured.out) if captured.out.strip() else {}, captured.err
+def run(cli: Cli, *args: str) -> tuple[int, dict[str, Any], str]:
+    """``--json publish ARGS`` in-process: exit code, JSON report (``{}`` if none), stderr."""
+    cli.monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    code, report, err = cli.run("--json", "publish", *args)
+    return code, report or {}, err
 
 
 def target_file(folder: Path, image: Path, name: str, **overrides: Any) -> Path:
@@ -78,26 +68,15 @@ def configs(paths: list[Path]) -> list[str]:
     return [arg for path in paths for arg in ("--config", str(path))]
 
 
-def grants(emulator: Emulator, since: int = 0) -> list[str]:
-    """Write access granted to upload disks: one per upload."""
-    return [
-        r.path
-        for r in list(emulator.requests)[since:]
-        if r.method == "POST" and r.path.split("?")[0].endswith("/beginGetAccess")
-    ]
-
-
 def client(emulator: Emulator) -> ComputeManagementClient:
     return ComputeManagementClient(
         emulator.credential(), emulator.subscription_id, **emulator.client_kwargs()
     )
 
 
-def test_four_targets_of_two_images_upload_twice_and_each_gets_its_version(
-    fast, tmp_path, monkeypatch, capsys
-):
+def test_four_targets_of_two_images_upload_twice_and_each_gets_its_version(fast, cli, tmp_path):
     paths = four_targets(tmp_path)
-    code, report, _ = run(fast, monkeypatch, capsys, *configs(paths))
+    code, report, _ = run(cli, *configs(paths))
     assert code == 0, [t.get("error") for t in report.get("targets", [])] or report
     assert report["status"] == "published"
     assert report["exitCode"] == 0
@@ -130,16 +109,14 @@ def test_four_targets_of_two_images_upload_twice_and_each_gets_its_version(
     assert list(compute.disks.list_by_resource_group(OTHER_GROUP)) == []
 
     before = len(fast.requests)
-    code, again, _ = run(fast, monkeypatch, capsys, *configs(paths))
+    code, again, _ = run(cli, *configs(paths))
     assert code == 0, again
     assert again["status"] == "already-published"
     assert again["uploads"] == 0
     assert grants(fast, before) == []
 
 
-def test_the_run_exits_with_the_worst_code_and_reports_every_target(
-    fast, tmp_path, monkeypatch, capsys
-):
+def test_the_run_exits_with_the_worst_code_and_reports_every_target(fast, cli, tmp_path):
     good = target_file(tmp_path, make_image(tmp_path / "img", seed=23), "good")
     bad = tmp_path / "bad.json"
     bad.write_text(
@@ -153,8 +130,7 @@ def test_the_run_exits_with_the_worst_code_and_reports_every_target(
         )
     )
     summary = tmp_path / "summary.md"
-    code, report, err = run(
-        fast, monkeypatch, capsys, "--config", str(good), "--config", str(bad),
+    code, report, err = run(cli, "--config", str(good), "--config", str(bad),
         "--summary", str(summary),
     )  # fmt: skip
     assert code == ExitCode.USAGE
@@ -172,14 +148,14 @@ def test_the_run_exits_with_the_worst_code_and_reports_every_target(
 
 
 def test_a_dry_run_of_several_targets_plans_one_upload_per_image_and_writes_nothing(
-    fast, tmp_path, monkeypatch, capsys
+    fast, cli, tmp_path
 ):
     paths = four_targets(tmp_path)
     # A target without a gallery publishes its own disk: it would upload its own.
     image = make_image(tmp_path / "img1", seed=21)
     paths.append(write_target(tmp_path / "p", image, name="p", gallery=None, imageDefinition=None))
     before = len(fast.requests)
-    code, report, _ = run(fast, monkeypatch, capsys, *configs(paths), "--dry-run")
+    code, report, _ = run(cli, *configs(paths), "--dry-run")
     assert code == 0, [t.get("error") for t in report.get("targets", [])] or report
     assert report["status"] == "planned"
     assert [r.method for r in list(fast.requests)[before:] if r.method != "GET"] == []
@@ -189,14 +165,11 @@ def test_a_dry_run_of_several_targets_plans_one_upload_per_image_and_writes_noth
     assert upload_steps[-1]["detail"].startswith("would upload")
 
 
-def test_the_console_summary_lists_every_target(fast, tmp_path, monkeypatch, capsys):
+def test_the_console_summary_lists_every_target(fast, cli, tmp_path, monkeypatch):
     paths = four_targets(tmp_path)[2:]
-    for key, value in fast.environ.items():
-        monkeypatch.setenv(key, value)
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    code = main(["publish", *configs(paths), "--jobs", "1"])
-    out = capsys.readouterr().out
-    assert code == 0
+    code, out, err = cli.run("publish", *configs(paths), "--jobs", "1")
+    assert code == 0, err
     head = out.splitlines()[:3]
     assert head[0].startswith("2 targets: 2 published (1 upload,")
     assert head[1].split()[:2] == ["c", "published"]
@@ -298,10 +271,10 @@ def test_ctrl_c_interrupts_every_target_revokes_and_the_rerun_resumes(fast, tmp_
     assert list(client(fast).disks.list_by_resource_group(GROUP)) == []
 
 
-def test_several_flake_targets_are_built_and_published(fast, fixture_flake, monkeypatch, capsys):
+def test_several_flake_targets_are_built_and_published(fast, cli, fixture_flake):
     flake = fixture_flake("publish")
     args = ("--flake", flake, "--target", "default", "--target", "gen.1")
-    code, report, _ = run(fast, monkeypatch, capsys, *args)
+    code, report, _ = run(cli, *args)
     assert code == 0, [t.get("error") for t in report.get("targets", [])] or report
     first, second = report["targets"]
     assert (first["target"], second["target"]) == ("fixture-gen2", "fixture-gen1")
@@ -311,9 +284,7 @@ def test_several_flake_targets_are_built_and_published(fast, fixture_flake, monk
     assert report["uploads"] == 2
 
 
-def test_one_image_for_another_generation_or_architecture_is_uploaded_again(
-    fast, tmp_path, monkeypatch, capsys
-):
+def test_one_image_for_another_generation_or_architecture_is_uploaded_again(fast, cli, tmp_path):
     # A disk has one generation and one architecture, and a version's source must match
     # its definition's in both.
     image = make_image(tmp_path / "img", seed=28)
@@ -323,31 +294,29 @@ def test_one_image_for_another_generation_or_architecture_is_uploaded_again(
         target_file(tmp_path, image, "arm", architecture="Arm64"),
         target_file(tmp_path, image, "gen1", hyperVGeneration="V1"),
     ]
-    code, report, _ = run(fast, monkeypatch, capsys, *configs(paths))
+    code, report, _ = run(cli, *configs(paths))
     assert code == 0, [t.get("error") for t in report.get("targets", [])] or report
     assert report["uploads"] == 3
     uploaded = {t["target"] for t in report["targets"] if t["upload"] is not None}
     assert {"arm", "gen1"} <= uploaded
 
 
-def test_a_target_without_a_gallery_keeps_its_own_disk(fast, tmp_path, monkeypatch, capsys):
+def test_a_target_without_a_gallery_keeps_its_own_disk(fast, cli, tmp_path):
     image = make_image(tmp_path / "img", seed=27)
     with_gallery = target_file(tmp_path, image, "a")
     plain = write_target(
         tmp_path / "plain", image, name="plain", gallery=None, imageDefinition=None
     )
-    code, report, _ = run(fast, monkeypatch, capsys, *configs([with_gallery, plain]))
+    code, report, _ = run(cli, *configs([with_gallery, plain]))
     assert code == 0, [t.get("error") for t in report.get("targets", [])] or report
     assert report["uploads"] == 2
     (kept,) = client(fast).disks.list_by_resource_group(GROUP)
     assert kept.name == f"plain-{report['targets'][0]['storeHash']}"
 
 
-def test_all_targets_lists_every_flake_target_with_the_worst_exit_code(
-    fast, fixture_flake, monkeypatch, capsys
-):
+def test_all_targets_lists_every_flake_target_with_the_worst_exit_code(fast, cli, fixture_flake):
     flake = fixture_flake("publish")
-    code, report, _ = run(fast, monkeypatch, capsys, "--flake", flake, "--all-targets", "--dry-run")
+    code, report, _ = run(cli, "--flake", flake, "--all-targets", "--dry-run")
     by_label = {t["target"]: t for t in report["targets"]}
     assert len(report["targets"]) == 14, sorted(by_label)  # every azurePublish attribute
     assert by_label["fixture-gen2"]["status"] == "planned"
@@ -358,15 +327,13 @@ def test_all_targets_lists_every_flake_target_with_the_worst_exit_code(
     assert report["status"] == "failed"
 
 
-def test_a_target_that_used_anothers_disk_reports_only_its_own_cleanup(
-    fast, tmp_path, monkeypatch, capsys
-):
+def test_a_target_that_used_anothers_disk_reports_only_its_own_cleanup(fast, cli, tmp_path):
     image = make_image(tmp_path / "img", seed=29)
     paths = [
         target_file(tmp_path, image, "a"),
         target_file(tmp_path, image, "b", cleanup={"deleteUploadDisk": False}),
     ]
-    code, report, _ = run(fast, monkeypatch, capsys, *configs(paths), "--jobs", "1")
+    code, report, _ = run(cli, *configs(paths), "--jobs", "1")
     assert code == 0, [t.get("error") for t in report.get("targets", [])] or report
     a, b = report["targets"]
     disk = f"a-{a['storeHash']}"

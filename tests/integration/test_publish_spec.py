@@ -18,8 +18,8 @@ from nixos_azure_publish.config import load_target_file
 from nixos_azure_publish.emulator.recording import TrafficRecorder
 from nixos_azure_publish.pipeline import Pipeline, PublishInput, PublishOptions
 from tests.helpers.images import make_image
+from tests.helpers.specs import oav, validate
 from tests.helpers.targets import write_target
-from tests.integration.test_spec_validation import oav, validate
 
 if TYPE_CHECKING:
     from nixos_azure_publish.emulator.server import Emulator

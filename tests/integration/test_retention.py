@@ -8,31 +8,24 @@ import pytest
 
 from nixos_azure_publish.azure import names
 from tests.helpers.images import make_image
-from tests.helpers.publishing import compute, publish, publish_again, versions, writes
+from tests.helpers.publishing import (
+    compute,
+    update_version,
+    versions,
+    writes,
+)
 from tests.helpers.targets import DEFINITION, GALLERY, GROUP, write_target
 
 pytestmark = pytest.mark.usefixtures("state_home")
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from nixos_azure_publish.emulator.server import Emulator
+    from tests.helpers.publishing import Cli
 
 
-def _publish(
-    emulator: Emulator,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    seed: int,
-    *extra: str,
-    **overrides: Any,
-) -> tuple[str, dict[str, Any]]:
-    folder = tmp_path / f"p{seed}"
-    image = make_image(folder / "img", seed=seed, size_mib=24)
-    target = write_target(folder, image, version={"targetRegions": ["westeurope"]}, **overrides)
-    code, report = publish(emulator, monkeypatch, capsys, "--config", str(target), *extra)
-    assert code == 0, report
+def _publish(cli: Cli, seed: int, *extra: str, **overrides: Any) -> tuple[str, dict[str, Any]]:
+    """Publish a fresh image to one region; its version and report."""
+    _, report = cli.publish_seed(seed, *extra, regions=("westeurope",), **overrides)
     return str(report["version"]), report
 
 
@@ -40,43 +33,20 @@ def _names(emulator: Emulator) -> set[str]:
     return {v.name for v in versions(compute(emulator))}
 
 
-def _source(body: dict[str, Any]) -> dict[str, Any]:
-    """The version's source as it was given: a managed image (Trusted Launch definitions)
-    or a disk; an update must repeat it."""
-    storage = body["properties"]["storageProfile"]
-    if "source" in storage:
-        return {"source": {"id": storage["source"]["id"]}}
-    return {"osDiskImage": {"source": {"id": storage["osDiskImage"]["source"]["id"]}}}
-
-
-def _update_version(emulator: Emulator, name: str, properties: dict[str, Any], **body: Any) -> None:
-    """PATCH a version as someone else would: *properties* beside its own storage profile."""
-    client = compute(emulator)
-    current = client.gallery_image_versions.get(GROUP, GALLERY, DEFINITION, name).as_dict()
-    begin: Any = client.gallery_image_versions.begin_update  # a dict body; typed for models
-    begin(
-        GROUP,
-        GALLERY,
-        DEFINITION,
-        name,
-        {**body, "properties": {**properties, "storageProfile": _source(current)}},
-    ).result()
-
-
 def _untag(emulator: Emulator, name: str) -> None:
     """Make a version look hand-made: none of our tags."""
-    _update_version(emulator, name, {}, tags={"owner": "someone else"})
+    update_version(emulator, name, {}, tags={"owner": "someone else"})
 
 
 def _set_end_of_life(emulator: Emulator, name: str, when: str) -> None:
-    _update_version(emulator, name, {"publishingProfile": {"endOfLifeDate": when}})
+    update_version(emulator, name, {"publishingProfile": {"endOfLifeDate": when}})
 
 
-def test_keep_versions_deletes_exactly_our_older_versions(emulator, tmp_path, monkeypatch, capsys):
+def test_keep_versions_deletes_exactly_our_older_versions(emulator, cli, tmp_path):
     emulator.settings.replication_seconds = 0.1
-    first, _ = _publish(emulator, tmp_path, monkeypatch, capsys, 41)
-    second, _ = _publish(emulator, tmp_path, monkeypatch, capsys, 42)
-    third, _ = _publish(emulator, tmp_path, monkeypatch, capsys, 43)
+    first, _ = _publish(cli, 41)
+    second, _ = _publish(cli, 42)
+    third, _ = _publish(cli, 43)
     _untag(emulator, first)  # not ours any more: never deleted
     assert _names(emulator) == {first, second, third}
 
@@ -89,7 +59,7 @@ def test_keep_versions_deletes_exactly_our_older_versions(emulator, tmp_path, mo
         version={"targetRegions": ["westeurope"]},
         retention={"keepVersions": 2},
     )
-    code, plan = publish(emulator, monkeypatch, capsys, "--config", str(target), "--dry-run")
+    code, plan = cli.publish("--config", str(target), "--dry-run")
     assert code == 0, plan
     assert writes(emulator, before) == []
     would = [
@@ -100,7 +70,7 @@ def test_keep_versions_deletes_exactly_our_older_versions(emulator, tmp_path, mo
     # The new version is not there yet: the two newest of ours stay (third and the new one).
     assert would == [second]
 
-    code, report = publish(emulator, monkeypatch, capsys, "--config", str(target))
+    code, report = cli.publish("--config", str(target))
     assert code == 0, report
     fourth = str(report["version"])
     deleted = [
@@ -114,23 +84,16 @@ def test_keep_versions_deletes_exactly_our_older_versions(emulator, tmp_path, mo
     assert retention["detail"] == f"deleted {second}"
 
     # A rerun of the same image deletes nothing more and writes nothing.
-    publish_again(emulator, monkeypatch, capsys, "--config", str(target))
+    cli.publish_again("--config", str(target))
 
 
-def test_versions_past_their_end_of_life_are_deleted(emulator, tmp_path, monkeypatch, capsys):
+def test_versions_past_their_end_of_life_are_deleted(emulator, cli):
     emulator.settings.replication_seconds = 0.1
-    old, _ = _publish(emulator, tmp_path, monkeypatch, capsys, 51)
-    later, _ = _publish(emulator, tmp_path, monkeypatch, capsys, 52)
+    old, _ = _publish(cli, 51)
+    later, _ = _publish(cli, 52)
     _set_end_of_life(emulator, old, "2020-01-01T00:00:00Z")
     _set_end_of_life(emulator, later, "2099-01-01T00:00:00Z")
-    new, report = _publish(
-        emulator,
-        tmp_path,
-        monkeypatch,
-        capsys,
-        53,
-        retention={"deleteAfterEndOfLife": True},
-    )
+    new, report = _publish(cli, 53, retention={"deleteAfterEndOfLife": True})
     deleted = [
         r for r in report["resources"] if r["action"] == "deleted" and r["kind"] == "image version"
     ]

@@ -7,8 +7,8 @@ The actions come from the emulator's request log (it maps each route to its
 RBAC action) plus Azure's linked access checks, derived from the request
 bodies: a body that names another resource needs ``join/action`` on a
 network resource and ``read`` on any other. `status` and `gc` run with the
-publish role (gc deleting the managed image retention left); `import` from a
-community gallery needs the --import role.
+publish role (gc deleting the managed image retention left). The --import role
+is exactly what `import` of every kind of source, `status` and `gc` use.
 """
 
 from __future__ import annotations
@@ -19,19 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from nixos_azure_publish.azure import role
 from nixos_azure_publish.cli import main
+from nixos_azure_publish.emulator.testing import clients
 from tests.helpers.images import make_image
-from tests.helpers.publishing import publish
-from tests.helpers.targets import write_target
+from tests.helpers.importing import community_image, https_file, my_target, release
+from tests.helpers.publishing import publish, run
+from tests.helpers.targets import COMMUNITY, write_target
 
 if TYPE_CHECKING:
     from nixos_azure_publish.emulator.server import Emulator
 
-COMMUNITY = {
-    "publicNamePrefix": "nixos",
-    "publisherUri": "https://nixos.org",
-    "publisherContact": "images@nixos.org",
-    "eula": "https://nixos.org/eula",
-}
 JOINED = frozenset(
     {
         "Microsoft.Network/virtualNetworks/subnets",
@@ -62,11 +58,11 @@ def referenced_ids(body: Any) -> list[str]:
     return []
 
 
-def linked_actions(emulator: Emulator) -> set[str]:
+def linked_actions(emulator: Emulator, *, since: int = 0) -> set[str]:
     traffic = emulator.app.traffic
     assert traffic is not None
     found = set()
-    for exchange in traffic.exchanges:
+    for exchange in traffic.exchanges[since:]:
         request = exchange["liveRequest"]
         if request["method"] not in {"PUT", "PATCH", "POST"}:
             continue
@@ -140,24 +136,48 @@ def test_the_printed_role_is_that_role(capsys):
     assert printed["AssignableScopes"] == [scope]
 
 
-def test_the_import_role_holds_every_action_an_import_uses(emulator, tmp_path, monkeypatch, capsys):
-    from tests.integration.test_import import (  # noqa: PLC0415
-        community_image,
-        https_file,
-        my_target,
-        release,
-    )
-
+def test_the_import_role_holds_exactly_the_actions_import_status_and_gc_use(
+    emulator, tmp_path, monkeypatch, capsys
+):
     emulator.settings.replication_seconds = 0.2
     first = release(emulator, tmp_path, monkeypatch, capsys, 6)
-    published = set(used_actions(emulator))
-    target = my_target(tmp_path)
-    # A version made from a community version, another from an https:// source.
-    source = community_image(first)
-    capsys.readouterr()
-    assert main(["--json", "import", source, "--config", str(target)]) == 0, capsys.readouterr()
-    with https_file(emulator, tmp_path / "release6" / "img" / "disk.vhd") as (url, _):
-        assert main(["--json", "import", url, "--config", str(target)]) == 0, capsys.readouterr()
-    used = used_actions(emulator)
-    assert set(role.IMPORT) <= used - published
-    assert used <= set(role.actions(import_=True))
+    sdk = clients(emulator)
+    sdk.create_group("released", "northeurope")
+    sdk.upload_disk("released", "nixos", location="northeurope")
+    blob_url = str(
+        sdk.compute.disks.begin_grant_access(
+            "released", "nixos", {"access": "Read", "durationInSeconds": 3600}
+        )
+        .result()
+        .access_sas
+    )
+    # Only what the user's commands send from here on counts.
+    requests_before = len(emulator.requests)
+    traffic = emulator.app.traffic
+    assert traffic is not None
+    exchanges_before = len(traffic.exchanges)
+    # The user's target uses every feature an import can: community sharing, a managed
+    # image kept (gc deletes the one whose version retention deleted), retention (each
+    # import replaces the last).
+    target = my_target(
+        tmp_path,
+        gallery={"name": "my_gallery", "community": COMMUNITY},
+        managedImage={"enable": True},
+        retention={"keepVersions": 1},
+    )
+    sources = [community_image(first), first["definitionId"], blob_url]
+    with https_file(emulator, tmp_path / "p6" / "img" / "disk.vhd") as (url, _):
+        commands = [["import", source] for source in [*sources, url]]
+        for argv in [*commands, ["status"], ["gc", "--older-than", "0"]]:
+            code, _, err = run(
+                emulator, monkeypatch, capsys, "--json", *argv, "--config", str(target)
+            )
+            assert code == 0, err
+    requests = list(emulator.requests)[requests_before:]
+    used = {r.action for r in requests if r.action} | linked_actions(
+        emulator, since=exchanges_before
+    )
+    # Nothing missing, nothing superfluous: import (of every kind of source) with a target
+    # that uses every feature does all a publish does, plus reading community images.
+    assert used == set(role.actions(import_=True))
+    assert set(role.IMPORT) <= used

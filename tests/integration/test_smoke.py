@@ -14,8 +14,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
-from azure.mgmt.network import NetworkManagementClient
 
 from nixos_azure_publish.azure import vm as azvm
 from nixos_azure_publish.azure.clients import AzureSettings, make_clients
@@ -26,12 +24,11 @@ from tests.helpers.images import make_image
 from tests.helpers.publishing import (
     compute,
     disks,
-    publish,
-    publish_again,
     run_publisher,
     versions,
     writes,
 )
+from tests.helpers.smoke import BROKEN_LOG, NOTHING, smoke_target, throwaways
 from tests.helpers.targets import DEFINITION, GALLERY, GROUP, write_target
 
 pytestmark = pytest.mark.usefixtures("state_home")
@@ -41,42 +38,6 @@ if TYPE_CHECKING:
 
     from nixos_azure_publish.emulator.server import Emulator
 
-BROKEN_LOG = (
-    "[    0.0] Linux version 6.12\nKernel panic - not syncing: VFS: Unable to mount root fs\n"
-)
-
-
-def smoke_target(folder: Path, image: Path, **smoke: Any) -> Path:
-    return write_target(
-        folder,
-        image,
-        version={"targetRegions": ["westeurope", "northeurope"]},
-        smokeTest={"enable": True, "vmSize": "Standard_B2s", "timeoutSeconds": 60, **smoke},
-    )
-
-
-NOTHING: dict[str, list[str]] = {"vm": [], "nic": [], "vnet": [], "disk": []}
-
-
-def throwaways(emulator: Emulator) -> dict[str, list[str]]:
-    """What the emulator holds of VMs, NICs, VNets and non-upload disks."""
-    client = compute(emulator)
-    net = NetworkManagementClient(
-        emulator.credential(), emulator.subscription_id, **emulator.client_kwargs()
-    )
-    try:
-        vms = [v.name for v in client.virtual_machines.list(GROUP)]
-    except ResourceNotFoundError:  # no resource group yet
-        return NOTHING
-    return {
-        "vm": vms,
-        "nic": [n.name for n in net.network_interfaces.list(GROUP)],
-        "vnet": [v.name for v in net.virtual_networks.list(GROUP)],
-        "disk": [
-            d.name for d in disks(client) if d.name.startswith("smoke-") or "OsDisk" in d.name
-        ],
-    }
-
 
 def version_json(emulator: Emulator) -> dict[str, Any]:
     client = compute(emulator)
@@ -85,11 +46,11 @@ def version_json(emulator: Emulator) -> dict[str, Any]:
     return dict(got.as_dict())
 
 
-def test_smoke_test_passes_promotes_and_deletes_its_vm(fast, tmp_path, monkeypatch, capsys):
+def test_smoke_test_passes_promotes_and_deletes_its_vm(fast, cli, tmp_path):
     image = make_image(tmp_path / "img", seed=31)
     target = smoke_target(tmp_path, image)
     state = str(tmp_path / "state")
-    code, report = publish(fast, monkeypatch, capsys, "--config", str(target), "--state-dir", state)
+    code, report = cli.publish("--config", str(target), "--state-dir", state)
     assert code == 0, report
     assert report["status"] == "published"
     steps = {s["name"]: s for s in report["steps"]}
@@ -117,7 +78,7 @@ def test_smoke_test_passes_promotes_and_deletes_its_vm(fast, tmp_path, monkeypat
         "uefiSettings": {"secureBootEnabled": False, "vTpmEnabled": True},
     }
     # A rerun does not test a passed version again, and writes nothing.
-    again = publish_again(fast, monkeypatch, capsys, "--config", str(target), "--state-dir", state)
+    again = cli.publish_again("--config", str(target), "--state-dir", state)
     assert {s["name"]: s for s in again["steps"]}["smoke test"]["detail"].startswith("not needed: ")
 
 
@@ -169,9 +130,7 @@ def test_a_serial_log_without_the_expected_text_fails_and_keeps_the_version_out_
     assert throwaways(fast) == NOTHING
 
 
-def test_a_users_exclude_from_latest_is_kept_after_a_passed_test(
-    fast, tmp_path, monkeypatch, capsys
-):
+def test_a_users_exclude_from_latest_is_kept_after_a_passed_test(fast, cli, tmp_path):
     image = make_image(tmp_path / "img", seed=33)
     target = write_target(
         tmp_path,
@@ -179,28 +138,26 @@ def test_a_users_exclude_from_latest_is_kept_after_a_passed_test(
         version={"targetRegions": ["westeurope"], "excludeFromLatest": True},
         smokeTest={"enable": True, "timeoutSeconds": 60},
     )
-    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
+    code, report = cli.publish("--config", str(target))
     assert code == 0, report
     version = version_json(fast)
     assert version["tags"][azvm.TAG_SMOKE_TEST] == "passed"
     assert version["properties"]["publishingProfile"]["excludeFromLatest"] is True
 
 
-def test_a_smoke_location_outside_the_target_regions_fails_before_any_write(
-    fast, tmp_path, monkeypatch, capsys
-):
+def test_a_smoke_location_outside_the_target_regions_fails_before_any_write(fast, cli, tmp_path):
     image = make_image(tmp_path / "img", seed=34)
     target = smoke_target(tmp_path, image, location="eastus")
-    code, report = publish(fast, monkeypatch, capsys, "--config", str(target))
+    code, report = cli.publish("--config", str(target))
     assert code == ExitCode.USAGE, report
     assert "smokeTest.location" in report["error"]["message"]
     assert writes(fast) == []
 
 
-def test_dry_run_plans_the_smoke_test_and_writes_nothing(fast, tmp_path, monkeypatch, capsys):
+def test_dry_run_plans_the_smoke_test_and_writes_nothing(fast, cli, tmp_path):
     image = make_image(tmp_path / "img", seed=35)
     target = smoke_target(tmp_path, image)
-    code, report = publish(fast, monkeypatch, capsys, "--config", str(target), "--dry-run")
+    code, report = cli.publish("--config", str(target), "--dry-run")
     assert code == 0, report
     steps = {s["name"]: s for s in report["steps"]}
     assert steps["smoke test"]["detail"].startswith("would boot ")

@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from nixos_azure_publish.emulator import schemas, speccheck
 from nixos_azure_publish.emulator.recording import TrafficRecorder
 from nixos_azure_publish.emulator.server import Emulator, run_emulator
 from nixos_azure_publish.emulator.testing import clients
-from tests.conftest import REPO
+from tests.helpers.specs import validate
 from tests.integration.test_emulator_flow import (
     LOCATION,
     step_delete_everything,
@@ -35,25 +34,8 @@ from tests.integration.test_emulator_flow import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from nixos_azure_publish.emulator.azurite import Azurite
-    from nixos_azure_publish.emulator.speccheck import Validation
-
-SPEC_ROOT = schemas.SPEC_ROOT
-
-
-def oav() -> str:
-    path = REPO / "node_modules" / ".bin" / "oav"
-    if not path.exists():
-        pytest.skip("oav is not installed (scripts/test runs npm ci)")
-    return str(path)
-
-
-def validate(emulator: Emulator, exchanges: list[dict[str, Any]], work: Path) -> Validation:
-    return speccheck.validate(
-        exchanges, router=emulator.app.router, spec_root=SPEC_ROOT, oav=oav(), work=work
-    )
 
 
 def step_community(sdk: Any, disk_id: str) -> None:

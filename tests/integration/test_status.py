@@ -2,75 +2,24 @@
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Any
-
 import pytest
 
 from nixos_azure_publish.cli import main
 from tests.helpers.images import make_image
-from tests.helpers.publishing import compute, publish, writes
-from tests.helpers.targets import DEFINITION, GALLERY, GROUP, write_target
+from tests.helpers.publishing import update_version, writes
+from tests.helpers.targets import DEFINITION, write_target
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
-    from nixos_azure_publish.emulator.server import Emulator
+pytestmark = pytest.mark.usefixtures("state_home")
 
 
-@pytest.fixture(autouse=True)
-def _state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
-
-
-def run(
-    emulator: Emulator,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    *args: str,
-) -> tuple[int, Any, str]:
-    """``ARGS`` in-process against the emulator; exit code, JSON stdout (or text), stderr."""
-    for key, value in emulator.environ.items():
-        monkeypatch.setenv(key, value)
-    capsys.readouterr()
-    code = main(list(args))
-    captured = capsys.readouterr()
-    out = captured.out
-    try:
-        return code, json.loads(out), captured.err
-    except ValueError:
-        return code, out, captured.err
-
-
-def publish_seed(
-    emulator: Emulator,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    seed: int,
-    **version: Any,
-) -> tuple[Path, str]:
-    folder = tmp_path / f"p{seed}"
-    image = make_image(folder / "img", seed=seed, size_mib=24)
-    target = write_target(
-        folder, image, version={"targetRegions": ["westeurope", "northeurope"], **version}
-    )
-    code, report = publish(emulator, monkeypatch, capsys, "--config", str(target))
-    assert code == 0, report
-    return target, str(report["version"])
-
-
-def test_status_lists_versions_replication_tags_and_latest(emulator, tmp_path, monkeypatch, capsys):
+def test_status_lists_versions_replication_tags_and_latest(emulator, cli):
     emulator.settings.replication_seconds = 0.1
-    target, first = publish_seed(emulator, tmp_path, monkeypatch, capsys, 61)
-    _, second = publish_seed(
-        emulator, tmp_path, monkeypatch, capsys, 62, excludeFromLatest=True, replicaCount=2
-    )
+    target, one = cli.publish_seed(61)
+    _, two = cli.publish_seed(62, version={"excludeFromLatest": True, "replicaCount": 2})
+    first, second = str(one["version"]), str(two["version"])
 
     before = len(emulator.requests)
-    code, status, _ = run(
-        emulator, monkeypatch, capsys, "--json", "status", "--config", str(target)
-    )
+    code, status, _ = cli.on("status", target)
     assert code == 0, status
     assert writes(emulator, before) == []  # read-only
     assert status["exists"] is True
@@ -100,7 +49,7 @@ def test_status_lists_versions_replication_tags_and_latest(emulator, tmp_path, m
     assert v["tags"]["storePath"].startswith("sha256:")
 
     # The same as text.
-    code, text, _ = run(emulator, monkeypatch, capsys, "status", "--config", str(target))
+    code, text, _ = cli.on("status", target, as_json=False)
     assert code == 0
     assert f"latest: {first}" in text
     assert f"{second}  Succeeded/Completed" in text
@@ -108,66 +57,28 @@ def test_status_lists_versions_replication_tags_and_latest(emulator, tmp_path, m
     assert "northeurope: Completed 100%, 2 replica(s), Standard_LRS" in text
 
 
-def test_status_of_a_definition_that_does_not_exist(emulator, tmp_path, monkeypatch, capsys):
+def test_status_of_a_definition_that_does_not_exist(cli, tmp_path):
     image = make_image(tmp_path / "img", seed=63)
     target = write_target(tmp_path, image)
-    code, status, _ = run(
-        emulator, monkeypatch, capsys, "--json", "status", "--config", str(target)
-    )
+    code, status, _ = cli.on("status", target)
     assert code == 0, status
     assert status["exists"] is False
     assert status["versions"] == []
     assert status["latest"] is None
-    code, text, _ = run(emulator, monkeypatch, capsys, "status", "--config", str(target))
+    code, text, _ = cli.on("status", target, as_json=False)
     assert "does not exist yet" in text
 
 
-def test_status_watch_follows_replication_until_it_settles(emulator, tmp_path, monkeypatch, capsys):
+def test_status_watch_follows_replication_until_it_settles(emulator, cli):
     emulator.settings.replication_seconds = 0.1
-    target, name = publish_seed(emulator, tmp_path, monkeypatch, capsys, 64)
+    target, report = cli.publish_seed(64)
     # Add a region by hand: it replicates for a while.
     emulator.settings.replication_seconds = 1.5
-    client = compute(emulator)
-    body = client.gallery_image_versions.get(GROUP, GALLERY, DEFINITION, name).as_dict()
-    storage = body["properties"]["storageProfile"]
-    # The source as created (a disk, or a managed image): sent back unchanged.
-    profile = (
-        {"source": storage["source"]}
-        if storage.get("source")
-        else {"osDiskImage": {"source": storage["osDiskImage"]["source"]}}
+    regions = [{"name": "westeurope"}, {"name": "northeurope"}, {"name": "eastus"}]
+    update_version(
+        emulator, report["version"], {"publishingProfile": {"targetRegions": regions}}, wait=False
     )
-    begin: Any = client.gallery_image_versions.begin_update  # a dict body; typed for models
-    begin(
-        GROUP,
-        GALLERY,
-        DEFINITION,
-        name,
-        {
-            "properties": {
-                "publishingProfile": {
-                    "targetRegions": [
-                        {"name": "westeurope"},
-                        {"name": "northeurope"},
-                        {"name": "eastus"},
-                    ]
-                },
-                "storageProfile": profile,
-            }
-        },
-        polling=False,
-    )
-    code, status, err = run(
-        emulator,
-        monkeypatch,
-        capsys,
-        "--json",
-        "status",
-        "--config",
-        str(target),
-        "--watch",
-        "--interval",
-        "0.1",
-    )
+    code, status, err = cli.on("status", target, "--watch", "--interval", "0.1")
     assert code == 0, status
     assert status["settled"] is True
     (version,) = status["versions"]

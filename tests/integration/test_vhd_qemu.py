@@ -18,7 +18,7 @@ import pytest
 from nixos_azure_publish import vhd
 from nixos_azure_publish.cli import main
 from tests.conftest import require_tool
-from tests.helpers.images import brute_force_extents, make_raw, merged
+from tests.helpers.images import brute_force_extents, make_raw, merged, qemu_convert, qemu_vhd
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -40,12 +40,6 @@ def qemu_info(qemu_img: str, path: Path, fmt: str | None = "vpc") -> dict[str, A
     argv = [qemu_img, "info", "--output=json", *(["-f", fmt] if fmt else []), str(path)]
     done = run(*argv)
     return json.loads(done.stdout) if done.returncode == 0 else None
-
-
-def qemu_convert(qemu_img: str, src: Path, dst: Path, *options: str) -> Path:
-    done = run(qemu_img, "convert", *options, str(src), str(dst))
-    assert done.returncode == 0, done.stderr
-    return dst
 
 
 def read_area(path: Path, length: int) -> bytes:
@@ -82,17 +76,7 @@ def disk(request, tmp_path) -> tuple[Path, Path]:
     size = raw.stat().st_size
     with rounded.open("r+b") as f:
         f.truncate(-(-size // MIB) * MIB)
-    reference = qemu_convert(
-        require_tool("qemu-img"),
-        rounded,
-        tmp_path / "reference.vhd",
-        "-f",
-        "raw",
-        "-O",
-        "vpc",
-        "-o",
-        "subformat=fixed,force_size",
-    )
+    reference = qemu_vhd(require_tool("qemu-img"), rounded, tmp_path / "reference.vhd")
     return raw, reference
 
 
@@ -148,9 +132,7 @@ def test_qemu_fixed_force_size_is_ready(qemu_img, disk):
 
 def test_qemu_fixed_without_force_size_is_flagged(qemu_img, disk, tmp_path):
     raw, _ = disk
-    chs = qemu_convert(
-        qemu_img, raw, tmp_path / "chs.vhd", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed"
-    )
+    chs = qemu_vhd(qemu_img, raw, tmp_path / "chs.vhd", "fixed")
     info = assert_agrees_with_qemu(qemu_img, chs)
     assert info.format == "vhd-fixed"
     assert not info.azure_ready
@@ -161,9 +143,7 @@ def test_qemu_fixed_without_force_size_is_flagged(qemu_img, disk, tmp_path):
 @pytest.mark.parametrize("subformat", ["dynamic", "dynamic,force_size"])
 def test_qemu_dynamic(qemu_img, disk, tmp_path, subformat):
     raw, _ = disk
-    image = qemu_convert(
-        qemu_img, raw, tmp_path / "d.vhd", "-f", "raw", "-O", "vpc", "-o", f"subformat={subformat}"
-    )
+    image = qemu_vhd(qemu_img, raw, tmp_path / "d.vhd", subformat)
     info = assert_agrees_with_qemu(qemu_img, image)
     assert info.format == "vhd-dynamic"
     assert "dynamic" in {p.code for p in info.problems}
@@ -203,17 +183,7 @@ def test_convert_raw_matches_qemu_img(qemu_img, disk, tmp_path):
 def test_convert_chs_rounded_matches_qemu_img(qemu_img, disk, tmp_path, subformat):
     # Without force_size the size is a CHS product: not a whole MiB, nor whole blocks.
     raw, reference = disk
-    chs = qemu_convert(
-        qemu_img,
-        raw,
-        tmp_path / "chs.vhd",
-        "-f",
-        "raw",
-        "-O",
-        "vpc",
-        "-o",
-        f"subformat={subformat}",
-    )
+    chs = qemu_vhd(qemu_img, raw, tmp_path / "chs.vhd", subformat)
     vhd.convert(chs, tmp_path / "ours.vhd")
     ours = tmp_path / "ours.vhd"
     chs_size = vhd.inspect(chs).virtual_size
@@ -232,17 +202,7 @@ def test_convert_chs_rounded_matches_qemu_img(qemu_img, disk, tmp_path, subforma
 def test_convert_dynamic_force_size_matches_qemu_img(qemu_img, disk, tmp_path):
     _raw, reference = disk
     rounded = tmp_path / "rounded.raw"
-    dynamic = qemu_convert(
-        qemu_img,
-        rounded,
-        tmp_path / "d.vhd",
-        "-f",
-        "raw",
-        "-O",
-        "vpc",
-        "-o",
-        "subformat=dynamic,force_size",
-    )
+    dynamic = qemu_vhd(qemu_img, rounded, tmp_path / "d.vhd", "dynamic,force_size")
     result = vhd.convert(dynamic, tmp_path / "ours.vhd")
     assert result.source_format == "vhd-dynamic"
     assert result.method == "python"

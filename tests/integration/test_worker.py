@@ -19,26 +19,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytest
-from azure.mgmt.compute import ComputeManagementClient
-
 from nixos_azure_publish.hooks.spool import Spool
 from tests.conftest import require_tool
+from tests.helpers import publishing
+from tests.helpers.images import MiB, qemu_vhd
+from tests.helpers.targets import write_target
 
 if TYPE_CHECKING:
     from nixos_azure_publish.emulator.server import Emulator
 
-MiB = 1024 * 1024
-GROUP = "nixos-images"
-GALLERY = "hook_gallery"
-DEFINITION = "nixos-hook"
 HYDRA_JOB = "nixos:release-25.05:azure.x86_64-linux"
-
-
-@pytest.fixture
-def fast(emulator: Emulator) -> Emulator:
-    emulator.settings.replication_seconds = 0.2
-    return emulator
 
 
 def store_image(tmp_path: Path, seed: int, *, data_mib: int = 0) -> Path:
@@ -54,45 +44,16 @@ def store_image(tmp_path: Path, seed: int, *, data_mib: int = 0) -> Path:
         handle.write(bytes([seed % 251 + 1]) * 70_000)
         handle.seek(10 * MiB)
         handle.write(random.Random(seed).randbytes(data_mib * MiB))  # noqa: S311 - test data
-    subprocess.run(
-        [
-            qemu_img,
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vpc",
-            "-o",
-            "subformat=fixed,force_size",
-            str(raw),
-            str(out / "nixos.vhd"),
-        ],
-        check=True,
-    )
+    qemu_vhd(qemu_img, raw, out / "nixos.vhd")
     raw.unlink()
     return out
 
 
 def write_targets(tmp_path: Path, image: Path | None = None) -> Path:
-    target = {
-        "name": "nixos-hook",
-        "resourceGroup": GROUP,
-        "location": "westeurope",
-        "hyperVGeneration": "V2",
-        "nixos": {"release": "25.05", "label": "25.05.20250612.abc1234"},
-        "gallery": {"name": GALLERY},
-        "imageDefinition": {
-            "name": DEFINITION,
-            "publisher": "NixOS",
-            "offer": "NixOS",
-            "sku": "25.05-gen2",
-        },
-        "version": {"targetRegions": ["westeurope"]},
-    }
-    if image is not None:  # so that the worker can match a post-build job to this target
-        target["image"] = str(image)
-    config = tmp_path / "gen2.json"
-    config.write_text(json.dumps(target))
+    # With an image, the worker can match a post-build job to this target.
+    config = write_target(
+        tmp_path, image, filename="gen2.json", version={"targetRegions": ["westeurope"]}
+    )
     path = tmp_path / "targets.json"
     path.write_text(
         json.dumps({"targets": {"gen2": {"config": str(config), "hydraJobs": [HYDRA_JOB]}}})
@@ -101,9 +62,7 @@ def write_targets(tmp_path: Path, image: Path | None = None) -> Path:
 
 
 def env_for(emulator: Emulator, tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(emulator.environ)
-    env.pop("GITHUB_STEP_SUMMARY", None)
+    env = publishing.env_for(emulator)
     env["XDG_STATE_HOME"] = str(tmp_path / "xdg-state")
     return env
 
@@ -170,15 +129,8 @@ def finish(proc: subprocess.Popen[bytes], timeout: float = 240) -> str:
     return out.decode()
 
 
-def compute(emulator: Emulator) -> ComputeManagementClient:
-    return ComputeManagementClient(
-        emulator.credential(), emulator.subscription_id, **emulator.client_kwargs()
-    )
-
-
 def versions(emulator: Emulator) -> list[Any]:
-    client = compute(emulator)
-    return list(client.gallery_image_versions.list_by_gallery_image(GROUP, GALLERY, DEFINITION))
+    return publishing.versions(publishing.compute(emulator))
 
 
 def version_creations(emulator: Emulator) -> list[str]:

@@ -21,11 +21,10 @@ from nixos_azure_publish.cli import main
 from nixos_azure_publish.emulator.server import run_emulator
 from nixos_azure_publish.errors import ExitCode
 from tests import secretscan
-from tests.helpers.images import make_image
+from tests.helpers.images import make_dynamic, make_fixed, make_image, patch_footer
 from tests.helpers.publishing import WRITES
 from tests.helpers.targets import write_target
 from tests.reliability import figures
-from tests.unit.test_vhd import make_dynamic, make_fixed, patch_footer
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -30,32 +30,28 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from nixos_azure_publish.upload.journal import JOURNAL_INTERVAL
-from tests.helpers.crash import frozen_after, kill_at_step, kill_when_held, run_importer
+from tests.helpers.crash import frozen_after, kill_when_held, run_importer
 from tests.helpers.images import make_image
-from tests.helpers.publishing import compute, run_publisher
+from tests.helpers.importing import MINE, MY_DEFINITION, MY_GALLERY, https_file, my_target
+from tests.helpers.publishing import (
+    STEPS,
+    assert_converged,
+    compute,
+    kill_at_step,
+    rerun_to_completion,
+    run_publisher,
+)
 from tests.helpers.sources import disk_digest, file_digest, source_disk
 from tests.helpers.targets import write_target
-from tests.integration.test_import import MINE, MY_DEFINITION, MY_GALLERY, https_file, my_target
-from tests.integration.test_publish import STEPS, assert_converged
 from tests.reliability import figures
 
 if TYPE_CHECKING:
-    import subprocess
     from pathlib import Path
 
     from nixos_azure_publish.emulator.server import Emulator
 
 MIB = 1024 * 1024
 CAMPAIGN = pytest.mark.campaign
-
-
-def completed(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    """The report of a run that must succeed."""
-    out, err = proc.communicate(timeout=180)
-    assert proc.returncode == 0, err[-3000:]
-    report: dict[str, Any] = json.loads(out)
-    assert report["status"] in {"published", "already-published"}
-    return report
 
 
 def variant(request: pytest.FixtureRequest, what: str) -> str:
@@ -79,7 +75,7 @@ def kill_inside_upload(
             settle=JOURNAL_INTERVAL * 1.5 if settle else 0.0,
         )  # fmt: skip
         acknowledged = proxy.stats.page_bytes
-    report = completed(run_publisher(emulator, target, state))
+    report = rerun_to_completion(emulator, target, state)
     assert_converged(emulator, report)
     data = report["upload"]["dataBytes"]
     missing = data - acknowledged
@@ -110,13 +106,7 @@ def test_killed_inside_the_upload_resends_about_what_was_missing(
 @CAMPAIGN
 @pytest.mark.parametrize("step", STEPS)
 def test_campaign_killed_at_each_step(emulator, tmp_path, step):
-    emulator.settings.replication_seconds = 0.2
-    image = make_image(tmp_path / "img", seed=40 + STEPS.index(step))
-    managed = step == "managed image"
-    target = write_target(tmp_path, image, managedImage={"enable": managed})
-    kill_at_step(emulator, target, tmp_path / "state", step)
-    report = completed(run_publisher(emulator, target, tmp_path / "state"))
-    assert_converged(emulator, report, kept_images=1 if managed else 0)
+    kill_at_step(emulator, tmp_path, step, seed=40 + STEPS.index(step))
     figures.record(f"crash: SIGKILL at step '{step}'", method="campaign", runs=1, failures=0)
 
 
@@ -169,8 +159,11 @@ def kill_inside_import(
         with frozen_after(emulator, pages) as (proxy, env):
             kill_when_held(proxy, run_importer(emulator, url, target, state, env))
             acknowledged = proxy.stats.page_writes, proxy.stats.page_bytes
-        report = completed(run_importer(emulator, url, target, state))
-    assert report["status"] == "published"
+        rerun = run_importer(emulator, url, target, state)
+        out, err = rerun.communicate(timeout=180)
+    assert rerun.returncode == 0, err[-3000:]
+    report = json.loads(out)
+    assert report["status"] == "published", report
     assert_imported(emulator, report, image)
     upload = report["upload"]
     if kind == "copy":  # server-side: ranges of at most 4 MiB, none through this machine

@@ -19,12 +19,17 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from nixos_azure_publish.errors import ExitCode
-from tests.helpers.crash import wait_for_line
 from tests.helpers.images import make_image
-from tests.helpers.publishing import compute, disks, run_publisher
+from tests.helpers.publishing import (
+    assert_converged,
+    compute,
+    disks,
+    run_publisher,
+    wait_for_line,
+    wait_for_pages,
+)
+from tests.helpers.smoke import BROKEN_LOG, NOTHING, smoke_target, throwaways
 from tests.helpers.targets import write_target
-from tests.integration.test_publish import assert_converged, wait_for_pages
-from tests.integration.test_smoke import BROKEN_LOG, NOTHING, smoke_target, throwaways
 from tests.reliability import figures
 
 if TYPE_CHECKING:

@@ -22,9 +22,8 @@ import pytest
 
 from nixos_azure_publish.errors import ExitCode
 from tests.helpers.images import make_image
-from tests.helpers.publishing import compute, disks, publish, versions
+from tests.helpers.publishing import assert_converged, compute, disks, publish, versions
 from tests.helpers.targets import write_target
-from tests.integration.test_publish import assert_converged
 from tests.reliability import figures
 
 if TYPE_CHECKING:

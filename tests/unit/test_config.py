@@ -12,6 +12,7 @@ import pytest
 
 from nixos_azure_publish import config
 from nixos_azure_publish.errors import ConfigError, ExitCode
+from tests.helpers.targets import COMMUNITY
 
 NOW = dt.datetime(2026, 6, 1, 12, 30, 45, tzinfo=dt.UTC)
 
@@ -27,12 +28,7 @@ def valid() -> dict[str, Any]:
         "tags": {"team": "images"},
         "gallery": {
             "name": "nixos_gallery",
-            "community": {
-                "publicNamePrefix": "nixos",
-                "publisherUri": "https://nixos.org",
-                "publisherContact": "images@example.org",
-                "eula": "https://nixos.org/eula",
-            },
+            "community": dict(COMMUNITY),
         },
         "imageDefinition": {
             "name": "nixos-x64-gen2",

@@ -50,39 +50,48 @@ def test_locate_vhd_with_two_vhds_names_both(tmp_path):
         flake.locate_vhd(tmp_path)
 
 
-def test_locate_vhd_of_a_missing_path(tmp_path):
-    # A missing input is a usage error (exit 2), not a bad image (exit 3).
-    with pytest.raises(UsageError, match="does not exist") as caught:
-        flake.locate_vhd(tmp_path / "missing")
-    assert caught.value.exit_code == 2
+def _missing(folder: Path) -> Path:
+    return folder / "missing"
 
 
-def test_locate_vhd_of_a_fifo_says_what_it_is(tmp_path):
-    fifo = tmp_path / "disk.vhd"
+def _fifo(folder: Path) -> Path:
+    fifo = folder / "disk.vhd"
     os.mkfifo(fifo)
-    with pytest.raises(ImageError, match="is not a regular file") as caught:
-        flake.locate_vhd(fifo)
-    assert caught.value.exit_code == 3
+    return fifo
 
 
-def test_locate_vhd_of_a_device_says_what_it_is():
-    with pytest.raises(ImageError, match="is not a regular file"):
-        flake.locate_vhd(Path("/dev/null"))
+def _device(folder: Path) -> Path:
+    del folder
+    return Path("/dev/null")
 
 
-def test_locate_vhd_of_a_symlink_loop_says_so(tmp_path):
-    loop = tmp_path / "loop.vhd"
+def _symlink_loop(folder: Path) -> Path:
+    loop = folder / "loop.vhd"
     loop.symlink_to(loop)
-    with pytest.raises(UsageError, match="symbolic link loop") as caught:
-        flake.locate_vhd(loop)
-    assert caught.value.exit_code == 2
+    return loop
 
 
-def test_locate_vhd_of_a_dangling_symlink_is_missing(tmp_path):
-    link = tmp_path / "disk.vhd"
-    link.symlink_to(tmp_path / "gone.vhd")
-    with pytest.raises(UsageError, match="does not exist"):
-        flake.locate_vhd(link)
+def _dangling_symlink(folder: Path) -> Path:
+    link = folder / "disk.vhd"
+    link.symlink_to(folder / "gone.vhd")
+    return link
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        pytest.param(_missing, UsageError, "does not exist", id="missing"),
+        pytest.param(_fifo, ImageError, "is not a regular file", id="fifo"),
+        pytest.param(_device, ImageError, "is not a regular file", id="device"),
+        pytest.param(_symlink_loop, UsageError, "symbolic link loop", id="symlink-loop"),
+        pytest.param(_dangling_symlink, UsageError, "does not exist", id="dangling-symlink"),
+    ],
+)
+def test_locate_vhd_of_a_path_that_is_no_file_says_what_it_is(tmp_path, make, error, message):
+    with pytest.raises(error, match=message) as caught:
+        flake.locate_vhd(make(tmp_path))
+    # A missing input is a usage error (exit 2), not a bad image (exit 3).
+    assert caught.value.exit_code == (2 if error is UsageError else 3)
 
 
 @pytest.mark.parametrize("ref", ["", ".#azurePublish.default"])

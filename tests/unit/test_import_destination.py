@@ -9,25 +9,15 @@ import pytest
 from nixos_azure_publish.azure.importsource import ResolvedSource, parse_source
 from nixos_azure_publish.azure.replication import VersionState
 from nixos_azure_publish.azure.status import resolve_latest
-from nixos_azure_publish.config import load_target
 from nixos_azure_publish.errors import ConfigError
 from nixos_azure_publish.pipeline.importing import destination_for
+from tests.helpers.targets import minimal_target
 
 SOURCE = parse_source("/CommunityGalleries/nixos-1/Images/nixos")
 
 
 def target(**overrides: Any):
-    data: dict[str, Any] = {
-        "name": "mine",
-        "resourceGroup": "g",
-        "location": "westeurope",
-        "hyperVGeneration": "V2",
-        "subscriptionId": "00000000-0000-4000-8000-000000000001",
-        "gallery": {"name": "gal"},
-        "imageDefinition": {"name": "d", "publisher": "p", "offer": "o", "sku": "s"},
-    }
-    data.update(overrides)
-    return load_target(data)
+    return minimal_target(subscriptionId="00000000-0000-4000-8000-000000000001", **overrides)
 
 
 def resolved(**overrides: Any) -> ResolvedSource:

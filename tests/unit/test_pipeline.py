@@ -12,10 +12,10 @@ from nixos_azure_publish import pipeline
 from nixos_azure_publish.azure import names
 from nixos_azure_publish.azure import version as azversion
 from nixos_azure_publish.azure.disk import DiskState
-from nixos_azure_publish.config import load_target
 from nixos_azure_publish.pipeline import checks
 from nixos_azure_publish.pipeline.context import skipped
 from nixos_azure_publish.report import PublishReport
+from tests.helpers.targets import minimal_target
 
 HASH = "0123456789abcdfghijklmnpqrsvwxyz"
 
@@ -50,16 +50,7 @@ def test_arm_timestamps_with_seven_fraction_digits_parse():
 
 
 def context(tmp_path, *, disk_time: str | None, journal: dict[str, Any] | None = None):
-    target = load_target(
-        {
-            "name": "t",
-            "resourceGroup": "rg",
-            "location": "westeurope",
-            "hyperVGeneration": "V2",
-            "gallery": {"name": "g"},
-            "imageDefinition": {"name": "d", "publisher": "p", "offer": "o", "sku": "s"},
-        }
-    )
+    target = minimal_target()
     ctx = pipeline.Context(
         input=pipeline.PublishInput(target=target, image_path=tmp_path / "x.vhd"),
         clients=cast("Any", None),  # choosing a name needs no Azure

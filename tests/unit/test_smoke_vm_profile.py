@@ -8,23 +8,20 @@ import pytest
 
 from nixos_azure_publish import config
 from nixos_azure_publish.azure.vm import security_profile
+from tests.helpers.targets import MINIMAL, minimal_target
 
 pytestmark = pytest.mark.unit
 
 
 def target(security=None, generation="V2", **smoke):
-    data = {
-        "name": "t",
-        "resourceGroup": "rg",
-        "location": "westeurope",
-        "hyperVGeneration": generation,
-        "gallery": {"name": "g"},
-        "imageDefinition": {"name": "d", "publisher": "p", "offer": "o", "sku": "s"},
-        "smokeTest": {"enable": False, **smoke},
-    }
+    definition = dict(MINIMAL["imageDefinition"])
     if security:
-        data["imageDefinition"]["securityType"] = security
-    return config.load_target(data)
+        definition["securityType"] = security
+    return minimal_target(
+        hyperVGeneration=generation,
+        imageDefinition=definition,
+        smokeTest={"enable": False, **smoke},
+    )
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,14 @@ from nixos_azure_publish import vhd
 from nixos_azure_publish.cli import image_cmd, main
 from nixos_azure_publish.errors import ImageError
 from nixos_azure_publish.vhd import conversion
-from tests.helpers.images import brute_force_extents, make_raw, merged
+from tests.helpers.images import (
+    brute_force_extents,
+    make_dynamic,
+    make_fixed,
+    make_raw,
+    merged,
+    patch_footer,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,79 +43,10 @@ QEMU_FOOTER = bytes.fromhex(
 # --------------------------------------------------------------------------- builders
 
 
-def patch_footer(raw: bytes, **fields: int | bytes) -> bytes:
-    """Change footer fields by name and fix the checksum (unless `checksum` is given)."""
-    layout = {
-        "cookie": (0, "8s"),
-        "version": (12, ">I"),
-        "data_offset": (16, ">Q"),
-        "current_size": (48, ">Q"),
-        "disk_type": (60, ">I"),
-        "checksum": (64, ">I"),
-        "saved_state": (84, "B"),
-    }
-    out = bytearray(raw)
-    for name, value in fields.items():
-        offset, fmt = layout[name]
-        struct.pack_into(fmt, out, offset, value)
-    if "checksum" not in fields:
-        struct.pack_into(">I", out, 64, vhd.vhd_checksum(bytes(out), 64))
-    return bytes(out)
-
-
 def write_at(path: Path, offset: int, data: bytes) -> None:
     with path.open("r+b") as f:
         f.seek(offset)
         f.write(data)
-
-
-def make_fixed(path: Path, size: int, writes: dict[int, bytes] | None = None) -> Path:
-    """A fixed VHD of virtual *size* with our own footer."""
-    make_raw(path, size, writes or {})
-    with path.open("ab") as f:
-        f.write(vhd.build_footer(size))
-    return path
-
-
-def make_dynamic(
-    path: Path,
-    virtual: int,
-    blocks: dict[int, bytes],
-    *,
-    block_size: int = 2 * MIB,
-    bitmaps: dict[int, bytes] | None = None,
-) -> Path:
-    """A dynamic VHD as the specification lays it out: footer copy, header, BAT, blocks, footer."""
-    entries = -(-virtual // block_size)
-    table_offset = 512 + 1024
-    table_len = -(-entries * 4 // SECTOR) * SECTOR
-    bitmap_len = -(-(block_size // SECTOR // 8) // SECTOR) * SECTOR
-    footer = patch_footer(vhd.build_footer(virtual), disk_type=vhd.DISK_DYNAMIC, data_offset=512)
-    header = bytearray(1024)
-    struct.pack_into(
-        ">8sQQIII",
-        header,
-        0,
-        b"cxsparse",
-        vhd.FIXED_DATA_OFFSET,
-        table_offset,
-        0x00010000,
-        entries,
-        block_size,
-    )
-    struct.pack_into(">I", header, 36, vhd.vhd_checksum(bytes(header), 36))
-    table = [vhd.UNALLOCATED] * entries
-    body = bytearray()
-    next_sector = (table_offset + table_len) // SECTOR
-    for index in sorted(blocks):
-        table[index] = next_sector
-        bitmap = (bitmaps or {}).get(index, b"\xff" * (block_size // SECTOR // 8))
-        body += bitmap.ljust(bitmap_len, b"\0")
-        body += blocks[index].ljust(block_size, b"\0")
-        next_sector += (bitmap_len + block_size) // SECTOR
-    bat = struct.pack(f">{entries}I", *table).ljust(table_len, b"\xff")
-    path.write_bytes(footer + bytes(header) + bat + bytes(body) + footer)
-    return path
 
 
 def codes(info: vhd.ImageInfo) -> set[str]:
