@@ -159,8 +159,8 @@ PHRASES: tuple[tuple[str, Callable[[Rows], str]], ...] = (
     (
         "bytes_sent",
         lambda rows: (
-            f"{_sum(rows, 'bytes_sent'):,} of {_sum(rows, 'data_bytes'):,} data bytes"
-            " sent (last attempt)"
+            f"{_sum(rows, 'bytes_sent'):,} data bytes sent for {_sum(rows, 'data_bytes'):,}"
+            " (every attempt counted)"
         ),
     ),
     ("tokens_asked", lambda rows: f"{_max(rows, 'tokens_asked'):.0f} tokens asked for"),
