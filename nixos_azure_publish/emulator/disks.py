@@ -5,6 +5,11 @@ Azurite page blob of ``uploadSizeBytes``; ``beginGetAccess`` (Write) returns a
 revocable SAS to it and moves the disk to ``ActiveUpload``; ``endGetAccess``
 revokes the SAS and validates the VHD footer like Azure, leaving the disk
 ``Unattached`` (or refusing the upload and returning it to ``ReadyToUpload``).
+
+``createOption: Import`` copies a fixed-VHD page blob of the storage account
+(``sourceUri``, with the ``storageAccountId`` that holds it) into a new disk;
+``createOption: Copy`` copies another disk (``sourceResourceId``). Either disk
+takes its size from the source and holds the same bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from nixos_azure_publish.emulator.armerror import (
     not_allowed,
     property_change,
 )
-from nixos_azure_publish.emulator.blobs import FOOTER_SIZE
+from nixos_azure_publish.emulator.blobs import DISK_BLOB, FOOTER_SIZE
 from nixos_azure_publish.emulator.common import (
     GROUP_PROVIDERS,
     SUBSCRIPTION_PROVIDERS,
@@ -29,6 +34,7 @@ from nixos_azure_publish.emulator.common import (
     location_of,
     no_content,
     ok,
+    parse_id,
     props,
     provider_id,
     provisioned,
@@ -58,7 +64,17 @@ SKUS: Final = {
     "PremiumV2_LRS": "Premium",
 }
 CREATE_OPTIONS: Final = {"Upload", "Empty", "FromImage", "Copy", "Import"}
-SUPPORTED_CREATE: Final = {"Upload", "Empty", "FromImage"}
+SUPPORTED_CREATE: Final = {"Upload", "Empty", "FromImage", "Import", "Copy"}
+# The creationData fields that name a source: each belongs to one createOption only.
+SOURCE_FIELDS: Final = {
+    "uploadSizeBytes": "Upload",
+    "sourceUri": "Import",
+    "storageAccountId": "Import",
+    "sourceResourceId": "Copy",
+}
+# A disk in these states has its content and can be the source of a copy.
+READABLE_STATES: Final = {"Unattached", "Attached", "Reserved", "ActiveSAS", "ActiveSASFrozen"}
+_CREATION: Final = "disk.properties.creationData"
 VHD_COOKIE: Final = b"conectix"
 VHD_FIXED: Final = 2
 
@@ -75,18 +91,7 @@ def _validate_create(body: dict[str, Any]) -> dict[str, Any]:
             "Required parameter 'disk.properties.creationData.createOption' is missing (null).",
             "disk.properties.creationData.createOption",
         )
-    option = creation["createOption"]
-    if option not in CREATE_OPTIONS:
-        raise invalid_parameter(
-            f"The value '{option}' of parameter 'createOption' is not valid.",
-            "disk.properties.creationData.createOption",
-        )
-    if option not in SUPPORTED_CREATE:
-        raise ArmError(
-            400,
-            "BadRequest",
-            f"createOption '{option}' is not supported by this emulator (Upload, Empty only).",
-        )
+    option = _check_option(creation)
     if option == "Upload":
         _check_upload_size(creation.get("uploadSizeBytes"))
     elif option == "Empty":
@@ -104,6 +109,30 @@ def _validate_create(body: dict[str, Any]) -> dict[str, Any]:
                 f"disk.properties.{key}",
             )
     return creation
+
+
+def _check_option(creation: dict[str, Any]) -> str:
+    """The createOption, known to Azure and to the emulator, with no other option's fields."""
+    option = str(creation["createOption"])
+    if option not in CREATE_OPTIONS:
+        raise invalid_parameter(
+            f"The value '{option}' of parameter 'createOption' is not valid.",
+            "disk.properties.creationData.createOption",
+        )
+    if option not in SUPPORTED_CREATE:
+        raise ArmError(
+            400,
+            "BadRequest",
+            f"createOption '{option}' is not supported by this emulator "
+            f"({', '.join(sorted(SUPPORTED_CREATE))} only).",
+        )
+    for key, owner in SOURCE_FIELDS.items():
+        if key in creation and option != owner:
+            raise invalid_parameter(
+                f"Parameter '{key}' is only allowed with createOption {owner}, not {option}.",
+                f"{_CREATION}.{key}",
+            )
+    return option
 
 
 def _check_upload_size(size: object) -> None:
@@ -131,6 +160,124 @@ def _sku(body: dict[str, Any]) -> dict[str, str]:
     return {"name": name, "tier": SKUS[name]}
 
 
+def _required(creation: dict[str, Any], key: str) -> str:
+    value = creation.get(key)
+    if not isinstance(value, str) or not value:
+        raise ArmError(
+            400,
+            "BadRequest",
+            f"Required parameter '{key}' is missing (null).",
+            target=f"{_CREATION}.{key}",
+        )
+    return value
+
+
+def _import_source(req: Request, creation: dict[str, Any]) -> tuple[str, str, int]:
+    """The page blob an Import reads (container, blob) and its size, checked as Azure does.
+
+    The blob must be a fixed VHD in the storage account ``storageAccountId`` names.
+    Messages name the blob without its query: a SAS never reaches an error.
+    """
+    uri = _required(creation, "sourceUri")
+    account_id = _required(creation, "storageAccountId")
+    shown = uri.split("?", 1)[0]
+    parsed = parse_id(account_id)
+    kind, _, account = (parsed[2] if parsed else "").rpartition("/")
+    if kind.lower() != "microsoft.storage/storageaccounts" or not account:
+        raise invalid_parameter(
+            f"The storageAccountId '{account_id}' is not the id of a storage account.",
+            f"{_CREATION}.storageAccountId",
+        )
+    located = req.app.blobs.locate(uri)
+    if located is None or located[0].lower() != account.lower():
+        raise invalid_parameter(
+            f"The source blob '{shown}' is not in storage account '{account}'.",
+            f"{_CREATION}.sourceUri",
+        )
+    _, container, blob = located
+    found = req.app.blobs.blob_size(container, blob)
+    if found is None:
+        raise ArmError(
+            404,
+            "NotFound",
+            f"The blob '{shown}' to import was not found.",
+            target=f"{_CREATION}.sourceUri",
+        )
+    size, page_blob = found
+    if not page_blob:
+        problem: str | None = "it is not a page blob"
+    elif size < FOOTER_SIZE:
+        problem = "it is smaller than a VHD footer"
+    else:
+        footer = req.app.blobs.read(container, size - FOOTER_SIZE, FOOTER_SIZE, blob=blob)
+        problem = footer_problem(footer, size)
+    if problem is not None:
+        raise ArmError(
+            400, "BadRequest", f"Only blobs formatted as VHDs can be imported: {problem}."
+        )
+    return container, blob, size
+
+
+def _copy_source(req: Request, creation: dict[str, Any], location: str) -> Resource:
+    """The disk a Copy reads: it exists, holds its content and is in the new disk's region."""
+    ref = _required(creation, "sourceResourceId")
+    target = f"{_CREATION}.sourceResourceId"
+    if parse_id(ref) is None:
+        raise invalid_parameter(f"The sourceResourceId '{ref}' is not a valid resource id.", target)
+    source = req.app.store.get(ref)
+    if source is None:
+        # The emulator keeps no snapshots: a snapshot id is never found.
+        raise ArmError(404, "NotFound", f"Resource {ref} not found.", target=target)
+    if source.type != TYPE:
+        raise invalid_parameter(
+            f"A resource of type '{source.type}' cannot be copied into a disk: "
+            "sourceResourceId names a disk or a snapshot.",
+            target,
+        )
+    state = source.properties.get("diskState")
+    if state not in READABLE_STATES:
+        raise not_allowed(
+            f"Disk '{source.name}' is in state '{state}' and cannot be copied; finish the "
+            "upload and revoke its access (endGetAccess) first."
+        )
+    if source.body["location"] != location:
+        raise invalid_parameter(
+            f"The source disk is in '{source.body['location']}'; a copy must be in the same "
+            f"region, not '{location}'.",
+            target,
+        )
+    return source
+
+
+def _source_size(properties: dict[str, Any], size_bytes: int) -> int:
+    """The size of a disk made from a source: the source's, which diskSizeGB cannot change."""
+    size_gb = properties.get("diskSizeGB")
+    if size_gb is not None and size_gb != max(1, math.ceil(size_bytes / GIB)):
+        raise invalid_parameter(
+            f"diskSizeGB {size_gb} differs from the size of the source ({size_bytes} bytes): "
+            "a disk is never smaller than its source, and this emulator makes it the "
+            "source's size. Leave diskSizeGB out.",
+            "disk.properties.diskSizeGB",
+        )
+    return size_bytes
+
+
+def _inherit(properties: dict[str, Any], source: Resource) -> dict[str, Any]:
+    """The request's properties, with the source disk's generation and OS where it has none."""
+    out = dict(properties)
+    for key in ("osType", "hyperVGeneration", "supportedCapabilities"):
+        if key in source.properties:
+            out.setdefault(key, source.properties[key])
+    theirs = source.properties.get("hyperVGeneration")
+    if theirs is not None and out["hyperVGeneration"] != theirs:
+        raise invalid_parameter(
+            f"The hyperVGeneration '{out['hyperVGeneration']}' does not match the source "
+            f"disk's '{theirs}'.",
+            "disk.properties.hyperVGeneration",
+        )
+    return out
+
+
 def new_disk_body(
     req: Request,
     *,
@@ -140,14 +287,16 @@ def new_disk_body(
     sku: dict[str, str],
     properties: dict[str, Any],
     creation: dict[str, Any],
+    size_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """The body Azure returns for a new disk."""
+    """The body Azure returns for a new disk (*size_bytes*: that of its source, if any)."""
     option = creation["createOption"]
     if option == "Upload":
         size_bytes = int(creation["uploadSizeBytes"]) - FOOTER_SIZE
         state = "ReadyToUpload"
     else:
-        size_bytes = int(properties.get("diskSizeGB", 1)) * GIB
+        if size_bytes is None:
+            size_bytes = int(properties.get("diskSizeGB", 1)) * GIB
         state = "Unattached"
     out: dict[str, Any] = {
         "id": resource_id,
@@ -198,6 +347,21 @@ def put(req: Request) -> Response:
             properties=properties,
             creation=creation,
         )
+    option = creation["createOption"]
+    # Where the new disk's bytes come from: a blob (container, blob), or nowhere.
+    content: tuple[str, str] | None = None
+    size_bytes = None
+    if option == "Import":
+        container, blob, blob_size = _import_source(req, creation)
+        content = (container, blob)
+        size_bytes = _source_size(properties, blob_size - FOOTER_SIZE)
+    elif option == "Copy":
+        source = _copy_source(req, creation, location)
+        properties = _inherit(properties, source)
+        size_bytes = _source_size(properties, int(source.properties["diskSizeBytes"]))
+        if source.meta.get("container"):
+            content = (source.meta["container"], DISK_BLOB)
+        creation = {**creation, "sourceUniqueId": source.properties["uniqueId"]}
     disk = Resource(
         id=rid,
         type=TYPE,
@@ -209,12 +373,16 @@ def put(req: Request) -> Response:
             sku=sku,
             properties=properties,
             creation=creation,
+            size_bytes=size_bytes,
         ),
     )
-    if creation["createOption"] == "Upload":
+    if option == "Upload" or content is not None:
         container = "md-" + disk.properties["uniqueId"].replace("-", "")
         disk.meta["container"] = container
-        req.app.blobs.create_page_blob(container, int(creation["uploadSizeBytes"]))
+        if content is None:
+            req.app.blobs.create_page_blob(container, int(creation["uploadSizeBytes"]))
+        else:
+            req.app.blobs.copy_pages(content, container)
     req.app.store.put(disk)
     op = req.app.start_lro(req, kind="disk-provision", resource_id=rid, location=location)
     return req.app.lro_response(op, status=202, body=disk.body)
@@ -239,7 +407,7 @@ def _update_in_place(
             "same name cannot be created in location '{location}'.",
         )
     old_creation = disk.properties["creationData"]
-    for key in ("createOption", "uploadSizeBytes"):
+    for key in ("createOption", *SOURCE_FIELDS):
         if creation.get(key) != old_creation.get(key):
             raise property_change(f"disk.properties.creationData.{key}")
     if properties.get("hyperVGeneration") not in {None, disk.properties.get("hyperVGeneration")}:
