@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import struct
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 from nixos_azure_publish.emulator import apiversions
@@ -27,21 +28,14 @@ from nixos_azure_publish.emulator.armerror import (
 )
 from nixos_azure_publish.emulator.blobs import DISK_BLOB, FOOTER_SIZE
 from nixos_azure_publish.emulator.common import (
-    GROUP_PROVIDERS,
-    SUBSCRIPTION_PROVIDERS,
     check_compute_name,
-    listing,
     location_of,
-    no_content,
-    ok,
     parse_id,
     props,
-    provider_id,
     provisioned,
-    subscription_list,
     tags_of,
 )
-from nixos_azure_publish.emulator.router import table
+from nixos_azure_publish.emulator.kinds import Kind
 from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
@@ -77,10 +71,6 @@ READABLE_STATES: Final = {"Unattached", "Attached", "Reserved", "ActiveSAS", "Ac
 _CREATION: Final = "disk.properties.creationData"
 VHD_COOKIE: Final = b"conectix"
 VHD_FIXED: Final = 2
-
-
-def disk_id(req: Request, name: str | None = None) -> str:
-    return provider_id(req, f"{TYPE}/{name or req.params['diskName']}")
 
 
 def _validate_create(body: dict[str, Any]) -> dict[str, Any]:
@@ -278,33 +268,72 @@ def _inherit(properties: dict[str, Any], source: Resource) -> dict[str, Any]:
     return out
 
 
-def new_disk_body(
-    req: Request,
-    *,
-    resource_id: str,
-    location: str,
-    tags: dict[str, str],
-    sku: dict[str, str],
-    properties: dict[str, Any],
-    creation: dict[str, Any],
-    size_bytes: int | None = None,
-) -> dict[str, Any]:
-    """The body Azure returns for a new disk (*size_bytes*: that of its source, if any)."""
-    option = creation["createOption"]
-    if option == "Upload":
+@dataclass(frozen=True)
+class Wanted:
+    """What a disk PUT asks for, checked as Azure checks it."""
+
+    location: str
+    tags: dict[str, str]
+    sku: dict[str, str]
+    properties: dict[str, Any]
+    creation: dict[str, Any]
+
+    @classmethod
+    def of(cls, req: Request) -> Wanted:
+        body = req.json_body()
+        location = location_of(req, body)
+        tags = tags_of(body)
+        creation = _validate_create(body)
+        return cls(location, tags, _sku(body), props(body), creation)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a new disk's bytes come from, and so its size."""
+
+    wanted: Wanted
+    """The request, with what the source fixes filled in."""
+    size_bytes: int | None = None
+    blob: tuple[str, str] | None = None
+    """(container, blob) to copy, or None: the disk starts all zeros (or empty)."""
+
+
+def _source(req: Request, wanted: Wanted) -> Source:
+    option = wanted.creation["createOption"]
+    if option == "Import":
+        container, blob, blob_size = _import_source(req, wanted.creation)
+        size_bytes = _source_size(wanted.properties, blob_size - FOOTER_SIZE)
+        return Source(wanted, size_bytes, (container, blob))
+    if option == "Copy":
+        disk = _copy_source(req, wanted.creation, wanted.location)
+        properties = _inherit(wanted.properties, disk)
+        creation = {**wanted.creation, "sourceUniqueId": disk.properties["uniqueId"]}
+        held = disk.meta.get("container")
+        return Source(
+            replace(wanted, properties=properties, creation=creation),
+            _source_size(properties, int(disk.properties["diskSizeBytes"])),
+            (held, DISK_BLOB) if held else None,
+        )
+    return Source(wanted)
+
+
+def new_disk_body(req: Request, resource_id: str, source: Source) -> dict[str, Any]:
+    """The body Azure returns for a new disk."""
+    wanted = source.wanted
+    creation = wanted.creation
+    if creation["createOption"] == "Upload":
         size_bytes = int(creation["uploadSizeBytes"]) - FOOTER_SIZE
         state = "ReadyToUpload"
     else:
-        if size_bytes is None:
-            size_bytes = int(properties.get("diskSizeGB", 1)) * GIB
+        size_bytes = source.size_bytes or int(wanted.properties.get("diskSizeGB", 1)) * GIB
         state = "Unattached"
     out: dict[str, Any] = {
         "id": resource_id,
         "name": resource_id.rsplit("/", 1)[-1],
         "type": TYPE,
-        "location": location,
-        "tags": tags,
-        "sku": sku,
+        "location": wanted.location,
+        "tags": wanted.tags,
+        "sku": wanted.sku,
         "properties": {
             "creationData": dict(creation),
             "diskSizeGB": max(1, math.ceil(size_bytes / GIB)),
@@ -321,106 +350,59 @@ def new_disk_body(
         },
     }
     for key in ("osType", "hyperVGeneration", "supportedCapabilities", "securityProfile"):
-        if key in properties:
-            out["properties"][key] = properties[key]
+        if key in wanted.properties:
+            out["properties"][key] = wanted.properties[key]
     return out
 
 
 def put(req: Request) -> Response:
     req.app.require_group(req)
     check_compute_name(req.params["diskName"], "disk")
-    body = req.json_body()
-    location = location_of(req, body)
-    tags = tags_of(body)
-    creation = _validate_create(body)
-    sku = _sku(body)
-    properties = props(body)
-    rid = disk_id(req)
+    wanted = Wanted.of(req)
+    rid = DISKS.id(req)
     existing = req.app.store.get(rid)
     if existing is not None:
-        return _update_in_place(
-            req,
-            existing,
-            location=location,
-            tags=tags,
-            sku=sku,
-            properties=properties,
-            creation=creation,
-        )
-    option = creation["createOption"]
-    # Where the new disk's bytes come from: a blob (container, blob), or nowhere.
-    content: tuple[str, str] | None = None
-    size_bytes = None
-    if option == "Import":
-        container, blob, blob_size = _import_source(req, creation)
-        content = (container, blob)
-        size_bytes = _source_size(properties, blob_size - FOOTER_SIZE)
-    elif option == "Copy":
-        source = _copy_source(req, creation, location)
-        properties = _inherit(properties, source)
-        size_bytes = _source_size(properties, int(source.properties["diskSizeBytes"]))
-        if source.meta.get("container"):
-            content = (source.meta["container"], DISK_BLOB)
-        creation = {**creation, "sourceUniqueId": source.properties["uniqueId"]}
-    disk = Resource(
-        id=rid,
-        type=TYPE,
-        body=new_disk_body(
-            req,
-            resource_id=rid,
-            location=location,
-            tags=tags,
-            sku=sku,
-            properties=properties,
-            creation=creation,
-            size_bytes=size_bytes,
-        ),
-    )
-    if option == "Upload" or content is not None:
+        return _update_in_place(req, existing, wanted)
+    source = _source(req, wanted)
+    disk = Resource(id=rid, type=TYPE, body=new_disk_body(req, rid, source))
+    if wanted.creation["createOption"] == "Upload" or source.blob is not None:
         container = "md-" + disk.properties["uniqueId"].replace("-", "")
         disk.meta["container"] = container
-        if content is None:
-            req.app.blobs.create_page_blob(container, int(creation["uploadSizeBytes"]))
+        if source.blob is None:
+            req.app.blobs.create_page_blob(container, int(wanted.creation["uploadSizeBytes"]))
         else:
-            req.app.blobs.copy_pages(content, container)
+            req.app.blobs.copy_pages(source.blob, container)
     req.app.store.put(disk)
-    op = req.app.start_lro(req, kind="disk-provision", resource_id=rid, location=location)
+    op = req.app.start_lro(req, kind="disk-provision", resource_id=rid, location=wanted.location)
     return req.app.lro_response(op, status=202, body=disk.body)
 
 
-def _update_in_place(
-    req: Request,
-    disk: Resource,
-    *,
-    location: str,
-    tags: dict[str, str],
-    sku: dict[str, str],
-    properties: dict[str, Any],
-    creation: dict[str, Any],
-) -> Response:
+def _update_in_place(req: Request, disk: Resource, wanted: Wanted) -> Response:
+    location = wanted.location
     if location != disk.body["location"]:
         raise ArmError(
             409,
             "InvalidResourceLocation",
             f"The resource '{disk.name}' already exists in location "
             f"'{disk.body['location']}' in resource group '{req.group}'. A resource with the "
-            "same name cannot be created in location '{location}'.",
+            f"same name cannot be created in location '{location}'.",
         )
     old_creation = disk.properties["creationData"]
     for key in ("createOption", *SOURCE_FIELDS):
-        if creation.get(key) != old_creation.get(key):
+        if wanted.creation.get(key) != old_creation.get(key):
             raise property_change(f"disk.properties.creationData.{key}")
-    if properties.get("hyperVGeneration") not in {None, disk.properties.get("hyperVGeneration")}:
+    generation = wanted.properties.get("hyperVGeneration")
+    if generation not in {None, disk.properties.get("hyperVGeneration")}:
         raise property_change("disk.properties.hyperVGeneration")
-    disk.body["tags"] = tags
-    disk.body["sku"] = sku
+    disk.body["tags"] = wanted.tags
+    disk.body["sku"] = wanted.sku
     op = req.app.start_lro(req, kind="disk-provision", resource_id=disk.id, location=location)
     disk.properties["provisioningState"] = "Updating"
     return req.app.lro_response(op, status=202, body=disk.body)
 
 
 def patch(req: Request) -> Response:
-    disk = req.app.require(req, disk_id(req), TYPE)
+    disk = DISKS.require(req)
     body = req.json_body()
     if "tags" in body:
         disk.body["tags"] = tags_of(body)
@@ -435,21 +417,9 @@ def patch(req: Request) -> Response:
     return req.app.lro_response(op, status=202, body=disk.body)
 
 
-def get(req: Request) -> Response:
-    return ok(req.app.require(req, disk_id(req), TYPE))
-
-
-def list_group(req: Request) -> Response:
-    req.app.require_group(req)
-    group = req.app.group_id(req.subscription, req.group)
-    return listing(list(req.app.store.children(group + "/providers/" + TYPE, TYPE)))
-
-
-def delete(req: Request) -> Response:
-    req.app.require_group(req)
-    disk = req.app.store.get(disk_id(req))
-    if disk is None:
-        return no_content()
+def _in_use(req: Request, disk: Resource) -> None:
+    """A disk being uploaded, exported or attached cannot be deleted."""
+    del req
     state = disk.properties.get("diskState")
     if state in {"ActiveUpload", "ActiveSAS", "ActiveSASFrozen"}:
         raise not_allowed(
@@ -461,15 +431,10 @@ def delete(req: Request) -> Response:
             f"Disk '{disk.name}' is attached to VM '{disk.body['managedBy']}' and cannot be "
             "deleted."
         )
-    disk.properties["provisioningState"] = "Deleting"
-    op = req.app.start_lro(
-        req, kind="disk-delete", resource_id=disk.id, location=disk.body["location"]
-    )
-    return req.app.lro_response(op, status=202)
 
 
 def grant(req: Request) -> Response:
-    disk = req.app.require(req, disk_id(req), TYPE)
+    disk = DISKS.require(req)
     body = req.json_body()
     access = body.get("access")
     if access not in {"Read", "Write", "None"}:
@@ -519,7 +484,7 @@ def grant(req: Request) -> Response:
 
 
 def revoke(req: Request) -> Response:
-    disk = req.app.require(req, disk_id(req), TYPE)
+    disk = DISKS.require(req)
     op = req.app.start_lro(
         req,
         kind="disk-revoke",
@@ -554,18 +519,19 @@ def footer_problem(footer: bytes, blob_size: int) -> str | None:
     return None
 
 
-_ONE: Final = GROUP_PROVIDERS + TYPE + "/{diskName}"
-ROUTES: Final = table(
-    apiversions.DISKS,
+DISKS: Final = Kind(
     TYPE,
-    ("PUT", _ONE, put, "write", "Disks_CreateOrUpdate"),
-    ("PATCH", _ONE, patch, "write", "Disks_Update"),
-    ("GET", _ONE, get, "read", "Disks_Get"),
-    ("DELETE", _ONE, delete, "delete", "Disks_Delete"),
-    ("GET", GROUP_PROVIDERS + TYPE, list_group, "read", "Disks_ListByResourceGroup"),
-    ("GET", SUBSCRIPTION_PROVIDERS + TYPE, subscription_list(TYPE), "read", "Disks_List"),
-    ("POST", _ONE + "/beginGetAccess", grant, "beginGetAccess/action", "Disks_GrantAccess"),
-    ("POST", _ONE + "/endGetAccess", revoke, "endGetAccess/action", "Disks_RevokeAccess"),
+    "diskName",
+    "Disks",
+    apiversions.DISKS,
+    delete_kind="disk-delete",
+    in_use=_in_use,
+)
+ROUTES: Final = DISKS.routes(
+    put,
+    ("PATCH", "", patch, "write", "Disks_Update"),
+    ("POST", "/beginGetAccess", grant, "beginGetAccess/action", "Disks_GrantAccess"),
+    ("POST", "/endGetAccess", revoke, "endGetAccess/action", "Disks_RevokeAccess"),
 )
 
 

@@ -20,28 +20,20 @@ from nixos_azure_publish.emulator.armerror import (
     conflict,
     invalid_parameter,
     not_allowed,
-    not_found,
     property_change,
 )
 from nixos_azure_publish.emulator.common import (
-    GROUP_PROVIDERS,
-    SUBSCRIPTION_PROVIDERS,
     immutable,
     known_region,
-    listing,
     location_of,
-    no_content,
     normalize_location,
-    ok,
     parse_id,
     props,
-    provider_id,
     provisioned,
-    subscription_list,
     tags_of,
 )
 from nixos_azure_publish.emulator.context import Response
-from nixos_azure_publish.emulator.router import table
+from nixos_azure_publish.emulator.kinds import Kind
 from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
@@ -99,34 +91,6 @@ IMMUTABLE_IMAGE_FIELDS: Final = (
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _gallery_id(req: Request) -> str:
-    return provider_id(req, f"{GALLERY}/{req.params['galleryName']}")
-
-
-def _image_id(req: Request) -> str:
-    return f"{_gallery_id(req)}/images/{req.params['galleryImageName']}"
-
-
-def _version_id(req: Request) -> str:
-    return f"{_image_id(req)}/versions/{req.params['galleryImageVersionName']}"
-
-
-def _require_gallery(req: Request) -> Resource:
-    return req.app.require(req, _gallery_id(req), GALLERY)
-
-
-def _require_image(req: Request) -> Resource:
-    _require_gallery(req)
-    image = req.app.store.get(_image_id(req))
-    if image is None:
-        raise not_found(
-            f"{GALLERY}/{req.params['galleryName']}/images",
-            req.params["galleryImageName"],
-            req.group,
-        )
-    return image
-
-
 def _same_location(parent: Resource, location: str, what: str) -> None:
     if parent.body["location"] != location:
         raise invalid_parameter(
@@ -162,7 +126,7 @@ def put_gallery(req: Request) -> Response:
     community = (
         _community_info(sharing.get("communityGalleryInfo")) if permissions == "Community" else {}
     )
-    rid = _gallery_id(req)
+    rid = GALLERIES.id(req)
     existing = req.app.store.get(rid)
     if existing is not None:
         if existing.body["location"] != location:
@@ -238,33 +202,17 @@ def _community_info(info: object) -> dict[str, str]:
     return {k: info[k] for k in ("publisherUri", "publisherContact", "eula", "publicNamePrefix")}
 
 
-def get_gallery(req: Request) -> Response:
-    gallery = _require_gallery(req)
-    return ok(gallery)
-
-
-def list_galleries(req: Request) -> Response:
-    req.app.require_group(req)
-    group = req.app.group_id(req.subscription, req.group)
-    return listing(list(req.app.store.children(f"{group}/providers/{GALLERY}", GALLERY)))
-
-
-def delete_gallery(req: Request) -> Response:
-    req.app.require_group(req)
-    gallery = req.app.store.get(_gallery_id(req))
-    if gallery is None:
-        return no_content()
+def _gallery_in_use(req: Request, gallery: Resource) -> None:
     if list(req.app.store.children(gallery.id + "/images", IMAGE)):
         raise conflict(
             f"Gallery '{gallery.name}' cannot be deleted because it contains image "
             "definitions; delete them first.",
             "CannotDeleteResource",
         )
-    return req.app.start_delete(req, gallery)
 
 
 def share(req: Request) -> Response:
-    gallery = _require_gallery(req)
+    gallery = GALLERIES.require(req)
     body = req.json_body()
     operation = body.get("operationType")
     profile = gallery.properties["sharingProfile"]
@@ -303,7 +251,7 @@ def share(req: Request) -> Response:
 
 
 def put_image(req: Request) -> Response:
-    gallery = _require_gallery(req)
+    gallery = GALLERIES.require(req)
     name = req.params["galleryImageName"]
     if not _IMAGE_NAME.match(name):
         raise invalid_parameter(
@@ -318,7 +266,7 @@ def put_image(req: Request) -> Response:
     properties = props(body)
     _check_image_required(properties)
     identifier = properties["identifier"]
-    rid = _image_id(req)
+    rid = DEFINITIONS.id(req)
     _identifier_unique(req, gallery, rid, identifier)
     features = _features(properties)
     existing = req.app.store.get(rid)
@@ -495,27 +443,13 @@ def _identifier_unique(
             )
 
 
-def get_image(req: Request) -> Response:
-    return ok(_require_image(req))
-
-
-def list_images(req: Request) -> Response:
-    gallery = _require_gallery(req)
-    return listing(list(req.app.store.children(gallery.id + "/images", IMAGE)))
-
-
-def delete_image(req: Request) -> Response:
-    _require_gallery(req)
-    image = req.app.store.get(_image_id(req))
-    if image is None:
-        return no_content()
+def _definition_in_use(req: Request, image: Resource) -> None:
     if list(req.app.store.children(image.id + "/versions", VERSION)):
         raise conflict(
             f"Gallery image '{image.name}' cannot be deleted because it has image versions; "
             "delete them first.",
             "CannotDeleteResource",
         )
-    return req.app.start_delete(req, image)
 
 
 # -- image versions --------------------------------------------------------------------------
@@ -770,7 +704,7 @@ def _resource_source(  # noqa: C901 - one branch per kind of source, as Azure's 
 
 
 def put_version(req: Request) -> Response:
-    image = _require_image(req)
+    image = DEFINITIONS.require(req)
     name = req.params["galleryImageVersionName"]
     _check_version_name(name)
     body = req.json_body()
@@ -786,7 +720,7 @@ def put_version(req: Request) -> Response:
             "galleryImageVersion.properties.publishingProfile.replicaCount",
         )
     regions = _target_regions(profile, location, replica_count)
-    rid = _version_id(req)
+    rid = VERSIONS.id(req)
     existing = req.app.store.get(rid)
     if existing is not None:
         return _update_version(
@@ -1010,10 +944,7 @@ def _update_version(
 
 
 def patch_version(req: Request) -> Response:
-    version = req.app.store.get(_version_id(req))
-    _require_image(req)
-    if version is None:
-        raise not_found(VERSION, req.params["galleryImageVersionName"], req.group)
+    version = VERSIONS.require(req)
     body = req.json_body()
     properties = props(body)
     if properties.get("storageProfile") is None:
@@ -1032,14 +963,7 @@ def patch_version(req: Request) -> Response:
 
 
 def get_version(req: Request) -> Response:
-    _require_image(req)
-    version = req.app.store.get(_version_id(req))
-    if version is None:
-        raise not_found(
-            f"{IMAGE}/{req.params['galleryImageName']}/versions",
-            req.params["galleryImageVersionName"],
-            req.group,
-        )
+    version = VERSIONS.require(req)
     expand = req.query.get("$expand", "")
     if expand and expand.lower() not in {"replicationstatus", "uefisettings"}:
         raise invalid_parameter(
@@ -1049,46 +973,43 @@ def get_version(req: Request) -> Response:
     return Response(200, _view(req, version, expand=expand.lower() == "replicationstatus"))
 
 
-def list_versions(req: Request) -> Response:
-    image = _require_image(req)
-    versions = list(req.app.store.children(image.id + "/versions", VERSION))
-    return Response(200, {"value": [_view(req, v, expand=False) for v in versions]})
-
-
-def delete_version(req: Request) -> Response:
-    _require_image(req)
-    version = req.app.store.get(_version_id(req))
-    if version is None:
-        return no_content()
-    return req.app.start_delete(req, version)
-
-
 # -- registration ----------------------------------------------------------------------------
 
 
-_GALLERY: Final = GROUP_PROVIDERS + GALLERY + "/{galleryName}"
-_IMAGES: Final = _GALLERY + "/images"
-_IMAGE: Final = _IMAGES + "/{galleryImageName}"
-_VERSIONS: Final = _IMAGE + "/versions"
-_VERSION: Final = _VERSIONS + "/{galleryImageVersionName}"
-ROUTES: Final = table(
+GALLERIES: Final = Kind(
+    GALLERY, "galleryName", "Galleries", apiversions.GALLERIES, in_use=_gallery_in_use
+)
+DEFINITIONS: Final = Kind(
+    IMAGE,
+    "galleryImageName",
+    "GalleryImages",
     apiversions.GALLERIES,
-    GALLERY,
-    ("PUT", _GALLERY, put_gallery, "write", "Galleries_CreateOrUpdate"),
-    ("GET", _GALLERY, get_gallery, "read", "Galleries_Get"),
-    ("DELETE", _GALLERY, delete_gallery, "delete", "Galleries_Delete"),
-    ("GET", GROUP_PROVIDERS + GALLERY, list_galleries, "read", "Galleries_ListByResourceGroup"),
-    ("GET", SUBSCRIPTION_PROVIDERS + GALLERY, subscription_list(GALLERY), "read", "Galleries_List"),
-    ("POST", _GALLERY + "/share", share, "share/action", "GallerySharingProfile_Update"),
-    ("PUT", _IMAGE, put_image, f"{IMAGE}/write", "GalleryImages_CreateOrUpdate"),
-    ("GET", _IMAGE, get_image, f"{IMAGE}/read", "GalleryImages_Get"),
-    ("DELETE", _IMAGE, delete_image, f"{IMAGE}/delete", "GalleryImages_Delete"),
-    ("GET", _IMAGES, list_images, f"{IMAGE}/read", "GalleryImages_ListByGallery"),
-    ("PUT", _VERSION, put_version, f"{VERSION}/write", "GalleryImageVersions_CreateOrUpdate"),
-    ("PATCH", _VERSION, patch_version, f"{VERSION}/write", "GalleryImageVersions_Update"),
-    ("GET", _VERSION, get_version, f"{VERSION}/read", "GalleryImageVersions_Get"),
-    ("DELETE", _VERSION, delete_version, f"{VERSION}/delete", "GalleryImageVersions_Delete"),
-    ("GET", _VERSIONS, list_versions, f"{VERSION}/read", "GalleryImageVersions_ListByGalleryImage"),
+    ("ListByGallery",),
+    parent=GALLERIES,
+    segment="images",
+    in_use=_definition_in_use,
+)
+VERSIONS: Final = Kind(
+    VERSION,
+    "galleryImageVersionName",
+    "GalleryImageVersions",
+    apiversions.GALLERIES,
+    ("ListByGalleryImage",),
+    parent=DEFINITIONS,
+    segment="versions",
+    view=lambda req, version: _view(req, version, expand=False),
+)
+ROUTES: Final = (
+    *GALLERIES.routes(
+        put_gallery,
+        ("POST", "/share", share, "share/action", "GallerySharingProfile_Update"),
+    ),
+    *DEFINITIONS.routes(put_image),
+    *VERSIONS.routes(
+        put_version,
+        ("PATCH", "", patch_version, "write", "GalleryImageVersions_Update"),
+        get=get_version,
+    ),
 )
 
 

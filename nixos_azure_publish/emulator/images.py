@@ -12,30 +12,20 @@ from nixos_azure_publish.emulator.armerror import (
     property_change,
 )
 from nixos_azure_publish.emulator.common import (
-    GROUP_PROVIDERS,
-    SUBSCRIPTION_PROVIDERS,
     check_compute_name,
-    listing,
     location_of,
-    no_content,
-    ok,
     props,
-    provider_id,
     provisioned,
-    subscription_list,
     tags_of,
 )
-from nixos_azure_publish.emulator.router import table
+from nixos_azure_publish.emulator.kinds import Kind
 from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
     from nixos_azure_publish.emulator.context import Completion, Request, Response
 
 TYPE: Final = "Microsoft.Compute/images"
-
-
-def image_id(req: Request) -> str:
-    return provider_id(req, f"{TYPE}/{req.params['imageName']}")
+IMAGES: Final = Kind(TYPE, "imageName", "Images", apiversions.COMPUTE)
 
 
 def _os_disk(
@@ -110,7 +100,7 @@ def put(req: Request) -> Response:
             f"'{disk_generation}'.",
             "image.properties.hyperVGeneration",
         )
-    rid = image_id(req)
+    rid = IMAGES.id(req)
     existing = req.app.store.get(rid)
     if existing is not None:
         old = existing.properties
@@ -149,32 +139,5 @@ def put(req: Request) -> Response:
     return req.app.lro_response(op, status=201, body=image.body, location=False)
 
 
-def get(req: Request) -> Response:
-    return ok(req.app.require(req, image_id(req), TYPE))
-
-
-def list_group(req: Request) -> Response:
-    req.app.require_group(req)
-    group = req.app.group_id(req.subscription, req.group)
-    return listing(list(req.app.store.children(f"{group}/providers/{TYPE}", TYPE)))
-
-
-def delete(req: Request) -> Response:
-    req.app.require_group(req)
-    image = req.app.store.get(image_id(req))
-    if image is None:
-        return no_content()
-    return req.app.start_delete(req, image)
-
-
-_ONE: Final = GROUP_PROVIDERS + TYPE + "/{imageName}"
-ROUTES: Final = table(
-    apiversions.COMPUTE,
-    TYPE,
-    ("PUT", _ONE, put, "write", "Images_CreateOrUpdate"),
-    ("GET", _ONE, get, "read", "Images_Get"),
-    ("DELETE", _ONE, delete, "delete", "Images_Delete"),
-    ("GET", GROUP_PROVIDERS + TYPE, list_group, "read", "Images_ListByResourceGroup"),
-    ("GET", SUBSCRIPTION_PROVIDERS + TYPE, subscription_list(TYPE), "read", "Images_List"),
-)
+ROUTES: Final = IMAGES.routes(put)
 COMPLETIONS: Final[dict[str, Completion]] = {"image-provision": provisioned}
