@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nixos_azure_publish.emulator.armerror import ArmError, invalid_parameter, property_change
@@ -119,6 +120,22 @@ def props(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise invalid_parameter("The 'properties' must be an object.", "properties")
     return value
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What every resource's PUT body holds, checked: its region, tags and properties."""
+
+    body: dict[str, Any]
+    location: str
+    tags: dict[str, str]
+    properties: dict[str, Any]
+
+    @classmethod
+    def of(cls, req: Request) -> Envelope:
+        body = req.json_body()
+        location = location_of(req, body)
+        return cls(body, location, tags_of(body), props(body))
 
 
 def parse_id(resource_id: object) -> tuple[str, str, str] | None:

@@ -28,8 +28,8 @@ from nixos_azure_publish.emulator.armerror import (
 )
 from nixos_azure_publish.emulator.blobs import DISK_BLOB, FOOTER_SIZE
 from nixos_azure_publish.emulator.common import (
+    Envelope,
     check_compute_name,
-    location_of,
     parse_id,
     props,
     provisioned,
@@ -73,8 +73,7 @@ VHD_COOKIE: Final = b"conectix"
 VHD_FIXED: Final = 2
 
 
-def _validate_create(body: dict[str, Any]) -> dict[str, Any]:
-    properties = props(body)
+def _validate_create(properties: dict[str, Any]) -> dict[str, Any]:
     creation = properties.get("creationData")
     if not isinstance(creation, dict) or not creation.get("createOption"):
         raise invalid_parameter(
@@ -280,11 +279,10 @@ class Wanted:
 
     @classmethod
     def of(cls, req: Request) -> Wanted:
-        body = req.json_body()
-        location = location_of(req, body)
-        tags = tags_of(body)
-        creation = _validate_create(body)
-        return cls(location, tags, _sku(body), props(body), creation)
+        envelope = Envelope.of(req)
+        creation = _validate_create(envelope.properties)
+        sku = _sku(envelope.body)
+        return cls(envelope.location, envelope.tags, sku, envelope.properties, creation)
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from nixos_azure_publish.emulator.armerror import (
     property_change,
 )
 from nixos_azure_publish.emulator.common import (
+    Envelope,
     immutable,
     known_region,
-    location_of,
     normalize_location,
     parse_id,
     props,
@@ -37,8 +37,11 @@ from nixos_azure_publish.emulator.kinds import Kind
 from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from nixos_azure_publish.emulator.context import Completion, Request
     from nixos_azure_publish.emulator.core import ArmApp
+    from nixos_azure_publish.emulator.kinds import InUse
     from nixos_azure_publish.emulator.store import Operation
 
 GALLERY: Final = "Microsoft.Compute/galleries"
@@ -112,10 +115,8 @@ def put_gallery(req: Request) -> Response:
             "starting and ending with a letter or digit.",
             "galleryName",
         )
-    body = req.json_body()
-    location = location_of(req, body)
-    tags = tags_of(body)
-    properties = props(body)
+    envelope = Envelope.of(req)
+    properties = envelope.properties
     sharing = properties.get("sharingProfile") or {}
     permissions = sharing.get("permissions", "Private")
     if permissions not in {"Private", "Groups", "Community"}:
@@ -126,10 +127,9 @@ def put_gallery(req: Request) -> Response:
     community = (
         _community_info(sharing.get("communityGalleryInfo")) if permissions == "Community" else {}
     )
-    rid = GALLERIES.id(req)
-    existing = req.app.store.get(rid)
+    existing = req.app.store.get(GALLERIES.id(req))
     if existing is not None:
-        if existing.body["location"] != location:
+        if existing.body["location"] != envelope.location:
             raise property_change("gallery.location")
         old_sharing = existing.properties["sharingProfile"]
         if permissions != old_sharing["permissions"] and "sharingProfile" in properties:
@@ -139,12 +139,11 @@ def put_gallery(req: Request) -> Response:
                 "The sharing permissions of an existing gallery cannot be changed with a "
                 "PUT; use the gallery's /share operation.",
             )
-        existing.body["tags"] = tags
+        existing.body["tags"] = envelope.tags
         if "description" in properties:
             existing.properties["description"] = properties["description"]
         existing.properties["provisioningState"] = "Updating"
-        op = req.app.start_lro(req, kind="gallery-provision", resource_id=rid, location=location)
-        return req.app.lro_response(op, status=200, body=existing.body, location=False)
+        return GALLERIES.provisioning(req, existing, "gallery-provision", status=200)
     profile: dict[str, Any] = {"permissions": permissions}
     if permissions == "Community":
         profile["communityGalleryInfo"] = {
@@ -152,27 +151,18 @@ def put_gallery(req: Request) -> Response:
             "communityGalleryEnabled": False,
             "publicNames": [f"{community['publicNamePrefix']}-{uuid.uuid4()}"],
         }
-    gallery = Resource(
-        id=rid,
-        type=GALLERY,
-        body={
-            "id": rid,
-            "name": name,
-            "type": GALLERY,
-            "location": location,
-            "tags": tags,
-            "properties": {
-                "identifier": {"uniqueName": f"{req.subscription}-{name.upper()}"},
-                "sharingProfile": profile,
-                "provisioningState": "Creating",
-            },
+    gallery = GALLERIES.new(
+        req,
+        envelope,
+        {
+            "identifier": {"uniqueName": f"{req.subscription}-{name.upper()}"},
+            "sharingProfile": profile,
+            "provisioningState": "Creating",
         },
     )
     if properties.get("description") is not None:
         gallery.properties["description"] = properties["description"]
-    req.app.store.put(gallery)
-    op = req.app.start_lro(req, kind="gallery-provision", resource_id=rid, location=location)
-    return req.app.lro_response(op, status=201, body=gallery.body, location=False)
+    return GALLERIES.provisioning(req, gallery, "gallery-provision", status=201)
 
 
 def _community_info(info: object) -> dict[str, str]:
@@ -202,13 +192,18 @@ def _community_info(info: object) -> dict[str, str]:
     return {k: info[k] for k in ("publisherUri", "publisherContact", "eula", "publicNamePrefix")}
 
 
-def _gallery_in_use(req: Request, gallery: Resource) -> None:
-    if list(req.app.store.children(gallery.id + "/images", IMAGE)):
-        raise conflict(
-            f"Gallery '{gallery.name}' cannot be deleted because it contains image "
-            "definitions; delete them first.",
-            "CannotDeleteResource",
-        )
+def _empty_first(what: str, holds: str, kind: Callable[[], Kind]) -> InUse:
+    """Azure refuses to delete a *what* that still holds resources of the child *kind*."""
+
+    def in_use(req: Request, parent: Resource) -> None:
+        child = kind()
+        if list(req.app.store.children(f"{parent.id}/{child.segment}", child.type)):
+            raise conflict(
+                f"{what} '{parent.name}' cannot be deleted because it {holds}; delete them first.",
+                "CannotDeleteResource",
+            )
+
+    return in_use
 
 
 def share(req: Request) -> Response:
@@ -259,11 +254,9 @@ def put_image(req: Request) -> Response:
             "'_', starting and ending with a letter or digit.",
             "galleryImageName",
         )
-    body = req.json_body()
-    location = location_of(req, body)
-    _same_location(gallery, location, "image definition")
-    tags = tags_of(body)
-    properties = props(body)
+    envelope = Envelope.of(req)
+    _same_location(gallery, envelope.location, "image definition")
+    properties = envelope.properties
     _check_image_required(properties)
     identifier = properties["identifier"]
     rid = DEFINITIONS.id(req)
@@ -272,24 +265,12 @@ def put_image(req: Request) -> Response:
     existing = req.app.store.get(rid)
     if existing is not None:
         _update_image(existing, properties, features)
-        existing.body["tags"] = tags
-        op = req.app.start_lro(req, kind="gallery-provision", resource_id=rid, location=location)
-        return req.app.lro_response(op, status=200, body=existing.body, location=False)
-    image = Resource(
-        id=rid,
-        type=IMAGE,
-        body={
-            "id": rid,
-            "name": name,
-            "type": IMAGE,
-            "location": location,
-            "tags": tags,
-            "properties": _new_image_properties(properties, features, req.api_version),
-        },
+        existing.body["tags"] = envelope.tags
+        return DEFINITIONS.provisioning(req, existing, "gallery-provision", status=200)
+    image = DEFINITIONS.new(
+        req, envelope, _new_image_properties(properties, features, req.api_version)
     )
-    req.app.store.put(image)
-    op = req.app.start_lro(req, kind="gallery-provision", resource_id=rid, location=location)
-    return req.app.lro_response(op, status=201, body=image.body, location=False)
+    return DEFINITIONS.provisioning(req, image, "gallery-provision", status=201)
 
 
 def _check_image_required(properties: dict[str, Any]) -> None:
@@ -441,15 +422,6 @@ def _identifier_unique(
                 f"'{identifier['offer']}', sku '{identifier['sku']}'); identifiers are unique "
                 "per gallery.",
             )
-
-
-def _definition_in_use(req: Request, image: Resource) -> None:
-    if list(req.app.store.children(image.id + "/versions", VERSION)):
-        raise conflict(
-            f"Gallery image '{image.name}' cannot be deleted because it has image versions; "
-            "delete them first.",
-            "CannotDeleteResource",
-        )
 
 
 # -- image versions --------------------------------------------------------------------------
@@ -707,11 +679,9 @@ def put_version(req: Request) -> Response:
     image = DEFINITIONS.require(req)
     name = req.params["galleryImageVersionName"]
     _check_version_name(name)
-    body = req.json_body()
-    location = location_of(req, body)
+    envelope = Envelope.of(req)
+    location, tags, properties = envelope.location, envelope.tags, envelope.properties
     _same_location(image, location, "image version")
-    tags = tags_of(body)
-    properties = props(body)
     profile = properties.get("publishingProfile") or {}
     replica_count = profile.get("replicaCount", 1)
     if not isinstance(replica_count, int) or not 1 <= replica_count <= MAX_REPLICAS:
@@ -977,9 +947,13 @@ def get_version(req: Request) -> Response:
 
 
 GALLERIES: Final = Kind(
-    GALLERY, "galleryName", "Galleries", apiversions.GALLERIES, in_use=_gallery_in_use
+    GALLERY,
+    "galleryName",
+    "Galleries",
+    apiversions.GALLERIES,
+    in_use=_empty_first("Gallery", "contains image definitions", lambda: DEFINITIONS),
 )
-DEFINITIONS: Final = Kind(
+DEFINITIONS: Final[Kind] = Kind(
     IMAGE,
     "galleryImageName",
     "GalleryImages",
@@ -987,9 +961,9 @@ DEFINITIONS: Final = Kind(
     ("ListByGallery",),
     parent=GALLERIES,
     segment="images",
-    in_use=_definition_in_use,
+    in_use=_empty_first("Gallery image", "has image versions", lambda: VERSIONS),
 )
-VERSIONS: Final = Kind(
+VERSIONS: Final[Kind] = Kind(
     VERSION,
     "galleryImageVersionName",
     "GalleryImageVersions",

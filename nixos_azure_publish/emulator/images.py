@@ -11,18 +11,12 @@ from nixos_azure_publish.emulator.armerror import (
     not_allowed,
     property_change,
 )
-from nixos_azure_publish.emulator.common import (
-    check_compute_name,
-    location_of,
-    props,
-    provisioned,
-    tags_of,
-)
+from nixos_azure_publish.emulator.common import Envelope, check_compute_name, provisioned
 from nixos_azure_publish.emulator.kinds import Kind
-from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
     from nixos_azure_publish.emulator.context import Completion, Request, Response
+    from nixos_azure_publish.emulator.store import Resource
 
 TYPE: Final = "Microsoft.Compute/images"
 IMAGES: Final = Kind(TYPE, "imageName", "Images", apiversions.COMPUTE)
@@ -82,11 +76,9 @@ def _os_disk(
 def put(req: Request) -> Response:
     req.app.require_group(req)
     check_compute_name(req.params["imageName"], "image")
-    body = req.json_body()
-    location = location_of(req, body)
-    tags = tags_of(body)
-    properties = props(body)
-    os_disk, disk = _os_disk(req, properties, location)
+    envelope = Envelope.of(req)
+    properties = envelope.properties
+    os_disk, disk = _os_disk(req, properties, envelope.location)
     generation = properties.get("hyperVGeneration", "V1")
     if generation not in {"V1", "V2"}:
         raise invalid_parameter(
@@ -100,43 +92,31 @@ def put(req: Request) -> Response:
             f"'{disk_generation}'.",
             "image.properties.hyperVGeneration",
         )
-    rid = IMAGES.id(req)
-    existing = req.app.store.get(rid)
+    existing = req.app.store.get(IMAGES.id(req))
     if existing is not None:
         old = existing.properties
         if old["storageProfile"]["osDisk"]["managedDisk"]["id"].lower() != disk.id.lower():
             raise property_change("image.properties.storageProfile.osDisk.managedDisk.id")
         if old.get("hyperVGeneration") != generation:
             raise property_change("image.properties.hyperVGeneration")
-        existing.body["tags"] = tags
+        existing.body["tags"] = envelope.tags
         old["provisioningState"] = "Updating"
-        op = req.app.start_lro(req, kind="image-provision", resource_id=rid, location=location)
-        return req.app.lro_response(op, status=200, body=existing.body, location=False)
-    image = Resource(
-        id=rid,
-        type=TYPE,
-        body={
-            "id": rid,
-            "name": req.params["imageName"],
-            "type": TYPE,
-            "location": location,
-            "tags": tags,
-            "properties": {
-                "storageProfile": {
-                    "osDisk": os_disk,
-                    "dataDisks": [],
-                    "zoneResilient": bool(
-                        (properties.get("storageProfile") or {}).get("zoneResilient", False)
-                    ),
-                },
-                "hyperVGeneration": generation,
-                "provisioningState": "Creating",
+        return IMAGES.provisioning(req, existing, "image-provision", status=200)
+    storage = properties.get("storageProfile") or {}
+    image = IMAGES.new(
+        req,
+        envelope,
+        {
+            "storageProfile": {
+                "osDisk": os_disk,
+                "dataDisks": [],
+                "zoneResilient": bool(storage.get("zoneResilient", False)),
             },
+            "hyperVGeneration": generation,
+            "provisioningState": "Creating",
         },
     )
-    req.app.store.put(image)
-    op = req.app.start_lro(req, kind="image-provision", resource_id=rid, location=location)
-    return req.app.lro_response(op, status=201, body=image.body, location=False)
+    return IMAGES.provisioning(req, image, "image-provision", status=201)
 
 
 ROUTES: Final = IMAGES.routes(put)

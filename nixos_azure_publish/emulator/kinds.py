@@ -22,13 +22,17 @@ from nixos_azure_publish.emulator.common import (
 )
 from nixos_azure_publish.emulator.context import Response
 from nixos_azure_publish.emulator.router import table
+from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from nixos_azure_publish.emulator.common import Envelope
     from nixos_azure_publish.emulator.context import Request
     from nixos_azure_publish.emulator.router import Handler, Route
-    from nixos_azure_publish.emulator.store import Resource
+
+    InUse = Callable[[Request, Resource], None]
+    """Raises Azure's error when a resource cannot be deleted yet (it is in use)."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,7 @@ class Kind:
     delete_kind: str = "delete"
     """The long-running operation a delete starts (its completion removes the resource)."""
     delete_monitor: str = "operations"
-    in_use: Callable[[Request, Resource], None] | None = None
-    """Raises Azure's error when the resource cannot be deleted yet (it is in use)."""
+    in_use: InUse | None = None
     view: Callable[[Request, Resource], dict[str, Any]] | None = None
     """What GET and list answer for a resource, when it is not the stored body."""
 
@@ -90,6 +93,29 @@ class Kind:
 
     def _view(self, req: Request, resource: Resource) -> dict[str, Any]:
         return resource.body if self.view is None else self.view(req, resource)
+
+    # -- creating ----------------------------------------------------------------------------
+
+    def new(self, req: Request, envelope: Envelope, properties: dict[str, Any]) -> Resource:
+        """The resource the request names, in the shape Azure returns, stored."""
+        rid = self.id(req)
+        body = {
+            "id": rid,
+            "name": rid.rsplit("/", 1)[-1],
+            "type": self.type,
+            "location": envelope.location,
+            "tags": envelope.tags,
+            "properties": properties,
+        }
+        return req.app.store.put(Resource(id=rid, type=self.type, body=body))
+
+    @staticmethod
+    def provisioning(req: Request, resource: Resource, kind: str, *, status: int) -> Response:
+        """Start provisioning *resource* (operation *kind*); the first answer (200 or 201)."""
+        op = req.app.start_lro(
+            req, kind=kind, resource_id=resource.id, location=resource.body["location"]
+        )
+        return req.app.lro_response(op, status=status, body=resource.body, location=False)
 
     # -- the standard handlers -------------------------------------------------------------
 

@@ -12,25 +12,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 from nixos_azure_publish.emulator import apiversions
 from nixos_azure_publish.emulator.armerror import ArmError, invalid_parameter
-from nixos_azure_publish.emulator.common import (
-    GROUP_PROVIDERS,
-    location_of,
-    props,
-    provider_id,
-    provisioned,
-    tags_of,
-)
+from nixos_azure_publish.emulator.common import GROUP_PROVIDERS, Envelope, provider_id, provisioned
 from nixos_azure_publish.emulator.context import Response
 from nixos_azure_publish.emulator.kinds import Kind
 from nixos_azure_publish.emulator.router import Route, table
-from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from nixos_azure_publish.emulator.context import Completion, Request
     from nixos_azure_publish.emulator.core import ArmApp
-    from nixos_azure_publish.emulator.store import Operation
+    from nixos_azure_publish.emulator.store import Operation, Resource
 
 VNET: Final = "Microsoft.Network/virtualNetworks"
 SUBNET: Final = "Microsoft.Network/virtualNetworks/subnets"
@@ -245,42 +237,28 @@ _BUILDERS: dict[str, Callable[[Request, str, dict[str, Any]], dict[str, Any]]] =
 def _put(type_name: str) -> Callable[[Request], Response]:
     def handler(req: Request) -> Response:
         req.app.require_group(req)
-        body = req.json_body()
-        location = location_of(req, body)
-        tags = tags_of(body)
-        rid = _KINDS[type_name].id(req)
+        envelope = Envelope.of(req)
+        kind = _KINDS[type_name]
+        rid = kind.id(req)
         existing = req.app.store.get(rid)
-        if existing is not None and existing.body["location"] != location:
+        if existing is not None and existing.body["location"] != envelope.location:
             raise ArmError(
                 400,
                 "InvalidResourceLocation",
                 f"The resource '{existing.name}' already exists in location "
                 f"'{existing.body['location']}'.",
             )
-        properties = _BUILDERS[type_name](req, rid, props(body))
+        properties = _BUILDERS[type_name](req, rid, envelope.properties)
         if existing is not None:
             _keep_links(existing.properties, properties)
-        resource = Resource(
-            id=rid,
-            type=type_name,
-            body={
-                "id": rid,
-                "name": rid.rsplit("/", 1)[-1],
-                "type": type_name,
-                "location": location,
-                "tags": tags,
-                "etag": _etag(req),
-                "properties": properties,
-            },
-        )
+        resource = kind.new(req, envelope, properties)
+        resource.body["etag"] = _etag(req)
         if type_name == PIP:
-            resource.body["sku"] = body.get("sku") or {"name": "Basic", "tier": "Regional"}
-        req.app.store.put(resource)
+            resource.body["sku"] = envelope.body.get("sku") or {"name": "Basic", "tier": "Regional"}
         if type_name == NIC:
             _link_nic(req, resource)
-        op = req.app.start_lro(req, kind="network-provision", resource_id=rid, location=location)
-        return req.app.lro_response(
-            op, status=200 if existing else 201, body=resource.body, location=False
+        return kind.provisioning(
+            req, resource, "network-provision", status=200 if existing else 201
         )
 
     return handler

@@ -21,13 +21,7 @@ from nixos_azure_publish.emulator.armerror import (
     property_change,
 )
 from nixos_azure_publish.emulator.catalogue import VM_SIZES
-from nixos_azure_publish.emulator.common import (
-    check_compute_name,
-    location_of,
-    props,
-    provisioned,
-    tags_of,
-)
+from nixos_azure_publish.emulator.common import Envelope, check_compute_name, provisioned
 from nixos_azure_publish.emulator.community import find_image
 from nixos_azure_publish.emulator.context import Response
 from nixos_azure_publish.emulator.galleries import IMAGE, VERSION, replicated_regions
@@ -136,9 +130,8 @@ def _nics(req: Request, properties: dict[str, Any], rid: str, location: str) -> 
 
 def put(req: Request) -> Response:
     req.app.require_group(req)
-    body = req.json_body()
-    location = location_of(req, body)
-    properties = props(body)
+    envelope = Envelope.of(req)
+    location, properties = envelope.location, envelope.properties
     rid = VMS.id(req)
     existing = req.app.store.get(rid)
     size = (properties.get("hardwareProfile") or {}).get("vmSize")
@@ -148,7 +141,7 @@ def put(req: Request) -> Response:
             "properties.hardwareProfile.vmSize",
         )
     if existing is not None:
-        return _update(req, existing, body, location)
+        return _update(req, existing, envelope)
     storage = properties.get("storageProfile") or {}
     version = _resolve_image(req, storage.get("imageReference") or {}, location)
     image = req.app.store.get(version.id.rsplit("/versions/", 1)[0])
@@ -189,7 +182,7 @@ def put(req: Request) -> Response:
         "name": req.params["vmName"],
         "type": TYPE,
         "location": location,
-        "tags": tags_of(body),
+        "tags": envelope.tags,
         "properties": {
             "vmId": str(uuid.uuid4()),
             "hardwareProfile": {"vmSize": size},
@@ -256,7 +249,8 @@ def _dig(tree: dict[str, Any], path: tuple[str, ...]) -> object:
     return node
 
 
-def _update(req: Request, vm: Resource, body: dict[str, Any], location: str) -> Response:
+def _update(req: Request, vm: Resource, envelope: Envelope) -> Response:
+    location = envelope.location
     """A PUT on an existing VM: tags, size, boot diagnostics change; its identity does not."""
     if location != vm.body["location"]:
         raise ArmError(
@@ -272,7 +266,7 @@ def _update(req: Request, vm: Resource, body: dict[str, Any], location: str) -> 
             "OperationNotAllowed",
             f"Operation on VM '{vm.name}' is not allowed: another operation is in progress.",
         )
-    properties = props(body)
+    properties = envelope.properties
     for path in _FIXED_ON_UPDATE:
         new = _dig(properties, path)
         if new is not None and new != _dig(vm.properties, path):
@@ -286,7 +280,7 @@ def _update(req: Request, vm: Resource, body: dict[str, Any], location: str) -> 
         vm.properties["hardwareProfile"]["vmSize"] = size
     if properties.get("diagnosticsProfile"):
         vm.properties["diagnosticsProfile"] = properties["diagnosticsProfile"]
-    vm.body["tags"] = tags_of(body)
+    vm.body["tags"] = envelope.tags
     vm.properties["provisioningState"] = "Updating"
     op = req.app.start_lro(req, kind="vm-update", resource_id=vm.id, location=location)
     return req.app.lro_response(op, status=200, body=vm.body, location=False)
