@@ -49,6 +49,25 @@ def check_compute_name(name: str, kind: str) -> None:
         raise invalid_parameter(f"The value of parameter {kind}.name is invalid.", f"{kind}.name")
 
 
+def check_name(name: str, pattern: re.Pattern[str], what: str, rule: str, target: str) -> None:
+    """Azure's InvalidParameter (on *target*) for a *what* name that breaks *rule* (*pattern*)."""
+    if not pattern.match(name):
+        raise invalid_parameter(f"The {what} name '{name}' is invalid: {rule}.", target)
+
+
+def same_location(req: Request, existing: Resource, location: str) -> None:
+    """Azure's 409 for a PUT that names an existing resource in another region."""
+    if location != existing.body["location"]:
+        raise ArmError(
+            409,
+            "InvalidResourceLocation",
+            f"The resource '{existing.name}' already exists in location "
+            f"'{existing.body['location']}' in resource group '{req.group}'. A resource with "
+            f"the same name cannot be created in location '{location}'. Please select a new "
+            "resource name.",
+        )
+
+
 def provider_id(req: Request, rest: str) -> str:
     """``/subscriptions/S/resourceGroups/G/providers/<rest>`` for the request's group."""
     return f"/subscriptions/{req.subscription}/resourceGroups/{req.group}/providers/{rest}"

@@ -109,19 +109,22 @@ class ArmApp:
         seconds: float | None = None,
         args: dict[str, Any] | None = None,
     ) -> lro.Operation:
-        namespace = req.action.split("/", 1)[0]
         duration = self.settings.operation_seconds if seconds is None else seconds
-        return self.store.start_operation(
-            kind=kind,
-            resource_id=resource_id,
-            namespace=namespace,
+        now = time.time()
+        op = lro.Operation(
+            id=str(uuid.uuid4()),
+            namespace=req.action.split("/", 1)[0],
             location=location,
             subscription=req.subscription,
             api_version=req.api_version,
-            seconds=duration + self.faults.lro_delay,
+            kind=kind,
+            resource_id=resource_id,
+            start=now,
+            ready_at=now + max(duration + self.faults.lro_delay, 0.0),
             fail_code=self.faults.lro_failure(req.action),
-            args=args,
+            args=args or {},
         )
+        return self.store.add_operation(op)
 
     def start_delete(self, req: Request, resource: Resource) -> Response:
         """Mark *resource* Deleting and answer 202 with ARM's polling headers."""

@@ -33,6 +33,7 @@ from nixos_azure_publish.emulator.common import (
     parse_id,
     props,
     provisioned,
+    same_location,
     tags_of,
 )
 from nixos_azure_publish.emulator.kinds import Kind
@@ -377,14 +378,7 @@ def put(req: Request) -> Response:
 
 def _update_in_place(req: Request, disk: Resource, wanted: Wanted) -> Response:
     location = wanted.location
-    if location != disk.body["location"]:
-        raise ArmError(
-            409,
-            "InvalidResourceLocation",
-            f"The resource '{disk.name}' already exists in location "
-            f"'{disk.body['location']}' in resource group '{req.group}'. A resource with the "
-            f"same name cannot be created in location '{location}'.",
-        )
+    same_location(req, disk, location)
     old_creation = disk.properties["creationData"]
     for key in ("createOption", *SOURCE_FIELDS):
         if wanted.creation.get(key) != old_creation.get(key):

@@ -24,6 +24,7 @@ from nixos_azure_publish.emulator.armerror import (
 )
 from nixos_azure_publish.emulator.common import (
     Envelope,
+    check_name,
     immutable,
     known_region,
     normalize_location,
@@ -109,12 +110,13 @@ def _same_location(parent: Resource, location: str, what: str) -> None:
 def put_gallery(req: Request) -> Response:
     req.app.require_group(req)
     name = req.params["galleryName"]
-    if not _GALLERY_NAME.match(name):
-        raise invalid_parameter(
-            f"The gallery name '{name}' is invalid: 1-80 letters, digits, '.' and '_', "
-            "starting and ending with a letter or digit.",
-            "galleryName",
-        )
+    check_name(
+        name,
+        _GALLERY_NAME,
+        "gallery",
+        "1-80 letters, digits, '.' and '_', starting and ending with a letter or digit",
+        "galleryName",
+    )
     envelope = Envelope.of(req)
     properties = envelope.properties
     sharing = properties.get("sharingProfile") or {}
@@ -248,12 +250,13 @@ def share(req: Request) -> Response:
 def put_image(req: Request) -> Response:
     gallery = GALLERIES.require(req)
     name = req.params["galleryImageName"]
-    if not _IMAGE_NAME.match(name):
-        raise invalid_parameter(
-            f"The gallery image name '{name}' is invalid: 1-80 letters, digits, '.', '-' and "
-            "'_', starting and ending with a letter or digit.",
-            "galleryImageName",
-        )
+    check_name(
+        name,
+        _IMAGE_NAME,
+        "gallery image",
+        "1-80 letters, digits, '.', '-' and '_', starting and ending with a letter or digit",
+        "galleryImageName",
+    )
     envelope = Envelope.of(req)
     _same_location(gallery, envelope.location, "image definition")
     properties = envelope.properties

@@ -21,7 +21,12 @@ from nixos_azure_publish.emulator.armerror import (
     property_change,
 )
 from nixos_azure_publish.emulator.catalogue import VM_SIZES
-from nixos_azure_publish.emulator.common import Envelope, check_compute_name, provisioned
+from nixos_azure_publish.emulator.common import (
+    Envelope,
+    check_compute_name,
+    provisioned,
+    same_location,
+)
 from nixos_azure_publish.emulator.community import find_image
 from nixos_azure_publish.emulator.context import Response
 from nixos_azure_publish.emulator.galleries import IMAGE, VERSION, replicated_regions
@@ -250,16 +255,9 @@ def _dig(tree: dict[str, Any], path: tuple[str, ...]) -> object:
 
 
 def _update(req: Request, vm: Resource, envelope: Envelope) -> Response:
-    location = envelope.location
     """A PUT on an existing VM: tags, size, boot diagnostics change; its identity does not."""
-    if location != vm.body["location"]:
-        raise ArmError(
-            409,
-            "InvalidResourceLocation",
-            f"The resource '{vm.name}' already exists in location '{vm.body['location']}' in "
-            f"resource group '{req.group}'. A resource with the same name cannot be created in "
-            f"location '{location}'. Please select a new resource name.",
-        )
+    location = envelope.location
+    same_location(req, vm, location)
     if vm.properties["provisioningState"] not in {"Succeeded", "Failed"}:
         raise ArmError(
             409,

@@ -462,3 +462,12 @@ def test_copy_refusals(sdk, emulator):
     assert "same region" in refused(body).message
     names = {d.name for d in sdk.compute.disks.list_by_resource_group(GROUP)}
     assert names == {"uploading", "source"}
+
+
+def test_a_disk_stays_in_its_region(sdk):
+    sdk.upload_disk(GROUP, "d")
+    body = upload_disk_body(21 * MIB + 512)
+    body["location"] = "eastus"
+    error = error_of(lambda: sdk.compute.disks.begin_create_or_update(GROUP, "d", body))
+    assert (error.status_code, error.error.code) == (409, "InvalidResourceLocation")
+    assert "cannot be created in location 'eastus'" in error.message
