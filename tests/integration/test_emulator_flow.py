@@ -88,26 +88,18 @@ def step_gallery_version(emulator, sdk, image):
     """A version of a TrustedLaunchSupported definition, from the managed image (such a
     definition takes no disk as a source)."""
     compute = sdk.compute
-    gallery = compute.galleries.begin_create_or_update(
-        "nixos-images", "nixos_gallery", {"location": LOCATION, "properties": {}}
-    ).result()
+    gallery = sdk.create_gallery("nixos-images", "nixos_gallery", location=LOCATION)
     assert gallery.identifier.unique_name.endswith("-NIXOS_GALLERY")
-    definition = compute.gallery_images.begin_create_or_update(
+    definition = sdk.create_definition(
         "nixos-images",
         "nixos_gallery",
         "nixos",
-        {
-            "location": LOCATION,
-            "properties": {
-                "osType": "Linux",
-                "osState": "Generalized",
-                "hyperVGeneration": "V2",
-                "architecture": "x64",
-                "identifier": {"publisher": "NixOS", "offer": "nixos", "sku": "25.05"},
-                "features": [{"name": "SecurityType", "value": "TrustedLaunchSupported"}],
-            },
-        },
-    ).result()
+        location=LOCATION,
+        security="TrustedLaunchSupported",
+        hyperVGeneration="V2",
+        architecture="x64",
+        identifier={"publisher": "NixOS", "offer": "nixos", "sku": "25.05"},
+    )
     assert definition.provisioning_state == "Succeeded"
 
     emulator.settings.replication_seconds = 0.6
@@ -170,45 +162,13 @@ def step_gallery_version(emulator, sdk, image):
 
 def step_smoke_test_vm(emulator, sdk, version):
     emulator.settings.serial_log = "<<< NixOS Stage 2 >>>\nnixos login: "
+    nic = sdk.create_nic(
+        "nixos-images",
+        location=LOCATION,
+        names=("smoke-vnet", "smoke-ip", "smoke-nic"),
+        ip_sku="Standard",
+    )
     network = sdk.network
-    vnet = network.virtual_networks.begin_create_or_update(
-        "nixos-images",
-        "smoke-vnet",
-        {
-            "location": LOCATION,
-            "properties": {
-                "addressSpace": {"addressPrefixes": ["10.0.0.0/16"]},
-                "subnets": [{"name": "default", "properties": {"addressPrefix": "10.0.0.0/24"}}],
-            },
-        },
-    ).result()
-    ip = network.public_ip_addresses.begin_create_or_update(
-        "nixos-images",
-        "smoke-ip",
-        {
-            "location": LOCATION,
-            "sku": {"name": "Standard"},
-            "properties": {"publicIPAllocationMethod": "Static"},
-        },
-    ).result()
-    nic = network.network_interfaces.begin_create_or_update(
-        "nixos-images",
-        "smoke-nic",
-        {
-            "location": LOCATION,
-            "properties": {
-                "ipConfigurations": [
-                    {
-                        "name": "ipconfig1",
-                        "properties": {
-                            "subnet": {"id": vnet.subnets[0].id},
-                            "publicIPAddress": {"id": ip.id},
-                        },
-                    }
-                ]
-            },
-        },
-    ).result()
     assert nic.provisioning_state == "Succeeded"
     vm = sdk.compute.virtual_machines.begin_create_or_update(
         "nixos-images",

@@ -59,54 +59,26 @@ def validate(emulator: Emulator, exchanges: list[dict[str, Any]], work: Path) ->
 def step_community(sdk: Any, disk_id: str) -> None:
     """Share a gallery with the community and read it back as a consumer would."""
     compute = sdk.compute
-    gallery = compute.galleries.begin_create_or_update(
+    gallery = sdk.create_gallery(
         "nixos-images",
         "public",
-        {
-            "location": LOCATION,
-            "properties": {
-                "description": "NixOS community images",
-                "sharingProfile": {
-                    "permissions": "Community",
-                    "communityGalleryInfo": {
-                        "publisherUri": "https://nixos.org",
-                        "publisherContact": "images@example.org",
-                        "eula": "https://nixos.org/licence",
-                        "publicNamePrefix": "nixos",
-                    },
-                },
-            },
-        },
-    ).result()
-    compute.gallery_sharing_profile.begin_update(
-        "nixos-images", "public", {"operationType": "EnableCommunity"}
-    ).result()
-    compute.gallery_images.begin_create_or_update(
+        location=LOCATION,
+        community="nixos",
+        description="NixOS community images",
+    )
+    sdk.create_definition(
         "nixos-images",
         "public",
         "nixos",
-        {
-            "location": LOCATION,
-            "properties": {
-                "osType": "Linux",
-                "osState": "Generalized",
-                "hyperVGeneration": "V2",
-                "identifier": {"publisher": "NixOS", "offer": "nixos", "sku": "unstable"},
-                # Standard: its version comes straight from the disk.
-                "features": [{"name": "SecurityType", "value": "Standard"}],
-            },
-        },
-    ).result()
-    compute.gallery_image_versions.begin_create_or_update(
-        "nixos-images",
-        "public",
-        "nixos",
-        "1.0.0",
-        {
-            "location": LOCATION,
-            "properties": {"storageProfile": {"osDiskImage": {"source": {"id": disk_id}}}},
-        },
-    ).result()
+        location=LOCATION,
+        hyperVGeneration="V2",
+        identifier={"publisher": "NixOS", "offer": "nixos", "sku": "unstable"},
+        # Standard: its version comes straight from the disk.
+        security="Standard",
+    )
+    sdk.create_version(
+        "nixos-images", "public", "nixos", "1.0.0", disk_id, location=LOCATION, os_disk=True
+    )
     public = gallery.sharing_profile.community_gallery_info.public_names[0]
     compute.community_galleries.get(LOCATION, public)
     list(compute.community_gallery_images.list(LOCATION, public))
