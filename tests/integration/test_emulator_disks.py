@@ -13,7 +13,8 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobServiceClient
 
-from nixos_azure_publish.emulator.testing import clients, fixed_vhd_footer
+from nixos_azure_publish.emulator.testing import fixed_vhd_footer
+from tests.helpers.sdk import sdk_in_group
 from tests.integration.conftest import error_of
 
 MIB = 1024 * 1024
@@ -23,9 +24,7 @@ LOCATION = "westeurope"
 
 @pytest.fixture
 def sdk(emulator):
-    sdk = clients(emulator)
-    sdk.create_group(GROUP, LOCATION)
-    return sdk
+    return sdk_in_group(emulator, GROUP, LOCATION)
 
 
 def upload_disk_body(size: int, **extra):

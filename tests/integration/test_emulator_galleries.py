@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from nixos_azure_publish.emulator.testing import clients
+from tests.helpers.sdk import sdk_in_group
 from tests.integration.conftest import error_of
 
 GROUP = "gallery-rules"
@@ -24,11 +23,8 @@ COMMUNITY = {
 
 @pytest.fixture
 def sdk(emulator):
-    emulator.settings.replication_seconds = 0.1
-    sdk = clients(emulator)
-    sdk.create_group(GROUP, LOCATION)
-    body: Any = {"location": LOCATION, "properties": {}}
-    sdk.compute.galleries.begin_create_or_update(GROUP, "gallery", body).result()
+    sdk = sdk_in_group(emulator, GROUP, LOCATION, replication_seconds=0.1)
+    sdk.create_gallery(GROUP, location=LOCATION)
     return sdk
 
 

@@ -20,7 +20,8 @@ from azure.storage.blob import BlobClient
 from azure.storage.extensions import checksums as azure_checksums
 
 from nixos_azure_publish.emulator.settings import SECURE_BOOT_VIOLATION
-from nixos_azure_publish.emulator.testing import clients, vm_body
+from nixos_azure_publish.emulator.testing import vm_body
+from tests.helpers.sdk import sdk_in_group
 from tests.integration.conftest import error_of
 
 GROUP = "vm-rules"
@@ -33,10 +34,7 @@ def raw(body: dict[str, Any]) -> io.BytesIO:
 
 @pytest.fixture
 def sdk(emulator):
-    emulator.settings.replication_seconds = 0.05
-    sdk = clients(emulator)
-    sdk.create_group(GROUP, LOCATION)
-    return sdk
+    return sdk_in_group(emulator, GROUP, LOCATION, replication_seconds=0.05)
 
 
 def definition(sdk, name="nixos", *, security=None, generation="V2", architecture="x64"):

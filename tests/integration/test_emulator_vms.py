@@ -8,7 +8,8 @@ import pytest
 from azure.storage.blob import BlobClient
 
 from nixos_azure_publish.emulator.settings import DEFAULT_SERIAL_LOG
-from nixos_azure_publish.emulator.testing import clients, vm_body
+from nixos_azure_publish.emulator.testing import vm_body
+from tests.helpers.sdk import sdk_in_group
 from tests.integration.conftest import error_of
 
 GROUP = "vm-rules"
@@ -17,10 +18,7 @@ LOCATION = "westeurope"
 
 @pytest.fixture
 def sdk(emulator):
-    emulator.settings.replication_seconds = 0.1
-    sdk = clients(emulator)
-    sdk.create_group(GROUP, LOCATION)
-    return sdk
+    return sdk_in_group(emulator, GROUP, LOCATION, replication_seconds=0.1)
 
 
 @pytest.fixture
@@ -55,36 +53,26 @@ def test_latest_skips_excluded_versions(sdk, version):
     nic = sdk.create_nic(GROUP)
     source_id = version.storage_profile.source.id
     image_id = version.id.rsplit("/versions/", 1)[0]
-    sdk.compute.gallery_image_versions.begin_update(
-        GROUP,
-        "gallery",
-        "nixos",
-        "1.0.0",
-        {
+
+    def exclude_from_latest(*, exclude):
+        update = {
             "properties": {
-                "publishingProfile": {"excludeFromLatest": True},
+                "publishingProfile": {"excludeFromLatest": exclude},
                 "storageProfile": {"source": {"id": source_id}},
             }
-        },
-    ).result()
+        }
+        sdk.compute.gallery_image_versions.begin_update(
+            GROUP, "gallery", "nixos", "1.0.0", update
+        ).result()
+
+    exclude_from_latest(exclude=True)
     error = error_of(
         lambda: sdk.compute.virtual_machines.begin_create_or_update(
             GROUP, "vm", vm_body(image_id, nic.id)
         )
     )
     assert error.error.code == "GalleryImageNotFound"
-    sdk.compute.gallery_image_versions.begin_update(
-        GROUP,
-        "gallery",
-        "nixos",
-        "1.0.0",
-        {
-            "properties": {
-                "publishingProfile": {"excludeFromLatest": False},
-                "storageProfile": {"source": {"id": source_id}},
-            }
-        },
-    ).result()
+    exclude_from_latest(exclude=False)
     vm = sdk.compute.virtual_machines.begin_create_or_update(
         GROUP, "vm", vm_body(image_id, nic.id)
     ).result()

@@ -24,7 +24,7 @@ from nixos_azure_publish.emulator.recording import TrafficRecorder
 from nixos_azure_publish.emulator.server import Emulator, run_emulator
 from nixos_azure_publish.emulator.testing import clients
 from tests.conftest import REPO
-from tests.integration.test_emulator_flow import (
+from tests.helpers.emulator_flow import (
     LOCATION,
     step_delete_everything,
     step_gallery_version,
@@ -32,6 +32,8 @@ from tests.integration.test_emulator_flow import (
     step_smoke_test_vm,
     step_upload,
 )
+from tests.helpers.images import make_image
+from tests.helpers.targets import write_target
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -175,46 +177,31 @@ def test_the_publish_command_traffic_validates_against_the_specs(
     emulator, tmp_path, monkeypatch, capsys
 ):
     """The tool's own requests (and the emulator's answers to them) follow the specs too."""
-    from nixos_azure_publish import vhd  # noqa: PLC0415 - only this test needs the tool
-    from nixos_azure_publish.cli import main  # noqa: PLC0415
+    from nixos_azure_publish.cli import main  # noqa: PLC0415 - only this test needs the tool
 
     traffic = emulator.app.record_traffic()
     emulator.settings.replication_seconds = 0.2
-    raw = tmp_path / "disk.raw"
-    with raw.open("wb") as handle:
-        handle.truncate(24 * 1024 * 1024)
-        handle.write(b"\xeb\x63\x90" + b"\x01" * 70_000)
-    image = tmp_path / "disk.vhd"
-    vhd.convert(raw, image)
-    target = tmp_path / "target.json"
-    target.write_text(
-        json.dumps(
-            {
-                "name": "nixos-spec",
-                "image": str(image),
-                "resourceGroup": "nixos-images",
-                "location": "westeurope",
-                "hyperVGeneration": "V2",
-                "gallery": {
-                    "name": "spec_gallery",
-                    "community": {
-                        "publicNamePrefix": "nixos",
-                        "publisherUri": "https://nixos.org",
-                        "publisherContact": "images@example.org",
-                        "eula": "https://nixos.org/eula",
-                    },
-                },
-                "imageDefinition": {
-                    "name": "nixos-spec",
-                    "publisher": "NixOS",
-                    "offer": "NixOS",
-                    "sku": "spec",
-                },
-                "managedImage": {"enable": True},
-                "version": {"targetRegions": ["westeurope", "northeurope"]},
-            }
-        ),
-        encoding="utf-8",
+    target = write_target(
+        tmp_path,
+        make_image(tmp_path / "image"),
+        name="nixos-spec",
+        gallery={
+            "name": "spec_gallery",
+            "community": {
+                "publicNamePrefix": "nixos",
+                "publisherUri": "https://nixos.org",
+                "publisherContact": "images@example.org",
+                "eula": "https://nixos.org/eula",
+            },
+        },
+        imageDefinition={
+            "name": "nixos-spec",
+            "publisher": "NixOS",
+            "offer": "NixOS",
+            "sku": "spec",
+        },
+        managedImage={"enable": True},
+        version={"targetRegions": ["westeurope", "northeurope"]},
     )
     for key, value in emulator.environ.items():
         monkeypatch.setenv(key, value)
