@@ -248,14 +248,20 @@ def vm_body(
     image_id: str | None,
     nic_id: str,
     location: str = "westeurope",
+    *,
+    os_disk: dict[str, Any] | None = None,
     **properties: Any,  # noqa: ANN401 - JSON
 ) -> dict[str, Any]:
-    """A small VM booting gallery version *image_id* on NIC *nic_id*, boot diagnostics on."""
+    """A small VM booting gallery version *image_id* on NIC *nic_id*, boot diagnostics on
+    (with *os_disk* as its ``storageProfile.osDisk``)."""
+    storage: dict[str, Any] = {"imageReference": {"id": image_id}}
+    if os_disk is not None:
+        storage["osDisk"] = os_disk
     return {
         "location": location,
         "properties": {
             "hardwareProfile": {"vmSize": "Standard_B2s"},
-            "storageProfile": {"imageReference": {"id": image_id}},
+            "storageProfile": storage,
             "osProfile": {
                 "computerName": "smoke",
                 "adminUsername": "nixos",

@@ -98,8 +98,7 @@ def test_unknown_members_are_refused_with_azures_message_and_path(sdk):
 def test_unknown_members_of_a_vm_and_a_version_are_refused(sdk):
     version = version_of(sdk)
     nic = sdk.create_nic(GROUP)
-    body = vm_body(version.id, nic.id)
-    body["properties"]["storageProfile"]["osDisk"] = {"createOption": "FromImage", "sku": "x"}
+    body = vm_body(version.id, nic.id, os_disk={"createOption": "FromImage", "sku": "x"})
     error = error_of(
         lambda: sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", raw(body))
     )
@@ -334,11 +333,9 @@ def test_a_vm_security_type_is_trusted_launch_or_confidential(sdk, security):
 def test_a_delete_option_outside_azures_list_is_refused(sdk):
     version = version_of(sdk)
     nic = sdk.create_nic(GROUP)
-    body = vm_body(version.id, nic.id)
-    body["properties"]["storageProfile"]["osDisk"] = {
-        "createOption": "FromImage",
-        "deleteOption": "Keep",
-    }
+    body = vm_body(
+        version.id, nic.id, os_disk={"createOption": "FromImage", "deleteOption": "Keep"}
+    )
     error = error_of(lambda: sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", body))
     assert_error(
         error, 400, "InvalidParameter", target="properties.storageProfile.osDisk.deleteOption"
@@ -402,9 +399,8 @@ def test_a_confidential_vm_needs_its_prerequisites(sdk):
     }
 
     def create(version, size="Standard_DC2as_v5", security=profile, os_disk=encrypted):
-        body = vm_body(version.id, nic.id, securityProfile=security)
+        body = vm_body(version.id, nic.id, os_disk=os_disk, securityProfile=security)
         body["properties"]["hardwareProfile"]["vmSize"] = size
-        body["properties"]["storageProfile"]["osDisk"] = os_disk
         return sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", body)
 
     error = error_of(lambda: create(trusted))
@@ -425,11 +421,9 @@ def test_a_confidential_vm_needs_its_prerequisites(sdk):
 def test_the_os_disk_gets_the_name_asked_for(sdk):
     version = version_of(sdk)
     nic = sdk.create_nic(GROUP)
-    body = vm_body(version.id, nic.id)
-    body["properties"]["storageProfile"]["osDisk"] = {
-        "name": "smoke-osdisk",
-        "createOption": "FromImage",
-    }
+    body = vm_body(
+        version.id, nic.id, os_disk={"name": "smoke-osdisk", "createOption": "FromImage"}
+    )
     vm = sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", body).result()
     assert vm.storage_profile.os_disk.name == "smoke-osdisk"
     assert sdk.compute.disks.get(GROUP, "smoke-osdisk").managed_by == vm.id
