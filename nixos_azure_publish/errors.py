@@ -162,6 +162,8 @@ class UploadError(PublishError):
     exit_code = ExitCode.UPLOAD
     kind = "upload"
     rerun_helps = True
+    bytes_sent: int = 0
+    """Image bytes the failed attempt had sent (the publish report counts them)."""
 
 
 class SasExpiredError(UploadError):

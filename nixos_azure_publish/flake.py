@@ -90,7 +90,8 @@ def locate_vhd(path: Path) -> Path:
         # A missing input is a usage error (exit 2), like every missing file.
         raise UsageError(
             f"the image {path} does not exist",
-            hint="Build the image first, or point --image at an existing .vhd file",
+            hint="Check the path (a .vhd file, or a store path holding one); build the image"
+            " first if it is a Nix output",
         )
     found = sorted(path.glob("*.vhd"))
     if len(found) == 1:

@@ -17,6 +17,7 @@ import jinja2
 
 from nixos_azure_publish import __version__
 from nixos_azure_publish.redact import redact
+from nixos_azure_publish.typedload import camel
 
 TEMPLATES: Final = Path(__file__).resolve().parent / "report_templates"
 
@@ -271,17 +272,12 @@ class RunReport:
 
 def _camel(value: object) -> object:
     if isinstance(value, dict):
-        return {_camel_key(str(k)): _camel(v) for k, v in value.items()}
+        return {camel(str(k)): _camel(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_camel(v) for v in value]
     if isinstance(value, str):
         return redact(value)
     return value
-
-
-def _camel_key(key: str) -> str:
-    head, *rest = key.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def _size(value: int | None) -> str:

@@ -12,11 +12,23 @@ import dataclasses
 import difflib
 import types
 import typing
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, cast, get_args, get_origin
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 T = TypeVar("T")
 
 _MISSING = dataclasses.MISSING
+
+# Each scalar type: what messages call it, and which JSON values it takes (a boolean is
+# not a number here, though Python says it is an int).
+_SCALARS: dict[Any, tuple[str, Callable[[object], bool]]] = {
+    str: ("a string", lambda v: isinstance(v, str)),
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)),
+}
 
 
 def camel(name: str) -> str:
@@ -33,14 +45,8 @@ def key_of(field: dataclasses.Field[Any]) -> str:
 
 def _type_name(tp: Any) -> str:  # noqa: ANN401 - any type expression
     origin = get_origin(tp)
-    if tp is str:
-        return "a string"
-    if tp is bool:
-        return "true or false"
-    if tp is int:
-        return "an integer"
-    if tp is float:
-        return "a number"
+    if tp in _SCALARS:
+        return _SCALARS[tp][0]
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(tp))
     if origin in (tuple, list):
@@ -113,25 +119,11 @@ class _Loader:
                     near = f" (did you mean {folded[value.lower()]!r}?)"
             self.fail(path, f"must be {_type_name(tp)}, not {value!r}{near}")
             return None
-        if tp is bool:
-            if isinstance(value, bool):
-                return value
-            self.fail(path, f"must be true or false, not {_json_type_name(value)}")
-            return None
-        if tp is int:
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            self.fail(path, f"must be an integer, not {_json_type_name(value)}")
-            return None
-        if tp is float:
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                return float(value)
-            self.fail(path, f"must be a number, not {_json_type_name(value)}")
-            return None
-        if tp is str:
-            if isinstance(value, str):
-                return value
-            self.fail(path, f"must be a string, not {_json_type_name(value)}")
+        if tp in _SCALARS:
+            what, accepts = _SCALARS[tp]
+            if accepts(value):
+                return float(cast("float", value)) if tp is float else value
+            self.fail(path, f"must be {what}, not {_json_type_name(value)}")
             return None
         if origin is tuple:
             (item_tp, _ellipsis) = get_args(tp)

@@ -31,35 +31,31 @@ let
   exe = "${cfg.package}/bin/nixos-azure-publish";
   stateDir = "/var/lib/nixos-azure-publish";
 
+  # An option as most here are: its type, its default, and what it is for.
+  option =
+    type: default: description:
+    mkOption { inherit type default description; };
+
   targetModule = {
     options = {
-      configFile = mkOption {
-        type = types.nullOr types.path;
-        default = null;
-        description = "A target file (JSON or TOML) to publish; its `image` is set per job.";
-      };
-      settings = mkOption {
-        type = types.nullOr (types.attrsOf types.anything);
-        default = null;
-        description = "The target itself, as `lib.mkTarget` or a target file would give it (written to a JSON file).";
-      };
-      flake = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        example = "github:example/images";
-        description = "A flake reference whose `azurePublish.<target>` to publish.";
-      };
-      target = mkOption {
-        type = types.str;
-        default = "default";
-        description = "The target name under `azurePublish` of `flake`.";
-      };
-      hydraJobs = mkOption {
-        type = types.listOf types.str;
-        default = [ ];
-        example = [ "nixos:release-25.05:azure.x86_64-linux" ];
-        description = "Hydra jobs (`project:jobset:job`, `*` for a whole field) whose builds this target publishes.";
-      };
+      configFile =
+        option (types.nullOr types.path) null
+          "A target file (JSON or TOML) to publish; its `image` is set per job.";
+      settings =
+        option (types.nullOr (types.attrsOf types.anything)) null
+          "The target itself, as `lib.mkTarget` or a target file would give it (written to a JSON file).";
+      flake =
+        option (types.nullOr types.str) null "A flake reference whose `azurePublish.<target>` to publish."
+        // {
+          example = "github:example/images";
+        };
+      target = option types.str "default" "The target name under `azurePublish` of `flake`.";
+      hydraJobs =
+        option (types.listOf types.str) [ ]
+          "Hydra jobs (`project:jobset:job`, `*` for a whole field) whose builds this target publishes."
+        // {
+          example = [ "nixos:release-25.05:azure.x86_64-linux" ];
+        };
     };
   };
 
@@ -147,64 +143,46 @@ in
       description = "The nixos-azure-publish package.";
     };
 
-    targets = mkOption {
-      type = types.attrsOf (types.submodule targetModule);
-      default = { };
-      description = "The targets the worker may publish, by name: each a `configFile`, `settings` or `flake`, and the Hydra jobs that feed it.";
-    };
+    targets =
+      option (types.attrsOf (types.submodule targetModule)) { }
+        "The targets the worker may publish, by name: each a `configFile`, `settings` or `flake`, and the Hydra jobs that feed it.";
 
-    spoolDir = mkOption {
-      type = types.str;
-      default = "/var/spool/nixos-azure-publish";
-      description = "The spool directory: the hooks write jobs into it, the worker takes them out.";
-    };
+    spoolDir =
+      option types.str "/var/spool/nixos-azure-publish"
+        "The spool directory: the hooks write jobs into it, the worker takes them out.";
 
-    user = mkOption {
-      type = types.str;
-      default = "nixos-azure-publish";
-      description = "The system user the worker runs as (created, without a home).";
-    };
+    user =
+      option types.str "nixos-azure-publish"
+        "The system user the worker runs as (created, without a home).";
 
-    group = mkOption {
-      type = types.str;
-      default = "nixos-azure-publish";
-      description = "The group that may write to the spool (Hydra's notifier joins it with `hydra.enable`).";
-    };
+    group =
+      option types.str "nixos-azure-publish"
+        "The group that may write to the spool (Hydra's notifier joins it with `hydra.enable`).";
 
-    subscriptionId = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      description = "The Azure subscription, for targets that do not name one (`AZURE_SUBSCRIPTION_ID`).";
-    };
+    subscriptionId =
+      option (types.nullOr types.str) null
+        "The Azure subscription, for targets that do not name one (`AZURE_SUBSCRIPTION_ID`).";
 
     credentials = {
       managedIdentity = {
         enable = mkEnableOption "the Azure VM's managed identity (no secret on the machine)";
-        clientId = mkOption {
-          type = types.nullOr types.str;
-          default = null;
-          description = "The client id of a user-assigned managed identity (`AZURE_CLIENT_ID`); null for the system-assigned one.";
+        clientId =
+          option (types.nullOr types.str) null
+            "The client id of a user-assigned managed identity (`AZURE_CLIENT_ID`); null for the system-assigned one.";
+      };
+      environmentFile =
+        option (types.nullOr types.str) null
+          "A file of `AZURE_*` variables (e.g. a service principal's `AZURE_CLIENT_SECRET`), handed to the worker as a systemd credential; keep it out of the Nix store."
+        // {
+          example = "/run/secrets/nixos-azure-publish.env";
         };
-      };
-      environmentFile = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        example = "/run/secrets/nixos-azure-publish.env";
-        description = "A file of `AZURE_*` variables (e.g. a service principal's `AZURE_CLIENT_SECRET`), handed to the worker as a systemd credential; keep it out of the Nix store.";
-      };
     };
 
     worker = {
-      maxAttempts = mkOption {
-        type = types.ints.positive;
-        default = 5;
-        description = "Attempts before a job is recorded as failed.";
-      };
-      backoffSeconds = mkOption {
-        type = types.ints.unsigned;
-        default = 60;
-        description = "Seconds before the first retry; doubles with each attempt, up to an hour.";
-      };
+      maxAttempts = option types.ints.positive 5 "Attempts before a job is recorded as failed.";
+      backoffSeconds =
+        option types.ints.unsigned 60
+          "Seconds before the first retry; doubles with each attempt, up to an hour.";
     };
 
     hydra.enable = mkEnableOption "Hydra's <runcommand> for every `hydraJobs` pattern, feeding the spool";

@@ -183,15 +183,30 @@ def _scan_versions(clients: AzureClients, scan: _Scan, now: dt.datetime) -> None
             scan.moving[content] = v.state.name
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    """A disk or managed image the tool made for this target, holding an image's content."""
+
+    name: str
+    id: str
+    content: str
+    created: dt.datetime | None
+
+
+def _candidate(scan: _Scan, body: dict[str, Any]) -> _Candidate | None:
+    content = (body.get("tags") or {}).get(TAG_CONTENT)
+    if not _ours(body, scan.target) or not content:
+        return None
+    return _Candidate(str(body.get("name", "")), str(body.get("id", "")), str(content), _age(body))
+
+
 def _scan_disk(scan: _Scan, body: dict[str, Any]) -> None:
-    tags = body.get("tags") or {}
-    if not _ours(body, scan.target) or not tags.get(TAG_CONTENT):
+    found = _candidate(scan, body)
+    if found is None:
         return
-    name, rid = str(body.get("name", "")), str(body.get("id", ""))
-    content = str(tags[TAG_CONTENT])
+    name, rid, content, created = found.name, found.id, found.content, found.created
     scan.upload_contents.add(content)
     state = str((body.get("properties") or {}).get("diskState", ""))
-    created = _age(body)
     keep = None
     if state in WRITING:
         keep = f"write access is open ({state}): a publish may be uploading; rerun it"
@@ -212,12 +227,10 @@ def _scan_disk(scan: _Scan, body: dict[str, Any]) -> None:
 
 
 def _scan_image(scan: _Scan, body: dict[str, Any]) -> None:
-    tags = body.get("tags") or {}
-    if not _ours(body, scan.target) or not tags.get(TAG_CONTENT):
+    found = _candidate(scan, body)
+    if found is None:
         return
-    name, rid = str(body.get("name", "")), str(body.get("id", ""))
-    content = str(tags[TAG_CONTENT])
-    created = _age(body)
+    name, rid, content, created = found.name, found.id, found.content, found.created
     kind = "managed image"
     if content in scan.held:
         scan.keep(kind, name, f"version {scan.held[content]} holds its image", rid)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any
+import time
+from typing import TYPE_CHECKING, Any, Final
 
 from nixos_azure_publish.azure import arm
 from nixos_azure_publish.azure.names import TAG_CONTENT, TAG_CREATED
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
     from nixos_azure_publish.config import PublishTarget
 
 log = logging.getLogger(__name__)
+
+READY_TIMEOUT: Final = 3600.0
+"""How long to wait for a managed image another publish is creating (Azure takes minutes)."""
 
 
 def get_image(clients: AzureClients, group: str, name: str) -> dict[str, Any] | None:
@@ -59,7 +63,7 @@ def ensure_image(
                 f"managed image {name} exists but holds another image",
                 hint="Delete it, or set managedImage.name to another name",
             )
-        return existing, False
+        return wait_until_ready(clients, group, name, existing), False
     if disk_id is None:
         raise AzureError(
             f"managed image {name} is missing and the upload disk is gone",
@@ -77,6 +81,44 @@ def ensure_image(
         body,
     )
     return created, True
+
+
+def wait_until_ready(
+    clients: AzureClients,
+    group: str,
+    name: str,
+    image: dict[str, Any],
+    *,
+    timeout: float = READY_TIMEOUT,
+) -> dict[str, Any]:
+    """*image* once it has succeeded: another publish of the same image may still be
+    creating it, and Azure refuses a version whose source image is not ready."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = str((image.get("properties") or {}).get("provisioningState", "Succeeded"))
+        if state == "Succeeded":
+            return image
+        if state in {"Failed", "Canceled"}:
+            raise AzureError(
+                f"managed image {name} is in provisioning state {state}",
+                hint=f"Delete it (az image delete -g {group} -n {name}) and run again",
+            )
+        if time.monotonic() >= deadline:
+            raise AzureError(
+                f"managed image {name} is still {state} after {timeout:.0f}s",
+                hint="Another publish may be creating it; run again later",
+                rerun_helps=True,
+            )
+        log.info("managed image %s is %s (another publish is making it); waiting", name, state)
+        time.sleep(clients.settings.polling_interval)
+        found = get_image(clients, group, name)
+        if found is None:
+            raise AzureError(
+                f"managed image {name} was deleted while this publish waited for it",
+                hint="Run again: the image will be made again",
+                rerun_helps=True,
+            )
+        image = found
 
 
 def delete_image(clients: AzureClients, group: str, name: str) -> None:

@@ -33,12 +33,12 @@ if TYPE_CHECKING:
 Kind = Literal["gallery", "community", "url"]
 
 _COMMUNITY: Final = re.compile(
-    r"^/CommunityGalleries/(?P<public>[^/]+)/Images/(?P<image>[^/]+)"
+    r"^/CommunityGalleries/(?P<gallery>[^/]+)/Images/(?P<image>[^/]+)"
     r"(?:/Versions/(?P<version>[^/]+))?/?$",
     re.IGNORECASE,
 )
 _GALLERY: Final = re.compile(
-    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<group>[^/]+)"
+    r"^/subscriptions/(?P<subscription>[^/]+)/resourceGroups/(?P<group>[^/]+)"
     r"/providers/Microsoft\.Compute/galleries/(?P<gallery>[^/]+)/images/(?P<image>[^/]+)"
     r"(?:/versions/(?P<version>[^/]+))?/?$",
     re.IGNORECASE,
@@ -85,26 +85,17 @@ def parse_source(text: str, *, allow_http: bool = False) -> ImportSource:
     *allow_http* admits ``http://`` URLs: only the local emulator serves its blobs so.
     """
     value = text.strip()
-    match = _COMMUNITY.match(value)
-    if match:
-        return ImportSource(
-            "community",
-            value,
-            gallery=match["public"],
-            image=match["image"],
-            version=_version(match["version"], value),
-        )
-    match = _GALLERY.match(value)
-    if match:
-        return ImportSource(
-            "gallery",
-            value,
-            subscription=match["sub"],
-            group=match["group"],
-            gallery=match["gallery"],
-            image=match["image"],
-            version=_version(match["version"], value),
-        )
+    # The patterns' groups are named as ImportSource's fields.
+    patterns: tuple[tuple[Kind, re.Pattern[str]], ...] = (
+        ("community", _COMMUNITY),
+        ("gallery", _GALLERY),
+    )
+    for kind, pattern in patterns:
+        match = pattern.match(value)
+        if match:
+            fields = match.groupdict()
+            version = _version(fields.pop("version"), value)
+            return ImportSource(kind, value, version=version, **fields)
     schemes = ("https://", "http://") if allow_http else ("https://",)
     if value.lower().startswith(schemes) and urllib.parse.urlsplit(value).netloc:
         return ImportSource("url", value)

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from nixos_azure_publish import typedload
 from nixos_azure_publish.azure import arm
 from nixos_azure_publish.errors import AzureError
 
@@ -38,12 +39,8 @@ class RegionStatus:
 
     def to_json(self) -> dict[str, Any]:
         """As a JSON object."""
-        return {
-            "region": self.region,
-            "state": self.state,
-            "progress": self.progress,
-            "details": self.details,
-        }
+        out: dict[str, Any] = typedload.dump(self)
+        return out
 
 
 @dataclass(frozen=True)

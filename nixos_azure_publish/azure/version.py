@@ -336,10 +336,13 @@ def create_version(
             dict(body),
             polling=False,
         )
-    except ResourceExistsError:
+    except ResourceExistsError as error:
         existing = get_version(clients, target, name)
+        if existing is None:
+            # A 409 about something else (a source not ready, an operation in progress).
+            raise azure_error(error, f"creating image version {name}") from None
         want = (body.get("tags") or {}).get(TAG_CONTENT)
-        if existing is None or existing.tags.get(TAG_CONTENT) != want:
+        if existing.tags.get(TAG_CONTENT) != want:
             raise VersionNameTakenError(
                 f"image version {name} already exists with other content",
                 hint="Change version.name so that it renders a new version",

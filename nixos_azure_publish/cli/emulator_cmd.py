@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from nixos_azure_publish.cli.app import app_context
+from nixos_azure_publish.cli.params import flag
 from nixos_azure_publish.emulator import service
 from nixos_azure_publish.emulator.settings import EmulatorSettings
 
@@ -42,9 +43,8 @@ def emulator_group() -> None:
     default=None,
     help="How long replication to one region takes (default 0.5).",
 )
-@click.option(
+@flag(
     "--detach",
-    is_flag=True,
     help="Run in the background; print the environment (with the PID to stop it) and exit.",
 )
 @click.option(
@@ -54,9 +54,8 @@ def emulator_group() -> None:
     hidden=True,
     help="Write the environment here as JSON once ready (used by --detach).",
 )
-@click.option(
+@flag(
     "--remove-state-dir",
-    is_flag=True,
     hidden=True,
     help="Delete --state-dir when stopped (--detach's throwaway state).",
 )

@@ -8,33 +8,25 @@ from typing import TYPE_CHECKING
 import click
 
 from nixos_azure_publish.cli.app import app_context
-from nixos_azure_publish.cli.params import destination_options
-from nixos_azure_publish.cli.status_cmd import connect
+from nixos_azure_publish.cli.params import destination_options, dry_run_option, shown
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from nixos_azure_publish.cli.params import Destination
 
 
 @click.command("gc")
 @destination_options
-@click.option(
-    "--dry-run",
-    is_flag=True,
-    help="List what would be deleted and what is kept, and why; delete nothing.",
-)
-@click.option(
+@dry_run_option("List what would be deleted and what is kept, and why; delete nothing.")
+@shown(
     "--older-than",
     "older_than",
     type=click.FloatRange(min=0.0),
     default=24.0,
-    show_default=True,
     help="Hours after which an upload disk, managed image or smoke-test resource is a leftover.",
 )
 def gc_command(
     *,
-    config_file: Path | None,
-    flake: str | None,
-    target_name: str | None,
+    destination: Destination,
     dry_run: bool,
     older_than: float,
 ) -> None:
@@ -54,7 +46,7 @@ def gc_command(
     """
     from nixos_azure_publish.azure import gc  # noqa: PLC0415
 
-    target, clients = connect(config_file, flake, target_name)
+    target, clients = destination.connect()
     found = gc.plan(
         clients,
         target,

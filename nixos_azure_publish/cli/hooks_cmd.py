@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from nixos_azure_publish.cli.app import app_context
+from nixos_azure_publish.cli.params import flag, shown, state_dir_option
 from nixos_azure_publish.errors import UsageError
 from nixos_azure_publish.hooks.entry import hydra_hook, post_build_hook, spool_from
 from nixos_azure_publish.hooks.spool import SPOOL_ENV, Job
@@ -64,33 +65,26 @@ def enqueue_command(*, spool: Path | None, target_name: str | None, store_path: 
 @click.command("worker")
 @_spool_option
 @_targets_option
-@click.option("--once", is_flag=True, help="Handle every job that is due, then exit.")
-@click.option(
+@flag("--once", help="Handle every job that is due, then exit.")
+@shown(
     "--max-attempts",
-    default=5,
-    show_default=True,
     type=click.IntRange(min=1),
+    default=5,
     help="Attempts before a job is recorded as failed.",
 )
-@click.option(
+@shown(
     "--backoff",
-    default=60.0,
-    show_default=True,
     type=click.FloatRange(min=0),
+    default=60.0,
     help="Seconds before the first retry; doubles with each attempt, up to an hour.",
 )
-@click.option(
+@shown(
     "--poll",
-    default=5.0,
-    show_default=True,
     type=click.FloatRange(min=0.05),
+    default=5.0,
     help="Seconds between looks at an empty queue.",
 )
-@click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="The publishes' journal directory (default $XDG_STATE_HOME/nixos-azure-publish).",
-)
+@state_dir_option
 def worker_command(
     *,
     spool: Path | None,

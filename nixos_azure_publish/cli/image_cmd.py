@@ -8,7 +8,7 @@ import click
 
 from nixos_azure_publish import vhd
 from nixos_azure_publish.cli.app import app_context
-from nixos_azure_publish.cli.params import IMAGE
+from nixos_azure_publish.cli.params import IMAGE, flag
 from nixos_azure_publish.errors import ExitCode
 from nixos_azure_publish.vhd import MIB
 
@@ -75,7 +75,7 @@ def inspect(ctx: click.Context, path: Path) -> None:
 @click.command("convert")
 @click.argument("source", type=IMAGE)
 @click.argument("destination", type=click.Path(path_type=Path))
-@click.option("--force", is_flag=True, help="Replace DESTINATION if it exists.")
+@flag("--force", help="Replace DESTINATION if it exists.")
 @click.pass_context
 def convert(ctx: click.Context, source: Path, destination: Path, *, force: bool) -> None:
     """Write SOURCE as a fixed VHD that Azure accepts, to DESTINATION.

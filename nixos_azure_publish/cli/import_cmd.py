@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from nixos_azure_publish.cli.app import app_context
-from nixos_azure_publish.cli.params import destination_options
-from nixos_azure_publish.cli.status_cmd import connect
+from nixos_azure_publish.cli.params import destination_options, dry_run_option, state_dir_option
 from nixos_azure_publish.errors import UsageError
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from nixos_azure_publish.azure.clients import AzureClients
     from nixos_azure_publish.azure.importsource import ImportSource
+    from nixos_azure_publish.cli.params import Destination
     from nixos_azure_publish.config import PublishTarget
     from nixos_azure_publish.report import PublishReport
 
@@ -26,26 +27,16 @@ if TYPE_CHECKING:
 @click.command("import")
 @click.argument("source")
 @destination_options
-@click.option(
-    "--dry-run",
-    is_flag=True,
-    help="Resolve the source, show what exists and what would be created; change nothing.",
-)
+@dry_run_option("Resolve the source, show what exists and what would be created; change nothing.")
 @click.option(
     "--sha256",
     help="For an https:// source: the sha256 (hex) the VHD must have; checked while streaming.",
 )
-@click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Where the local journal lives (default $XDG_STATE_HOME/nixos-azure-publish).",
-)
+@state_dir_option
 def import_command(
     *,
     source: str,
-    config_file: Path | None,
-    flake: str | None,
-    target_name: str | None,
+    destination: Destination,
     dry_run: bool,
     sha256: str | None,
     state_dir: Path | None,
@@ -84,7 +75,7 @@ def import_command(
                 "--sha256 takes 64 hex digits, and only for an https:// source",
                 hint="Leave it out for gallery sources; Azure copies those itself",
             )
-    target, clients = connect(config_file, flake, target_name)
+    target, clients = destination.connect()
     report = _run(target, clients, parsed, dry_run=dry_run, state_dir=state_dir, sha256=sha256)
     app_context().emit(report.to_json(), report.to_console().rstrip("\n"))
 

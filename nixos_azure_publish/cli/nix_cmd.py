@@ -8,24 +8,24 @@ import click
 
 from nixos_azure_publish import config, flake
 from nixos_azure_publish.cli.app import app_context
-from nixos_azure_publish.cli.params import IMAGE
+from nixos_azure_publish.cli.params import IMAGE, flag, shown
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 
 @click.command("build")
-@click.option(
+@shown(
     "--flake",
     "flake_ref",
+    type=str,
     default=".",
-    show_default=True,
     help="Flake reference whose azurePublish.<target> to load (no '#attribute').",
 )
-@click.option(
+@shown(
     "--target",
+    type=str,
     default="default",
-    show_default=True,
     help="Name of the target under the flake's azurePublish output.",
 )
 @click.option(
@@ -33,9 +33,8 @@ if TYPE_CHECKING:
     type=IMAGE,
     help="Use this VHD (or a directory holding one) instead of building the target's image.",
 )
-@click.option(
+@flag(
     "--no-build",
-    is_flag=True,
     help="Evaluate and validate only; report the image only if it is already in the store.",
 )
 def build_command(flake_ref: str, target: str, image: Path | None, *, no_build: bool) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +13,12 @@ import click
 from nixos_azure_publish.errors import UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
+
+    from nixos_azure_publish.azure.clients import AzureClients
+    from nixos_azure_publish.config import PublishTarget
+
+    Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
     _PathType = click.ParamType[Path]
 else:  # click < 8.2 (nixos-24.11's) has no subscriptable ParamType at run time
@@ -36,13 +43,7 @@ class ImagePath(_PathType):
     ) -> Path:
         from nixos_azure_publish.flake import locate_vhd  # noqa: PLC0415 - lazy: nix helpers
 
-        path = value if isinstance(value, Path) else Path(str(value))
-        if not path.exists() and not path.is_symlink():
-            raise UsageError(
-                f"the image {path} does not exist",
-                hint="Check the path (a .vhd file, or a store path holding one)",
-            )
-        return locate_vhd(path)
+        return locate_vhd(value if isinstance(value, Path) else Path(str(value)))
 
 
 IMAGE = ImagePath()
@@ -94,27 +95,79 @@ def target_selection(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Target name under azurePublish (with --flake; default 'default');"
             " repeat it for several targets.",
         ),
-        click.option(
+        flag(
             "--all-targets",
-            is_flag=True,
             help="Every target under the flake's azurePublish (with --flake).",
         ),
-        click.option(
+        shown(
             "--jobs",
             type=int,
             default=DEFAULT_JOBS,
-            show_default=True,
             help="With several targets: how many to work on at once.",
         ),
     )
-    for option in reversed(options):
-        wrapper = option(wrapper)
-    return wrapper
+    return _decorated(wrapper, options)
+
+
+def _decorated(func: Callable[..., Any], options: Iterable[Decorator]) -> Callable[..., Any]:
+    """*func* with *options* applied as if stacked above it in this order."""
+    for option in reversed(list(options)):
+        func = option(func)
+    return func
+
+
+@dataclass(frozen=True)
+class Destination:
+    """``--config FILE | --flake REF [--target NAME]``: the target whose gallery a command uses."""
+
+    config_file: Path | None
+    flake: str | None
+    target_name: str | None
+
+    def check(self) -> None:
+        """Exactly one of ``--config`` and ``--flake``; ``--target`` only with ``--flake``."""
+        if (self.config_file is None) == (self.flake is None):
+            raise UsageError(
+                "give exactly one of --config FILE and --flake REF",
+                hint="e.g. `--flake . --target default` or `--config target.json`",
+            )
+        if self.target_name is not None and self.flake is None:
+            raise UsageError("--target needs --flake", hint="Name the flake with --flake REF")
+
+    def connect(self) -> tuple[PublishTarget, AzureClients]:
+        """The target (its image is not needed) and the clients for its subscription."""
+        from nixos_azure_publish.azure.clients import AzureSettings, make_clients  # noqa: PLC0415
+        from nixos_azure_publish.pipeline import source  # noqa: PLC0415 - loads nix helpers
+
+        self.check()
+        environ = dict(os.environ)
+        target = source.destination(
+            config_file=self.config_file,
+            flake_ref=self.flake,
+            target=self.target_name or "default",
+            environ=environ,
+        )
+        settings = AzureSettings.from_environ(
+            subscription_id=target.subscription_id, environ=environ
+        )
+        return target, make_clients(settings)
 
 
 def destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--config FILE | --flake REF [--target NAME]``: the target whose gallery a command reads."""
-    for option in reversed(
+    """The options of a :class:`Destination`, given to *command* as ``destination``."""
+
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any,  # noqa: ANN401
+        config_file: Path | None,
+        flake: str | None,
+        target_name: str | None,
+        **kwargs: Any,  # noqa: ANN401
+    ) -> Any:  # noqa: ANN401
+        return command(*args, destination=Destination(config_file, flake, target_name), **kwargs)
+
+    return _decorated(
+        wrapper,
         [
             click.option(
                 "--config",
@@ -128,18 +181,27 @@ def destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
                 "target_name",
                 help="Target name under azurePublish (with --flake; default 'default').",
             ),
-        ]
-    ):
-        command = option(command)
-    return command
+        ],
+    )
 
 
-def check_destination(config_file: Path | None, flake: str | None, target_name: str | None) -> None:
-    """Exactly one of ``--config`` and ``--flake``; ``--target`` only with ``--flake``."""
-    if (config_file is None) == (flake is None):
-        raise UsageError(
-            "give exactly one of --config FILE and --flake REF",
-            hint="e.g. `--flake . --target default` or `--config target.json`",
-        )
-    if target_name is not None and flake is None:
-        raise UsageError("--target needs --flake", hint="Name the flake with --flake REF")
+def flag(*names: str, help: str, **extra: Any) -> Decorator:  # noqa: A002, ANN401 - click's words
+    """A switch: off unless given."""
+    return click.option(*names, is_flag=True, help=help, **extra)
+
+
+def shown(*names: str, type: Any, default: Any, help: str) -> Decorator:  # noqa: A002, ANN401
+    """An option with a default, which ``--help`` shows (every such option does)."""
+    return click.option(*names, type=type, default=default, show_default=True, help=help)
+
+
+def dry_run_option(what: str) -> Decorator:
+    """``--dry-run``: *what* the command then does instead (it changes nothing)."""
+    return flag("--dry-run", help=what)
+
+
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where the local journal lives (default $XDG_STATE_HOME/nixos-azure-publish).",
+)

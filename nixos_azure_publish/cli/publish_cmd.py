@@ -7,20 +7,27 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from nixos_azure_publish.cli.app import app_context
-from nixos_azure_publish.cli.params import IMAGE, target_selection
+from nixos_azure_publish.cli.params import (
+    IMAGE,
+    dry_run_option,
+    flag,
+    state_dir_option,
+    target_selection,
+)
 from nixos_azure_publish.errors import PublishError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
     from nixos_azure_publish.azure.clients import AzureClients
-    from nixos_azure_publish.pipeline import PublishInput
+    from nixos_azure_publish.pipeline import PublishInput, PublishOptions
     from nixos_azure_publish.report import PublishReport, RunReport
     from nixos_azure_publish.selection import TargetSelection
 
@@ -36,14 +43,9 @@ SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
     type=IMAGE,
     help="Publish this VHD (or store path holding one) instead of the target's image.",
 )
-@click.option(
-    "--dry-run",
-    is_flag=True,
-    help="Show what exists and what would be created; change nothing in Azure.",
-)
-@click.option(
+@dry_run_option("Show what exists and what would be created; change nothing in Azure.")
+@flag(
     "--emulator",
-    is_flag=True,
     help="Publish into the bundled Azure emulator (no Azure account needed): the running one"
     " whose variables are exported (`emulator serve`), else one started for this run.",
 )
@@ -53,27 +55,13 @@ SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
     type=click.Path(path_type=Path, dir_okay=False),
     help=f"Append a Markdown summary to this file (default ${SUMMARY_ENV} when set).",
 )
-@click.option(
+@flag(
     "--remove-unlisted-regions",
-    is_flag=True,
     help="Remove the replicas of a published version in regions the target no longer lists"
     " (kept by default: deployments may use them).",
 )
-@click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Where the local journal lives (default $XDG_STATE_HOME/nixos-azure-publish).",
-)
-def publish_command(
-    *,
-    selection: TargetSelection,
-    image: Path | None,
-    dry_run: bool,
-    emulator: bool,
-    summary_file: Path | None,
-    remove_unlisted_regions: bool,
-    state_dir: Path | None,
-) -> None:
+@state_dir_option
+def publish_command(*, selection: TargetSelection, emulator: bool, **asked: Any) -> None:  # noqa: ANN401
     """Build, upload and publish an image as a replicated gallery image version.
 
     Idempotent: a rerun after a crash or Ctrl-C continues where it stopped, and a
@@ -92,82 +80,69 @@ def publish_command(
       nixos-azure-publish publish --flake . --all-targets --jobs 2
     """
     selection.check()
-    if selection.several:
-        _publish_several(
-            selection,
-            image=image,
-            dry_run=dry_run,
-            emulator=emulator,
-            summary_file=summary_file,
-            remove_unlisted_regions=remove_unlisted_regions,
-            state_dir=state_dir,
-        )
-        return
-    config_file = selection.configs[0] if selection.configs else None
-    flake = selection.flake
-    target_name = selection.targets[0] if selection.targets else None
+    # The other options are the same for each publish of the run.
+    each = _Asked(**asked)
     with _emulator_environ(enabled=emulator) as environ, _sigterm_interrupts():
-        publish = _load(
-            config_file, flake, "default" if target_name is None else target_name, image, environ
-        )
-        report = _publish(
-            publish,
-            environ=environ,
-            dry_run=dry_run,
-            state_dir=state_dir,
-            summary=summary_file,
-            remove_unlisted_regions=remove_unlisted_regions,
-        )
-    _write_summary(report, summary_file)
+        if selection.several:
+            _publish_several(selection, each, environ)
+            return
+        config_file = selection.configs[0] if selection.configs else None
+        target_name = selection.targets[0] if selection.targets else "default"
+        publish = _load(config_file, selection.flake, target_name, each.image, environ)
+        report = _publish(publish, each, environ)
+    _write_summary(report, each.summary_file)
     app_context().emit(report.to_json(), report.to_console().rstrip("\n"))
 
 
-def _publish_several(
-    selection: TargetSelection,
-    *,
-    image: Path | None,
-    dry_run: bool,
-    emulator: bool,
-    summary_file: Path | None,
-    remove_unlisted_regions: bool,
-    state_dir: Path | None,
-) -> None:
+@dataclass(frozen=True)
+class _Asked:
+    """What the command line asks of each publish, one target or several."""
+
+    image: Path | None
+    dry_run: bool
+    summary_file: Path | None
+    remove_unlisted_regions: bool
+    state_dir: Path | None
+
+    def options(self) -> PublishOptions:
+        from nixos_azure_publish.pipeline import PublishOptions  # noqa: PLC0415
+        from nixos_azure_publish.upload.progress import LogProgress  # noqa: PLC0415
+
+        return PublishOptions(
+            state_dir=self.state_dir,
+            progress=LogProgress(),
+            remove_unlisted_regions=self.remove_unlisted_regions,
+        )
+
+
+def _publish_several(selection: TargetSelection, asked: _Asked, environ: Mapping[str, str]) -> None:
     from nixos_azure_publish.azure.clients import AzureSettings, make_clients  # noqa: PLC0415
-    from nixos_azure_publish.pipeline import PublishOptions  # noqa: PLC0415
     from nixos_azure_publish.pipeline.multi import publish_many  # noqa: PLC0415
-    from nixos_azure_publish.upload.progress import LogProgress  # noqa: PLC0415
 
     clients: dict[str | None, AzureClients] = {}
 
-    with _emulator_environ(enabled=emulator) as environ, _sigterm_interrupts():
+    def clients_for(publish: PublishInput) -> AzureClients:
+        # One set of clients per subscription (the SDK clients are thread-safe).
+        key = publish.target.subscription_id
+        if key not in clients:
+            settings = AzureSettings.from_environ(subscription_id=key, environ=environ)
+            clients[key] = make_clients(settings)
+        return clients[key]
 
-        def clients_for(publish: PublishInput) -> AzureClients:
-            # One set of clients per subscription (the SDK clients are thread-safe).
-            key = publish.target.subscription_id
-            if key not in clients:
-                settings = AzureSettings.from_environ(subscription_id=key, environ=environ)
-                clients[key] = make_clients(settings)
-            return clients[key]
+    def options_for(publish: PublishInput) -> PublishOptions:
+        del publish
+        return asked.options()
 
-        def options_for(publish: PublishInput) -> PublishOptions:
-            del publish
-            return PublishOptions(
-                state_dir=state_dir,
-                progress=LogProgress(),
-                remove_unlisted_regions=remove_unlisted_regions,
-            )
-
-        sources = selection.sources()
-        run = publish_many(
-            sources,
-            image=image,
-            environ=environ,
-            clients_for=clients_for,
-            options_for=options_for,
-            jobs=selection.jobs,
-            dry_run=dry_run,
-        )
-    _write_summary(run, summary_file)
+    run = publish_many(
+        selection.sources(),
+        image=asked.image,
+        environ=environ,
+        clients_for=clients_for,
+        options_for=options_for,
+        jobs=selection.jobs,
+        dry_run=asked.dry_run,
+    )
+    _write_summary(run, asked.summary_file)
     context = app_context()
     context.emit(run.to_json(), run.to_console().rstrip("\n"))
     if run.exit_code:
@@ -197,37 +172,22 @@ def _load(
     return source.from_target_file(config_file, image=image, environ=environ)
 
 
-def _publish(
-    publish: PublishInput,
-    *,
-    environ: Mapping[str, str],
-    dry_run: bool,
-    state_dir: Path | None,
-    summary: Path | None,
-    remove_unlisted_regions: bool = False,
-) -> PublishReport:
+def _publish(publish: PublishInput, asked: _Asked, environ: Mapping[str, str]) -> PublishReport:
     from nixos_azure_publish.azure.clients import AzureSettings, make_clients  # noqa: PLC0415
-    from nixos_azure_publish.pipeline import Pipeline, PublishOptions  # noqa: PLC0415
-    from nixos_azure_publish.upload.progress import LogProgress  # noqa: PLC0415
+    from nixos_azure_publish.pipeline import Pipeline  # noqa: PLC0415
 
     settings = AzureSettings.from_environ(
         subscription_id=publish.target.subscription_id, environ=environ
     )
-    clients = make_clients(settings)
-    options = PublishOptions(
-        state_dir=state_dir,
-        progress=LogProgress(),
-        remove_unlisted_regions=remove_unlisted_regions,
-    )
-    pipeline = Pipeline(publish, clients=clients, options=options)
-    if dry_run:
+    pipeline = Pipeline(publish, clients=make_clients(settings), options=asked.options())
+    if asked.dry_run:
         return pipeline.plan()
     try:
         return pipeline.run()
     except PublishError:
         # CI shows the summary of a failed or interrupted publish too: what it got done.
         with contextlib.suppress(UsageError):
-            _write_summary(pipeline.report, summary)
+            _write_summary(pipeline.report, asked.summary_file)
         raise
 
 

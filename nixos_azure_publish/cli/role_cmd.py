@@ -8,6 +8,7 @@ import os
 import click
 
 from nixos_azure_publish.azure import role
+from nixos_azure_publish.cli.params import flag, shown
 from nixos_azure_publish.errors import UsageError
 
 SUBSCRIPTION_ENV = "AZURE_SUBSCRIPTION_ID"
@@ -20,14 +21,13 @@ SUBSCRIPTION_ENV = "AZURE_SUBSCRIPTION_ID"
     multiple=True,
     help=f"Assignable scope, repeatable (default /subscriptions/${SUBSCRIPTION_ENV}).",
 )
-@click.option("--smoke-test", is_flag=True, help="Also the rights the smoke test's VM needs.")
-@click.option(
+@flag("--smoke-test", help="Also the rights the smoke test's VM needs.")
+@flag(
     "--import",
     "import_",
-    is_flag=True,
     help="Also the rights `import` reads community gallery sources with.",
 )
-@click.option("--name", default=role.DEFAULT_NAME, show_default=True, help="The role's name.")
+@shown("--name", type=str, default=role.DEFAULT_NAME, help="The role's name.")
 def role_definition_command(
     *, scopes: tuple[str, ...], smoke_test: bool, import_: bool, name: str
 ) -> None:

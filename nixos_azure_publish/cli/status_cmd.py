@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import click
 
 from nixos_azure_publish.cli.app import app_context
-from nixos_azure_publish.cli.params import check_destination, destination_options
+from nixos_azure_publish.cli.params import destination_options, flag
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    from nixos_azure_publish.azure.clients import AzureClients
-    from nixos_azure_publish.config import PublishTarget
-
-
-def connect(
-    config_file: Path | None, flake: str | None, target_name: str | None
-) -> tuple[PublishTarget, AzureClients]:
-    """The destination target and clients for it (shared by status, gc and import)."""
-    from nixos_azure_publish.azure.clients import AzureSettings, make_clients  # noqa: PLC0415
-    from nixos_azure_publish.pipeline import source  # noqa: PLC0415 - loads nix helpers
-
-    check_destination(config_file, flake, target_name)
-    environ = dict(os.environ)
-    target = source.destination(
-        config_file=config_file, flake_ref=flake, target=target_name or "default", environ=environ
-    )
-    settings = AzureSettings.from_environ(subscription_id=target.subscription_id, environ=environ)
-    return target, make_clients(settings)
+    from nixos_azure_publish.cli.params import Destination
 
 
 @click.command("status")
 @destination_options
-@click.option(
+@flag(
     "--watch",
-    is_flag=True,
     help="Follow provisioning and replication until nothing moves, printing each change.",
 )
 @click.option(
@@ -48,9 +27,7 @@ def connect(
 )
 def status_command(
     *,
-    config_file: Path | None,
-    flake: str | None,
-    target_name: str | None,
+    destination: Destination,
     watch: bool,
     interval: float | None,
 ) -> None:
@@ -68,7 +45,7 @@ def status_command(
     """
     from nixos_azure_publish.azure import status as azstatus  # noqa: PLC0415
 
-    target, clients = connect(config_file, flake, target_name)
+    target, clients = destination.connect()
     app = app_context()
     if not watch:
         result = azstatus.read_status(clients, target)

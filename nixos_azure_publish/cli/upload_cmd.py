@@ -11,7 +11,7 @@ import click
 
 from nixos_azure_publish.checksum import Checksum
 from nixos_azure_publish.cli.app import app_context
-from nixos_azure_publish.cli.params import IMAGE
+from nixos_azure_publish.cli.params import IMAGE, flag, shown
 from nixos_azure_publish.errors import UsageError
 from nixos_azure_publish.upload import Backend, Verify, limits
 from nixos_azure_publish.upload import upload as upload_image
@@ -98,33 +98,29 @@ def _read_sas(sas_url: str | None, sas_url_file: str | None) -> str:
     metavar="FILE",
     help="Read the SAS URL from FILE (`-` for stdin).",
 )
-@click.option(
+@shown(
     "--concurrency",
     type=click.IntRange(limits.MIN_CONCURRENCY, limits.MAX_CONCURRENCY),
     default=limits.DEFAULT_CONCURRENCY,
-    show_default=True,
     help="Parallel Put Page requests.",
 )
-@click.option(
+@shown(
     "--verify",
     type=click.Choice(get_args(Verify)),
     default="ranges",
-    show_default=True,
     help="After the upload: compare the blob's page ranges with the image's data (ranges), "
     "also read every data range back (full), or nothing (none).",
 )
-@click.option(
+@shown(
     "--backend",
     type=click.Choice(get_args(Backend)),
     default="native",
-    show_default=True,
     help="The built-in engine, or `azcopy copy` (must be on PATH).",
 )
-@click.option(
+@shown(
     "--checksum",
     type=click.Choice(get_args(Checksum)),
     default="auto",
-    show_default=True,
     help="Per-request integrity check: auto is Azure Storage's CRC64 (MD5 where no CRC64 "
     "library is installed).",
 )
@@ -133,7 +129,7 @@ def _read_sas(sas_url: str | None, sas_url_file: str | None) -> str:
     type=click.Path(path_type=Path, file_okay=False),
     help="Where resume journals live (default: the state directory's uploads/).",
 )
-@click.option("--no-journal", is_flag=True, help="Keep no resume journal.")
+@flag("--no-journal", help="Keep no resume journal.")
 @click.option(
     "--ca-cert",
     envvar=CA_CERT_ENV,
@@ -141,11 +137,10 @@ def _read_sas(sas_url: str | None, sas_url_file: str | None) -> str:
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="PEM certificate to trust for the storage endpoint (a local emulator).",
 )
-@click.option(
+@shown(
     "--timeout",
     type=click.FloatRange(min=1),
     default=60.0,
-    show_default=True,
     help="Seconds to wait for a response before retrying a request.",
 )
 def upload(

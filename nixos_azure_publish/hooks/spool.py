@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from nixos_azure_publish import typedload
 from nixos_azure_publish.errors import UsageError
 
 if TYPE_CHECKING:
@@ -71,14 +72,8 @@ class Job:
 
     def to_json(self) -> dict[str, Any]:
         """The job as JSON (camelCase, like the rest of the tool's output)."""
-        return {
-            "storePath": self.store_path,
-            "target": self.target,
-            "source": self.source,
-            "drvPath": self.drv_path,
-            "hydraJob": self.hydra_job,
-            "hydraBuild": self.hydra_build,
-        }
+        out: dict[str, Any] = typedload.dump(self)
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Job:

@@ -15,18 +15,15 @@ from nixos_azure_publish.azure import group as azgroup
 from nixos_azure_publish.azure import image as azimage
 from nixos_azure_publish.azure import names, preflight
 from nixos_azure_publish.azure import version as azversion
-from nixos_azure_publish.pipeline.context import Context, Step, StepResult, done
+from nixos_azure_publish.pipeline.context import Context, ReadStep, StepResult, done
 
 log = logging.getLogger(__name__)
 
 
-class CheckImage(Step):
+class CheckImage(ReadStep):
     """The VHD is acceptable to Azure; its content id and data size."""
 
     name = "check image"
-
-    def plan(self, ctx: Context) -> StepResult:
-        return self.run(ctx)
 
     def run(self, ctx: Context) -> StepResult:
         path = ctx.image_path
@@ -47,13 +44,10 @@ class CheckImage(Step):
         return done(f"{info.format}, {info.file_size} bytes, {ctx.data_bytes} data bytes")
 
 
-class Discover(Step):
+class Discover(ReadStep):
     """Read-only: credentials, and what already exists in Azure. Refuses conflicts early."""
 
     name = "discover"
-
-    def plan(self, ctx: Context) -> StepResult:
-        return self.run(ctx)
 
     def run(self, ctx: Context) -> StepResult:
         t = ctx.target

@@ -110,6 +110,13 @@ class Context:
         return self.input.image_path
 
     @property
+    def source(self) -> ImportSource:
+        """An import's source (the import pipelines always have one)."""
+        if self.input.source is None:  # pragma: no cover - only import steps ask
+            raise InternalError("internal: an import without a source")
+        return self.input.source
+
+    @property
     def hash(self) -> str:
         """The image's content id (checked by CheckImage before any other step)."""
         if self.content is None:  # pragma: no cover - CheckImage always runs first
@@ -207,3 +214,10 @@ class Step:
     def run(self, ctx: Context) -> StepResult:
         """Do the work (idempotently); return a one-line detail for the report."""
         raise NotImplementedError
+
+
+class ReadStep(Step):
+    """A step that only reads: a dry run runs it as it is, so the plan sees what it finds."""
+
+    def plan(self, ctx: Context) -> StepResult:
+        return self.run(ctx)

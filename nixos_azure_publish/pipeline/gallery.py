@@ -106,6 +106,9 @@ class ManagedImage(Step):
         if ctx.already_published and not ctx.target.managed_image.enable:
             return skipped("not needed: already published")
         if ctx.managed_image is not None:
+            ctx.managed_image = azimage.wait_until_ready(
+                ctx.clients, ctx.target.resource_group, ctx.image_name, ctx.managed_image
+            )
             ctx.report.resource(
                 "managed image", ctx.image_name, "reused", id=ctx.managed_image.get("id")
             )

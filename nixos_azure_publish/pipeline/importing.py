@@ -20,16 +20,23 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from nixos_azure_publish import vhd
 from nixos_azure_publish.azure import importsource, names
 from nixos_azure_publish.errors import ConfigError, InternalError
-from nixos_azure_publish.pipeline.after import Cleanup, Retention, SmokeTest
+from nixos_azure_publish.pipeline.after import Retention, SmokeTest
 from nixos_azure_publish.pipeline.checks import Discover
-from nixos_azure_publish.pipeline.context import Context, Step, StepResult, done, skipped
+from nixos_azure_publish.pipeline.context import (
+    Context,
+    ReadStep,
+    Step,
+    StepResult,
+    done,
+    skipped,
+)
 from nixos_azure_publish.pipeline.gallery import (
     CreateVersion,
     EnsureDefinition,
     EnsureGallery,
-    ManagedImage,
     WaitReplication,
 )
+from nixos_azure_publish.pipeline.runner import FROM_DISK
 from nixos_azure_publish.pipeline.upload import EnsureDisk, EnsureGroup, Upload
 from nixos_azure_publish.upload import fromurl, stream
 
@@ -40,20 +47,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class ResolveSource(Step):
+class ResolveSource(ReadStep):
     """Read the source version and what it needs of the definition; refuse contradictions."""
 
     name = "resolve source"
 
-    def plan(self, ctx: Context) -> StepResult:
-        return self.run(ctx)
-
     def run(self, ctx: Context) -> StepResult:
-        source = ctx.input.source
-        if source is None:  # pragma: no cover - the import pipeline always has one
-            raise InternalError("internal: an import without a source")
         ctx.clients.check_credentials()
-        resolved = importsource.resolve(ctx.clients, source, location=ctx.target.location)
+        resolved = importsource.resolve(ctx.clients, ctx.source, location=ctx.target.location)
         target = destination_for(ctx.target, resolved)
         ctx.input = dataclasses.replace(ctx.input, target=target)
         ctx.resolved = resolved
@@ -141,20 +142,16 @@ GALLERY_IMPORT_STEPS: Final[tuple[type[Step], ...]] = (
 )
 
 
-class ProbeUrl(Step):
+class ProbeUrl(ReadStep):
     """Read the URL's size, footer and version; the content id; refuse what is not a VHD."""
 
     name = "probe source"
 
-    def plan(self, ctx: Context) -> StepResult:
-        return self.run(ctx)
-
     def run(self, ctx: Context) -> StepResult:
-        source = ctx.input.source
-        if source is None:  # pragma: no cover - the URL pipeline always has one
-            raise InternalError("internal: an import without a source")
         ctx.clients.check_credentials()
-        found = stream.probe(source.text, connection_verify=ctx.clients.settings.connection_verify)
+        found = stream.probe(
+            ctx.source.text, connection_verify=ctx.clients.settings.connection_verify
+        )
         ctx.info = vhd.ImageInfo(
             path=Path(found.url),
             format="vhd-fixed",
@@ -227,12 +224,5 @@ URL_IMPORT_STEPS: Final[tuple[type[Step], ...]] = (
     EnsureGroup,
     EnsureDisk,
     StreamUpload,
-    EnsureGallery,
-    EnsureDefinition,
-    ManagedImage,
-    CreateVersion,
-    WaitReplication,
-    Cleanup,
-    SmokeTest,
-    Retention,
+    *FROM_DISK,
 )

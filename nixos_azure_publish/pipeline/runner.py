@@ -37,12 +37,9 @@ if TYPE_CHECKING:
 # log: they keep the package's logger name, which scripts and tests watch for.
 log = logging.getLogger("nixos_azure_publish.pipeline")
 
-STEPS: Final[tuple[type[Step], ...]] = (
-    CheckImage,
-    Discover,
-    EnsureGroup,
-    EnsureDisk,
-    Upload,
+# From an upload disk holding the image to a replicated, tested version: the same for a
+# publish and for an import from a URL, which differ only in how the disk is filled.
+FROM_DISK: Final[tuple[type[Step], ...]] = (
     EnsureGallery,
     EnsureDefinition,
     ManagedImage,
@@ -53,6 +50,15 @@ STEPS: Final[tuple[type[Step], ...]] = (
     Cleanup,
     SmokeTest,
     Retention,
+)
+
+STEPS: Final[tuple[type[Step], ...]] = (
+    CheckImage,
+    Discover,
+    EnsureGroup,
+    EnsureDisk,
+    Upload,
+    *FROM_DISK,
 )
 
 

@@ -137,12 +137,15 @@ class Upload(Step):
         complete = False
         handed_over = False
         regrants = 0
+        sent_before = 0  # by attempts that stopped when the SAS expired
+        started = time.monotonic()
         try:
             while True:
                 try:
                     result = self._upload(ctx, sas)
                     break
-                except SasExpiredError:
+                except SasExpiredError as error:
+                    sent_before += error.bytes_sent
                     if time.monotonic() - granted >= lifetime:
                         if regrants >= MAX_REGRANTS:
                             raise
@@ -178,15 +181,15 @@ class Upload(Step):
         stats = UploadStats(
             file_size=ctx.info.file_size if ctx.info else 0,
             data_bytes=result.data_bytes,
-            bytes_sent=result.bytes_sent,
+            bytes_sent=sent_before + result.bytes_sent,
             ranges_sent=result.ranges_sent,
             ranges_skipped=result.ranges_skipped,
             ranges_retried=result.ranges_retried,
-            seconds=result.seconds,
+            seconds=result.seconds if not regrants else time.monotonic() - started,
             verified=ctx.target.upload.verify if result.verified else "none",
         )
         ctx.report.upload = stats
-        return done(f"sent {result.bytes_sent} of {result.data_bytes} data bytes")
+        return done(f"sent {stats.bytes_sent} of {result.data_bytes} data bytes")
 
     @staticmethod
     def _upload(ctx: Context, sas: str) -> UploadResult:

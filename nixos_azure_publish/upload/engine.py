@@ -45,7 +45,6 @@ from nixos_azure_publish.errors import (
     ImageError,
     InternalError,
     Interrupted,
-    PublishError,
     SasExpiredError,
     UploadError,
     UsageError,
@@ -70,9 +69,9 @@ from nixos_azure_publish.upload.ranges import (
 from nixos_azure_publish.upload.retry import (
     SAS_HINT,
     RetryPolicy,
-    classify,
     display_url,
     sas_expiry,
+    with_retries,
 )
 from nixos_azure_publish.upload.transport import BlobInfo, Checksum, PageBlobApi, SdkPageBlob
 
@@ -179,29 +178,28 @@ class _Engine:
         """*fn* (one request), retried while it fails transiently; *span* names its range."""
         if span is not None:
             what = f"{what} {span_text(span)}"
-        retry = 0
-        while True:
-            if self.stop.is_set():
-                raise _Stopped
-            try:
-                return fn()
-            except Exception as error:  # noqa: BLE001 - classified right below
-                verdict = classify(error, what=what, sas_url=self.sas_url)
-            if isinstance(verdict, PublishError):
-                raise verdict
-            retry += 1
-            if retry >= self.retry.attempts:
-                raise UploadError(
-                    f"{what} failed {retry} times; last: {verdict.reason}",
-                    hint="Check the network and the storage endpoint, then rerun to resume",
-                )
-            with self.lock:
-                delay = self.retry.delay(retry, verdict.retry_after, self.rng)
-                if span is not None:
+
+        def count_retry() -> None:
+            if span is not None:
+                with self.lock:
                     self.counters.retried.add(span)
-            log.debug("%s: %s; retry %d in %.2fs", what, verdict.reason, retry, delay)
-            if self.stop.wait(delay):
-                raise _Stopped
+
+        try:
+            return with_retries(
+                fn,
+                what=what,
+                sas_url=self.sas_url,
+                policy=self.retry,
+                stop=self.stop,
+                rng=self.rng,
+                hint="Check the network and the storage endpoint, then rerun to resume",
+                on_retry=count_retry,
+            )
+        except Interrupted:
+            if not self.stop.is_set():  # pragma: no cover - with_retries raises it on stop only
+                raise
+            # Another worker failed or the upload was interrupted: this one stops quietly.
+            raise _Stopped from None
 
     # -- the pool
 
@@ -438,6 +436,10 @@ def upload_vhd(
             verified=verified,
             ranges_cleared=c.ranges_cleared,
         )
+    except UploadError as error:
+        # What this attempt sent counts in the report of a run that resumes after it.
+        error.bytes_sent = engine.counters.bytes_sent
+        raise
     except KeyboardInterrupt:
         raise Interrupted(
             f"upload interrupted after sending {mib(engine.counters.bytes_sent)}",

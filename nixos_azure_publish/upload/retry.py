@@ -111,7 +111,9 @@ def with_retries(
             )
         if on_retry is not None:
             on_retry()
-        stop.wait(policy.delay(attempt, verdict.retry_after, rng))
+        delay = policy.delay(attempt, verdict.retry_after, rng)
+        log.debug("%s: %s; retry %d in %.2fs", what, verdict.reason, attempt, delay)
+        stop.wait(delay)
 
 
 FEATURE_NOT_SUPPORTED = "FeatureNotSupported"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import time
 import urllib.error
 import urllib.request
 
@@ -41,17 +40,15 @@ def test_readme_flow_end_to_end(emulator):
     step_check_log(emulator)
 
 
-def test_starts_fast_and_stops_everything(tmp_path):
-    started = time.monotonic()
+def test_serves_then_stops_everything(tmp_path):
+    # How fast it starts is measured in bench/bench_emulator.py, not asserted here.
     with run_emulator() as running:
-        elapsed = time.monotonic() - started
         arm_port = int(running.endpoint.rsplit(":", 1)[1])
         blob_port = running.azurite.port
         ssl_context = ssl.create_default_context(cafile=str(running.ca_cert))
         url = running.endpoint + "/subscriptions/x/resourcegroups?api-version=2021-04-01"
         with pytest.raises(urllib.error.HTTPError, match="401"):  # no bearer token
             urllib.request.urlopen(url, context=ssl_context)  # noqa: S310 - https, loopback
-    assert elapsed < 2.0, f"the emulator took {elapsed:.2f}s to start"
     for port in (arm_port, blob_port):
         with (
             pytest.raises(ConnectionRefusedError),
