@@ -956,24 +956,20 @@ GALLERIES: Final = Kind(
     apiversions.GALLERIES,
     in_use=_empty_first("Gallery", "contains image definitions", lambda: DEFINITIONS),
 )
-DEFINITIONS: Final[Kind] = Kind(
+DEFINITIONS: Final[Kind] = GALLERIES.child(
     IMAGE,
     "galleryImageName",
     "GalleryImages",
-    apiversions.GALLERIES,
-    ("ListByGallery",),
-    parent=GALLERIES,
-    segment="images",
+    "images",
+    "ListByGallery",
     in_use=_empty_first("Gallery image", "has image versions", lambda: VERSIONS),
 )
-VERSIONS: Final[Kind] = Kind(
+VERSIONS: Final[Kind] = DEFINITIONS.child(
     VERSION,
     "galleryImageVersionName",
     "GalleryImageVersions",
-    apiversions.GALLERIES,
-    ("ListByGalleryImage",),
-    parent=DEFINITIONS,
-    segment="versions",
+    "versions",
+    "ListByGalleryImage",
     view=lambda req, version: _view(req, version, expand=False),
 )
 ROUTES: Final = (

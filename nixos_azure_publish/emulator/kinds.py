@@ -58,6 +58,33 @@ class Kind:
     view: Callable[[Request, Resource], dict[str, Any]] | None = None
     """What GET and list answer for a resource, when it is not the stored body."""
 
+    def child(
+        self,
+        type_name: str,
+        param: str,
+        operations: str,
+        segment: str,
+        listing: str,
+        *,
+        in_use: InUse | None = None,
+        view: Callable[[Request, Resource], dict[str, Any]] | None = None,
+    ) -> Kind:
+        """A type nested under this one (at *segment*), served with the same api-versions.
+
+        *listing* names the operation that lists a parent's children.
+        """
+        return Kind(
+            type_name,
+            param,
+            operations,
+            self.api_versions,
+            (listing,),
+            parent=self,
+            segment=segment,
+            in_use=in_use,
+            view=view,
+        )
+
     # -- ids and lookups -------------------------------------------------------------------
 
     def collection_id(self, req: Request) -> str:
