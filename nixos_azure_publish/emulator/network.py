@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from nixos_azure_publish.emulator import apiversions
 from nixos_azure_publish.emulator.armerror import ArmError, invalid_parameter
-from nixos_azure_publish.emulator.common import GROUP_PROVIDERS, Envelope, provider_id, provisioned
+from nixos_azure_publish.emulator.common import GROUP_PROVIDERS, Envelope, provisioned
 from nixos_azure_publish.emulator.context import Response
 from nixos_azure_publish.emulator.kinds import Kind
 from nixos_azure_publish.emulator.router import Route, table
@@ -322,8 +322,7 @@ def _check_not_in_use(req: Request, resource: Resource) -> None:
 
 
 def get_subnet(req: Request) -> Response:
-    vnet_id = provider_id(req, f"{VNET}/{req.params['virtualNetworkName']}")
-    req.app.require(req, vnet_id, VNET)
+    vnet_id = _KINDS[VNET].require(req).id
     subnet = _find_subnet(req, f"{vnet_id}/subnets/{req.params['subnetName']}")
     if subnet is None:
         raise ArmError(
