@@ -23,11 +23,11 @@ import re
 import threading
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Final
+from http.server import ThreadingHTTPServer
+from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs, urlsplit
 
-from nixos_azure_publish.emulator.redact import redact
+from nixos_azure_publish.emulator.httpbase import Handler, serve_in_background
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -199,29 +199,9 @@ class _FrontServer(ThreadingHTTPServer):
         self.local = threading.local()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(Handler):
     server: _FrontServer
-    disable_nagle_algorithm = True
     timeout = 120
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ANN401 - stdlib signature
-        log.debug("%s", redact(format % args))
-
-    def do_GET(self) -> None:
-        self._forward("GET")
-
-    def do_HEAD(self) -> None:
-        self._forward("HEAD")
-
-    def do_PUT(self) -> None:
-        self._forward("PUT")
-
-    def do_POST(self) -> None:
-        self._forward("POST")
-
-    def do_DELETE(self) -> None:
-        self._forward("DELETE")
 
     def _upstream(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self.server.local, "conn", None)
@@ -230,7 +210,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.local.conn = conn
         return conn
 
-    def _forward(self, method: str) -> None:
+    def answer(self, method: str) -> None:
+        """Forward the request to Azurite, after the checks Azure makes and Azurite does not."""
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -308,13 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
 def run_blob_front(azurite: Azurite) -> Iterator[str]:
     """Serve the front of *azurite* until the block exits; yields its blob endpoint."""
     server = _FrontServer((azurite.host, azurite.port))
-    thread = threading.Thread(
-        target=server.serve_forever,
-        kwargs={"poll_interval": 0.05},
-        name="azure-emulator-blobs",
-        daemon=True,
-    )
-    thread.start()
+    thread = serve_in_background(server, "azure-emulator-blobs")
     port = int(server.server_address[1])
     try:
         yield f"http://127.0.0.1:{port}/{azurite.blob_endpoint.rsplit('/', 1)[-1]}"

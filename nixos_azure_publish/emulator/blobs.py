@@ -12,12 +12,14 @@ import contextlib
 import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import unquote
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import (
     AccessPolicy,
     BlobSasPermissions,
     BlobServiceClient,
+    BlobType,
     ContainerSasPermissions,
     generate_blob_sas,
 )
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 
 DISK_BLOB = "abcd"
 FOOTER_SIZE = 512
+COPY_CHUNK = 4 * 1024 * 1024
+"""The most one Put Page writes in Azure; a disk copy moves its pages in pieces this size."""
 
 
 class BlobBackend:
@@ -91,9 +95,51 @@ class BlobBackend:
         props = self.service.get_blob_client(container, DISK_BLOB).get_blob_properties()
         return int(props.size)
 
-    def read(self, container: str, offset: int, length: int) -> bytes:
-        blob = self.service.get_blob_client(container, DISK_BLOB)
-        return bytes(blob.download_blob(offset=offset, length=length).readall())
+    def read(self, container: str, offset: int, length: int, *, blob: str = DISK_BLOB) -> bytes:
+        client = self.service.get_blob_client(container, blob)
+        return bytes(client.download_blob(offset=offset, length=length).readall())
+
+    def locate(self, url: str) -> tuple[str, str, str] | None:
+        """(account, container, blob) of a blob URL of this account, or None for any other URL.
+
+        The account is reached through the blob front or straight at Azurite; a query
+        (a SAS) is ignored, as a storage account's owner reads without one.
+        """
+        base = url.split("?", 1)[0].split("#", 1)[0]
+        for endpoint in (self.public_endpoint, self.azurite.blob_endpoint):
+            prefix = endpoint.rstrip("/") + "/"
+            if base.startswith(prefix):
+                container, _, blob = unquote(base[len(prefix) :]).partition("/")
+                if container and blob:
+                    return prefix.rstrip("/").rsplit("/", 1)[-1], container, blob
+        return None
+
+    def blob_size(self, container: str, blob: str) -> tuple[int, bool] | None:
+        """The size of *blob* and whether it is a page blob; None when there is no such blob."""
+        try:
+            props = self.service.get_blob_client(container, blob).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        return int(props.size), props.blob_type == BlobType.PAGEBLOB
+
+    def copy_pages(self, source: tuple[str, str], container: str) -> None:
+        """Make *container*'s disk blob a copy of page blob *source* (container, blob).
+
+        Only the source's written pages are read and written, at most 4 MiB a request;
+        the rest of the fresh blob reads as zeros, as the source's does.
+        """
+        reader = self.service.get_blob_client(*source)
+        size = int(reader.get_blob_properties().size)
+        self.create_page_blob(container, size)
+        writer = self.service.get_blob_client(container, DISK_BLOB)
+        for page_range in reader.list_page_ranges():
+            if page_range.cleared or page_range.start is None or page_range.end is None:
+                continue
+            end = page_range.end + 1
+            for offset in range(page_range.start, end, COPY_CHUNK):
+                length = min(COPY_CHUNK, end - offset)
+                data = reader.download_blob(offset=offset, length=length).readall()
+                writer.upload_page(data, offset=offset, length=length)
 
     def delete(self, container: str) -> None:
         with contextlib.suppress(ResourceNotFoundError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nixos_azure_publish.emulator.armerror import ArmError, invalid_parameter, property_change
@@ -46,6 +47,25 @@ def check_compute_name(name: str, kind: str) -> None:
     """Azure's naming rule for disks and images (``InvalidParameter`` on ``<kind>.name``)."""
     if not COMPUTE_NAME.match(name):
         raise invalid_parameter(f"The value of parameter {kind}.name is invalid.", f"{kind}.name")
+
+
+def check_name(name: str, pattern: re.Pattern[str], what: str, rule: str, target: str) -> None:
+    """Azure's InvalidParameter (on *target*) for a *what* name that breaks *rule* (*pattern*)."""
+    if not pattern.match(name):
+        raise invalid_parameter(f"The {what} name '{name}' is invalid: {rule}.", target)
+
+
+def same_location(req: Request, existing: Resource, location: str) -> None:
+    """Azure's 409 for a PUT that names an existing resource in another region."""
+    if location != existing.body["location"]:
+        raise ArmError(
+            409,
+            "InvalidResourceLocation",
+            f"The resource '{existing.name}' already exists in location "
+            f"'{existing.body['location']}' in resource group '{req.group}'. A resource with "
+            f"the same name cannot be created in location '{location}'. Please select a new "
+            "resource name.",
+        )
 
 
 def provider_id(req: Request, rest: str) -> str:
@@ -119,6 +139,22 @@ def props(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise invalid_parameter("The 'properties' must be an object.", "properties")
     return value
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What every resource's PUT body holds, checked: its region, tags and properties."""
+
+    body: dict[str, Any]
+    location: str
+    tags: dict[str, str]
+    properties: dict[str, Any]
+
+    @classmethod
+    def of(cls, req: Request) -> Envelope:
+        body = req.json_body()
+        location = location_of(req, body)
+        return cls(body, location, tags_of(body), props(body))
 
 
 def parse_id(resource_id: object) -> tuple[str, str, str] | None:

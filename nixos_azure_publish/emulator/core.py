@@ -23,7 +23,7 @@ from nixos_azure_publish.emulator import (
     resourcegroups,
     vms,
 )
-from nixos_azure_publish.emulator.armerror import group_not_found, not_found
+from nixos_azure_publish.emulator.armerror import group_not_found
 from nixos_azure_publish.emulator.common import utc_now_iso
 from nixos_azure_publish.emulator.context import Response
 from nixos_azure_publish.emulator.faults import Faults
@@ -89,14 +89,6 @@ class ArmApp:
             raise group_not_found(req.group)
         return group
 
-    def require(self, req: Request, resource_id: str, type_name: str) -> Resource:
-        """The resource, or Azure's 404 (the group's first, as ARM checks it first)."""
-        self.require_group(req)
-        res = self.store.get(resource_id)
-        if res is None:
-            raise not_found(type_name, resource_id.rsplit("/", 1)[-1], req.group)
-        return res
-
     # -- long-running operations -----------------------------------------------------------
 
     def start_lro(
@@ -109,27 +101,22 @@ class ArmApp:
         seconds: float | None = None,
         args: dict[str, Any] | None = None,
     ) -> lro.Operation:
-        namespace = req.action.split("/", 1)[0]
         duration = self.settings.operation_seconds if seconds is None else seconds
-        return self.store.start_operation(
-            kind=kind,
-            resource_id=resource_id,
-            namespace=namespace,
+        now = time.time()
+        op = lro.Operation(
+            id=str(uuid.uuid4()),
+            namespace=req.action.split("/", 1)[0],
             location=location,
             subscription=req.subscription,
             api_version=req.api_version,
-            seconds=duration + self.faults.lro_delay,
+            kind=kind,
+            resource_id=resource_id,
+            start=now,
+            ready_at=now + max(duration + self.faults.lro_delay, 0.0),
             fail_code=self.faults.lro_failure(req.action),
-            args=args,
+            args=args or {},
         )
-
-    def start_delete(self, req: Request, resource: Resource) -> Response:
-        """Mark *resource* Deleting and answer 202 with ARM's polling headers."""
-        resource.properties["provisioningState"] = "Deleting"
-        op = self.start_lro(
-            req, kind="delete", resource_id=resource.id, location=resource.body["location"]
-        )
-        return self.lro_response(op, status=202)
+        return self.store.add_operation(op)
 
     def lro_response(
         self,

@@ -20,33 +20,29 @@ from nixos_azure_publish.emulator.armerror import (
     conflict,
     invalid_parameter,
     not_allowed,
-    not_found,
     property_change,
 )
 from nixos_azure_publish.emulator.common import (
-    GROUP_PROVIDERS,
-    SUBSCRIPTION_PROVIDERS,
+    Envelope,
+    check_name,
     immutable,
     known_region,
-    listing,
-    location_of,
-    no_content,
     normalize_location,
-    ok,
     parse_id,
     props,
-    provider_id,
     provisioned,
-    subscription_list,
     tags_of,
 )
 from nixos_azure_publish.emulator.context import Response
-from nixos_azure_publish.emulator.router import table
+from nixos_azure_publish.emulator.kinds import Kind
 from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from nixos_azure_publish.emulator.context import Completion, Request
     from nixos_azure_publish.emulator.core import ArmApp
+    from nixos_azure_publish.emulator.kinds import InUse
     from nixos_azure_publish.emulator.store import Operation
 
 GALLERY: Final = "Microsoft.Compute/galleries"
@@ -99,34 +95,6 @@ IMMUTABLE_IMAGE_FIELDS: Final = (
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _gallery_id(req: Request) -> str:
-    return provider_id(req, f"{GALLERY}/{req.params['galleryName']}")
-
-
-def _image_id(req: Request) -> str:
-    return f"{_gallery_id(req)}/images/{req.params['galleryImageName']}"
-
-
-def _version_id(req: Request) -> str:
-    return f"{_image_id(req)}/versions/{req.params['galleryImageVersionName']}"
-
-
-def _require_gallery(req: Request) -> Resource:
-    return req.app.require(req, _gallery_id(req), GALLERY)
-
-
-def _require_image(req: Request) -> Resource:
-    _require_gallery(req)
-    image = req.app.store.get(_image_id(req))
-    if image is None:
-        raise not_found(
-            f"{GALLERY}/{req.params['galleryName']}/images",
-            req.params["galleryImageName"],
-            req.group,
-        )
-    return image
-
-
 def _same_location(parent: Resource, location: str, what: str) -> None:
     if parent.body["location"] != location:
         raise invalid_parameter(
@@ -142,16 +110,15 @@ def _same_location(parent: Resource, location: str, what: str) -> None:
 def put_gallery(req: Request) -> Response:
     req.app.require_group(req)
     name = req.params["galleryName"]
-    if not _GALLERY_NAME.match(name):
-        raise invalid_parameter(
-            f"The gallery name '{name}' is invalid: 1-80 letters, digits, '.' and '_', "
-            "starting and ending with a letter or digit.",
-            "galleryName",
-        )
-    body = req.json_body()
-    location = location_of(req, body)
-    tags = tags_of(body)
-    properties = props(body)
+    check_name(
+        name,
+        _GALLERY_NAME,
+        "gallery",
+        "1-80 letters, digits, '.' and '_', starting and ending with a letter or digit",
+        "galleryName",
+    )
+    envelope = Envelope.of(req)
+    properties = envelope.properties
     sharing = properties.get("sharingProfile") or {}
     permissions = sharing.get("permissions", "Private")
     if permissions not in {"Private", "Groups", "Community"}:
@@ -162,10 +129,9 @@ def put_gallery(req: Request) -> Response:
     community = (
         _community_info(sharing.get("communityGalleryInfo")) if permissions == "Community" else {}
     )
-    rid = _gallery_id(req)
-    existing = req.app.store.get(rid)
+    existing = req.app.store.get(GALLERIES.id(req))
     if existing is not None:
-        if existing.body["location"] != location:
+        if existing.body["location"] != envelope.location:
             raise property_change("gallery.location")
         old_sharing = existing.properties["sharingProfile"]
         if permissions != old_sharing["permissions"] and "sharingProfile" in properties:
@@ -175,12 +141,11 @@ def put_gallery(req: Request) -> Response:
                 "The sharing permissions of an existing gallery cannot be changed with a "
                 "PUT; use the gallery's /share operation.",
             )
-        existing.body["tags"] = tags
+        existing.body["tags"] = envelope.tags
         if "description" in properties:
             existing.properties["description"] = properties["description"]
         existing.properties["provisioningState"] = "Updating"
-        op = req.app.start_lro(req, kind="gallery-provision", resource_id=rid, location=location)
-        return req.app.lro_response(op, status=200, body=existing.body, location=False)
+        return GALLERIES.provisioning(req, existing, "gallery-provision", status=200)
     profile: dict[str, Any] = {"permissions": permissions}
     if permissions == "Community":
         profile["communityGalleryInfo"] = {
@@ -188,27 +153,18 @@ def put_gallery(req: Request) -> Response:
             "communityGalleryEnabled": False,
             "publicNames": [f"{community['publicNamePrefix']}-{uuid.uuid4()}"],
         }
-    gallery = Resource(
-        id=rid,
-        type=GALLERY,
-        body={
-            "id": rid,
-            "name": name,
-            "type": GALLERY,
-            "location": location,
-            "tags": tags,
-            "properties": {
-                "identifier": {"uniqueName": f"{req.subscription}-{name.upper()}"},
-                "sharingProfile": profile,
-                "provisioningState": "Creating",
-            },
+    gallery = GALLERIES.new(
+        req,
+        envelope,
+        {
+            "identifier": {"uniqueName": f"{req.subscription}-{name.upper()}"},
+            "sharingProfile": profile,
+            "provisioningState": "Creating",
         },
     )
     if properties.get("description") is not None:
         gallery.properties["description"] = properties["description"]
-    req.app.store.put(gallery)
-    op = req.app.start_lro(req, kind="gallery-provision", resource_id=rid, location=location)
-    return req.app.lro_response(op, status=201, body=gallery.body, location=False)
+    return GALLERIES.provisioning(req, gallery, "gallery-provision", status=201)
 
 
 def _community_info(info: object) -> dict[str, str]:
@@ -238,33 +194,22 @@ def _community_info(info: object) -> dict[str, str]:
     return {k: info[k] for k in ("publisherUri", "publisherContact", "eula", "publicNamePrefix")}
 
 
-def get_gallery(req: Request) -> Response:
-    gallery = _require_gallery(req)
-    return ok(gallery)
+def _empty_first(what: str, holds: str, kind: Callable[[], Kind]) -> InUse:
+    """Azure refuses to delete a *what* that still holds resources of the child *kind*."""
 
+    def in_use(req: Request, parent: Resource) -> None:
+        child = kind()
+        if list(req.app.store.children(f"{parent.id}/{child.segment}", child.type)):
+            raise conflict(
+                f"{what} '{parent.name}' cannot be deleted because it {holds}; delete them first.",
+                "CannotDeleteResource",
+            )
 
-def list_galleries(req: Request) -> Response:
-    req.app.require_group(req)
-    group = req.app.group_id(req.subscription, req.group)
-    return listing(list(req.app.store.children(f"{group}/providers/{GALLERY}", GALLERY)))
-
-
-def delete_gallery(req: Request) -> Response:
-    req.app.require_group(req)
-    gallery = req.app.store.get(_gallery_id(req))
-    if gallery is None:
-        return no_content()
-    if list(req.app.store.children(gallery.id + "/images", IMAGE)):
-        raise conflict(
-            f"Gallery '{gallery.name}' cannot be deleted because it contains image "
-            "definitions; delete them first.",
-            "CannotDeleteResource",
-        )
-    return req.app.start_delete(req, gallery)
+    return in_use
 
 
 def share(req: Request) -> Response:
-    gallery = _require_gallery(req)
+    gallery = GALLERIES.require(req)
     body = req.json_body()
     operation = body.get("operationType")
     profile = gallery.properties["sharingProfile"]
@@ -303,45 +248,32 @@ def share(req: Request) -> Response:
 
 
 def put_image(req: Request) -> Response:
-    gallery = _require_gallery(req)
+    gallery = GALLERIES.require(req)
     name = req.params["galleryImageName"]
-    if not _IMAGE_NAME.match(name):
-        raise invalid_parameter(
-            f"The gallery image name '{name}' is invalid: 1-80 letters, digits, '.', '-' and "
-            "'_', starting and ending with a letter or digit.",
-            "galleryImageName",
-        )
-    body = req.json_body()
-    location = location_of(req, body)
-    _same_location(gallery, location, "image definition")
-    tags = tags_of(body)
-    properties = props(body)
+    check_name(
+        name,
+        _IMAGE_NAME,
+        "gallery image",
+        "1-80 letters, digits, '.', '-' and '_', starting and ending with a letter or digit",
+        "galleryImageName",
+    )
+    envelope = Envelope.of(req)
+    _same_location(gallery, envelope.location, "image definition")
+    properties = envelope.properties
     _check_image_required(properties)
     identifier = properties["identifier"]
-    rid = _image_id(req)
+    rid = DEFINITIONS.id(req)
     _identifier_unique(req, gallery, rid, identifier)
     features = _features(properties)
     existing = req.app.store.get(rid)
     if existing is not None:
         _update_image(existing, properties, features)
-        existing.body["tags"] = tags
-        op = req.app.start_lro(req, kind="gallery-provision", resource_id=rid, location=location)
-        return req.app.lro_response(op, status=200, body=existing.body, location=False)
-    image = Resource(
-        id=rid,
-        type=IMAGE,
-        body={
-            "id": rid,
-            "name": name,
-            "type": IMAGE,
-            "location": location,
-            "tags": tags,
-            "properties": _new_image_properties(properties, features, req.api_version),
-        },
+        existing.body["tags"] = envelope.tags
+        return DEFINITIONS.provisioning(req, existing, "gallery-provision", status=200)
+    image = DEFINITIONS.new(
+        req, envelope, _new_image_properties(properties, features, req.api_version)
     )
-    req.app.store.put(image)
-    op = req.app.start_lro(req, kind="gallery-provision", resource_id=rid, location=location)
-    return req.app.lro_response(op, status=201, body=image.body, location=False)
+    return DEFINITIONS.provisioning(req, image, "gallery-provision", status=201)
 
 
 def _check_image_required(properties: dict[str, Any]) -> None:
@@ -493,29 +425,6 @@ def _identifier_unique(
                 f"'{identifier['offer']}', sku '{identifier['sku']}'); identifiers are unique "
                 "per gallery.",
             )
-
-
-def get_image(req: Request) -> Response:
-    return ok(_require_image(req))
-
-
-def list_images(req: Request) -> Response:
-    gallery = _require_gallery(req)
-    return listing(list(req.app.store.children(gallery.id + "/images", IMAGE)))
-
-
-def delete_image(req: Request) -> Response:
-    _require_gallery(req)
-    image = req.app.store.get(_image_id(req))
-    if image is None:
-        return no_content()
-    if list(req.app.store.children(image.id + "/versions", VERSION)):
-        raise conflict(
-            f"Gallery image '{image.name}' cannot be deleted because it has image versions; "
-            "delete them first.",
-            "CannotDeleteResource",
-        )
-    return req.app.start_delete(req, image)
 
 
 # -- image versions --------------------------------------------------------------------------
@@ -770,14 +679,12 @@ def _resource_source(  # noqa: C901 - one branch per kind of source, as Azure's 
 
 
 def put_version(req: Request) -> Response:
-    image = _require_image(req)
+    image = DEFINITIONS.require(req)
     name = req.params["galleryImageVersionName"]
     _check_version_name(name)
-    body = req.json_body()
-    location = location_of(req, body)
+    envelope = Envelope.of(req)
+    location, tags, properties = envelope.location, envelope.tags, envelope.properties
     _same_location(image, location, "image version")
-    tags = tags_of(body)
-    properties = props(body)
     profile = properties.get("publishingProfile") or {}
     replica_count = profile.get("replicaCount", 1)
     if not isinstance(replica_count, int) or not 1 <= replica_count <= MAX_REPLICAS:
@@ -786,7 +693,7 @@ def put_version(req: Request) -> Response:
             "galleryImageVersion.properties.publishingProfile.replicaCount",
         )
     regions = _target_regions(profile, location, replica_count)
-    rid = _version_id(req)
+    rid = VERSIONS.id(req)
     existing = req.app.store.get(rid)
     if existing is not None:
         return _update_version(
@@ -1010,10 +917,7 @@ def _update_version(
 
 
 def patch_version(req: Request) -> Response:
-    version = req.app.store.get(_version_id(req))
-    _require_image(req)
-    if version is None:
-        raise not_found(VERSION, req.params["galleryImageVersionName"], req.group)
+    version = VERSIONS.require(req)
     body = req.json_body()
     properties = props(body)
     if properties.get("storageProfile") is None:
@@ -1032,14 +936,7 @@ def patch_version(req: Request) -> Response:
 
 
 def get_version(req: Request) -> Response:
-    _require_image(req)
-    version = req.app.store.get(_version_id(req))
-    if version is None:
-        raise not_found(
-            f"{IMAGE}/{req.params['galleryImageName']}/versions",
-            req.params["galleryImageVersionName"],
-            req.group,
-        )
+    version = VERSIONS.require(req)
     expand = req.query.get("$expand", "")
     if expand and expand.lower() not in {"replicationstatus", "uefisettings"}:
         raise invalid_parameter(
@@ -1049,46 +946,43 @@ def get_version(req: Request) -> Response:
     return Response(200, _view(req, version, expand=expand.lower() == "replicationstatus"))
 
 
-def list_versions(req: Request) -> Response:
-    image = _require_image(req)
-    versions = list(req.app.store.children(image.id + "/versions", VERSION))
-    return Response(200, {"value": [_view(req, v, expand=False) for v in versions]})
-
-
-def delete_version(req: Request) -> Response:
-    _require_image(req)
-    version = req.app.store.get(_version_id(req))
-    if version is None:
-        return no_content()
-    return req.app.start_delete(req, version)
-
-
 # -- registration ----------------------------------------------------------------------------
 
 
-_GALLERY: Final = GROUP_PROVIDERS + GALLERY + "/{galleryName}"
-_IMAGES: Final = _GALLERY + "/images"
-_IMAGE: Final = _IMAGES + "/{galleryImageName}"
-_VERSIONS: Final = _IMAGE + "/versions"
-_VERSION: Final = _VERSIONS + "/{galleryImageVersionName}"
-ROUTES: Final = table(
-    apiversions.GALLERIES,
+GALLERIES: Final = Kind(
     GALLERY,
-    ("PUT", _GALLERY, put_gallery, "write", "Galleries_CreateOrUpdate"),
-    ("GET", _GALLERY, get_gallery, "read", "Galleries_Get"),
-    ("DELETE", _GALLERY, delete_gallery, "delete", "Galleries_Delete"),
-    ("GET", GROUP_PROVIDERS + GALLERY, list_galleries, "read", "Galleries_ListByResourceGroup"),
-    ("GET", SUBSCRIPTION_PROVIDERS + GALLERY, subscription_list(GALLERY), "read", "Galleries_List"),
-    ("POST", _GALLERY + "/share", share, "share/action", "GallerySharingProfile_Update"),
-    ("PUT", _IMAGE, put_image, f"{IMAGE}/write", "GalleryImages_CreateOrUpdate"),
-    ("GET", _IMAGE, get_image, f"{IMAGE}/read", "GalleryImages_Get"),
-    ("DELETE", _IMAGE, delete_image, f"{IMAGE}/delete", "GalleryImages_Delete"),
-    ("GET", _IMAGES, list_images, f"{IMAGE}/read", "GalleryImages_ListByGallery"),
-    ("PUT", _VERSION, put_version, f"{VERSION}/write", "GalleryImageVersions_CreateOrUpdate"),
-    ("PATCH", _VERSION, patch_version, f"{VERSION}/write", "GalleryImageVersions_Update"),
-    ("GET", _VERSION, get_version, f"{VERSION}/read", "GalleryImageVersions_Get"),
-    ("DELETE", _VERSION, delete_version, f"{VERSION}/delete", "GalleryImageVersions_Delete"),
-    ("GET", _VERSIONS, list_versions, f"{VERSION}/read", "GalleryImageVersions_ListByGalleryImage"),
+    "galleryName",
+    "Galleries",
+    apiversions.GALLERIES,
+    in_use=_empty_first("Gallery", "contains image definitions", lambda: DEFINITIONS),
+)
+DEFINITIONS: Final[Kind] = GALLERIES.child(
+    IMAGE,
+    "galleryImageName",
+    "GalleryImages",
+    "images",
+    "ListByGallery",
+    in_use=_empty_first("Gallery image", "has image versions", lambda: VERSIONS),
+)
+VERSIONS: Final[Kind] = DEFINITIONS.child(
+    VERSION,
+    "galleryImageVersionName",
+    "GalleryImageVersions",
+    "versions",
+    "ListByGalleryImage",
+    view=lambda req, version: _view(req, version, expand=False),
+)
+ROUTES: Final = (
+    *GALLERIES.routes(
+        put_gallery,
+        ("POST", "/share", share, "share/action", "GallerySharingProfile_Update"),
+    ),
+    *DEFINITIONS.routes(put_image),
+    *VERSIONS.routes(
+        put_version,
+        ("PATCH", "", patch_version, "write", "GalleryImageVersions_Update"),
+        get=get_version,
+    ),
 )
 
 

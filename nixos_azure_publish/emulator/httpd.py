@@ -16,12 +16,13 @@ import ssl
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from nixos_azure_publish.emulator.armerror import ArmError
 from nixos_azure_publish.emulator.context import Request, Response
+from nixos_azure_publish.emulator.httpbase import Handler
 from nixos_azure_publish.emulator.redact import redact
 from nixos_azure_publish.emulator.requestlog import RequestRecord
 from nixos_azure_publish.emulator.router import check_api_version, resource_type_of
@@ -69,12 +70,9 @@ class ArmHttpServer(ThreadingHTTPServer):
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(Handler):
     server: ArmHttpServer
     timeout = 30
-    # Headers and body are separate writes: without this, Nagle + delayed ACK add 40 ms.
-    disable_nagle_algorithm = True
 
     def setup(self) -> None:
         super().setup()
@@ -89,28 +87,10 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError, ssl.SSLError):
             super().handle()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ANN401 - stdlib signature
-        log.debug("%s", redact(format % args))
+    def do_PATCH(self) -> None:  # noqa: N802 - http.server dispatches PATCH here
+        self.answer("PATCH")
 
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_PATCH(self) -> None:
-        self._handle("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def do_HEAD(self) -> None:
-        self._handle("HEAD")
-
-    def _handle(self, method: str) -> None:
+    def answer(self, method: str) -> None:
         app = self.server.app
         started = time.time()
         url = urlsplit(self.path)

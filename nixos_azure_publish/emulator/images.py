@@ -11,31 +11,15 @@ from nixos_azure_publish.emulator.armerror import (
     not_allowed,
     property_change,
 )
-from nixos_azure_publish.emulator.common import (
-    GROUP_PROVIDERS,
-    SUBSCRIPTION_PROVIDERS,
-    check_compute_name,
-    listing,
-    location_of,
-    no_content,
-    ok,
-    props,
-    provider_id,
-    provisioned,
-    subscription_list,
-    tags_of,
-)
-from nixos_azure_publish.emulator.router import table
-from nixos_azure_publish.emulator.store import Resource
+from nixos_azure_publish.emulator.common import Envelope, check_compute_name, provisioned
+from nixos_azure_publish.emulator.kinds import Kind
 
 if TYPE_CHECKING:
     from nixos_azure_publish.emulator.context import Completion, Request, Response
+    from nixos_azure_publish.emulator.store import Resource
 
 TYPE: Final = "Microsoft.Compute/images"
-
-
-def image_id(req: Request) -> str:
-    return provider_id(req, f"{TYPE}/{req.params['imageName']}")
+IMAGES: Final = Kind(TYPE, "imageName", "Images", apiversions.COMPUTE)
 
 
 def _os_disk(
@@ -92,11 +76,9 @@ def _os_disk(
 def put(req: Request) -> Response:
     req.app.require_group(req)
     check_compute_name(req.params["imageName"], "image")
-    body = req.json_body()
-    location = location_of(req, body)
-    tags = tags_of(body)
-    properties = props(body)
-    os_disk, disk = _os_disk(req, properties, location)
+    envelope = Envelope.of(req)
+    properties = envelope.properties
+    os_disk, disk = _os_disk(req, properties, envelope.location)
     generation = properties.get("hyperVGeneration", "V1")
     if generation not in {"V1", "V2"}:
         raise invalid_parameter(
@@ -110,71 +92,32 @@ def put(req: Request) -> Response:
             f"'{disk_generation}'.",
             "image.properties.hyperVGeneration",
         )
-    rid = image_id(req)
-    existing = req.app.store.get(rid)
+    existing = req.app.store.get(IMAGES.id(req))
     if existing is not None:
         old = existing.properties
         if old["storageProfile"]["osDisk"]["managedDisk"]["id"].lower() != disk.id.lower():
             raise property_change("image.properties.storageProfile.osDisk.managedDisk.id")
         if old.get("hyperVGeneration") != generation:
             raise property_change("image.properties.hyperVGeneration")
-        existing.body["tags"] = tags
+        existing.body["tags"] = envelope.tags
         old["provisioningState"] = "Updating"
-        op = req.app.start_lro(req, kind="image-provision", resource_id=rid, location=location)
-        return req.app.lro_response(op, status=200, body=existing.body, location=False)
-    image = Resource(
-        id=rid,
-        type=TYPE,
-        body={
-            "id": rid,
-            "name": req.params["imageName"],
-            "type": TYPE,
-            "location": location,
-            "tags": tags,
-            "properties": {
-                "storageProfile": {
-                    "osDisk": os_disk,
-                    "dataDisks": [],
-                    "zoneResilient": bool(
-                        (properties.get("storageProfile") or {}).get("zoneResilient", False)
-                    ),
-                },
-                "hyperVGeneration": generation,
-                "provisioningState": "Creating",
+        return IMAGES.provisioning(req, existing, "image-provision", status=200)
+    storage = properties.get("storageProfile") or {}
+    image = IMAGES.new(
+        req,
+        envelope,
+        {
+            "storageProfile": {
+                "osDisk": os_disk,
+                "dataDisks": [],
+                "zoneResilient": bool(storage.get("zoneResilient", False)),
             },
+            "hyperVGeneration": generation,
+            "provisioningState": "Creating",
         },
     )
-    req.app.store.put(image)
-    op = req.app.start_lro(req, kind="image-provision", resource_id=rid, location=location)
-    return req.app.lro_response(op, status=201, body=image.body, location=False)
+    return IMAGES.provisioning(req, image, "image-provision", status=201)
 
 
-def get(req: Request) -> Response:
-    return ok(req.app.require(req, image_id(req), TYPE))
-
-
-def list_group(req: Request) -> Response:
-    req.app.require_group(req)
-    group = req.app.group_id(req.subscription, req.group)
-    return listing(list(req.app.store.children(f"{group}/providers/{TYPE}", TYPE)))
-
-
-def delete(req: Request) -> Response:
-    req.app.require_group(req)
-    image = req.app.store.get(image_id(req))
-    if image is None:
-        return no_content()
-    return req.app.start_delete(req, image)
-
-
-_ONE: Final = GROUP_PROVIDERS + TYPE + "/{imageName}"
-ROUTES: Final = table(
-    apiversions.COMPUTE,
-    TYPE,
-    ("PUT", _ONE, put, "write", "Images_CreateOrUpdate"),
-    ("GET", _ONE, get, "read", "Images_Get"),
-    ("DELETE", _ONE, delete, "delete", "Images_Delete"),
-    ("GET", GROUP_PROVIDERS + TYPE, list_group, "read", "Images_ListByResourceGroup"),
-    ("GET", SUBSCRIPTION_PROVIDERS + TYPE, subscription_list(TYPE), "read", "Images_List"),
-)
+ROUTES: Final = IMAGES.routes(put)
 COMPLETIONS: Final[dict[str, Completion]] = {"image-provision": provisioned}

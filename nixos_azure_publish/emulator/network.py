@@ -12,29 +12,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 from nixos_azure_publish.emulator import apiversions
 from nixos_azure_publish.emulator.armerror import ArmError, invalid_parameter
-from nixos_azure_publish.emulator.common import (
-    GROUP_PROVIDERS,
-    SUBSCRIPTION_PROVIDERS,
-    listing,
-    location_of,
-    no_content,
-    ok,
-    props,
-    provider_id,
-    provisioned,
-    subscription_list,
-    tags_of,
-)
+from nixos_azure_publish.emulator.common import GROUP_PROVIDERS, Envelope, provisioned
 from nixos_azure_publish.emulator.context import Response
+from nixos_azure_publish.emulator.kinds import Kind
 from nixos_azure_publish.emulator.router import Route, table
-from nixos_azure_publish.emulator.store import Resource
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from nixos_azure_publish.emulator.context import Completion, Request
     from nixos_azure_publish.emulator.core import ArmApp
-    from nixos_azure_publish.emulator.store import Operation
+    from nixos_azure_publish.emulator.store import Operation, Resource
 
 VNET: Final = "Microsoft.Network/virtualNetworks"
 SUBNET: Final = "Microsoft.Network/virtualNetworks/subnets"
@@ -243,52 +231,34 @@ _BUILDERS: dict[str, Callable[[Request, str, dict[str, Any]], dict[str, Any]]] =
 }
 
 
-# -- generic handlers ------------------------------------------------------------------------
-
-
-def _rid(req: Request, type_name: str) -> str:
-    return provider_id(req, f"{type_name}/{req.params[_PARAM[type_name]]}")
+# -- handlers --------------------------------------------------------------------------------
 
 
 def _put(type_name: str) -> Callable[[Request], Response]:
     def handler(req: Request) -> Response:
         req.app.require_group(req)
-        body = req.json_body()
-        location = location_of(req, body)
-        tags = tags_of(body)
-        rid = _rid(req, type_name)
+        envelope = Envelope.of(req)
+        kind = _KINDS[type_name]
+        rid = kind.id(req)
         existing = req.app.store.get(rid)
-        if existing is not None and existing.body["location"] != location:
+        if existing is not None and existing.body["location"] != envelope.location:
             raise ArmError(
                 400,
                 "InvalidResourceLocation",
                 f"The resource '{existing.name}' already exists in location "
                 f"'{existing.body['location']}'.",
             )
-        properties = _BUILDERS[type_name](req, rid, props(body))
+        properties = _BUILDERS[type_name](req, rid, envelope.properties)
         if existing is not None:
             _keep_links(existing.properties, properties)
-        resource = Resource(
-            id=rid,
-            type=type_name,
-            body={
-                "id": rid,
-                "name": rid.rsplit("/", 1)[-1],
-                "type": type_name,
-                "location": location,
-                "tags": tags,
-                "etag": _etag(req),
-                "properties": properties,
-            },
-        )
+        resource = kind.new(req, envelope, properties)
+        resource.body["etag"] = _etag(req)
         if type_name == PIP:
-            resource.body["sku"] = body.get("sku") or {"name": "Basic", "tier": "Regional"}
-        req.app.store.put(resource)
+            resource.body["sku"] = envelope.body.get("sku") or {"name": "Basic", "tier": "Regional"}
         if type_name == NIC:
             _link_nic(req, resource)
-        op = req.app.start_lro(req, kind="network-provision", resource_id=rid, location=location)
-        return req.app.lro_response(
-            op, status=200 if existing else 201, body=resource.body, location=False
+        return kind.provisioning(
+            req, resource, "network-provision", status=200 if existing else 201
         )
 
     return handler
@@ -312,38 +282,6 @@ def _link_nic(req: Request, nic: Resource) -> None:
             links = subnet["properties"].setdefault("ipConfigurations", [])
             if all(link["id"].lower() != config["id"].lower() for link in links):
                 links.append({"id": config["id"]})
-
-
-def _get(type_name: str) -> Callable[[Request], Response]:
-    def handler(req: Request) -> Response:
-        return ok(req.app.require(req, _rid(req, type_name), type_name))
-
-    return handler
-
-
-def _list(type_name: str) -> Callable[[Request], Response]:
-    def handler(req: Request) -> Response:
-        req.app.require_group(req)
-        group = req.app.group_id(req.subscription, req.group)
-        return listing(list(req.app.store.children(f"{group}/providers/{type_name}", type_name)))
-
-    return handler
-
-
-def _delete(type_name: str) -> Callable[[Request], Response]:
-    def handler(req: Request) -> Response:
-        req.app.require_group(req)
-        resource = req.app.store.get(_rid(req, type_name))
-        if resource is None:
-            return no_content()
-        _check_not_in_use(req, resource)
-        resource.properties["provisioningState"] = "Deleting"
-        op = req.app.start_lro(
-            req, kind="network-delete", resource_id=resource.id, location=resource.body["location"]
-        )
-        return req.app.lro_response(op, status=202, monitor="operationResults")
-
-    return handler
 
 
 def _check_not_in_use(req: Request, resource: Resource) -> None:
@@ -384,8 +322,7 @@ def _check_not_in_use(req: Request, resource: Resource) -> None:
 
 
 def get_subnet(req: Request) -> Response:
-    vnet_id = provider_id(req, f"{VNET}/{req.params['virtualNetworkName']}")
-    req.app.require(req, vnet_id, VNET)
+    vnet_id = _KINDS[VNET].require(req).id
     subnet = _find_subnet(req, f"{vnet_id}/subnets/{req.params['subnetName']}")
     if subnet is None:
         raise ArmError(
@@ -415,28 +352,25 @@ def unlink_nic(app: ArmApp, nic: Resource) -> None:
                     subnet["properties"].pop("ipConfigurations")
 
 
+def _kind(type_name: str, param: str) -> Kind:
+    short = type_name.split("/", 1)[1]
+    return Kind(
+        type_name,
+        param,
+        short[0].upper() + short[1:],
+        apiversions.NETWORK,
+        ("List", "ListAll"),
+        delete_kind="network-delete",
+        delete_monitor="operationResults",
+        in_use=_check_not_in_use,
+    )
+
+
+_KINDS: Final = {type_name: _kind(type_name, param) for type_name, param in _PARAM.items()}
+
+
 def _routes() -> tuple[Route, ...]:
-    routes: list[Route] = []
-    for type_name, param in _PARAM.items():
-        collection = GROUP_PROVIDERS + type_name
-        one = f"{collection}/{{{param}}}"
-        short = type_name.split("/", 1)[1]
-        pascal = short[0].upper() + short[1:]
-        routes += table(
-            apiversions.NETWORK,
-            type_name,
-            ("PUT", one, _put(type_name), "write", f"{pascal}_CreateOrUpdate"),
-            ("GET", one, _get(type_name), "read", f"{pascal}_Get"),
-            ("DELETE", one, _delete(type_name), "delete", f"{pascal}_Delete"),
-            ("GET", collection, _list(type_name), "read", f"{pascal}_List"),
-            (
-                "GET",
-                SUBSCRIPTION_PROVIDERS + type_name,
-                subscription_list(type_name),
-                "read",
-                f"{pascal}_ListAll",
-            ),
-        )
+    routes = [route for kind in _KINDS.values() for route in kind.routes(_put(kind.type))]
     subnet = GROUP_PROVIDERS + VNET + "/{virtualNetworkName}/subnets/{subnetName}"
     routes += table(apiversions.NETWORK, SUBNET, ("GET", subnet, get_subnet, "read", "Subnets_Get"))
     return tuple(routes)

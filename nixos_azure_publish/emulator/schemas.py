@@ -37,7 +37,9 @@ from jsonschema.exceptions import ValidationError
 from nixos_azure_publish.emulator.armerror import ArmError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
+
+    Keyword = Callable[[Any, list[str], Any, Any], Iterator[ValidationError]]
 
 SPEC_ROOT: Final = Path(__file__).resolve().parent / "specs"
 STABLE: Final = "specification/compute/resource-manager/Microsoft.Compute/Compute/stable"
@@ -228,40 +230,29 @@ def _azure_enum(
         )
 
 
-def _azure_required(
-    _validator: Any,
-    required: list[str],
-    instance: Any,
-    _schema: Any,
-) -> Iterator[ValidationError]:
-    if not isinstance(instance, dict):
-        return
-    for name in required:
-        if instance.get(name) is None:
-            error = ValidationError(
-                "Required parameter '{path}' is missing (null).",
-                validator="InvalidParameter",
-            )
-            error.path.append(name)
-            yield error
+def _member_check(wrong: Callable[[dict[str, Any], str], bool], message: str) -> Keyword:
+    """A keyword that lists members: Azure's InvalidParameter at each one *wrong* in the object."""
+
+    def check(
+        _validator: Any, names: list[str], instance: Any, _schema: Any
+    ) -> Iterator[ValidationError]:
+        if not isinstance(instance, dict):
+            return
+        for name in names:
+            if wrong(instance, name):
+                error = ValidationError(message, validator="InvalidParameter")
+                error.path.append(name)
+                yield error
+
+    return check
 
 
-def _azure_read_only(
-    _validator: Any,
-    names: list[str],
-    instance: Any,
-    _schema: Any,
-) -> Iterator[ValidationError]:
-    if not isinstance(instance, dict):
-        return
-    for name in names:
-        if name in instance:
-            error = ValidationError(
-                "The property '{path}' is read-only and cannot be set.",
-                validator="InvalidParameter",
-            )
-            error.path.append(name)
-            yield error
+_azure_required = _member_check(
+    lambda obj, name: obj.get(name) is None, "Required parameter '{path}' is missing (null)."
+)
+_azure_read_only = _member_check(
+    lambda obj, name: name in obj, "The property '{path}' is read-only and cannot be set."
+)
 
 
 def _azure_closed(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -22,6 +21,7 @@ from nixos_azure_publish.emulator.blobs import BlobBackend
 from nixos_azure_publish.emulator.certs import is_valid_for, write_self_signed
 from nixos_azure_publish.emulator.core import ArmApp
 from nixos_azure_publish.emulator.credential import EmulatorCredential
+from nixos_azure_publish.emulator.httpbase import serve_in_background
 from nixos_azure_publish.emulator.httpd import ArmHttpServer
 from nixos_azure_publish.emulator.settings import EmulatorSettings
 
@@ -132,13 +132,7 @@ def run_emulator(
         server = ArmHttpServer(("127.0.0.1", port or 0), app, cert=cert, key=key)
         bound = int(server.server_address[1])
         app.base_url = f"https://127.0.0.1:{bound}"
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="azure-emulator",
-            daemon=True,
-        )
-        thread.start()
+        thread = serve_in_background(server, "azure-emulator")
         log.debug("emulator listening on %s", app.base_url)
         try:
             yield Emulator(

@@ -16,7 +16,6 @@ import os
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -116,33 +115,8 @@ class Store:
 
     # -- operations ------------------------------------------------------------------------
 
-    def start_operation(
-        self,
-        *,
-        kind: str,
-        resource_id: str,
-        namespace: str,
-        location: str,
-        subscription: str,
-        api_version: str,
-        seconds: float,
-        fail_code: str | None = None,
-        args: dict[str, Any] | None = None,
-    ) -> Operation:
-        now = time.time()
-        op = Operation(
-            id=str(uuid.uuid4()),
-            namespace=namespace,
-            location=location,
-            subscription=subscription,
-            api_version=api_version,
-            kind=kind,
-            resource_id=resource_id,
-            start=now,
-            ready_at=now + max(seconds, 0.0),
-            fail_code=fail_code,
-            args=args or {},
-        )
+    def add_operation(self, op: Operation) -> Operation:
+        """Keep *op* until it is due; :meth:`tick` finishes it then."""
         self.operations[op.id] = op
         return op
 

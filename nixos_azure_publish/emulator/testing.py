@@ -115,6 +115,123 @@ class Clients:
         }
         return self.compute.images.begin_create_or_update(group, name, body).result()
 
+    def create_gallery(
+        self,
+        group: str,
+        name: str = "gallery",
+        *,
+        location: str = "westeurope",
+        community: str | None = None,
+        **properties: Any,  # noqa: ANN401 - JSON
+    ) -> Any:  # noqa: ANN401 - the SDK's Gallery model
+        """A gallery; with *community* (a public name prefix), shared with the community."""
+        if community is not None:
+            properties["sharingProfile"] = {
+                "permissions": "Community",
+                "communityGalleryInfo": {
+                    "publisherUri": "https://nixos.org",
+                    "publisherContact": "images@example.org",
+                    "eula": "https://nixos.org/licence",
+                    "publicNamePrefix": community,
+                },
+            }
+        body: Any = {"location": location, "properties": properties}
+        gallery = self.compute.galleries.begin_create_or_update(group, name, body).result()
+        if community is not None:
+            self.compute.gallery_sharing_profile.begin_update(
+                group, name, {"operationType": "EnableCommunity"}
+            ).result()
+        return gallery
+
+    def create_definition(
+        self,
+        group: str,
+        gallery: str,
+        name: str,
+        *,
+        location: str = "westeurope",
+        security: str | None = None,
+        **properties: Any,  # noqa: ANN401 - JSON
+    ) -> Any:  # noqa: ANN401 - the SDK's GalleryImage model
+        """A Linux generalized image definition (identifier p/o/*name*), with *security* type."""
+        body: Any = {
+            "location": location,
+            "properties": {
+                "osType": "Linux",
+                "osState": "Generalized",
+                "identifier": {"publisher": "p", "offer": "o", "sku": name},
+                **properties,
+            },
+        }
+        if security is not None:
+            body["properties"]["features"] = [{"name": "SecurityType", "value": security}]
+        return self.compute.gallery_images.begin_create_or_update(
+            group, gallery, name, body
+        ).result()
+
+    def create_version(
+        self,
+        group: str,
+        gallery: str,
+        definition: str,
+        name: str,
+        source_id: str,
+        *,
+        location: str = "westeurope",
+        regions: tuple[str, ...] = (),
+        os_disk: bool = False,
+    ) -> Any:  # noqa: ANN401 - the SDK's GalleryImageVersion model
+        """A version from *source_id*: ``source.id`` (a managed image, another version or a
+        disk), or with *os_disk* ``osDiskImage.source.id`` (a disk); in *regions* if given."""
+        storage = (
+            {"osDiskImage": {"source": {"id": source_id}}}
+            if os_disk
+            else {"source": {"id": source_id}}
+        )
+        properties: dict[str, Any] = {"storageProfile": storage}
+        if regions:
+            properties["publishingProfile"] = {"targetRegions": [{"name": r} for r in regions]}
+        body: Any = {"location": location, "properties": properties}
+        return self.compute.gallery_image_versions.begin_create_or_update(
+            group, gallery, definition, name, body
+        ).result()
+
+    def create_nic(
+        self,
+        group: str,
+        *,
+        location: str = "westeurope",
+        names: tuple[str, str, str] = ("vnet", "ip", "nic"),
+        ip_sku: str | None = None,
+    ) -> Any:  # noqa: ANN401 - the SDK's NetworkInterface model
+        """What a test VM needs: a virtual network (subnet ``default``), a public IP and a NIC
+        using both, named *names*."""
+        vnet_name, ip_name, nic_name = names
+        vnet: Any = {
+            "location": location,
+            "properties": {
+                "addressSpace": {"addressPrefixes": ["10.0.0.0/16"]},
+                "subnets": [{"name": "default", "properties": {"addressPrefix": "10.0.0.0/24"}}],
+            },
+        }
+        subnet = (
+            self.network.virtual_networks.begin_create_or_update(group, vnet_name, vnet)
+            .result()
+            .subnets[0]
+        )
+        ip: Any = {"location": location, "properties": {"publicIPAllocationMethod": "Static"}}
+        if ip_sku is not None:
+            ip["sku"] = {"name": ip_sku}
+        address = self.network.public_ip_addresses.begin_create_or_update(
+            group, ip_name, ip
+        ).result()
+        config = {"subnet": {"id": subnet.id}, "publicIPAddress": {"id": address.id}}
+        nic: Any = {
+            "location": location,
+            "properties": {"ipConfigurations": [{"name": "ipconfig1", "properties": config}]},
+        }
+        return self.network.network_interfaces.begin_create_or_update(group, nic_name, nic).result()
+
     def group_request(self, method: str, name: str) -> int:
         """Send GET/HEAD/DELETE for a resource group; the status code."""
         response = self.compute.send_request(
@@ -125,6 +242,36 @@ class Clients:
             )
         )
         return int(response.status_code)
+
+
+def vm_body(
+    image_id: str | None,
+    nic_id: str,
+    location: str = "westeurope",
+    *,
+    os_disk: dict[str, Any] | None = None,
+    **properties: Any,  # noqa: ANN401 - JSON
+) -> dict[str, Any]:
+    """A small VM booting gallery version *image_id* on NIC *nic_id*, boot diagnostics on
+    (with *os_disk* as its ``storageProfile.osDisk``)."""
+    storage: dict[str, Any] = {"imageReference": {"id": image_id}}
+    if os_disk is not None:
+        storage["osDisk"] = os_disk
+    return {
+        "location": location,
+        "properties": {
+            "hardwareProfile": {"vmSize": "Standard_B2s"},
+            "storageProfile": storage,
+            "osProfile": {
+                "computerName": "smoke",
+                "adminUsername": "nixos",
+                "adminPassword": "Correct-Horse-1",
+            },
+            "networkProfile": {"networkInterfaces": [{"id": nic_id}]},
+            "diagnosticsProfile": {"bootDiagnostics": {"enabled": True}},
+            **properties,
+        },
+    }
 
 
 def clients(

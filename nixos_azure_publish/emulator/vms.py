@@ -22,23 +22,15 @@ from nixos_azure_publish.emulator.armerror import (
 )
 from nixos_azure_publish.emulator.catalogue import VM_SIZES
 from nixos_azure_publish.emulator.common import (
-    GROUP_PROVIDERS,
-    SUBSCRIPTION_PROVIDERS,
+    Envelope,
     check_compute_name,
-    listing,
-    location_of,
-    no_content,
-    ok,
-    props,
-    provider_id,
     provisioned,
-    subscription_list,
-    tags_of,
+    same_location,
 )
 from nixos_azure_publish.emulator.community import find_image
 from nixos_azure_publish.emulator.context import Response
 from nixos_azure_publish.emulator.galleries import IMAGE, VERSION, replicated_regions
-from nixos_azure_publish.emulator.router import table
+from nixos_azure_publish.emulator.kinds import Kind
 from nixos_azure_publish.emulator.settings import SECURE_BOOT_VIOLATION
 from nixos_azure_publish.emulator.store import Resource
 
@@ -48,14 +40,18 @@ if TYPE_CHECKING:
     from nixos_azure_publish.emulator.store import Operation
 
 TYPE: Final = "Microsoft.Compute/virtualMachines"
+VMS: Final = Kind(
+    TYPE,
+    "vmName",
+    "VirtualMachines",
+    apiversions.COMPUTE,
+    ("List", "ListAll"),
+    delete_kind="vm-delete",
+)
 _COMMUNITY_REF: Final = re.compile(
     r"^/CommunityGalleries/(?P<gallery>[^/]+)/Images/(?P<image>[^/]+)/Versions/(?P<version>[^/]+)$",
     re.IGNORECASE,
 )
-
-
-def vm_id(req: Request) -> str:
-    return provider_id(req, f"{TYPE}/{req.params['vmName']}")
 
 
 def _image_not_found(ref: str, location: str) -> ArmError:
@@ -139,10 +135,9 @@ def _nics(req: Request, properties: dict[str, Any], rid: str, location: str) -> 
 
 def put(req: Request) -> Response:
     req.app.require_group(req)
-    body = req.json_body()
-    location = location_of(req, body)
-    properties = props(body)
-    rid = vm_id(req)
+    envelope = Envelope.of(req)
+    location, properties = envelope.location, envelope.properties
+    rid = VMS.id(req)
     existing = req.app.store.get(rid)
     size = (properties.get("hardwareProfile") or {}).get("vmSize")
     if not size:
@@ -151,7 +146,7 @@ def put(req: Request) -> Response:
             "properties.hardwareProfile.vmSize",
         )
     if existing is not None:
-        return _update(req, existing, body, location)
+        return _update(req, existing, envelope)
     storage = properties.get("storageProfile") or {}
     version = _resolve_image(req, storage.get("imageReference") or {}, location)
     image = req.app.store.get(version.id.rsplit("/versions/", 1)[0])
@@ -192,7 +187,7 @@ def put(req: Request) -> Response:
         "name": req.params["vmName"],
         "type": TYPE,
         "location": location,
-        "tags": tags_of(body),
+        "tags": envelope.tags,
         "properties": {
             "vmId": str(uuid.uuid4()),
             "hardwareProfile": {"vmSize": size},
@@ -259,23 +254,17 @@ def _dig(tree: dict[str, Any], path: tuple[str, ...]) -> object:
     return node
 
 
-def _update(req: Request, vm: Resource, body: dict[str, Any], location: str) -> Response:
+def _update(req: Request, vm: Resource, envelope: Envelope) -> Response:
     """A PUT on an existing VM: tags, size, boot diagnostics change; its identity does not."""
-    if location != vm.body["location"]:
-        raise ArmError(
-            409,
-            "InvalidResourceLocation",
-            f"The resource '{vm.name}' already exists in location '{vm.body['location']}' in "
-            f"resource group '{req.group}'. A resource with the same name cannot be created in "
-            f"location '{location}'. Please select a new resource name.",
-        )
+    location = envelope.location
+    same_location(req, vm, location)
     if vm.properties["provisioningState"] not in {"Succeeded", "Failed"}:
         raise ArmError(
             409,
             "OperationNotAllowed",
             f"Operation on VM '{vm.name}' is not allowed: another operation is in progress.",
         )
-    properties = props(body)
+    properties = envelope.properties
     for path in _FIXED_ON_UPDATE:
         new = _dig(properties, path)
         if new is not None and new != _dig(vm.properties, path):
@@ -289,7 +278,7 @@ def _update(req: Request, vm: Resource, body: dict[str, Any], location: str) -> 
         vm.properties["hardwareProfile"]["vmSize"] = size
     if properties.get("diagnosticsProfile"):
         vm.properties["diagnosticsProfile"] = properties["diagnosticsProfile"]
-    vm.body["tags"] = tags_of(body)
+    vm.body["tags"] = envelope.tags
     vm.properties["provisioningState"] = "Updating"
     op = req.app.start_lro(req, kind="vm-update", resource_id=vm.id, location=location)
     return req.app.lro_response(op, status=200, body=vm.body, location=False)
@@ -458,12 +447,12 @@ def _check_size(
 
 
 def get(req: Request) -> Response:
-    vm = req.app.require(req, vm_id(req), TYPE)
+    vm = VMS.require(req)
     if req.query.get("$expand", "").lower() == "instanceview":
         return Response(
             200, {**vm.body, "properties": {**vm.properties, "instanceView": _view(vm)}}
         )
-    return ok(vm)
+    return Response(200, vm.body)
 
 
 def _view(vm: Resource) -> dict[str, Any]:
@@ -479,27 +468,11 @@ def _view(vm: Resource) -> dict[str, Any]:
 
 
 def instance_view(req: Request) -> Response:
-    return Response(200, _view(req.app.require(req, vm_id(req), TYPE)))
-
-
-def list_group(req: Request) -> Response:
-    req.app.require_group(req)
-    group = req.app.group_id(req.subscription, req.group)
-    return listing(list(req.app.store.children(f"{group}/providers/{TYPE}", TYPE)))
-
-
-def delete(req: Request) -> Response:
-    req.app.require_group(req)
-    vm = req.app.store.get(vm_id(req))
-    if vm is None:
-        return no_content()
-    vm.properties["provisioningState"] = "Deleting"
-    op = req.app.start_lro(req, kind="vm-delete", resource_id=vm.id, location=vm.body["location"])
-    return req.app.lro_response(op, status=202)
+    return Response(200, _view(VMS.require(req)))
 
 
 def boot_diagnostics(req: Request) -> Response:
-    vm = req.app.require(req, vm_id(req), TYPE)
+    vm = VMS.require(req)
     enabled = ((vm.properties.get("diagnosticsProfile") or {}).get("bootDiagnostics") or {}).get(
         "enabled"
     )
@@ -604,36 +577,17 @@ def _deleted(app: ArmApp, op: Operation) -> None:
         app.blobs.delete(vm.meta["container"])
 
 
-_ONE: Final = GROUP_PROVIDERS + TYPE + "/{vmName}"
-_LIST_ALL: Final = subscription_list(TYPE)
-ROUTES: Final = table(
-    apiversions.COMPUTE,
-    TYPE,
-    ("PUT", _ONE, put, "write", "VirtualMachines_CreateOrUpdate"),
-    ("GET", _ONE, get, "read", "VirtualMachines_Get"),
-    ("DELETE", _ONE, delete, "delete", "VirtualMachines_Delete"),
-    ("GET", GROUP_PROVIDERS + TYPE, list_group, "read", "VirtualMachines_List"),
-    (
-        "GET",
-        SUBSCRIPTION_PROVIDERS + TYPE,
-        subscription_list(TYPE),
-        "read",
-        "VirtualMachines_ListAll",
-    ),
-    (
-        "GET",
-        _ONE + "/instanceView",
-        instance_view,
-        "instanceView/read",
-        "VirtualMachines_InstanceView",
-    ),
+ROUTES: Final = VMS.routes(
+    put,
+    ("GET", "/instanceView", instance_view, "instanceView/read", "VirtualMachines_InstanceView"),
     (
         "POST",
-        _ONE + "/retrieveBootDiagnosticsData",
+        "/retrieveBootDiagnosticsData",
         boot_diagnostics,
         "retrieveBootDiagnosticsData/action",
         "VirtualMachines_RetrieveBootDiagnosticsData",
     ),
+    get=get,
 )
 COMPLETIONS: Final[dict[str, Completion]] = {
     "vm-create": _created,

@@ -84,11 +84,11 @@ class Stats:
     mismatches: int = 0
     connections: int = 0
     proxied: int = 0
+    """Requests that named a whole URL, as clients do through a forward proxy."""
     tunnels: int = 0
+    """CONNECT tunnels relayed (HTTPS through a forward proxy)."""
     not_http: int = 0
     """Connections that began with something other than an HTTP request line."""
-    """CONNECT tunnels relayed (HTTPS through a forward proxy)."""
-    """Requests that named a whole URL, as clients do through a forward proxy."""
 
 
 class _Server(socketserver.ThreadingTCPServer):

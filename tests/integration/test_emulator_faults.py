@@ -9,6 +9,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
 from nixos_azure_publish.emulator.testing import clients
+from tests.helpers.sdk import sdk_in_group
 
 GROUP = "faults"
 LOCATION = "westeurope"
@@ -28,8 +29,7 @@ def disk_body() -> Any:
 @pytest.fixture
 def sdk(emulator):
     emulator.faults.retry_after = 0.05
-    sdk = clients(emulator, retry_backoff_factor=0.01)
-    sdk.create_group(GROUP, LOCATION)
+    sdk = sdk_in_group(emulator, GROUP, LOCATION, retry_backoff_factor=0.01)
     sdk.compute.disks.begin_create_or_update(GROUP, "d", disk_body()).result()
     return sdk
 

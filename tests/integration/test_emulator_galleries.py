@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from nixos_azure_publish.emulator.testing import clients
+from tests.helpers.sdk import sdk_in_group
 from tests.integration.conftest import error_of
 
 GROUP = "gallery-rules"
@@ -24,11 +23,8 @@ COMMUNITY = {
 
 @pytest.fixture
 def sdk(emulator):
-    emulator.settings.replication_seconds = 0.1
-    sdk = clients(emulator)
-    sdk.create_group(GROUP, LOCATION)
-    body: Any = {"location": LOCATION, "properties": {}}
-    sdk.compute.galleries.begin_create_or_update(GROUP, "gallery", body).result()
+    sdk = sdk_in_group(emulator, GROUP, LOCATION, replication_seconds=0.1)
+    sdk.create_gallery(GROUP, location=LOCATION)
     return sdk
 
 
@@ -58,6 +54,13 @@ def version_body(source_id, regions=("westeurope",), **profile):
             "storageProfile": {"osDiskImage": {"source": {"id": source_id}}},
         },
     }
+
+
+def put_version(sdk, body, name="1.0.0"):
+    """Start creating version *name* of the definition ``nixos`` (the poller)."""
+    return sdk.compute.gallery_image_versions.begin_create_or_update(
+        GROUP, "gallery", "nixos", name, body
+    )
 
 
 def make_definition(sdk, name="nixos", **properties):
@@ -228,41 +231,25 @@ def test_definition_mutable_fields_update(sdk):
 def test_version_name_format(sdk, name):
     disk = sdk.upload_disk(GROUP, "disk")
     make_definition(sdk)
-    error = error_of(
-        lambda: sdk.compute.gallery_image_versions.begin_create_or_update(
-            GROUP, "gallery", "nixos", name, version_body(disk.id)
-        )
-    )
+    error = error_of(lambda: put_version(sdk, version_body(disk.id), name))
     assert error.error.code == "InvalidParameter"
 
 
 def test_version_source_must_exist_and_be_ready(sdk):
     make_definition(sdk)
     disk_id = sdk.upload_disk(GROUP, "disk").id
-    error = error_of(
-        lambda: sdk.compute.gallery_image_versions.begin_create_or_update(
-            GROUP, "gallery", "nixos", "1.0.0", version_body(disk_id + "-missing")
-        )
-    )
+    error = error_of(lambda: put_version(sdk, version_body(disk_id + "-missing")))
     assert error.status_code == 404
     assert error.error.code == "NotFound"
     pending = sdk.upload_disk(GROUP, "pending", revoke=False)
-    error = error_of(
-        lambda: sdk.compute.gallery_image_versions.begin_create_or_update(
-            GROUP, "gallery", "nixos", "1.0.0", version_body(pending.id)
-        )
-    )
+    error = error_of(lambda: put_version(sdk, version_body(pending.id)))
     assert error.error.code == "OperationNotAllowed"
 
 
 def test_generation_must_match_the_definition(sdk):
     make_definition(sdk)  # V2
     disk = sdk.upload_disk(GROUP, "disk", generation="V1")
-    error = error_of(
-        lambda: sdk.compute.gallery_image_versions.begin_create_or_update(
-            GROUP, "gallery", "nixos", "1.0.0", version_body(disk.id)
-        )
-    )
+    error = error_of(lambda: put_version(sdk, version_body(disk.id)))
     assert error.status_code == 409
     assert error.error.code == "Conflict"
     assert "different Hypervisor generation" in error.message
@@ -271,19 +258,11 @@ def test_generation_must_match_the_definition(sdk):
 def test_target_regions_rules(sdk):
     make_definition(sdk)
     disk = sdk.upload_disk(GROUP, "disk")
-    error = error_of(
-        lambda: sdk.compute.gallery_image_versions.begin_create_or_update(
-            GROUP, "gallery", "nixos", "1.0.0", version_body(disk.id, ("eastus",))
-        )
-    )
+    error = error_of(lambda: put_version(sdk, version_body(disk.id, ("eastus",))))
     assert error.error.code == "InvalidParameter"
     body = version_body(disk.id)
     body["properties"]["publishingProfile"]["targetRegions"][0]["regionalReplicaCount"] = 101
-    error = error_of(
-        lambda: sdk.compute.gallery_image_versions.begin_create_or_update(
-            GROUP, "gallery", "nixos", "1.0.0", body
-        )
-    )
+    error = error_of(lambda: put_version(sdk, body))
     assert error.error.code == "InvalidParameter"
 
 
@@ -332,9 +311,7 @@ def test_replicated_regions_are_protected_by_default(sdk, safety):
     body = version_body(disk.id, ("westeurope", "eastus"))
     if safety is not None:
         body["properties"]["safetyProfile"] = safety
-    sdk.compute.gallery_image_versions.begin_create_or_update(
-        GROUP, "gallery", "nixos", "1.0.0", body
-    ).result()
+    put_version(sdk, body).result()
     update = {
         "properties": {
             "publishingProfile": {"targetRegions": [{"name": "westeurope"}]},
@@ -360,9 +337,7 @@ def test_replicated_regions_are_protected_by_default(sdk, safety):
 def test_version_update_needs_the_storage_profile(sdk):
     make_definition(sdk)
     disk = sdk.upload_disk(GROUP, "disk")
-    sdk.compute.gallery_image_versions.begin_create_or_update(
-        GROUP, "gallery", "nixos", "1.0.0", version_body(disk.id)
-    ).result()
+    put_version(sdk, version_body(disk.id)).result()
     error = error_of(
         lambda: sdk.compute.gallery_image_versions.begin_update(
             GROUP,
@@ -380,14 +355,8 @@ def test_version_source_cannot_change(sdk):
     make_definition(sdk)
     first = sdk.upload_disk(GROUP, "disk")
     second = sdk.upload_disk(GROUP, "disk2")
-    sdk.compute.gallery_image_versions.begin_create_or_update(
-        GROUP, "gallery", "nixos", "1.0.0", version_body(first.id)
-    ).result()
-    error = error_of(
-        lambda: sdk.compute.gallery_image_versions.begin_create_or_update(
-            GROUP, "gallery", "nixos", "1.0.0", version_body(second.id)
-        )
-    )
+    put_version(sdk, version_body(first.id)).result()
+    error = error_of(lambda: put_version(sdk, version_body(second.id)))
     assert error.error.code == "PropertyChangeNotAllowed"
 
 
@@ -397,9 +366,7 @@ def test_version_from_a_managed_image(sdk):
     image = sdk.create_image(GROUP, "image", disk.id, location=LOCATION)
     body = version_body(image.id)
     body["properties"]["storageProfile"] = {"source": {"id": image.id}}
-    version = sdk.compute.gallery_image_versions.begin_create_or_update(
-        GROUP, "gallery", "nixos", "1.0.0", body
-    ).result()
+    version = put_version(sdk, body).result()
     assert version.storage_profile.source.id == image.id
 
 
@@ -414,9 +381,7 @@ def test_image_generation_must_match_its_disk(sdk):
 def test_nested_resources_block_deletion(sdk):
     make_definition(sdk)
     disk = sdk.upload_disk(GROUP, "disk")
-    sdk.compute.gallery_image_versions.begin_create_or_update(
-        GROUP, "gallery", "nixos", "1.0.0", version_body(disk.id)
-    ).result()
+    put_version(sdk, version_body(disk.id)).result()
     error = error_of(lambda: sdk.compute.galleries.begin_delete(GROUP, "gallery").result())
     assert error.error.code == "CannotDeleteResource"
     error = error_of(
@@ -428,9 +393,7 @@ def test_nested_resources_block_deletion(sdk):
 def test_expand_accepts_only_known_values(sdk):
     make_definition(sdk)
     disk = sdk.upload_disk(GROUP, "disk")
-    sdk.compute.gallery_image_versions.begin_create_or_update(
-        GROUP, "gallery", "nixos", "1.0.0", version_body(disk.id)
-    ).result()
+    put_version(sdk, version_body(disk.id)).result()
     plain = sdk.compute.gallery_image_versions.get(GROUP, "gallery", "nixos", "1.0.0")
     assert plain.replication_status is None
     error = error_of(

@@ -23,7 +23,7 @@ from azure.mgmt.network.operations import _operations as network_ops
 from nixos_azure_publish.emulator.recording import TrafficRecorder
 from nixos_azure_publish.emulator.router import check_api_version
 from nixos_azure_publish.emulator.testing import clients
-from tests.integration.test_emulator_flow import (
+from tests.helpers.emulator_flow import (
     LOCATION,
     step_gallery_version,
     step_image,

@@ -20,9 +20,9 @@ from azure.storage.blob import BlobClient
 from azure.storage.extensions import checksums as azure_checksums
 
 from nixos_azure_publish.emulator.settings import SECURE_BOOT_VIOLATION
-from nixos_azure_publish.emulator.testing import clients
+from nixos_azure_publish.emulator.testing import vm_body
+from tests.helpers.sdk import sdk_in_group
 from tests.integration.conftest import error_of
-from tests.integration.test_emulator_vms import make_network, vm_body
 
 GROUP = "vm-rules"
 LOCATION = "westeurope"
@@ -34,25 +34,18 @@ def raw(body: dict[str, Any]) -> io.BytesIO:
 
 @pytest.fixture
 def sdk(emulator):
-    emulator.settings.replication_seconds = 0.05
-    sdk = clients(emulator)
-    sdk.create_group(GROUP, LOCATION)
-    return sdk
+    return sdk_in_group(emulator, GROUP, LOCATION, replication_seconds=0.05)
 
 
 def definition(sdk, name="nixos", *, security=None, generation="V2", architecture="x64"):
-    properties: dict[str, Any] = {
-        "osType": "Linux",
-        "osState": "Generalized",
-        "hyperVGeneration": generation,
-        "architecture": architecture,
-        "identifier": {"publisher": "p", "offer": "o", "sku": name},
-    }
-    if security:
-        properties["features"] = [{"name": "SecurityType", "value": security}]
-    return sdk.compute.gallery_images.begin_create_or_update(
-        GROUP, "gallery", name, {"location": LOCATION, "properties": properties}
-    ).result()
+    return sdk.create_definition(
+        GROUP,
+        "gallery",
+        name,
+        security=security,
+        hyperVGeneration=generation,
+        architecture=architecture,
+    )
 
 
 def version_of(sdk, name="nixos", **kwargs):
@@ -60,21 +53,9 @@ def version_of(sdk, name="nixos", **kwargs):
     generation = kwargs.get("generation", "V2")
     disk = sdk.upload_disk(GROUP, f"disk-{name}", generation=generation)
     image = sdk.create_image(GROUP, f"image-{name}", disk.id, generation=generation)
-    sdk.compute.galleries.begin_create_or_update(GROUP, "gallery", {"location": LOCATION}).result()
+    sdk.create_gallery(GROUP)
     definition(sdk, name, **kwargs)
-    return sdk.compute.gallery_image_versions.begin_create_or_update(
-        GROUP,
-        "gallery",
-        name,
-        "1.0.0",
-        {
-            "location": LOCATION,
-            "properties": {
-                "publishingProfile": {"targetRegions": [{"name": LOCATION}]},
-                "storageProfile": {"source": {"id": image.id}},
-            },
-        },
-    ).result()
+    return sdk.create_version(GROUP, "gallery", name, "1.0.0", image.id, regions=(LOCATION,))
 
 
 def assert_error(error, status, code, *, target=None, message=None):
@@ -116,9 +97,8 @@ def test_unknown_members_are_refused_with_azures_message_and_path(sdk):
 
 def test_unknown_members_of_a_vm_and_a_version_are_refused(sdk):
     version = version_of(sdk)
-    nic = make_network(sdk)
-    body = vm_body(version.id, nic.id)
-    body["properties"]["storageProfile"]["osDisk"] = {"createOption": "FromImage", "sku": "x"}
+    nic = sdk.create_nic(GROUP)
+    body = vm_body(version.id, nic.id, os_disk={"createOption": "FromImage", "sku": "x"})
     error = error_of(
         lambda: sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", raw(body))
     )
@@ -150,7 +130,7 @@ def test_unknown_members_of_a_vm_and_a_version_are_refused(sdk):
 
 def test_read_only_members_are_refused(sdk):
     disk = sdk.upload_disk(GROUP, "disk")
-    sdk.compute.galleries.begin_create_or_update(GROUP, "gallery", {"location": LOCATION}).result()
+    sdk.create_gallery(GROUP)
     definition(sdk)
     body = {
         "location": LOCATION,
@@ -179,7 +159,7 @@ def test_read_only_members_are_refused(sdk):
 
 
 def test_values_outside_open_enums_are_refused(sdk):
-    sdk.compute.galleries.begin_create_or_update(GROUP, "gallery", {"location": LOCATION}).result()
+    sdk.create_gallery(GROUP)
     bad_definition = {
         "location": LOCATION,
         "properties": {
@@ -221,7 +201,7 @@ def test_values_outside_open_enums_are_refused(sdk):
 
 
 def test_definition_features_are_azures_own(sdk):
-    sdk.compute.galleries.begin_create_or_update(GROUP, "gallery", {"location": LOCATION}).result()
+    sdk.create_gallery(GROUP)
     for feature in (
         {"name": "SecureBootSupported", "value": "True"},
         {"name": "SecurityType", "value": "Trusted"},
@@ -262,7 +242,7 @@ def test_regions_azure_does_not_have_are_refused(sdk):
         error, 400, "LocationNotAvailableForResourceType", message="'Microsoft.Compute/disks'"
     )
     disk = sdk.upload_disk(GROUP, "disk")
-    sdk.compute.galleries.begin_create_or_update(GROUP, "gallery", {"location": LOCATION}).result()
+    sdk.create_gallery(GROUP)
     definition(sdk)
     error = error_of(
         lambda: sdk.compute.gallery_image_versions.begin_create_or_update(
@@ -295,7 +275,7 @@ def test_regions_azure_does_not_have_are_refused(sdk):
 )
 def test_vm_sizes_that_cannot_boot_the_image_are_refused(sdk, size, code, message):
     version = version_of(sdk)
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     body = vm_body(
         version.id,
         nic.id,
@@ -311,7 +291,7 @@ def test_vm_sizes_that_cannot_boot_the_image_are_refused(sdk, size, code, messag
 
 def test_an_arm64_image_boots_on_an_arm64_size_only(sdk):
     version = version_of(sdk, "arm", architecture="Arm64", security="Standard")
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     body = vm_body(version.id, nic.id)
     error = error_of(lambda: sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", body))
     assert_error(error, 400, "InvalidParameter", message="cannot boot an image of architecture")
@@ -322,7 +302,7 @@ def test_an_arm64_image_boots_on_an_arm64_size_only(sdk):
 
 def test_a_size_without_capacity_is_sku_not_available(sdk, emulator):
     version = version_of(sdk)
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     emulator.settings.unavailable_sizes.add((LOCATION, "Standard_B2s"))
     error = error_of(
         lambda: sdk.compute.virtual_machines.begin_create_or_update(
@@ -338,7 +318,7 @@ def test_a_size_without_capacity_is_sku_not_available(sdk, emulator):
 @pytest.mark.parametrize("security", ["TrustedLaunchSupported", "Bogus"])
 def test_a_vm_security_type_is_trusted_launch_or_confidential(sdk, security):
     version = version_of(sdk)
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     body = vm_body(version.id, nic.id, securityProfile={"securityType": security})
     error = error_of(lambda: sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", body))
     assert_error(
@@ -352,12 +332,10 @@ def test_a_vm_security_type_is_trusted_launch_or_confidential(sdk, security):
 
 def test_a_delete_option_outside_azures_list_is_refused(sdk):
     version = version_of(sdk)
-    nic = make_network(sdk)
-    body = vm_body(version.id, nic.id)
-    body["properties"]["storageProfile"]["osDisk"] = {
-        "createOption": "FromImage",
-        "deleteOption": "Keep",
-    }
+    nic = sdk.create_nic(GROUP)
+    body = vm_body(
+        version.id, nic.id, os_disk={"createOption": "FromImage", "deleteOption": "Keep"}
+    )
     error = error_of(lambda: sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", body))
     assert_error(
         error, 400, "InvalidParameter", target="properties.storageProfile.osDisk.deleteOption"
@@ -366,7 +344,7 @@ def test_a_delete_option_outside_azures_list_is_refused(sdk):
 
 def test_uefi_settings_need_a_security_type(sdk):
     version = version_of(sdk)
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     body = vm_body(version.id, nic.id, securityProfile={"uefiSettings": {"vTpmEnabled": True}})
     error = error_of(lambda: sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", body))
     assert_error(error, 400, "InvalidParameter", target="properties.securityProfile.uefiSettings")
@@ -374,7 +352,7 @@ def test_uefi_settings_need_a_security_type(sdk):
 
 def test_standard_security_type_is_accepted_on_current_api_versions(sdk):
     version = version_of(sdk)
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     body = vm_body(version.id, nic.id, securityProfile={"securityType": "Standard"})
     vm = sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", body).result()
     assert vm.security_profile.security_type == "Standard"
@@ -388,7 +366,7 @@ def serial_log(sdk, name="vm"):
 
 def test_secure_boot_stops_an_unsigned_loader(sdk, emulator):
     version = version_of(sdk)
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     secure = {
         "securityType": "TrustedLaunch",
         "uefiSettings": {"secureBootEnabled": True, "vTpmEnabled": True},
@@ -410,7 +388,7 @@ def test_secure_boot_stops_an_unsigned_loader(sdk, emulator):
 def test_a_confidential_vm_needs_its_prerequisites(sdk):
     trusted = version_of(sdk, "tl", security="TrustedLaunchSupported")
     confidential = version_of(sdk, "cvm", security="ConfidentialVMSupported")
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     profile = {
         "securityType": "ConfidentialVM",
         "uefiSettings": {"secureBootEnabled": False, "vTpmEnabled": True},
@@ -421,9 +399,8 @@ def test_a_confidential_vm_needs_its_prerequisites(sdk):
     }
 
     def create(version, size="Standard_DC2as_v5", security=profile, os_disk=encrypted):
-        body = vm_body(version.id, nic.id, securityProfile=security)
+        body = vm_body(version.id, nic.id, os_disk=os_disk, securityProfile=security)
         body["properties"]["hardwareProfile"]["vmSize"] = size
-        body["properties"]["storageProfile"]["osDisk"] = os_disk
         return sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", body)
 
     error = error_of(lambda: create(trusted))
@@ -443,12 +420,10 @@ def test_a_confidential_vm_needs_its_prerequisites(sdk):
 
 def test_the_os_disk_gets_the_name_asked_for(sdk):
     version = version_of(sdk)
-    nic = make_network(sdk)
-    body = vm_body(version.id, nic.id)
-    body["properties"]["storageProfile"]["osDisk"] = {
-        "name": "smoke-osdisk",
-        "createOption": "FromImage",
-    }
+    nic = sdk.create_nic(GROUP)
+    body = vm_body(
+        version.id, nic.id, os_disk={"name": "smoke-osdisk", "createOption": "FromImage"}
+    )
     vm = sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", body).result()
     assert vm.storage_profile.os_disk.name == "smoke-osdisk"
     assert sdk.compute.disks.get(GROUP, "smoke-osdisk").managed_by == vm.id
@@ -456,7 +431,7 @@ def test_the_os_disk_gets_the_name_asked_for(sdk):
 
 def test_a_put_on_an_existing_vm_updates_what_may_change(sdk):
     version = version_of(sdk)
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     body = vm_body(version.id, nic.id)
     first = sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", body).result()
     body["tags"] = {"role": "smoke"}
@@ -476,7 +451,7 @@ def test_a_put_on_an_existing_vm_updates_what_may_change(sdk):
 
 def test_subscription_scope_lists_find_resources_of_every_group(sdk):
     version = version_of(sdk)
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     sdk.compute.virtual_machines.begin_create_or_update(
         GROUP, "vm", vm_body(version.id, nic.id)
     ).result()
@@ -524,7 +499,7 @@ def test_the_api_versions_other_clients_send_are_served(sdk):
 
 
 def test_a_definitions_defaults_follow_the_api_version(sdk):
-    sdk.compute.galleries.begin_create_or_update(GROUP, "gallery", {"location": LOCATION}).result()
+    sdk.create_gallery(GROUP)
     body: dict[str, Any] = {
         "location": LOCATION,
         "properties": {
@@ -546,7 +521,7 @@ def test_a_definitions_defaults_follow_the_api_version(sdk):
 
 def test_standard_security_type_is_refused_before_its_api_version(sdk):
     version = version_of(sdk)
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     body = vm_body(version.id, nic.id, securityProfile={"securityType": "Standard"})
     error = error_of(
         lambda: sdk.compute.virtual_machines.begin_create_or_update(
@@ -561,7 +536,7 @@ def test_standard_security_type_is_refused_before_its_api_version(sdk):
 
 def test_injected_replication_failure_fails_its_region_and_the_version(sdk, emulator):
     disk = sdk.upload_disk(GROUP, "disk")
-    sdk.compute.galleries.begin_create_or_update(GROUP, "gallery", {"location": LOCATION}).result()
+    sdk.create_gallery(GROUP)
     definition(sdk, security="Standard")
     emulator.faults.fail_replication["northeurope"] = "The storage account is unavailable."
     body = {
@@ -588,7 +563,7 @@ def test_injected_replication_failure_fails_its_region_and_the_version(sdk, emul
     assert by_region["North Europe"].details == "The storage account is unavailable."
     assert by_region[LOCATION].state == "Completed"
     # Not replicated there: a VM in that region cannot boot it.
-    nic = make_network(sdk, "northeurope", "-ne")
+    nic = sdk.create_nic(GROUP, location="northeurope", names=("vnet-ne", "ip-ne", "nic-ne"))
     error = error_of(
         lambda: sdk.compute.virtual_machines.begin_create_or_update(
             GROUP, "vm", vm_body(version.id, nic.id, "northeurope")
@@ -606,7 +581,7 @@ def test_injected_replication_failure_fails_its_region_and_the_version(sdk, emul
 )
 def test_a_trusted_launch_definition_takes_no_disk_as_source(sdk, security):
     disk = sdk.upload_disk(GROUP, "disk")
-    sdk.compute.galleries.begin_create_or_update(GROUP, "gallery", {"location": LOCATION}).result()
+    sdk.create_gallery(GROUP)
     definition(sdk, security=security)
     for storage in (
         {"osDiskImage": {"source": {"id": disk.id}}},
@@ -637,39 +612,17 @@ def test_a_trusted_launch_definition_takes_no_disk_as_source(sdk, security):
         )
     # A managed image made from that disk is accepted.
     image = sdk.create_image(GROUP, "image", disk.id)
-    version = sdk.compute.gallery_image_versions.begin_create_or_update(
-        GROUP,
-        "gallery",
-        "nixos",
-        "1.0.0",
-        {
-            "location": LOCATION,
-            "properties": {
-                "publishingProfile": {"targetRegions": [{"name": LOCATION}]},
-                "storageProfile": {"source": {"id": image.id}},
-            },
-        },
-    ).result()
+    version = sdk.create_version(GROUP, "gallery", "nixos", "1.0.0", image.id, regions=(LOCATION,))
     assert version.provisioning_state == "Succeeded"
 
 
 def test_a_standard_definition_takes_a_disk_as_source(sdk):
     disk = sdk.upload_disk(GROUP, "disk")
-    sdk.compute.galleries.begin_create_or_update(GROUP, "gallery", {"location": LOCATION}).result()
+    sdk.create_gallery(GROUP)
     definition(sdk, security="Standard")
-    version = sdk.compute.gallery_image_versions.begin_create_or_update(
-        GROUP,
-        "gallery",
-        "nixos",
-        "1.0.0",
-        {
-            "location": LOCATION,
-            "properties": {
-                "publishingProfile": {"targetRegions": [{"name": LOCATION}]},
-                "storageProfile": {"osDiskImage": {"source": {"id": disk.id}}},
-            },
-        },
-    ).result()
+    version = sdk.create_version(
+        GROUP, "gallery", "nixos", "1.0.0", disk.id, regions=(LOCATION,), os_disk=True
+    )
     assert version.provisioning_state == "Succeeded"
 
 

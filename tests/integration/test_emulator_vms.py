@@ -8,7 +8,8 @@ import pytest
 from azure.storage.blob import BlobClient
 
 from nixos_azure_publish.emulator.settings import DEFAULT_SERIAL_LOG
-from nixos_azure_publish.emulator.testing import clients
+from nixos_azure_publish.emulator.testing import vm_body
+from tests.helpers.sdk import sdk_in_group
 from tests.integration.conftest import error_of
 
 GROUP = "vm-rules"
@@ -17,10 +18,7 @@ LOCATION = "westeurope"
 
 @pytest.fixture
 def sdk(emulator):
-    emulator.settings.replication_seconds = 0.1
-    sdk = clients(emulator)
-    sdk.create_group(GROUP, LOCATION)
-    return sdk
+    return sdk_in_group(emulator, GROUP, LOCATION, replication_seconds=0.1)
 
 
 @pytest.fixture
@@ -29,95 +27,15 @@ def version(sdk):
     made (as Azure requires for that security type) from a managed image of the disk."""
     disk = sdk.upload_disk(GROUP, "disk")
     image = sdk.create_image(GROUP, "image", disk.id)
-    compute = sdk.compute
-    compute.galleries.begin_create_or_update(GROUP, "gallery", {"location": LOCATION}).result()
-    compute.gallery_images.begin_create_or_update(
-        GROUP,
-        "gallery",
-        "nixos",
-        {
-            "location": LOCATION,
-            "properties": {
-                "osType": "Linux",
-                "osState": "Generalized",
-                "identifier": {"publisher": "p", "offer": "o", "sku": "s"},
-            },
-        },
-    ).result()
-    return compute.gallery_image_versions.begin_create_or_update(
-        GROUP,
-        "gallery",
-        "nixos",
-        "1.0.0",
-        {
-            "location": LOCATION,
-            "properties": {
-                "publishingProfile": {
-                    "targetRegions": [{"name": "westeurope"}, {"name": "northeurope"}]
-                },
-                "storageProfile": {"source": {"id": image.id}},
-            },
-        },
-    ).result()
-
-
-def make_network(sdk, location=LOCATION, suffix=""):
-    vnet = sdk.network.virtual_networks.begin_create_or_update(
-        GROUP,
-        f"vnet{suffix}",
-        {
-            "location": location,
-            "properties": {
-                "addressSpace": {"addressPrefixes": ["10.0.0.0/16"]},
-                "subnets": [{"name": "default", "properties": {"addressPrefix": "10.0.0.0/24"}}],
-            },
-        },
-    ).result()
-    ip = sdk.network.public_ip_addresses.begin_create_or_update(
-        GROUP,
-        f"ip{suffix}",
-        {"location": location, "properties": {"publicIPAllocationMethod": "Static"}},
-    ).result()
-    return sdk.network.network_interfaces.begin_create_or_update(
-        GROUP,
-        f"nic{suffix}",
-        {
-            "location": location,
-            "properties": {
-                "ipConfigurations": [
-                    {
-                        "name": "ipconfig1",
-                        "properties": {
-                            "subnet": {"id": vnet.subnets[0].id},
-                            "publicIPAddress": {"id": ip.id},
-                        },
-                    }
-                ]
-            },
-        },
-    ).result()
-
-
-def vm_body(image_id, nic_id, location=LOCATION, **properties):
-    return {
-        "location": location,
-        "properties": {
-            "hardwareProfile": {"vmSize": "Standard_B2s"},
-            "storageProfile": {"imageReference": {"id": image_id}},
-            "osProfile": {
-                "computerName": "smoke",
-                "adminUsername": "nixos",
-                "adminPassword": "Correct-Horse-1",
-            },
-            "networkProfile": {"networkInterfaces": [{"id": nic_id}]},
-            "diagnosticsProfile": {"bootDiagnostics": {"enabled": True}},
-            **properties,
-        },
-    }
+    sdk.create_gallery(GROUP)
+    sdk.create_definition(GROUP, "gallery", "nixos")
+    return sdk.create_version(
+        GROUP, "gallery", "nixos", "1.0.0", image.id, regions=("westeurope", "northeurope")
+    )
 
 
 def test_default_serial_log_ends_at_a_login_prompt(sdk, version):
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     sdk.compute.virtual_machines.begin_create_or_update(
         GROUP, "vm", vm_body(version.id, nic.id)
     ).result()
@@ -132,39 +50,29 @@ def test_default_serial_log_ends_at_a_login_prompt(sdk, version):
 
 
 def test_latest_skips_excluded_versions(sdk, version):
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     source_id = version.storage_profile.source.id
     image_id = version.id.rsplit("/versions/", 1)[0]
-    sdk.compute.gallery_image_versions.begin_update(
-        GROUP,
-        "gallery",
-        "nixos",
-        "1.0.0",
-        {
+
+    def exclude_from_latest(*, exclude):
+        update = {
             "properties": {
-                "publishingProfile": {"excludeFromLatest": True},
+                "publishingProfile": {"excludeFromLatest": exclude},
                 "storageProfile": {"source": {"id": source_id}},
             }
-        },
-    ).result()
+        }
+        sdk.compute.gallery_image_versions.begin_update(
+            GROUP, "gallery", "nixos", "1.0.0", update
+        ).result()
+
+    exclude_from_latest(exclude=True)
     error = error_of(
         lambda: sdk.compute.virtual_machines.begin_create_or_update(
             GROUP, "vm", vm_body(image_id, nic.id)
         )
     )
     assert error.error.code == "GalleryImageNotFound"
-    sdk.compute.gallery_image_versions.begin_update(
-        GROUP,
-        "gallery",
-        "nixos",
-        "1.0.0",
-        {
-            "properties": {
-                "publishingProfile": {"excludeFromLatest": False},
-                "storageProfile": {"source": {"id": source_id}},
-            }
-        },
-    ).result()
+    exclude_from_latest(exclude=False)
     vm = sdk.compute.virtual_machines.begin_create_or_update(
         GROUP, "vm", vm_body(image_id, nic.id)
     ).result()
@@ -172,7 +80,7 @@ def test_latest_skips_excluded_versions(sdk, version):
 
 
 def test_image_must_be_replicated_to_the_vm_region(sdk, version):
-    nic = make_network(sdk, "eastus", "-east")
+    nic = sdk.create_nic(GROUP, location="eastus", names=("vnet-east", "ip-east", "nic-east"))
     error = error_of(
         lambda: sdk.compute.virtual_machines.begin_create_or_update(
             GROUP, "vm", vm_body(version.id, nic.id, "eastus")
@@ -183,7 +91,7 @@ def test_image_must_be_replicated_to_the_vm_region(sdk, version):
 
 
 def test_nic_can_serve_one_vm_and_cannot_be_deleted_under_it(sdk, version):
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     sdk.compute.virtual_machines.begin_create_or_update(
         GROUP, "vm", vm_body(version.id, nic.id)
     ).result()
@@ -255,7 +163,7 @@ def test_subnet_must_be_inside_the_address_space(sdk):
 
 
 def test_boot_diagnostics_must_be_enabled(sdk, version):
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     body = vm_body(version.id, nic.id)
     del body["properties"]["diagnosticsProfile"]
     sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", body).result()
@@ -266,7 +174,7 @@ def test_boot_diagnostics_must_be_enabled(sdk, version):
 
 
 def test_linux_vm_needs_a_credential(sdk, version):
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     body = vm_body(version.id, nic.id)
     del body["properties"]["osProfile"]["adminPassword"]
     error = error_of(lambda: sdk.compute.virtual_machines.begin_create_or_update(GROUP, "vm", body))
@@ -274,37 +182,15 @@ def test_linux_vm_needs_a_credential(sdk, version):
 
 
 def test_trusted_launch_needs_a_supporting_image(sdk, version):
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     # The version's definition is TrustedLaunchSupported: a TrustedLaunch VM works.
     sdk.compute.virtual_machines.begin_create_or_update(
         GROUP, "vm", vm_body(version.id, nic.id, securityProfile={"securityType": "TrustedLaunch"})
     ).result()
     sdk.compute.virtual_machines.begin_delete(GROUP, "vm").result()
     disk = sdk.upload_disk(GROUP, "disk-v1", generation="V1")
-    sdk.compute.gallery_images.begin_create_or_update(
-        GROUP,
-        "gallery",
-        "legacy",
-        {
-            "location": LOCATION,
-            "properties": {
-                "osType": "Linux",
-                "osState": "Generalized",
-                "hyperVGeneration": "V1",
-                "identifier": {"publisher": "p", "offer": "o", "sku": "legacy"},
-            },
-        },
-    ).result()
-    legacy = sdk.compute.gallery_image_versions.begin_create_or_update(
-        GROUP,
-        "gallery",
-        "legacy",
-        "1.0.0",
-        {
-            "location": LOCATION,
-            "properties": {"storageProfile": {"osDiskImage": {"source": {"id": disk.id}}}},
-        },
-    ).result()
+    sdk.create_definition(GROUP, "gallery", "legacy", hyperVGeneration="V1")
+    legacy = sdk.create_version(GROUP, "gallery", "legacy", "1.0.0", disk.id, os_disk=True)
     error = error_of(
         lambda: sdk.compute.virtual_machines.begin_create_or_update(
             GROUP,
@@ -318,54 +204,12 @@ def test_trusted_launch_needs_a_supporting_image(sdk, version):
 def test_vm_from_a_community_image(sdk):
     disk = sdk.upload_disk(GROUP, "disk")
     compute = sdk.compute
-    gallery = compute.galleries.begin_create_or_update(
-        GROUP,
-        "public",
-        {
-            "location": LOCATION,
-            "properties": {
-                "sharingProfile": {
-                    "permissions": "Community",
-                    "communityGalleryInfo": {
-                        "publisherUri": "https://nixos.org",
-                        "publisherContact": "images@example.org",
-                        "eula": "MIT",
-                        "publicNamePrefix": "nixos",
-                    },
-                }
-            },
-        },
-    ).result()
-    compute.gallery_sharing_profile.begin_update(
-        GROUP, "public", {"operationType": "EnableCommunity"}
-    ).result()
-    compute.gallery_images.begin_create_or_update(
-        GROUP,
-        "public",
-        "nixos",
-        {
-            "location": LOCATION,
-            "properties": {
-                "osType": "Linux",
-                "osState": "Generalized",
-                "identifier": {"publisher": "p", "offer": "o", "sku": "s"},
-                # Standard: the version comes straight from the disk.
-                "features": [{"name": "SecurityType", "value": "Standard"}],
-            },
-        },
-    ).result()
-    compute.gallery_image_versions.begin_create_or_update(
-        GROUP,
-        "public",
-        "nixos",
-        "1.2.3",
-        {
-            "location": LOCATION,
-            "properties": {"storageProfile": {"osDiskImage": {"source": {"id": disk.id}}}},
-        },
-    ).result()
+    gallery = sdk.create_gallery(GROUP, "public", community="nixos")
+    # Standard: the version comes straight from the disk.
+    sdk.create_definition(GROUP, "public", "nixos", security="Standard")
+    sdk.create_version(GROUP, "public", "nixos", "1.2.3", disk.id, os_disk=True)
     public = gallery.sharing_profile.community_gallery_info.public_names[0]
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     body = vm_body(None, nic.id)
     body["properties"]["storageProfile"]["imageReference"] = {
         "communityGalleryImageId": f"/CommunityGalleries/{public}/Images/nixos/Versions/latest"
@@ -400,7 +244,7 @@ def test_security_group_and_subnet_reads(sdk):
         },
     ).result()
     assert [rule.name for rule in nsg.security_rules] == ["ssh"]
-    nic = make_network(sdk)
+    nic = sdk.create_nic(GROUP)
     subnet_id = nic.ip_configurations[0].subnet.id
     subnet = sdk.network.subnets.get(GROUP, "vnet", "default")
     assert subnet.id == subnet_id

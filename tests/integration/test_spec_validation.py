@@ -22,8 +22,7 @@ from azure.core.exceptions import HttpResponseError
 from nixos_azure_publish.emulator.recording import TrafficRecorder
 from nixos_azure_publish.emulator.server import Emulator, run_emulator
 from nixos_azure_publish.emulator.testing import clients
-from tests.helpers.specs import validate
-from tests.integration.test_emulator_flow import (
+from tests.helpers.emulator_flow import (
     LOCATION,
     step_delete_everything,
     step_gallery_version,
@@ -31,6 +30,9 @@ from tests.integration.test_emulator_flow import (
     step_smoke_test_vm,
     step_upload,
 )
+from tests.helpers.images import make_image
+from tests.helpers.specs import validate
+from tests.helpers.targets import write_target
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -41,54 +43,26 @@ if TYPE_CHECKING:
 def step_community(sdk: Any, disk_id: str) -> None:
     """Share a gallery with the community and read it back as a consumer would."""
     compute = sdk.compute
-    gallery = compute.galleries.begin_create_or_update(
+    gallery = sdk.create_gallery(
         "nixos-images",
         "public",
-        {
-            "location": LOCATION,
-            "properties": {
-                "description": "NixOS community images",
-                "sharingProfile": {
-                    "permissions": "Community",
-                    "communityGalleryInfo": {
-                        "publisherUri": "https://nixos.org",
-                        "publisherContact": "images@example.org",
-                        "eula": "https://nixos.org/licence",
-                        "publicNamePrefix": "nixos",
-                    },
-                },
-            },
-        },
-    ).result()
-    compute.gallery_sharing_profile.begin_update(
-        "nixos-images", "public", {"operationType": "EnableCommunity"}
-    ).result()
-    compute.gallery_images.begin_create_or_update(
+        location=LOCATION,
+        community="nixos",
+        description="NixOS community images",
+    )
+    sdk.create_definition(
         "nixos-images",
         "public",
         "nixos",
-        {
-            "location": LOCATION,
-            "properties": {
-                "osType": "Linux",
-                "osState": "Generalized",
-                "hyperVGeneration": "V2",
-                "identifier": {"publisher": "NixOS", "offer": "nixos", "sku": "unstable"},
-                # Standard: its version comes straight from the disk.
-                "features": [{"name": "SecurityType", "value": "Standard"}],
-            },
-        },
-    ).result()
-    compute.gallery_image_versions.begin_create_or_update(
-        "nixos-images",
-        "public",
-        "nixos",
-        "1.0.0",
-        {
-            "location": LOCATION,
-            "properties": {"storageProfile": {"osDiskImage": {"source": {"id": disk_id}}}},
-        },
-    ).result()
+        location=LOCATION,
+        hyperVGeneration="V2",
+        identifier={"publisher": "NixOS", "offer": "nixos", "sku": "unstable"},
+        # Standard: its version comes straight from the disk.
+        security="Standard",
+    )
+    sdk.create_version(
+        "nixos-images", "public", "nixos", "1.0.0", disk_id, location=LOCATION, os_disk=True
+    )
     public = gallery.sharing_profile.community_gallery_info.public_names[0]
     compute.community_galleries.get(LOCATION, public)
     list(compute.community_gallery_images.list(LOCATION, public))
@@ -185,46 +159,31 @@ def test_the_publish_command_traffic_validates_against_the_specs(
     emulator, tmp_path, monkeypatch, capsys
 ):
     """The tool's own requests (and the emulator's answers to them) follow the specs too."""
-    from nixos_azure_publish import vhd  # noqa: PLC0415 - only this test needs the tool
-    from nixos_azure_publish.cli import main  # noqa: PLC0415
+    from nixos_azure_publish.cli import main  # noqa: PLC0415 - only this test needs the tool
 
     traffic = emulator.app.record_traffic()
     emulator.settings.replication_seconds = 0.2
-    raw = tmp_path / "disk.raw"
-    with raw.open("wb") as handle:
-        handle.truncate(24 * 1024 * 1024)
-        handle.write(b"\xeb\x63\x90" + b"\x01" * 70_000)
-    image = tmp_path / "disk.vhd"
-    vhd.convert(raw, image)
-    target = tmp_path / "target.json"
-    target.write_text(
-        json.dumps(
-            {
-                "name": "nixos-spec",
-                "image": str(image),
-                "resourceGroup": "nixos-images",
-                "location": "westeurope",
-                "hyperVGeneration": "V2",
-                "gallery": {
-                    "name": "spec_gallery",
-                    "community": {
-                        "publicNamePrefix": "nixos",
-                        "publisherUri": "https://nixos.org",
-                        "publisherContact": "images@example.org",
-                        "eula": "https://nixos.org/eula",
-                    },
-                },
-                "imageDefinition": {
-                    "name": "nixos-spec",
-                    "publisher": "NixOS",
-                    "offer": "NixOS",
-                    "sku": "spec",
-                },
-                "managedImage": {"enable": True},
-                "version": {"targetRegions": ["westeurope", "northeurope"]},
-            }
-        ),
-        encoding="utf-8",
+    target = write_target(
+        tmp_path,
+        make_image(tmp_path / "image"),
+        name="nixos-spec",
+        gallery={
+            "name": "spec_gallery",
+            "community": {
+                "publicNamePrefix": "nixos",
+                "publisherUri": "https://nixos.org",
+                "publisherContact": "images@example.org",
+                "eula": "https://nixos.org/eula",
+            },
+        },
+        imageDefinition={
+            "name": "nixos-spec",
+            "publisher": "NixOS",
+            "offer": "NixOS",
+            "sku": "spec",
+        },
+        managedImage={"enable": True},
+        version={"targetRegions": ["westeurope", "northeurope"]},
     )
     for key, value in emulator.environ.items():
         monkeypatch.setenv(key, value)

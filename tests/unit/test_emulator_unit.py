@@ -9,7 +9,7 @@ from nixos_azure_publish.emulator.disks import footer_problem
 from nixos_azure_publish.emulator.faults import Faults
 from nixos_azure_publish.emulator.requestlog import RequestLog, RequestRecord
 from nixos_azure_publish.emulator.router import Router, check_api_version
-from nixos_azure_publish.emulator.store import Resource, Store
+from nixos_azure_publish.emulator.store import Operation, Resource, Store
 from nixos_azure_publish.emulator.testing import fixed_vhd_footer
 
 MIB = 1024 * 1024
@@ -113,14 +113,18 @@ def test_request_log_redacts_sas_signatures():
 def test_store_persists_resources_and_operations(tmp_path):
     store = Store(tmp_path)
     store.put(Resource(id="/subscriptions/s/resourceGroups/G", type="t", body={"properties": {}}))
-    store.start_operation(
-        kind="k",
-        resource_id="/subscriptions/s/resourceGroups/G",
-        namespace="Microsoft.Compute",
-        location="westeurope",
-        subscription="s",
-        api_version="v",
-        seconds=0,
+    store.add_operation(
+        Operation(
+            id="op",
+            namespace="Microsoft.Compute",
+            location="westeurope",
+            subscription="s",
+            api_version="v",
+            kind="k",
+            resource_id="/subscriptions/s/resourceGroups/G",
+            start=0.0,
+            ready_at=0.0,
+        )
     )
     store.save()
     again = Store(tmp_path)
