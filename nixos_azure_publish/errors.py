@@ -172,6 +172,14 @@ class SasExpiredError(UploadError):
     kind = "sas-expired"
 
 
+class SourceSasExpiredError(UploadError):
+    """The read SAS of an import's source expired or was revoked: the same command cannot
+    go on; run it with a new URL of the source, and the copy resumes."""
+
+    kind = "source-sas-expired"
+    rerun_helps = False
+
+
 class SmokeTestError(PublishError):
     """The test VM did not boot to the expected serial console output."""
 

@@ -84,6 +84,7 @@ class _Copier:
             rng=self.rng,
             hint="Check that the source URL is readable, then run again",
             on_retry=self._count_retry,
+            source_url=self.url,
         )
         with self.lock:
             self.copied += end - start

@@ -32,6 +32,7 @@ from nixos_azure_publish.errors import (
     Interrupted,
     PublishError,
     SasExpiredError,
+    SourceSasExpiredError,
     UploadError,
 )
 from nixos_azure_publish.redact import redact
@@ -85,13 +86,15 @@ def with_retries(
     rng: random.Random,
     hint: str,
     on_retry: Callable[[], None] | None = None,
+    source_url: str | None = None,
 ) -> _T:
     """*fn* (one request), retried with *policy*'s backoff while it fails transiently.
 
     A :class:`PublishError` from *fn* passes unchanged; any other permanent failure is
     raised as :func:`classify` words it; the last transient one
     as an :class:`UploadError` with *hint*. *stop* set: :class:`Interrupted`.
-    *on_retry* runs before each wait (to count the retry).
+    *on_retry* runs before each wait (to count the retry). *source_url*: the blob a
+    server-side copy reads (its refusals are the source's, not the destination's).
     """
     attempt = 0
     while True:
@@ -102,7 +105,7 @@ def with_retries(
         except PublishError:
             raise  # already worded for the user: not to be retried or reworded
         except Exception as error:  # noqa: BLE001 - classified right below
-            verdict = classify(error, what=what, sas_url=sas_url)
+            verdict = classify(error, what=what, sas_url=sas_url, source_url=source_url)
         if not isinstance(verdict, Transient):
             raise verdict
         attempt += 1
@@ -183,6 +186,34 @@ SAS_HINT: Final = (
 )
 
 
+COPY_SOURCE_REFUSED: Final = "CannotVerifyCopySource"
+"""Azure's answer to a Put Page From URL whose source refused to be read (with the
+source's status: 403 for an expired or revoked SAS, 404 for a missing blob)."""
+SOURCE_SAS_HINT: Final = (
+    "Ask for a new read SAS URL of the source (`az disk grant-access --access-level Read`,"
+    " `az storage blob generate-sas`) and run the import again with it: the copy resumes"
+)
+
+
+def source_refused(source_url: str, *, status: int, detail: str) -> PublishError:
+    """The error for the source of a server-side copy that refused to be read."""
+    shown = display_url(source_url)
+    if status == 404:  # noqa: PLR2004
+        return UploadError(
+            f"the source {shown} no longer exists ({detail})",
+            hint="Check the source URL and run the import again",
+            rerun_helps=False,
+        )
+    expiry = sas_expiry(source_url)
+    if expiry is not None and expiry <= datetime.now(UTC):
+        what = f"expired at {expiry:%Y-%m-%d %H:%M:%S} UTC"
+    else:  # a disk's read SAS names its expiry in a stored policy, not in the URL
+        what = "has expired or was revoked"
+    return SourceSasExpiredError(
+        f"the read SAS of the source {shown} {what} ({detail})", hint=SOURCE_SAS_HINT
+    )
+
+
 _CERTIFICATE_ERRORS: Final = (
     ssl.SSLCertVerificationError,
     urllib3.util.ssl_match_hostname.CertificateError,  # urllib3's own host name check
@@ -221,8 +252,13 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
         todo.extend(e for e in linked if isinstance(e, BaseException))
 
 
-def classify(error: BaseException, *, what: str, sas_url: str) -> Transient | PublishError:
-    """Whether *error* from the storage service is worth retrying, or the error to report."""
+def classify(
+    error: BaseException, *, what: str, sas_url: str, source_url: str | None = None
+) -> Transient | PublishError:
+    """Whether *error* from the storage service is worth retrying, or the error to report.
+
+    *source_url*: the blob a server-side copy (Put Page From URL) reads from.
+    """
     verdict = _classify_connection(error, what=what, sas_url=sas_url)
     if verdict is not None:
         return verdict
@@ -233,7 +269,9 @@ def classify(error: BaseException, *, what: str, sas_url: str) -> Transient | Pu
         headers, status = error.headers, error.status_code
     else:
         return UploadError(f"{what}: {_first_line(error)}")
-    return _classify_response(error, status, headers, what=what, sas_url=sas_url)
+    return _classify_response(
+        error, status, headers, what=what, sas_url=sas_url, source_url=source_url
+    )
 
 
 def _classify_connection(
@@ -286,7 +324,13 @@ def _classify_connection(
 
 
 def _classify_response(
-    error: BaseException, status: int, headers: Mapping[str, str], *, what: str, sas_url: str
+    error: BaseException,
+    status: int,
+    headers: Mapping[str, str],
+    *,
+    what: str,
+    sas_url: str,
+    source_url: str | None = None,
 ) -> Transient | PublishError:
     """The verdict on an error status the service answered with."""
     raw_code = getattr(error, "error_code", None) or ""
@@ -303,6 +347,8 @@ def _classify_response(
     if status in _TRANSIENT_STATUS or code in _TRANSIENT_CODES:
         return Transient(f"HTTP {status} {code}".strip(), _retry_after(headers))
     detail = f"HTTP {status} {code}".strip()
+    if code == COPY_SOURCE_REFUSED and source_url is not None and status in {403, 404}:
+        return source_refused(source_url, status=status, detail=detail)
     blob = display_url(sas_url)
     if status == 403:  # noqa: PLR2004
         expiry = sas_expiry(sas_url)

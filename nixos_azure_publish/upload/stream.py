@@ -49,7 +49,7 @@ from nixos_azure_publish.errors import (
     ImageError,
     InternalError,
     Interrupted,
-    SasExpiredError,
+    SourceSasExpiredError,
     UploadError,
 )
 from nixos_azure_publish.upload.limits import DEFAULT_CONCURRENCY, MAX_PAGE_WRITE
@@ -117,7 +117,7 @@ def check_sas(url: str, *, now: dt.datetime | None = None) -> None:
     expiry = sas_expiry(url)
     moment = now or dt.datetime.now(dt.UTC)
     if expiry is not None and expiry <= moment:
-        raise SasExpiredError(
+        raise SourceSasExpiredError(
             f"the SAS of {display_url(url)} expired at {expiry.isoformat()}",
             hint="Ask for a new SAS URL of the source (e.g. `az disk grant-access` or"
             " `az storage blob generate-sas`) and run again",
@@ -189,7 +189,7 @@ def _check_status(status: int, headers: Any, shown: str) -> None:  # noqa: ANN40
         return
     code = headers.get("x-ms-error-code") or ""
     if code == "AuthenticationFailed" or (status == 403 and "expired" in code.lower()):  # noqa: PLR2004
-        raise SasExpiredError(
+        raise SourceSasExpiredError(
             f"{shown} refused access ({status} {code}): its SAS has expired or is not valid",
             hint="Ask for a new SAS URL of the source and run again",
         )

@@ -1,8 +1,8 @@
 """Fixtures of the reliability suite: the integration suite's services, shared.
 
 The long campaigns are marked ``campaign`` and deselected by default; run them with
-``pytest -m campaign tests/reliability`` or ``bash bench/reliability.sh``, which also
-writes ``docs/reliability.md``.
+``pytest -m campaign tests/reliability``, or with ``.venv/bin/python bench/reliability.py``,
+which also writes ``docs/reliability.md``.
 """
 
 from __future__ import annotations

@@ -198,6 +198,11 @@ def bad(c: Inputs, **overrides: Any) -> list[str]:
     return c.publish(c.good_image, **overrides)
 
 
+def config(case: str, needle: str, /, **overrides: Any) -> Case:
+    """A publish of the good image whose target has *overrides*: a usage error saying *needle*."""
+    return (case, lambda c: bad(c, **overrides), USAGE, needle)
+
+
 def gallery(**fields: Any) -> dict[str, Any]:
     return {"gallery": {"name": "test_gallery", **fields}}
 
@@ -210,148 +215,77 @@ COMMUNITY = {
 }
 
 CONFIG_CASES: list[Case] = [
-    ("name", lambda c: bad(c, name="Nixos_Test"), USAGE, "name: must be 1-40"),
-    ("resource-group", lambda c: bad(c, resourceGroup="rg."), USAGE, "resourceGroup:"),
-    ("location-typo", lambda c: bad(c, location="westeurop"), USAGE, "did you mean westeurope"),
-    ("subscription", lambda c: bad(c, subscriptionId="not-a-guid"), USAGE, "subscriptionId:"),
-    ("tag-name", lambda c: bad(c, tags={"a<b": "x"}), USAGE, "tags.a<b"),
-    ("tag-value", lambda c: bad(c, tags={"a": "x" * 300}), USAGE, "at most 256"),
-    ("too-many-tags", lambda c: bad(c, tags={f"t{i}": "x" for i in range(60)}), USAGE, "tags:"),
-    ("gallery-name", lambda c: bad(c, **gallery(name="my-gallery")), USAGE, "gallery.name:"),
-    (
+    config("name", "name: must be 1-40", name="Nixos_Test"),
+    config("resource-group", "resourceGroup:", resourceGroup="rg."),
+    config("location-typo", "did you mean westeurope", location="westeurop"),
+    config("subscription", "subscriptionId:", subscriptionId="not-a-guid"),
+    config("tag-name", "tags.a<b", tags={"a<b": "x"}),
+    config("tag-value", "at most 256", tags={"a": "x" * 300}),
+    config("too-many-tags", "tags:", tags={f"t{i}": "x" for i in range(60)}),
+    config("gallery-name", "gallery.name:", **gallery(name="my-gallery")),
+    config(
         "community-prefix",
-        lambda c: bad(c, **gallery(community={**COMMUNITY, "publicNamePrefix": "n!"})),
-        USAGE,
         "publicNamePrefix",
+        **gallery(community={**COMMUNITY, "publicNamePrefix": "n!"}),
     ),
-    (
+    config(
         "community-contact",
-        lambda c: bad(c, **gallery(community={**COMMUNITY, "publisherContact": "nobody"})),
-        USAGE,
         "publisherContact",
+        **gallery(community={**COMMUNITY, "publisherContact": "nobody"}),
     ),
-    (
-        "community-eula",
-        lambda c: bad(c, **gallery(community={**COMMUNITY, "eula": " "})),
-        USAGE,
-        "eula",
-    ),
-    (
+    config("community-eula", "eula", **gallery(community={**COMMUNITY, "eula": " "})),
+    config(
         "definition-name",
-        lambda c: bad(
-            c, imageDefinition={"name": "-x", "publisher": "a", "offer": "b", "sku": "c"}
-        ),
-        USAGE,
         "imageDefinition.name:",
+        imageDefinition={"name": "-x", "publisher": "a", "offer": "b", "sku": "c"},
     ),
-    (
+    config(
         "definition-sku",
-        lambda c: bad(
-            c, imageDefinition={"name": "x", "publisher": "a", "offer": "b", "sku": "c d"}
-        ),
-        USAGE,
         "imageDefinition.sku:",
+        imageDefinition={"name": "x", "publisher": "a", "offer": "b", "sku": "c d"},
     ),
-    (
+    config(
         "security-gen1",
-        lambda c: bad(
-            c,
-            hyperVGeneration="V1",
-            imageDefinition={
-                "name": "x",
-                "publisher": "a",
-                "offer": "b",
-                "sku": "c",
-                "securityType": "TrustedLaunch",
-            },
-        ),
-        USAGE,
         "needs hyperVGeneration V2",
+        hyperVGeneration="V1",
+        imageDefinition={
+            "name": "x",
+            "publisher": "a",
+            "offer": "b",
+            "sku": "c",
+            "securityType": "TrustedLaunch",
+        },
     ),
-    ("arm64-gen1", lambda c: bad(c, architecture="Arm64", hyperVGeneration="V1"), USAGE, "Arm64"),
-    ("gallery-only", lambda c: bad(c, imageDefinition=None), USAGE, "imageDefinition:"),
-    ("replicas", lambda c: bad(c, version={"replicaCount": 0}), USAGE, "replicaCount"),
-    (
-        "region-twice",
-        lambda c: bad(c, version={"targetRegions": ["westeurope", "westeurope"]}),
-        USAGE,
-        "listed twice",
-    ),
-    (
-        "own-region-missing",
-        lambda c: bad(c, version={"targetRegions": ["northeurope"]}),
-        USAGE,
-        "own region",
-    ),
-    ("no-regions", lambda c: bad(c, version={"targetRegions": []}), USAGE, "at least one"),
-    (
-        "end-of-life-past",
-        lambda c: bad(c, version={"endOfLifeDate": "2001-01-01"}),
-        USAGE,
-        "in the past",
-    ),
-    (
-        "end-of-life-garbage",
-        lambda c: bad(c, version={"endOfLifeDate": "soon"}),
-        USAGE,
-        "ISO 8601",
-    ),
-    (
+    config("arm64-gen1", "Arm64", architecture="Arm64", hyperVGeneration="V1"),
+    config("gallery-only", "imageDefinition:", imageDefinition=None),
+    config("replicas", "replicaCount", version={"replicaCount": 0}),
+    config("region-twice", "listed twice", version={"targetRegions": ["westeurope", "westeurope"]}),
+    config("own-region-missing", "own region", version={"targetRegions": ["northeurope"]}),
+    config("no-regions", "at least one", version={"targetRegions": []}),
+    config("end-of-life-past", "in the past", version={"endOfLifeDate": "2001-01-01"}),
+    config("end-of-life-garbage", "ISO 8601", version={"endOfLifeDate": "soon"}),
+    config(
         "shallow-multi-region",
-        lambda c: bad(
-            c,
-            version={"replicationMode": "Shallow", "targetRegions": ["westeurope", "northeurope"]},
-        ),
-        USAGE,
         "Shallow",
+        version={"replicationMode": "Shallow", "targetRegions": ["westeurope", "northeurope"]},
     ),
-    ("retention", lambda c: bad(c, retention={"keepVersions": 0}), USAGE, "keepVersions"),
-    (
-        "smoke-timeout",
-        lambda c: bad(c, smokeTest={"enable": True, "timeoutSeconds": 5}),
-        USAGE,
-        "timeoutSeconds",
-    ),
-    (
-        "smoke-regex",
-        lambda c: bad(c, smokeTest={"enable": True, "expect": "(("}),
-        USAGE,
-        "regular expression",
-    ),
+    config("retention", "keepVersions", retention={"keepVersions": 0}),
+    config("smoke-timeout", "timeoutSeconds", smokeTest={"enable": True, "timeoutSeconds": 5}),
+    config("smoke-regex", "regular expression", smokeTest={"enable": True, "expect": "(("}),
     # wrong types and unknown keys
-    ("type-name-int", lambda c: bad(c, name=5), USAGE, "name"),
-    ("type-regions-str", lambda c: bad(c, version={"targetRegions": "westeurope"}), USAGE, ""),
-    ("type-tags-list", lambda c: bad(c, tags=["a"]), USAGE, "tags"),
-    ("type-replicas-str", lambda c: bad(c, version={"replicaCount": "two"}), USAGE, "replica"),
-    ("unknown-key", lambda c: bad(c, galery={"name": "x"}), USAGE, "galery"),
-    ("unknown-nested-key", lambda c: bad(c, version={"targetRegion": []}), USAGE, "targetRegion"),
+    config("type-name-int", "name", name=5),
+    config("type-regions-str", "", version={"targetRegions": "westeurope"}),
+    config("type-tags-list", "tags", tags=["a"]),
+    config("type-replicas-str", "replica", version={"replicaCount": "two"}),
+    config("unknown-key", "galery", galery={"name": "x"}),
+    config("unknown-nested-key", "targetRegion", version={"targetRegion": []}),
     # templates
-    ("template-raises", lambda c: bad(c, version={"name": "{{ 1 / 0 }}.0.0"}), USAGE, "template"),
-    (
-        "template-undefined",
-        lambda c: bad(c, version={"name": "{{ nope }}.0.0"}),
-        USAGE,
-        "template",
-    ),
-    (
-        "template-huge",
-        lambda c: bad(c, version={"name": "{{ '9' * 100000000 }}.1.1"}),
-        USAGE,
-        "template",
-    ),
-    (
-        "template-huge-power",
-        lambda c: bad(c, version={"name": "{{ 10 ** 99999999 }}.1.1"}),
-        USAGE,
-        "template",
-    ),
-    (
-        "template-escape",
-        lambda c: bad(c, version={"name": "{{ ''.__class__.__mro__ }}"}),
-        USAGE,
-        "template",
-    ),
-    ("template-not-version", lambda c: bad(c, version={"name": "1.2"}), USAGE, "Major.Minor"),
+    config("template-raises", "template", version={"name": "{{ 1 / 0 }}.0.0"}),
+    config("template-undefined", "template", version={"name": "{{ nope }}.0.0"}),
+    config("template-huge", "template", version={"name": "{{ '9' * 100000000 }}.1.1"}),
+    config("template-huge-power", "template", version={"name": "{{ 10 ** 99999999 }}.1.1"}),
+    config("template-escape", "template", version={"name": "{{ ''.__class__.__mro__ }}"}),
+    config("template-not-version", "Major.Minor", version={"name": "1.2"}),
     # the file itself
     ("json-syntax", lambda c: ["publish", "--config", c.raw_target('{"name": ')], USAGE, "JSON"),
     (

@@ -16,7 +16,6 @@ completes.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import threading
@@ -24,16 +23,28 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from azure.core.credentials import AccessToken, AccessTokenInfo
+from azure.core.exceptions import ResourceNotFoundError
 
 from nixos_azure_publish.azure import clients as azclients
 from nixos_azure_publish.azure import disk as azdisk
 from nixos_azure_publish.cli import main
+from nixos_azure_publish.errors import ExitCode
+from tests.helpers.crash import NO_PROXY_VARS, frozen_after, run_importer, wait_until_held
 from tests.helpers.images import make_image
+from tests.helpers.importing import MINE, MY_DEFINITION, MY_GALLERY, my_target
 from tests.helpers.publishing import assert_converged, compute, disks
+from tests.helpers.sources import (
+    SOURCE_DISK,
+    SOURCE_GROUP,
+    disk_digest,
+    file_digest,
+    grant_read,
+    source_disk,
+)
 from tests.helpers.targets import GROUP, write_target
 from tests.integration.faultproxy import Faults, run_fault_proxy
 from tests.reliability import figures
-from tests.reliability.test_network_faults import NO_PROXY_VARS, PROXY_VARS, disk_bytes_digest
+from tests.reliability.test_network_faults import PROXY_VARS
 
 if TYPE_CHECKING:
     import pytest
@@ -41,6 +52,18 @@ if TYPE_CHECKING:
     from nixos_azure_publish.emulator.server import Emulator
 
 MIB = 1024 * 1024
+
+
+def disks_of(emulator: Emulator) -> list[Any]:
+    return list(compute(emulator).disks.list_by_resource_group(MINE))
+
+
+def versions_of(emulator: Emulator) -> list[Any]:
+    client = compute(emulator).gallery_image_versions
+    try:
+        return list(client.list_by_gallery_image(MINE, MY_GALLERY, MY_DEFINITION))
+    except ResourceNotFoundError:  # no gallery yet
+        return []
 
 
 def run_publish(
@@ -98,10 +121,7 @@ def test_a_write_sas_expiring_mid_upload_is_granted_again_and_the_upload_resumes
     assert upload["dataBytes"] <= upload["bytesSent"] < upload["dataBytes"] + 2 * 4 * MIB
     (disk,) = disks(compute(emulator))
     assert disk.as_dict()["properties"]["diskState"] == "Unattached"  # access revoked
-    assert (
-        disk_bytes_digest(emulator, str(disk.name))
-        == hashlib.sha256(image.read_bytes()).hexdigest()
-    )
+    assert disk_digest(emulator, GROUP, str(disk.name)) == file_digest(image)
 
 
 class ShortLivedTokens:
@@ -153,5 +173,53 @@ def test_a_bearer_token_expiring_during_replication_is_refreshed(
     assert GROUP
 
 
-# TODO(issue 18): the read SAS of an `import` source expiring mid-copy (reported as such,
-# resumable with a new URL), once the `import` command exists.
+def test_an_import_source_sas_expiring_mid_copy_is_reported_and_a_new_url_resumes(
+    emulator, tmp_path
+):
+    emulator.settings.replication_seconds = 0.2
+    image = make_image(tmp_path / "img", seed=23, size_mib=48, data_mib=24)
+    target = my_target(tmp_path, upload={"concurrency": 1}, cleanup={"deleteUploadDisk": False})
+    state = tmp_path / "state"
+    lifetime = 8
+    url = source_disk(emulator, image, seconds=lifetime)
+    expires = time.monotonic() + lifetime + 1  # the emulator rounds the expiry up
+    with frozen_after(emulator, 3) as (proxy, env):
+        proc = run_importer(emulator, url, target, state, env)
+        wait_until_held(proxy, proc)  # three ranges copied, the rest waits
+        time.sleep(max(0.0, expires + 1 - time.monotonic()))
+        proxy.release()  # the copy goes on after the source's read SAS ran out
+        out, err = proc.communicate(timeout=120)
+        copied = proxy.stats.page_writes
+    assert proc.returncode == ExitCode.UPLOAD, err[-3000:]
+    error = json.loads(out)["error"]
+    shown = url.split("?", maxsplit=1)[0]
+    assert error["kind"] == "source-sas-expired", error
+    assert error["message"].startswith(f"the read SAS of the source {shown} ")
+    assert "expired" in error["message"]
+    assert "a new read SAS URL of the source" in error["hint"]
+    assert "sig=" not in (out + err).replace("sig=REDACTED", "")
+    (disk,) = disks_of(emulator)
+    assert disk.as_dict()["properties"]["diskState"] != "ActiveUpload"  # write access revoked
+    assert versions_of(emulator) == []
+
+    # A new URL of the same source: the copy resumes, only the missing ranges are copied.
+    fresh = grant_read(emulator, SOURCE_GROUP, SOURCE_DISK)
+    rerun = run_importer(emulator, fresh, target, state)
+    out, err = rerun.communicate(timeout=180)
+    assert rerun.returncode == 0, err[-3000:]
+    report = json.loads(out)
+    upload = report["upload"]
+    total = upload["rangesSent"] + upload["rangesSkipped"]
+    figures.record(
+        "expiry: read SAS of an import source mid-copy",
+        method=f"fast: {lifetime} s read SAS, copy frozen after 3 ranges",
+        runs=1,
+        failures=0,
+        ranges_copied_before=copied,
+        ranges_copied_after=upload["rangesSent"],
+        ranges_total=total,
+    )
+    assert upload["rangesSent"] == total - copied, upload
+    assert report["version"] == versions_of(emulator)[0].name
+    (disk,) = disks_of(emulator)
+    assert disk_digest(emulator, MINE, str(disk.name)) == file_digest(image)

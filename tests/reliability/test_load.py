@@ -112,21 +112,20 @@ def concurrent_publishes(emulator: Emulator, tmp_path: Path, count: int) -> dict
     }
 
 
-def check_concurrent(result: dict[str, Any], count: int) -> None:
+@pytest.mark.parametrize(
+    ("count", "variant"), [(8, "fast"), pytest.param(16, "campaign", marks=pytest.mark.campaign)]
+)
+def test_concurrent_publishes_of_different_images(emulator, tmp_path, count, variant):
+    result = concurrent_publishes(emulator, tmp_path, count)
+    figures.record(
+        "load: concurrent publishes into one emulator",
+        method=f"{variant}: {count} publishers, 24 MiB images",
+        **{k: v for k, v in result.items() if k != "errors"},
+    )
     assert result["failures"] == 0, result["errors"]
     assert result["versions"] == result["distinct_versions"] == count, result
     assert result["left_disks"] == 0, result
     assert result["peak_rss_mib"] < RSS_BOUND_MIB, result
-
-
-def test_eight_concurrent_publishes_of_different_images(emulator, tmp_path):
-    result = concurrent_publishes(emulator, tmp_path, 8)
-    figures.record(
-        "load: concurrent publishes into one emulator",
-        method="fast: 8 publishers, 24 MiB images",
-        **{k: v for k, v in result.items() if k != "errors"},
-    )
-    check_concurrent(result, 8)
 
 
 def sparse_image(folder: Path, size: int, data_regions: int) -> Path:
@@ -166,14 +165,3 @@ def test_campaign_a_64_gib_sparse_image(emulator, tmp_path):
     assert result["code"] == 0, result["err"]
     assert upload["bytesSent"] == upload["dataBytes"] == 64 * MIB + 512  # holes are not sent
     assert result["rss_mib"] < RSS_BOUND_MIB
-
-
-@pytest.mark.campaign
-def test_campaign_sixteen_concurrent_publishes(emulator, tmp_path):
-    result = concurrent_publishes(emulator, tmp_path, 16)
-    figures.record(
-        "load: concurrent publishes into one emulator",
-        method="campaign: 16 publishers, 24 MiB images",
-        **{k: v for k, v in result.items() if k != "errors"},
-    )
-    check_concurrent(result, 16)

@@ -20,13 +20,14 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from azure.storage.blob import BlobClient
 
 from nixos_azure_publish.azure import names
 from nixos_azure_publish.cli import main
 from nixos_azure_publish.errors import ExitCode
+from tests.helpers.crash import NO_PROXY_VARS
 from tests.helpers.images import make_image
 from tests.helpers.publishing import compute, versions
+from tests.helpers.sources import disk_digest
 from tests.helpers.targets import GROUP, write_target
 from tests.integration.faultproxy import Faults, run_fault_proxy
 from tests.reliability import figures
@@ -36,9 +37,7 @@ if TYPE_CHECKING:
 
     from nixos_azure_publish.emulator.server import Emulator
 
-MIB = 1024 * 1024
 PROXY_VARS = ("HTTP_PROXY", "http_proxy")
-NO_PROXY_VARS = ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy")
 
 
 # Long-running operations that a campaign makes fail (one action per seed); both run in
@@ -49,18 +48,13 @@ LRO_ACTIONS = (
 )
 
 
+# The chance of each fault per page write (bench/reliability.py describes them so).
+UPLOAD_FAULT_RATES: dict[str, Any] = {"reset_before": 0.05, "reset_after": 0.03, "error_500": 0.02}
+UPLOAD_FAULT_RATES |= {"error_503": 0.03, "throttle_429": 0.02, "truncate": 0.03, "corrupt": 0.03}
+
+
 def upload_faults(seed: int) -> Faults:
-    return Faults(
-        seed=seed,
-        reset_before=0.05,
-        reset_after=0.03,
-        error_500=0.02,
-        error_503=0.03,
-        throttle_429=0.02,
-        retry_after=1,
-        truncate=0.03,
-        corrupt=0.03,
-    )
+    return Faults(seed=seed, retry_after=1, **UPLOAD_FAULT_RATES)
 
 
 def arm_faults(emulator: Emulator, seed: int) -> None:
@@ -74,21 +68,6 @@ def arm_faults(emulator: Emulator, seed: int) -> None:
     faults.throttle_next = 4  # a storm of 429s at the start
 
 
-def disk_bytes_digest(emulator: Emulator, disk_name: str) -> str:
-    client = compute(emulator)
-    read = client.disks.begin_grant_access(
-        GROUP, disk_name, {"access": "Read", "durationInSeconds": 600}
-    ).result()
-    try:
-        digest = hashlib.sha256()
-        stream = BlobClient.from_blob_url(str(read.access_sas)).download_blob()
-        for chunk in stream.chunks():
-            digest.update(chunk)
-        return digest.hexdigest()
-    finally:
-        client.disks.begin_revoke_access(GROUP, disk_name).result()
-
-
 def tally(emulator: Emulator, hashes: dict[str, str]) -> tuple[int, int, int]:
     """Versions, duplicate versions of one image, and disks identical to their image."""
     client = compute(emulator)
@@ -100,7 +79,10 @@ def tally(emulator: Emulator, hashes: dict[str, str]) -> tuple[int, int, int]:
     identical = 0
     for disk in client.disks.list_by_resource_group(GROUP):
         image_digest = hashes.get((disk.tags or {}).get(names.TAG_CONTENT, ""))
-        if image_digest is not None and disk_bytes_digest(emulator, str(disk.name)) == image_digest:
+        if (
+            image_digest is not None
+            and disk_digest(emulator, GROUP, str(disk.name)) == image_digest
+        ):
             identical += 1
     return len(published), sum(n - 1 for n in by_hash.values()), identical
 
@@ -172,7 +154,18 @@ def publish_campaign(
     }
 
 
-def check(result: dict[str, Any], publishes: int) -> None:
+@pytest.mark.parametrize(
+    ("seed", "publishes"),
+    [(1, 3), *(pytest.param(seed, 6, marks=pytest.mark.campaign) for seed in range(2, 7))],
+)
+def test_publishes_through_upload_and_resource_manager_faults(  # noqa: PLR0917 - parameters
+    emulator, tmp_path, monkeypatch, capsys, seed, publishes
+):
+    result = publish_campaign(
+        emulator, tmp_path, monkeypatch, capsys, seed=seed, publishes=publishes
+    )
+    method = f"campaign: seed {seed} x {publishes}" if seed > 1 else "fast: 1 seed x 3 publishes"
+    figures.record("network faults: publish", method=method, **result)
     assert result["failures"] == 0, result["failure_detail"]
     assert result["versions"] == publishes, result
     assert result["duplicate_versions"] == 0, result
@@ -180,19 +173,3 @@ def check(result: dict[str, Any], publishes: int) -> None:
     assert result["upload_faults"] >= 1, result  # the faults really happened
     assert result["arm_faults"] >= 1, result
     assert result["page_writes_via_proxy"] >= publishes, result  # the upload went through it
-
-
-def test_publishes_through_upload_and_resource_manager_faults(
-    emulator, tmp_path, monkeypatch, capsys
-):
-    result = publish_campaign(emulator, tmp_path, monkeypatch, capsys, seed=1, publishes=3)
-    figures.record("network faults: publish", method="fast: 1 seed x 3 publishes", **result)
-    check(result, 3)
-
-
-@pytest.mark.campaign
-@pytest.mark.parametrize("seed", range(2, 7))
-def test_campaign_publishes_through_faults(emulator, tmp_path, monkeypatch, capsys, seed):
-    result = publish_campaign(emulator, tmp_path, monkeypatch, capsys, seed=seed, publishes=6)
-    figures.record("network faults: publish", method=f"campaign: seed {seed} x 6", **result)
-    check(result, 6)
