@@ -114,6 +114,12 @@ class Context:
         return self.input.image_path
 
     @property
+    def copied_server_side(self) -> bool:
+        """An import from an Azure blob URL is copied by the service, unless --sha256 asks
+        for a check of the bytes, which only a stream through this machine can make."""
+        return self.source_blob_type is not None and self.input.sha256 is None
+
+    @property
     def source(self) -> ImportSource:
         """An import's source (the import pipelines always have one)."""
         if self.input.source is None:  # pragma: no cover - only import steps ask

@@ -174,7 +174,8 @@ class ProbeUrl(ReadStep):
         ctx.report.store_hash = ctx.content.hash
         ctx.report.file_size = found.size
         kind = f"an Azure {found.blob_type}" if found.blob_type else "a file"
-        return done(f"{found.url}: {kind} of {found.size} bytes, version {version}")
+        checked = " (streamed to check --sha256)" if found.blob_type and ctx.input.sha256 else ""
+        return done(f"{found.url}: {kind} of {found.size} bytes, version {version}{checked}")
 
 
 class StreamUpload(Upload):
@@ -187,7 +188,7 @@ class StreamUpload(Upload):
         if ctx.disk is not None and ctx.disk.uploaded:
             return skipped("not needed: the disk holds the whole image")
         size = ctx.info.file_size if ctx.info else 0
-        if ctx.source_blob_type:
+        if ctx.copied_server_side:
             return done(f"would copy the {size} bytes of the source blob server-side")
         return done(f"would stream the {size} bytes of the source, sending the non-zero sectors")
 
@@ -197,7 +198,7 @@ class StreamUpload(Upload):
         if source is None or ctx.info is None:  # pragma: no cover
             raise InternalError("internal: a stream without a probed source")
         verify = ctx.clients.settings.connection_verify
-        if ctx.source_blob_type:
+        if ctx.copied_server_side:
             return fromurl.copy_from_url(
                 url=source.text,
                 sas_url=sas,

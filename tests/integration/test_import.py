@@ -493,3 +493,27 @@ def test_a_url_whose_content_changes_midway_is_refused(emulator, tmp_path, monke
     # The upload disk stays unfinished (not marked complete): a rerun replaces it.
     (disk,) = compute(emulator).disks.list_by_resource_group(MINE)
     assert "nixos-azure-publish.upload" not in (disk.tags or {})
+
+
+def test_a_blob_url_with_sha256_is_streamed_so_that_the_sum_is_checked(emulator, cli, tmp_path):
+    emulator.settings.replication_seconds = 0.1
+    sdk = clients(emulator)
+    sdk.create_group("released", "northeurope")
+    sdk.upload_disk("released", "nixos", location="northeurope")
+    read = sdk.compute.disks.begin_grant_access(
+        "released", "nixos", {"access": "Read", "durationInSeconds": 3600}
+    ).result()
+    url = str(read.access_sas)
+    content = BlobClient.from_blob_url(url).download_blob().readall()
+    target = my_target(tmp_path)
+    before = len(emulator.requests)
+    code, _, err = cli.on("import", target, url, "--sha256", "0" * 64, as_json=False)
+    assert code == ExitCode.INVALID_IMAGE, err
+    assert not [w for w in writes(emulator, before) if "/galleries/" in w]  # no version
+    digest = hashlib.sha256(content).hexdigest()
+    code, report, err = cli.on("import", target, url, "--sha256", digest)
+    assert code == 0, err
+    detail = {s["name"]: s["detail"] for s in report["steps"]}["probe source"]
+    assert detail.endswith("(streamed to check --sha256)")
+    # Streamed: the non-zero sectors went through this machine (the boot sector, the footer).
+    assert report["upload"]["bytesSent"] == 1024
