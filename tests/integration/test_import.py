@@ -250,15 +250,20 @@ def test_a_gallery_version_id_is_imported_with_latest_resolved(
     assert status["versions"][0]["tags"]["source"].lower() == image_id.lower()
 
 
-def test_a_blob_url_is_copied_server_side_and_a_rerun_changes_nothing(emulator, cli, tmp_path):
-    emulator.settings.replication_seconds = 0.1
+def released_blob(emulator: Emulator) -> tuple[Any, str]:
+    """The SDK clients, and a read SAS URL of a released image's disk blob."""
     sdk = clients(emulator)
     sdk.create_group("released", "northeurope")
     sdk.upload_disk("released", "nixos", location="northeurope")
     read = sdk.compute.disks.begin_grant_access(
         "released", "nixos", {"access": "Read", "durationInSeconds": 3600}
     ).result()
-    url = str(read.access_sas)
+    return sdk, str(read.access_sas)
+
+
+def test_a_blob_url_is_copied_server_side_and_a_rerun_changes_nothing(emulator, cli, tmp_path):
+    emulator.settings.replication_seconds = 0.1
+    sdk, url = released_blob(emulator)
     target = my_target(tmp_path, cleanup={"deleteUploadDisk": False})
     code, report, err = cli.on("import", target, url)
     assert code == 0, report
@@ -497,13 +502,7 @@ def test_a_url_whose_content_changes_midway_is_refused(emulator, tmp_path, monke
 
 def test_a_blob_url_with_sha256_is_streamed_so_that_the_sum_is_checked(emulator, cli, tmp_path):
     emulator.settings.replication_seconds = 0.1
-    sdk = clients(emulator)
-    sdk.create_group("released", "northeurope")
-    sdk.upload_disk("released", "nixos", location="northeurope")
-    read = sdk.compute.disks.begin_grant_access(
-        "released", "nixos", {"access": "Read", "durationInSeconds": 3600}
-    ).result()
-    url = str(read.access_sas)
+    _, url = released_blob(emulator)
     content = BlobClient.from_blob_url(url).download_blob().readall()
     target = my_target(tmp_path)
     before = len(emulator.requests)
