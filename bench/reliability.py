@@ -19,7 +19,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -271,9 +270,8 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=DOC)
     parser.add_argument("--figures", type=Path, help="also keep the raw records (JSON lines)")
     args = parser.parse_args()
-    # Started in the background (`... &` in a script), this process ignores SIGINT, and so
-    # would the publishers the interrupt scenarios send it to: give them the default back.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Started in the background of a script, the suite would ignore SIGINT: its
+    # conftest gives the publishers of the interrupt scenarios the default back.
     with tempfile.TemporaryDirectory(prefix="reliability-") as work:
         figures = Path(work) / "figures.jsonl"
         status, output, seconds = run(fast=args.fast, figures=figures)

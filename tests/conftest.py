@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,11 @@ def require_tool(name: str) -> str:
 def pytest_sessionstart(session: pytest.Session) -> None:
     del session
     secretscan.install()
+    # Run in the background of a script (`... &` without job control), the suite starts
+    # with SIGINT ignored, and so would every publisher it starts: the Ctrl-C tests would
+    # then interrupt nothing. A handler here is reset to the default in each child.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
