@@ -213,6 +213,12 @@ def update_version(
     ).result()
 
 
+def _disk_containers(emulator: Emulator) -> list[str]:
+    """The blob containers of the disks this emulator holds."""
+    held = list(emulator.app.store.resources.values())  # a copy: the server thread adds to it
+    return [str(r.meta["container"]) for r in held if "container" in r.meta]
+
+
 def wait_for_pages(emulator: Emulator, at_least: int, timeout: float = 60) -> None:
     """Wait until the upload disks hold *at_least* bytes of pages (a piece acknowledged:
     the uploader records it in its journal even when interrupted right after)."""
@@ -220,8 +226,9 @@ def wait_for_pages(emulator: Emulator, at_least: int, timeout: float = 60) -> No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         held = 0
-        for container in service.list_containers(name_starts_with="md-"):
-            blob = service.get_blob_client(container.name, DISK_BLOB)
+        # Only this emulator's disks: the session's Azurite also holds other tests' blobs.
+        for container in _disk_containers(emulator):
+            blob = service.get_blob_client(container, DISK_BLOB)
             with contextlib.suppress(ResourceNotFoundError):
                 held += sum(
                     (r.end or 0) + 1 - (r.start or 0)
