@@ -194,8 +194,8 @@ class StreamUpload(Upload):
 
     @staticmethod
     def _upload(ctx: Context, sas: str) -> UploadResult:
-        source = ctx.input.source
-        if source is None or ctx.info is None:  # pragma: no cover
+        source = ctx.source
+        if ctx.info is None:  # pragma: no cover - ProbeUrl always runs first
             raise InternalError("internal: a stream without a probed source")
         verify = ctx.clients.settings.connection_verify
         if ctx.copied_server_side:
